@@ -1,0 +1,133 @@
+//! `PATCHALL_*` environment variables, read once.
+//!
+//! A bad value is reported once on stderr (raw write) and the default is used:
+//! a typo in an environment variable must never take a program down.
+
+use std::sync::OnceLock;
+
+use crate::sys::diag;
+
+/// How coroutine stacks are laid out in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StackMode {
+    /// Each stack has an unmapped guard gap below it: an overflow faults and is
+    /// reported. One memory mapping per stack.
+    Guarded,
+    /// Stacks are carved side by side from large mappings: no per-stack guard, a
+    /// canary word at the bottom is checked at every switch. For 100k–1M coroutines.
+    Dense,
+}
+
+/// The runtime's configuration, from the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `PATCHALL_STACK_SIZE`: usable bytes per coroutine stack.
+    pub stack_size: usize,
+    /// `PATCHALL_STACKS`: `guarded` or `dense`.
+    pub stack_mode: StackMode,
+}
+
+pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+/// Smallest stack we hand out: a signal handler plus a libc call need this much.
+pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+/// The configuration in force (read from the environment on first use).
+pub fn config() -> &'static Config {
+    CONFIG.get_or_init(|| Config::from_lookup(|name| std::env::var(name).ok()))
+}
+
+impl Config {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
+        let stack_size = parse_or_warn(get("PATCHALL_STACK_SIZE"), "PATCHALL_STACK_SIZE", |v| {
+            parse_size(v).filter(|&n| n >= MIN_STACK_SIZE)
+        })
+        .unwrap_or(DEFAULT_STACK_SIZE);
+        let stack_mode = parse_or_warn(get("PATCHALL_STACKS"), "PATCHALL_STACKS", |v| match v {
+            "guarded" => Some(StackMode::Guarded),
+            "dense" => Some(StackMode::Dense),
+            _ => None,
+        })
+        .unwrap_or(StackMode::Guarded);
+        Config {
+            stack_size,
+            stack_mode,
+        }
+    }
+}
+
+/// Parses a value if present; on a bad one, warns once (per variable) and returns None.
+pub(crate) fn parse_or_warn<T>(
+    value: Option<String>,
+    name: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    let value = value?;
+    let parsed = parse(value.trim());
+    if parsed.is_none() {
+        diag(&[
+            b"patchall: ignoring bad value ",
+            name.as_bytes(),
+            b"=\"",
+            value.as_bytes(),
+            b"\"; using the default\n",
+        ]);
+    }
+    parsed
+}
+
+/// Parses `262144`, `256k`, `256K`, `256KiB`, `1m`, `1M`, `1MiB`, `1g`.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(digits);
+    let num: usize = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    num.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("262144"), Some(262144));
+        assert_eq!(parse_size("256k"), Some(256 << 10));
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("2 G"), Some(2 << 30));
+        assert_eq!(parse_size("12q"), None);
+        assert_eq!(parse_size(""), None);
+    }
+
+    #[test]
+    fn bad_values_fall_back_to_defaults() {
+        let c = Config::from_lookup(|name| match name {
+            "PATCHALL_STACK_SIZE" => Some("lots".into()),
+            "PATCHALL_STACKS" => Some("sparse".into()),
+            _ => None,
+        });
+        assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
+        assert_eq!(c.stack_mode, StackMode::Guarded);
+        let c = Config::from_lookup(|name| match name {
+            "PATCHALL_STACK_SIZE" => Some("64k".into()),
+            "PATCHALL_STACKS" => Some("dense".into()),
+            _ => None,
+        });
+        assert_eq!(c.stack_size, 64 << 10);
+        assert_eq!(c.stack_mode, StackMode::Dense);
+    }
+
+    #[test]
+    fn tiny_stacks_are_refused() {
+        let c = Config::from_lookup(|name| (name == "PATCHALL_STACK_SIZE").then(|| "1k".into()));
+        assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
+    }
+}

@@ -1,0 +1,1 @@
+//! Interposed libc calls.

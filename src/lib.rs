@@ -1,0 +1,37 @@
+//! # patchall
+//!
+//! `monkey.patch_all` for native code: blocking libc calls made inside a coroutine
+//! park that coroutine and let the others run; made anywhere else, they are exactly
+//! the libc call they always were.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! let start = Instant::now();
+//! let sleepers: Vec<_> = (0..100)
+//!     .map(|_| patchall::spawn(|| std::thread::sleep(Duration::from_millis(100))).unwrap())
+//!     .collect();
+//! patchall::join_all(sleepers);
+//! // One hundred blocking sleeps overlapped on this one thread.
+//! assert!(start.elapsed() < Duration::from_secs(2));
+//! ```
+//!
+//! The runtime: one scheduler per OS thread, created on first use, stackful
+//! coroutines (corosensei) on pooled stacks, an epoll reactor (mio). A plain thread
+//! that waits (`join`, `join_all`, `sleep`, `run`) drives its scheduler meanwhile.
+//! See `PATCHALL_*` variables in [`Config`].
+
+#![warn(missing_docs)]
+
+mod config;
+mod coroutine;
+mod fdmap;
+pub mod hooks;
+mod runtime;
+mod sys;
+
+pub use config::{Config, StackMode, config, parse_size};
+pub use coroutine::{
+    Builder, Coroutine, JoinHandle, Result, current, in_coroutine, join_all, run, sleep, spawn,
+    yield_now,
+};

@@ -1,0 +1,17 @@
+//! The coroutine runtime: stacks, scheduler, reactor, timers. It knows nothing of
+//! libc calls: only "wait for this fd", "sleep until", "park until woken".
+
+mod overflow;
+pub(crate) mod reactor;
+mod scheduler;
+pub(crate) mod stack;
+mod task;
+mod timer;
+
+pub use reactor::Direction;
+pub(crate) use scheduler::{
+    current_scheduler, current_task, fd_closing, fd_created, park, root_unparker, sleep_until,
+    wait_fd, with_scheduler, yield_now,
+};
+pub use scheduler::in_coroutine;
+pub(crate) use task::{Unparker, Wake};

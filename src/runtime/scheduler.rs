@@ -1,0 +1,473 @@
+//! One scheduler per OS thread: a FIFO run queue, timers and a reactor, driven by
+//! whichever plain code on that thread waits (`join`, `sleep`, `run`), as gevent's
+//! main greenlet blocks into the hub.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corosensei::{Coroutine, CoroutineResult};
+
+use super::overflow::{self, AltStack};
+use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
+use super::stack::StackCache;
+use super::task::{State, Task, Unparker, Wake};
+use super::timer::Timers;
+use crate::config::config;
+use crate::sys::{errno, set_errno};
+
+thread_local! {
+    /// This thread's scheduler, or null. Read by hooks: const, no destructor.
+    static CURRENT: Cell<*const Scheduler> = const { Cell::new(ptr::null()) };
+    /// The coroutine running on this thread, or null on the scheduler's own stack.
+    pub(crate) static RUNNING: Cell<*const Task> = const { Cell::new(ptr::null()) };
+    /// Owns this thread's scheduler; dropping it at thread exit tears it down.
+    static OWNER: Owner = const { Owner(RefCell::new(None)) };
+}
+
+struct Owner(RefCell<Option<Box<Scheduler>>>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = CURRENT.try_with(|c| c.set(ptr::null()));
+        self.0.borrow_mut().take();
+    }
+}
+
+/// Messages other threads leave for a scheduler.
+pub(crate) enum Mail {
+    Unpark(Option<Arc<Task>>, u64, Wake),
+    Closed(RawFd, u32),
+}
+
+/// The part of a scheduler other threads may touch.
+pub(crate) struct Remote {
+    pub(crate) id: usize,
+    inbox: Mutex<Vec<Mail>>,
+    has_mail: AtomicBool,
+    /// True while the owner may be blocked in `epoll_wait`.
+    polling: AtomicBool,
+    waker: mio::Waker,
+    registry: mio::Registry,
+}
+
+impl Remote {
+    pub(crate) fn post(&self, mail: Mail) {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push(mail);
+        self.has_mail.store(true, Ordering::SeqCst);
+        if self.polling.swap(false, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Live schedulers by id, so that `close` on any thread can reach every reactor.
+static REMOTES: Mutex<Vec<Option<Arc<Remote>>>> = Mutex::new(Vec::new());
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct Scheduler {
+    remote: Arc<Remote>,
+    runq: RefCell<VecDeque<Arc<Task>>>,
+    timers: RefCell<Timers>,
+    reactor: RefCell<Reactor>,
+    stacks: RefCell<StackCache>,
+    /// Coroutines spawned here that have not finished.
+    live: Cell<usize>,
+    /// Rounds since the reactor was last polled while work was runnable.
+    rounds: Cell<u32>,
+    _altstack: Option<AltStack>,
+}
+
+/// How many rounds of runnable work may pass before I/O is polled anyway.
+const POLL_EVERY: u32 = 61;
+
+impl Scheduler {
+    fn new() -> io::Result<Scheduler> {
+        let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+        let id = remotes.iter().position(Option::is_none).unwrap_or(remotes.len());
+        let reactor = Reactor::new(id)?;
+        let remote = Arc::new(Remote {
+            id,
+            inbox: Mutex::new(Vec::new()),
+            has_mail: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
+            waker: mio::Waker::new(reactor.registry(), WAKER_TOKEN)?,
+            registry: reactor.registry().try_clone()?,
+        });
+        if id == remotes.len() {
+            remotes.push(None);
+        }
+        remotes[id] = Some(remote.clone());
+        drop(remotes);
+        overflow::install_handler();
+        let cfg = config();
+        Ok(Scheduler {
+            remote,
+            runq: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(Timers::default()),
+            reactor: RefCell::new(reactor),
+            stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
+            live: Cell::new(0),
+            rounds: Cell::new(0),
+            _altstack: AltStack::ensure(),
+        })
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live.get()
+    }
+
+    pub(crate) fn default_stack_size(&self) -> usize {
+        self.stacks.borrow().default_size()
+    }
+
+    /// Creates a coroutine running `body` and queues it. `body` must not unwind.
+    pub(crate) fn spawn<F: FnOnce() + 'static>(
+        &self,
+        name: Option<Arc<str>>,
+        stack_size: Option<usize>,
+        body: F,
+    ) -> io::Result<u64> {
+        let stack = self.stacks.borrow_mut().get(stack_size)?;
+        let guard = stack.guard_range();
+        let stack_size = stack.size();
+        let canary = stack.canary();
+        let co = Coroutine::with_stack(stack, move |yielder, ()| {
+            let task = current_task().expect("a coroutine body runs as the current task");
+            task.yielder.set(yielder);
+            body();
+        });
+        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        let task = Arc::new(Task {
+            id,
+            name,
+            home: self.remote.clone(),
+            co: std::cell::UnsafeCell::new(Some(co)),
+            yielder: Cell::new(ptr::null()),
+            errno: Cell::new(0),
+            state: Cell::new(State::Runnable),
+            park_seq: Cell::new(0),
+            wake: Cell::new(Wake::Ready),
+            guard,
+            stack_size,
+            canary,
+        });
+        self.live.set(self.live.get() + 1);
+        self.runq.borrow_mut().push_back(task);
+        Ok(id)
+    }
+
+    fn resume(&self, task: Arc<Task>) {
+        task.state.set(State::Running);
+        RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
+        let own_errno = errno();
+        set_errno(task.errno.get());
+        // SAFETY: `co` is only touched on this thread; a runnable task always still
+        // holds its coroutine, and nothing else borrows it while it runs.
+        let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
+        let result = co.resume(());
+        task.errno.set(errno());
+        set_errno(own_errno);
+        RUNNING.with(|r| r.set(ptr::null()));
+        match result {
+            CoroutineResult::Yield(()) => {
+                if task.canary.is_some_and(|c| !c.intact()) {
+                    overflow::report_and_abort(&task);
+                }
+            }
+            CoroutineResult::Return(()) => {
+                task.state.set(State::Done);
+                // SAFETY: as above; the coroutine finished, so its stack is free.
+                let co = unsafe { (*task.co.get()).take() }.expect("checked above");
+                self.stacks.borrow_mut().put(co.into_stack());
+                self.live.set(self.live.get() - 1);
+            }
+        }
+    }
+
+    fn unpark_local(&self, task: Option<Arc<Task>>, seq: u64, wake: Wake) {
+        // A wake for the driving plain thread needs nothing: it re-checks its
+        // condition after every step of the loop.
+        let Some(task) = task else { return };
+        if task.state.get() == State::Parked && task.park_seq.get() == seq {
+            task.wake.set(wake);
+            task.state.set(State::Runnable);
+            self.runq.borrow_mut().push_back(task);
+        }
+    }
+
+    fn drain_mail(&self) {
+        if !self.remote.has_mail.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mail = std::mem::take(&mut *self.remote.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        for m in mail {
+            match m {
+                Mail::Unpark(task, seq, wake) => self.unpark_local(task, seq, wake),
+                Mail::Closed(fd, generation) => self.reactor.borrow_mut().forget(fd, generation),
+            }
+        }
+    }
+
+    fn fire_timers(&self) {
+        if self.timers.borrow().is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        loop {
+            let Some(who) = self.timers.borrow_mut().pop_expired(now) else { break };
+            who.unpark(Wake::TimedOut);
+        }
+    }
+
+    /// Drives this scheduler until `done()` holds or `deadline` passes.
+    pub(crate) fn run_until(&self, deadline: Option<Instant>, done: &mut dyn FnMut() -> bool) {
+        loop {
+            if done() {
+                return;
+            }
+            let batch = self.runq.borrow().len();
+            for _ in 0..batch {
+                let Some(task) = self.runq.borrow_mut().pop_front() else { break };
+                self.resume(task);
+            }
+            if batch > 0 && done() {
+                return;
+            }
+            self.drain_mail();
+            self.fire_timers();
+            let now = (deadline.is_some() || !self.timers.borrow().is_empty()).then(Instant::now);
+            if let (Some(d), Some(now)) = (deadline, now) {
+                if now >= d {
+                    return;
+                }
+            }
+            let busy = !self.runq.borrow().is_empty();
+            let rounds = self.rounds.get() + 1;
+            if busy && rounds < POLL_EVERY {
+                self.rounds.set(rounds);
+                continue;
+            }
+            self.rounds.set(0);
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                let next = [deadline, self.timers.borrow().next_deadline()].into_iter().flatten().min();
+                next.map(|t| t.saturating_duration_since(now.unwrap_or_else(Instant::now)))
+            };
+            self.poll(timeout);
+        }
+    }
+
+    fn poll(&self, timeout: Option<Duration>) {
+        let may_block = timeout != Some(Duration::ZERO);
+        let mut timeout = timeout;
+        if may_block {
+            self.remote.polling.store(true, Ordering::SeqCst);
+            if self.remote.has_mail.load(Ordering::SeqCst) {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let mut woken = Vec::new();
+        let result = self.reactor.borrow_mut().poll(timeout, |who| woken.push(who));
+        self.remote.polling.store(false, Ordering::SeqCst);
+        if let Err(e) = result {
+            crate::sys::diag(&[b"patchall: epoll_wait failed: ", e.to_string().as_bytes(), b"\n"]);
+        }
+        for who in woken {
+            self.unpark_local(who.task, who.seq, Wake::Ready);
+        }
+        self.drain_mail();
+        self.fire_timers();
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = remotes.get_mut(self.remote.id) {
+            *slot = None;
+        }
+    }
+}
+
+/// The current thread's scheduler, created on first use.
+pub(crate) fn with_scheduler<R>(f: impl FnOnce(&Scheduler) -> R) -> io::Result<R> {
+    if let Some(s) = current_scheduler() {
+        return Ok(f(s));
+    }
+    let scheduler = Box::new(Scheduler::new()?);
+    let ptr: *const Scheduler = &*scheduler;
+    OWNER
+        .try_with(|o| *o.0.borrow_mut() = Some(scheduler))
+        .map_err(|_| io::Error::other("patchall: thread is exiting"))?;
+    CURRENT.with(|c| c.set(ptr));
+    // SAFETY: the box is owned by OWNER until thread exit, which clears CURRENT first.
+    Ok(f(unsafe { &*ptr }))
+}
+
+/// This thread's scheduler, if it has one. Never allocates: safe in hooks.
+#[inline]
+pub(crate) fn current_scheduler() -> Option<&'static Scheduler> {
+    let ptr = CURRENT.try_with(|c| c.get()).ok()?;
+    // SAFETY: non-null only while OWNER holds the box (see `with_scheduler`).
+    unsafe { ptr.as_ref() }
+}
+
+/// The running coroutine, if code runs on a coroutine stack. Safe in hooks.
+#[inline]
+pub(crate) fn current_task() -> Option<&'static Task> {
+    let ptr = RUNNING.try_with(|r| r.get()).ok()?;
+    // SAFETY: RUNNING is non-null only while `resume` holds an Arc to the task.
+    unsafe { ptr.as_ref() }
+}
+
+/// True when called on a coroutine's stack.
+#[inline]
+pub fn in_coroutine() -> bool {
+    RUNNING.try_with(|r| !r.get().is_null()).unwrap_or(false)
+}
+
+fn current_arc(task: &Task) -> Arc<Task> {
+    // SAFETY: `task` came from RUNNING, which points into an Arc kept alive by
+    // `resume`; taking one more strong count and rebuilding an Arc is sound.
+    unsafe {
+        Arc::increment_strong_count(task);
+        Arc::from_raw(task)
+    }
+}
+
+pub(crate) fn unpark(who: Unparker, wake: Wake) {
+    match current_scheduler() {
+        Some(s) if Arc::ptr_eq(&s.remote, &who.home) => s.unpark_local(who.task, who.seq, wake),
+        _ => who.home.clone().post(Mail::Unpark(who.task, who.seq, wake)),
+    }
+}
+
+/// Suspends the running coroutine until an `Unparker` made by `register` wakes it
+/// or `deadline` passes. `register` receives the handle; it returns false if the
+/// condition already holds (then nothing parks). Must be called in a coroutine.
+pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) -> bool) -> Wake {
+    let task = current_task().expect("park is only called in a coroutine");
+    let sched = current_scheduler().expect("a coroutine runs on a scheduler");
+    let seq = task.park_seq.get() + 1;
+    task.park_seq.set(seq);
+    let me = Unparker {
+        home: sched.remote.clone(),
+        task: Some(current_arc(task)),
+        seq,
+    };
+    if !register(me.clone()) {
+        return Wake::Ready;
+    }
+    let timer = deadline.map(|d| sched.timers.borrow_mut().insert(d, me));
+    task.state.set(State::Parked);
+    // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
+    // the Yielder lives on this coroutine's stack for as long as it runs.
+    unsafe { (*task.yielder.get()).suspend(()) };
+    let wake = task.wake.get();
+    if let (Some(key), false) = (timer, wake == Wake::TimedOut) {
+        sched.timers.borrow_mut().cancel(key);
+    }
+    wake
+}
+
+/// Parks the running coroutine until `fd` is ready for `dir`, `deadline` passes or
+/// the fd is closed. `Ready` may be spurious: the caller retries its call.
+pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<Wake> {
+    let sched = current_scheduler().expect("wait_fd is only called in a coroutine");
+    let mut failed = None;
+    let mut me = None;
+    let wake = park(deadline, |who| {
+        me = Some(who.clone());
+        match sched.reactor.borrow_mut().prepare_wait(fd, dir, who) {
+            Ok(Prepared::Queued) => true,
+            Ok(Prepared::Retry) => false,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if wake != Wake::Ready {
+        if let Some(me) = me {
+            sched.reactor.borrow_mut().cancel_wait(fd, dir, &me);
+        }
+    }
+    Ok(wake)
+}
+
+/// Called before `fd` is closed or replaced, from any thread: every reactor drops
+/// its registration and wakes its waiters with `Closed`; the generation moves on.
+pub(crate) fn fd_closing(fd: RawFd) {
+    let Some(reg) = FD_REGS.get(fd) else { return };
+    let old = reg.generation.fetch_add(1, Ordering::AcqRel);
+    let mask = reg.reactors.swap(0, Ordering::AcqRel);
+    if mask == 0 {
+        return;
+    }
+    let local = current_scheduler();
+    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+    for remote in remotes.iter().flatten() {
+        if mask & reactor::reactor_bit(remote.id) == 0 {
+            continue;
+        }
+        match local {
+            Some(s) if Arc::ptr_eq(&s.remote, remote) => {
+                if let Ok(mut reactor) = s.reactor.try_borrow_mut() {
+                    reactor.forget(fd, old);
+                    continue;
+                }
+                s.remote.post(Mail::Closed(fd, old));
+            }
+            _ => {
+                // Deregister before the fd number can be reused; the owner wakes
+                // the waiters when it reads its mail.
+                let _ = remote.registry.deregister(&mut mio::unix::SourceFd(&fd));
+                remote.post(Mail::Closed(fd, old));
+            }
+        }
+    }
+}
+
+/// Called when a hook hands out a new fd: a registration left by a close we never
+/// saw (glibc closing internally) must not be mistaken for this one.
+pub(crate) fn fd_created(fd: RawFd) {
+    if FD_REGS.get(fd).is_some_and(|r| r.reactors.load(Ordering::Acquire) != 0) {
+        fd_closing(fd);
+    } else if let Some(reg) = FD_REGS.get(fd) {
+        reg.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Requeues the running coroutine behind the others (in a coroutine).
+pub(crate) fn yield_now() {
+    let task = current_task().expect("in a coroutine");
+    let sched = current_scheduler().expect("a coroutine runs on a scheduler");
+    task.state.set(State::Runnable);
+    sched.runq.borrow_mut().push_back(current_arc(task));
+    // SAFETY: as in `park`.
+    unsafe { (*task.yielder.get()).suspend(()) };
+}
+
+/// Sleeps the running coroutine until `deadline` (in a coroutine).
+pub(crate) fn sleep_until(deadline: Instant) -> Wake {
+    park(Some(deadline), |_| true)
+}
+
+/// A handle on the current thread's scheduler for a plain (non-coroutine) waiter.
+pub(crate) fn root_unparker() -> io::Result<Unparker> {
+    with_scheduler(|s| Unparker {
+        home: s.remote.clone(),
+        task: None,
+        seq: 0,
+    })
+}

@@ -1,0 +1,294 @@
+//! Coroutine stacks: carved from large mappings, pooled, never `Coroutine::new`.
+//!
+//! Guarded stacks sit in chunks laid out `[gap][stack][gap][stack]…` where every gap
+//! is unmapped after the chunk is mapped: the gap costs no memory mapping, so each
+//! stack is exactly one entry against `vm.max_map_count`. An unmapped hole is only a
+//! guard while nothing else is mapped into it, and the kernel's top-down allocator
+//! puts new mappings in the *highest* hole that fits; so chunks are placed at a hint
+//! far below the normal mmap area, where every other mapping finds room first.
+//!
+//! Dense stacks sit side by side with no gap; a canary word at the bottom of each is
+//! checked whenever the coroutine switches out.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::StackMode;
+use crate::sys::page_size;
+
+/// Width of the unmapped gap below each guarded stack. Debian's gcc does not emit
+/// stack-clash probes, so a large C frame can jump a narrow guard: keep it wide.
+pub(crate) const GUARD_GAP: usize = 64 * 1024;
+/// How much address space one chunk maps (rounded to whole stacks).
+const CHUNK_BYTES: usize = 32 << 20;
+const CANARY: u64 = 0x7061_7463_6861_6c6c; // "patchall"
+
+/// One coroutine stack: usable memory is `[bottom, top)`.
+#[derive(Debug)]
+pub(crate) struct Stack {
+    top: usize,
+    bottom: usize,
+    mode: StackMode,
+}
+
+impl Stack {
+    pub(crate) fn size(&self) -> usize {
+        self.top - self.bottom
+    }
+
+    /// The addresses whose access means this stack overflowed.
+    pub(crate) fn guard_range(&self) -> (usize, usize) {
+        match self.mode {
+            StackMode::Guarded => (self.bottom - GUARD_GAP, self.bottom),
+            StackMode::Dense => (self.bottom, self.bottom),
+        }
+    }
+
+    /// Where a dense stack keeps its canary word; None for guarded stacks.
+    pub(crate) fn canary(&self) -> Option<Canary> {
+        (self.mode == StackMode::Dense).then_some(Canary(self.bottom))
+    }
+
+    fn class(&self) -> (usize, StackMode) {
+        (self.size(), self.mode)
+    }
+}
+
+// SAFETY: `base` and `limit` describe memory this `Stack` owns exclusively for its
+// whole life, 16-byte aligned (page aligned). Guarded stacks have an unmapped guard
+// below `limit`'s usable part. Dense stacks have none, which the trait asks for; that
+// trade is the documented point of dense mode, mitigated by the canary check.
+unsafe impl corosensei::stack::Stack for Stack {
+    fn base(&self) -> corosensei::stack::StackPointer {
+        corosensei::stack::StackPointer::new(self.top).expect("stack top is non-null")
+    }
+
+    fn limit(&self) -> corosensei::stack::StackPointer {
+        corosensei::stack::StackPointer::new(self.guard_range().0).expect("stack limit is non-null")
+    }
+}
+
+/// Rounds a requested size up to whole pages, at least the minimum.
+pub(crate) fn round_size(size: usize) -> usize {
+    let page = page_size();
+    size.max(crate::config::MIN_STACK_SIZE).div_ceil(page) * page
+}
+
+/// Stacks returned by any thread, by (size, mode).
+static FREE: Mutex<Option<HashMap<(usize, StackMode), Vec<Stack>>>> = Mutex::new(None);
+static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes a stack of `size` bytes (already rounded) from the global pool, mapping a
+/// new chunk when it is empty. Fails with the OS error when memory cannot be had.
+pub(crate) fn allocate(size: usize, mode: StackMode) -> io::Result<Stack> {
+    let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+    let list = free.get_or_insert_with(HashMap::new).entry((size, mode)).or_default();
+    if let Some(stack) = list.pop() {
+        return Ok(stack);
+    }
+    let mut fresh = map_chunk(size, mode)?;
+    let stack = fresh.pop().expect("a chunk holds at least one stack");
+    list.append(&mut fresh);
+    Ok(stack)
+}
+
+/// Gives stacks back to the global pool, releasing their memory to the OS first
+/// (they may stay idle a long time); the mapping is kept for reuse.
+pub(crate) fn release(stacks: impl IntoIterator<Item = Stack>) {
+    let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = free.get_or_insert_with(HashMap::new);
+    for stack in stacks {
+        // SAFETY: the range is this stack's own private anonymous memory, which no
+        // coroutine uses any more; MADV_DONTNEED only zero-fills it on next touch.
+        unsafe {
+            libc::madvise(stack.bottom as *mut _, stack.size(), libc::MADV_DONTNEED);
+        }
+        if stack.mode == StackMode::Dense {
+            write_canary(stack.bottom);
+        }
+        map.entry(stack.class()).or_default().push(stack);
+    }
+}
+
+/// The bottom word of a dense stack, overwritten only by an overflow.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Canary(usize);
+
+impl Canary {
+    pub(crate) fn intact(self) -> bool {
+        // SAFETY: a Canary names the first word of a live stack's writable memory;
+        // stacks are never unmapped.
+        unsafe { (self.0 as *const u64).read_volatile() == CANARY }
+    }
+}
+
+fn write_canary(bottom: usize) {
+    // SAFETY: `bottom` is the first word of a writable stack no coroutine runs on.
+    unsafe { (bottom as *mut u64).write_volatile(CANARY) }
+}
+
+/// A hint below the normal mmap area: half the address of a probe mapping.
+fn chunk_hint(len: usize) -> usize {
+    let mut hint = NEXT_HINT.load(Ordering::Relaxed);
+    if hint == 0 {
+        // SAFETY: a fresh anonymous mapping, unmapped at once; only its address is used.
+        let probe = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                page_size(),
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p != libc::MAP_FAILED {
+                libc::munmap(p, page_size());
+            }
+            p as usize
+        };
+        hint = (probe / 2) & !((2 << 20) - 1);
+    }
+    NEXT_HINT.store(hint + len, Ordering::Relaxed);
+    hint
+}
+
+fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
+    let gap = if mode == StackMode::Guarded { GUARD_GAP } else { 0 };
+    let slot = size + gap;
+    let count = (CHUNK_BYTES / slot).max(1);
+    let len = count * slot;
+    let hint = chunk_hint(len);
+    // SAFETY: a new private anonymous mapping; the kernel picks the address if the
+    // hint is taken. MAP_NORESERVE: stacks are address space, committed as touched.
+    let base = unsafe {
+        libc::mmap(
+            hint as *mut _,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = base as usize;
+    if base != hint {
+        NEXT_HINT.store(0, Ordering::Relaxed);
+    }
+    let mut stacks = Vec::with_capacity(count);
+    for i in 0..count {
+        let gap_lo = base + i * slot;
+        if gap > 0 {
+            // SAFETY: the gap lies inside the mapping we just made and nothing uses it.
+            unsafe { libc::munmap(gap_lo as *mut _, gap) };
+        }
+        let bottom = gap_lo + gap;
+        if mode == StackMode::Dense {
+            write_canary(bottom);
+        }
+        stacks.push(Stack {
+            top: bottom + size,
+            bottom,
+            mode,
+        });
+    }
+    // Hand out low addresses last: `pop` takes from the end.
+    stacks.reverse();
+    Ok(stacks)
+}
+
+/// A per-scheduler cache in front of the global pool: steady-state spawn takes a
+/// stack here without a lock or a system call.
+pub(crate) struct StackCache {
+    size: usize,
+    mode: StackMode,
+    stacks: Vec<Stack>,
+}
+
+/// Stacks a cache keeps before handing the surplus back to the global pool.
+const CACHE_MAX: usize = 256;
+
+impl StackCache {
+    pub(crate) fn new(size: usize, mode: StackMode) -> StackCache {
+        StackCache {
+            size: round_size(size),
+            mode,
+            stacks: Vec::new(),
+        }
+    }
+
+    pub(crate) fn default_size(&self) -> usize {
+        self.size
+    }
+
+    pub(crate) fn get(&mut self, size: Option<usize>) -> io::Result<Stack> {
+        let size = size.map_or(self.size, round_size);
+        if size == self.size {
+            if let Some(stack) = self.stacks.pop() {
+                return Ok(stack);
+            }
+        }
+        allocate(size, self.mode)
+    }
+
+    pub(crate) fn put(&mut self, stack: Stack) {
+        if stack.class() == (self.size, self.mode) && self.stacks.len() < CACHE_MAX {
+            self.stacks.push(stack);
+        } else {
+            release([stack]);
+        }
+    }
+}
+
+impl Drop for StackCache {
+    fn drop(&mut self) {
+        release(self.stacks.drain(..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(addr: usize) -> bool {
+        // SAFETY: mincore only reads page-table state; an unmapped page gives ENOMEM.
+        let mut vec = 0u8;
+        let page = addr & !(page_size() - 1);
+        unsafe { libc::mincore(page as *mut _, 1, &mut vec) == 0 }
+    }
+
+    #[test]
+    fn guarded_stacks_have_unmapped_gaps() {
+        let s = allocate(round_size(64 * 1024), StackMode::Guarded).unwrap();
+        assert_eq!(s.size(), 64 * 1024);
+        let (lo, hi) = s.guard_range();
+        assert_eq!(hi - lo, GUARD_GAP);
+        assert!(mapped(s.bottom) && mapped(s.top - 1));
+        assert!(!mapped(lo) && !mapped(hi - 1));
+        release([s]);
+    }
+
+    #[test]
+    fn dense_stacks_carry_a_canary() {
+        let s = allocate(round_size(32 * 1024), StackMode::Dense).unwrap();
+        let canary = s.canary().unwrap();
+        assert!(canary.intact());
+        // SAFETY: the stack is ours and unused.
+        unsafe { (s.bottom as *mut u64).write(0) };
+        assert!(!canary.intact());
+        release([s]);
+    }
+
+    #[test]
+    fn cache_reuses_stacks() {
+        let mut cache = StackCache::new(64 * 1024, StackMode::Guarded);
+        let a = cache.get(None).unwrap();
+        let top = a.top;
+        cache.put(a);
+        assert_eq!(cache.get(None).unwrap().top, top);
+    }
+}

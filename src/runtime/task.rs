@@ -1,0 +1,93 @@
+//! A coroutine as the scheduler sees it, and the handle that wakes it.
+
+use std::cell::{Cell, UnsafeCell};
+use std::sync::Arc;
+
+use corosensei::{Coroutine, Yielder};
+
+use super::scheduler::Remote;
+use super::stack::{Canary, Stack};
+
+pub(crate) type Co = Coroutine<(), (), (), Stack>;
+
+/// Why a parked coroutine was resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// What it waited for happened (fd ready, joined task done, value available).
+    Ready,
+    /// Its deadline passed first.
+    TimedOut,
+    /// The fd it waited on was closed (or `dup2`-ed over) by someone else.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Runnable,
+    Running,
+    Parked,
+    Done,
+}
+
+/// One coroutine. Lives in an `Arc` so wakers on other threads can name it; every
+/// field but `id`, `name` and `home` is touched only by the owning scheduler's thread.
+pub(crate) struct Task {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) home: Arc<Remote>,
+    pub(crate) co: UnsafeCell<Option<Co>>,
+    pub(crate) yielder: Cell<*const Yielder<(), ()>>,
+    pub(crate) errno: Cell<i32>,
+    pub(crate) state: Cell<State>,
+    /// Bumped at every park: a wake-up carrying an older value is stale.
+    pub(crate) park_seq: Cell<u64>,
+    pub(crate) wake: Cell<Wake>,
+    /// The stack's overflow range and size, readable from the SIGSEGV handler.
+    pub(crate) guard: (usize, usize),
+    pub(crate) stack_size: usize,
+    pub(crate) canary: Option<Canary>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        // A coroutine abandoned while suspended (its scheduler's thread exited, or
+        // nothing can ever wake it) may be suspended inside a C frame: unwinding
+        // it could abort the process. Leak its stack instead, as gevent abandons
+        // greenlets at exit.
+        if let Some(co) = self.co.get_mut().take() {
+            if co.started() && !co.done() {
+                std::mem::forget(co);
+            }
+        }
+    }
+}
+
+// SAFETY: the non-Sync fields (`co`, the `Cell`s) are only accessed on the thread of
+// the scheduler that owns the task (`home`); other threads only clone the `Arc` and
+// send it back to `home`'s inbox, where the owner thread reads it.
+unsafe impl Send for Task {}
+// SAFETY: as above.
+unsafe impl Sync for Task {}
+
+/// Wakes one particular park of one coroutine (or the plain thread driving a
+/// scheduler, when `task` is `None`). Send + Sync: any thread may use it.
+#[derive(Clone)]
+pub(crate) struct Unparker {
+    pub(crate) home: Arc<Remote>,
+    pub(crate) task: Option<Arc<Task>>,
+    pub(crate) seq: u64,
+}
+
+impl Unparker {
+    pub(crate) fn unpark(self, wake: Wake) {
+        super::scheduler::unpark(self, wake);
+    }
+
+    pub(crate) fn same_task(&self, other: &Unparker) -> bool {
+        match (&self.task, &other.task) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => Arc::ptr_eq(&self.home, &other.home),
+            _ => false,
+        }
+    }
+}
