@@ -80,7 +80,9 @@ pub(crate) fn parse_or_warn<T>(
 /// Parses `262144`, `256k`, `256K`, `256KiB`, `1m`, `1M`, `1MiB`, `1g`.
 pub fn parse_size(text: &str) -> Option<usize> {
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (num, unit) = text.split_at(digits);
     let num: usize = num.parse().ok()?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {

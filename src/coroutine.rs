@@ -169,7 +169,11 @@ impl<T> JoinHandle<T> {
                 packet.watch(who);
             });
         }
-        packet.lock().result.take().expect("a finished coroutine left its result")
+        packet
+            .lock()
+            .result
+            .take()
+            .expect("a finished coroutine left its result")
     }
 
     /// True once the coroutine has returned or panicked.
@@ -185,7 +189,9 @@ impl<T> JoinHandle<T> {
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle").field("coroutine", &self.coroutine).finish()
+        f.debug_struct("JoinHandle")
+            .field("coroutine", &self.coroutine)
+            .finish()
     }
 }
 

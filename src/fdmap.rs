@@ -102,7 +102,10 @@ mod tests {
         static MAP: FdMap<E> = FdMap::new();
         assert!(MAP.get(200_000).is_none());
         let a = MAP.get_or_create(3).unwrap() as *const E;
-        MAP.get_or_create(200_000).unwrap().0.store(7, Ordering::Relaxed);
+        MAP.get_or_create(200_000)
+            .unwrap()
+            .0
+            .store(7, Ordering::Relaxed);
         assert_eq!(MAP.get(200_000).unwrap().0.load(Ordering::Relaxed), 7);
         assert_eq!(MAP.get(3).unwrap() as *const E, a);
         assert!(MAP.get_or_create(-1).is_none());

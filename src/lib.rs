@@ -26,6 +26,7 @@
 mod config;
 mod coroutine;
 mod fdmap;
+mod fdtable;
 pub mod hooks;
 mod runtime;
 mod sys;

@@ -25,9 +25,7 @@ pub(crate) fn diag(parts: &[&[u8]]) {
         let mut rest = *part;
         while !rest.is_empty() {
             // SAFETY: the pointer and length describe the live slice `rest`.
-            let n = unsafe {
-                libc::syscall(libc::SYS_write, 2, rest.as_ptr(), rest.len())
-            };
+            let n = unsafe { libc::syscall(libc::SYS_write, 2, rest.as_ptr(), rest.len()) };
             if n <= 0 {
                 if n < 0 && errno() == libc::EINTR {
                     continue;

@@ -14,7 +14,10 @@ fn a_panic_is_delivered_to_the_joiner() {
     let n = std::hint::black_box(7);
     let h = patchall::spawn(move || -> u32 { panic!("coroutine {n} failed") }).unwrap();
     let payload = h.join().unwrap_err();
-    assert_eq!(payload.downcast_ref::<String>().map(String::as_str), Some("coroutine 7 failed"));
+    assert_eq!(
+        payload.downcast_ref::<String>().map(String::as_str),
+        Some("coroutine 7 failed")
+    );
     // The scheduler survives the panic.
     assert_eq!(patchall::spawn(|| 1).unwrap().join().unwrap(), 1);
 }
@@ -30,7 +33,10 @@ fn ten_thousand_coroutines_spawn_and_join() {
             .unwrap()
         })
         .collect();
-    let sum: u64 = patchall::join_all(handles).into_iter().map(|r| r.unwrap()).sum();
+    let sum: u64 = patchall::join_all(handles)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
     assert_eq!(sum, (0..10_000u64).map(|i| i * 2).sum());
 }
 
@@ -116,9 +122,16 @@ fn errno_belongs_to_each_coroutine() {
         })
         .collect();
     set_errno(libc::EINTR);
-    let got: Vec<i32> = patchall::join_all(handles).into_iter().map(|r| r.unwrap()).collect();
+    let got: Vec<i32> = patchall::join_all(handles)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(got, [libc::EAGAIN, libc::EPIPE, libc::ENOENT]);
-    assert_eq!(errno(), libc::EINTR, "the driving thread's errno is its own");
+    assert_eq!(
+        errno(),
+        libc::EINTR,
+        "the driving thread's errno is its own"
+    );
 }
 
 #[test]

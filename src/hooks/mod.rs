@@ -1,1 +1,24 @@
-//! Interposed libc calls.
+//! Interposed libc calls, one file per call family.
+//!
+//! Every hook is an `extern "C"` function with libc's name. It finds the real
+//! function with `dlsym(RTLD_NEXT)`, and:
+//! - outside a coroutine (or re-entered from our own code) forwards the call with
+//!   the same arguments and returns its result and errno untouched, except where we
+//!   set O_NONBLOCK on an fd ourselves: then it waits as the blocking call would;
+//! - inside a coroutine makes the call without blocking and parks the coroutine on
+//!   the reactor until it can complete.
+//!
+//! Linked as an rlib, these definitions replace libc's in the final binary; in
+//! `libpatchall.so` they interpose through `LD_PRELOAD`.
+
+#[macro_use]
+mod real;
+pub(crate) mod blocking;
+pub mod fd;
+pub mod io;
+mod iov;
+pub mod net;
+pub mod poll;
+pub mod sleep;
+
+pub use real::Original;

@@ -199,7 +199,11 @@ impl Reactor {
             }
             let fd = (token.0 & 0xffff_ffff) as RawFd;
             let generation = (token.0 >> 32) as u32;
-            let Some(slot) = self.slots.get_mut(fd as usize).and_then(|s| s.as_deref_mut()) else {
+            let Some(slot) = self
+                .slots
+                .get_mut(fd as usize)
+                .and_then(|s| s.as_deref_mut())
+            else {
                 continue;
             };
             if slot.generation != generation {

@@ -58,7 +58,10 @@ pub(crate) struct Remote {
 
 impl Remote {
     pub(crate) fn post(&self, mail: Mail) {
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push(mail);
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(mail);
         self.has_mail.store(true, Ordering::SeqCst);
         if self.polling.swap(false, Ordering::SeqCst) {
             let _ = self.waker.wake();
@@ -89,7 +92,10 @@ const POLL_EVERY: u32 = 61;
 impl Scheduler {
     fn new() -> io::Result<Scheduler> {
         let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
-        let id = remotes.iter().position(Option::is_none).unwrap_or(remotes.len());
+        let id = remotes
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(remotes.len());
         let reactor = Reactor::new(id)?;
         let remote = Arc::new(Remote {
             id,
@@ -205,7 +211,8 @@ impl Scheduler {
         if !self.remote.has_mail.swap(false, Ordering::SeqCst) {
             return;
         }
-        let mail = std::mem::take(&mut *self.remote.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        let mail =
+            std::mem::take(&mut *self.remote.inbox.lock().unwrap_or_else(|e| e.into_inner()));
         for m in mail {
             match m {
                 Mail::Unpark(task, seq, wake) => self.unpark_local(task, seq, wake),
@@ -220,7 +227,9 @@ impl Scheduler {
         }
         let now = Instant::now();
         loop {
-            let Some(who) = self.timers.borrow_mut().pop_expired(now) else { break };
+            let Some(who) = self.timers.borrow_mut().pop_expired(now) else {
+                break;
+            };
             who.unpark(Wake::TimedOut);
         }
     }
@@ -233,7 +242,9 @@ impl Scheduler {
             }
             let batch = self.runq.borrow().len();
             for _ in 0..batch {
-                let Some(task) = self.runq.borrow_mut().pop_front() else { break };
+                let Some(task) = self.runq.borrow_mut().pop_front() else {
+                    break;
+                };
                 self.resume(task);
             }
             if batch > 0 && done() {
@@ -257,7 +268,10 @@ impl Scheduler {
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                let next = [deadline, self.timers.borrow().next_deadline()].into_iter().flatten().min();
+                let next = [deadline, self.timers.borrow().next_deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 next.map(|t| t.saturating_duration_since(now.unwrap_or_else(Instant::now)))
             };
             self.poll(timeout);
@@ -274,10 +288,17 @@ impl Scheduler {
             }
         }
         let mut woken = Vec::new();
-        let result = self.reactor.borrow_mut().poll(timeout, |who| woken.push(who));
+        let result = self
+            .reactor
+            .borrow_mut()
+            .poll(timeout, |who| woken.push(who));
         self.remote.polling.store(false, Ordering::SeqCst);
         if let Err(e) = result {
-            crate::sys::diag(&[b"patchall: epoll_wait failed: ", e.to_string().as_bytes(), b"\n"]);
+            crate::sys::diag(&[
+                b"patchall: epoll_wait failed: ",
+                e.to_string().as_bytes(),
+                b"\n",
+            ]);
         }
         for who in woken {
             self.unpark_local(who.task, who.seq, Wake::Ready);
@@ -380,29 +401,43 @@ pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) ->
 /// Parks the running coroutine until `fd` is ready for `dir`, `deadline` passes or
 /// the fd is closed. `Ready` may be spurious: the caller retries its call.
 pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> io::Result<Wake> {
-    let sched = current_scheduler().expect("wait_fd is only called in a coroutine");
+    wait_any(&[(fd, dir)], deadline)
+}
+
+/// Parks the running coroutine until any of `fds` is ready (poll, select, epoll
+/// on many fds), `deadline` passes, or one of them is closed. Fails, without
+/// parking, if an fd cannot be polled.
+pub(crate) fn wait_any(fds: &[(RawFd, Direction)], deadline: Option<Instant>) -> io::Result<Wake> {
+    let sched = current_scheduler().expect("wait_any is only called in a coroutine");
     let mut failed = None;
     let mut me = None;
+    let mut queued = 0;
     let wake = park(deadline, |who| {
-        me = Some(who.clone());
-        match sched.reactor.borrow_mut().prepare_wait(fd, dir, who) {
-            Ok(Prepared::Queued) => true,
-            Ok(Prepared::Retry) => false,
-            Err(e) => {
-                failed = Some(e);
-                false
+        let mut reactor = sched.reactor.borrow_mut();
+        for &(fd, dir) in fds {
+            match reactor.prepare_wait(fd, dir, who.clone()) {
+                Ok(Prepared::Queued) => queued += 1,
+                Ok(Prepared::Retry) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
+        me = Some(who);
+        queued == fds.len()
     });
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    if wake != Wake::Ready {
-        if let Some(me) = me {
-            sched.reactor.borrow_mut().cancel_wait(fd, dir, &me);
+    // Whatever woke us, the other registrations are stale now.
+    if let Some(me) = me {
+        let mut reactor = sched.reactor.borrow_mut();
+        for &(fd, dir) in &fds[..queued] {
+            reactor.cancel_wait(fd, dir, &me);
         }
     }
-    Ok(wake)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(wake),
+    }
 }
 
 /// Called before `fd` is closed or replaced, from any thread: every reactor drops
@@ -441,7 +476,10 @@ pub(crate) fn fd_closing(fd: RawFd) {
 /// Called when a hook hands out a new fd: a registration left by a close we never
 /// saw (glibc closing internally) must not be mistaken for this one.
 pub(crate) fn fd_created(fd: RawFd) {
-    if FD_REGS.get(fd).is_some_and(|r| r.reactors.load(Ordering::Acquire) != 0) {
+    if FD_REGS
+        .get(fd)
+        .is_some_and(|r| r.reactors.load(Ordering::Acquire) != 0)
+    {
         fd_closing(fd);
     } else if let Some(reg) = FD_REGS.get(fd) {
         reg.generation.fetch_add(1, Ordering::AcqRel);

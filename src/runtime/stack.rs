@@ -84,7 +84,10 @@ static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
 /// new chunk when it is empty. Fails with the OS error when memory cannot be had.
 pub(crate) fn allocate(size: usize, mode: StackMode) -> io::Result<Stack> {
     let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-    let list = free.get_or_insert_with(HashMap::new).entry((size, mode)).or_default();
+    let list = free
+        .get_or_insert_with(HashMap::new)
+        .entry((size, mode))
+        .or_default();
     if let Some(stack) = list.pop() {
         return Ok(stack);
     }
@@ -155,7 +158,11 @@ fn chunk_hint(len: usize) -> usize {
 }
 
 fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
-    let gap = if mode == StackMode::Guarded { GUARD_GAP } else { 0 };
+    let gap = if mode == StackMode::Guarded {
+        GUARD_GAP
+    } else {
+        0
+    };
     let slot = size + gap;
     let count = (CHUNK_BYTES / slot).max(1);
     let len = count * slot;

@@ -1,0 +1,249 @@
+//! Per-fd facts the hooks need: what kind of file it is, whether the *user* asked
+//! for non-blocking mode, whether *we* set O_NONBLOCK, and the user's socket
+//! timeouts. Kept per fd number, reset when the fd is created or closed through a
+//! hook; an fd we never saw created is examined (fstat, F_GETFL) on first use.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::fdmap::{FdMap, Zeroable};
+
+/// What an fd refers to, as far as blocking is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Regular file, block device, directory: never "not ready"; offload territory.
+    File,
+    Socket,
+    /// Pipes, FIFOs, ttys, eventfds and other pollable descriptors.
+    Stream,
+}
+
+const KNOWN: u32 = 1 << 0;
+const KIND_SOCKET: u32 = 1 << 1;
+const KIND_FILE: u32 = 1 << 2;
+/// The user asked for non-blocking mode (O_NONBLOCK, SOCK_NONBLOCK, FIONBIO).
+const USER_NONBLOCK: u32 = 1 << 3;
+/// We set O_NONBLOCK on the open file; the user did not.
+const WE_SET_NONBLOCK: u32 = 1 << 4;
+/// Created through a hook in this process: no other process shares it yet.
+const OURS: u32 = 1 << 5;
+
+pub(crate) struct FdEntry {
+    bits: AtomicU32,
+    /// SO_RCVTIMEO / SO_SNDTIMEO in microseconds, 0 for none.
+    rcvtimeo_us: AtomicU64,
+    sndtimeo_us: AtomicU64,
+}
+
+// SAFETY: all-zero atomics are valid (an unknown fd); atomics are Sync.
+unsafe impl Zeroable for FdEntry {}
+
+static TABLE: FdMap<FdEntry> = FdMap::new();
+
+/// A snapshot of one fd's facts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Facts {
+    pub(crate) kind: Kind,
+    pub(crate) user_nonblock: bool,
+    pub(crate) we_set_nonblock: bool,
+    pub(crate) ours: bool,
+}
+
+fn raw_fcntl(fd: i32, cmd: i32, arg: libc::c_long) -> libc::c_long {
+    // SAFETY: a raw fcntl system call; it never touches our memory for these commands.
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) }
+}
+
+fn decode(bits: u32) -> Facts {
+    let kind = if bits & KIND_SOCKET != 0 {
+        Kind::Socket
+    } else if bits & KIND_FILE != 0 {
+        Kind::File
+    } else {
+        Kind::Stream
+    };
+    Facts {
+        kind,
+        user_nonblock: bits & USER_NONBLOCK != 0,
+        we_set_nonblock: bits & WE_SET_NONBLOCK != 0,
+        ours: bits & OURS != 0,
+    }
+}
+
+fn kind_bits(kind: Kind) -> u32 {
+    match kind {
+        Kind::Socket => KIND_SOCKET,
+        Kind::File => KIND_FILE,
+        Kind::Stream => 0,
+    }
+}
+
+/// The facts for `fd` without any system call, if we know them.
+#[inline]
+pub(crate) fn known(fd: i32) -> Option<Facts> {
+    let bits = TABLE.get(fd)?.bits.load(Ordering::Acquire);
+    (bits & KNOWN != 0).then(|| decode(bits))
+}
+
+/// True if we set O_NONBLOCK on `fd` behind the user's back (cheap: hot path).
+#[inline]
+pub(crate) fn we_set_nonblock(fd: i32) -> bool {
+    known(fd).is_some_and(|f| f.we_set_nonblock && !f.user_nonblock)
+}
+
+/// The facts for `fd`, examining it on first use. None if the fd is not open.
+pub(crate) fn facts(fd: i32) -> Option<Facts> {
+    if let Some(f) = known(fd) {
+        return Some(f);
+    }
+    // SAFETY: fstat writes only into `st`; a bad fd gives an error.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } < 0 {
+        return None;
+    }
+    let flags = raw_fcntl(fd, libc::F_GETFL, 0);
+    if flags < 0 {
+        return None;
+    }
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => Kind::Socket,
+        libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR => Kind::File,
+        _ => Kind::Stream,
+    };
+    let mut bits = KNOWN | kind_bits(kind);
+    if flags & libc::O_NONBLOCK as libc::c_long != 0 {
+        bits |= USER_NONBLOCK;
+    }
+    let entry = TABLE.get_or_create(fd)?;
+    if kind == Kind::Socket {
+        // Timeouts set before we could see them (inherited, or set by glibc).
+        for (opt, slot) in [
+            (libc::SO_RCVTIMEO, &entry.rcvtimeo_us),
+            (libc::SO_SNDTIMEO, &entry.sndtimeo_us),
+        ] {
+            let mut tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `tv`.
+            let ok = unsafe {
+                libc::syscall(
+                    libc::SYS_getsockopt,
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    &mut tv,
+                    &mut len,
+                )
+            } == 0;
+            if ok {
+                let us = tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+                slot.store(us, Ordering::Relaxed);
+            }
+        }
+    }
+    // Someone may have recorded this fd meanwhile; theirs is at least as fresh.
+    let _ = entry
+        .bits
+        .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Acquire);
+    Some(decode(entry.bits.load(Ordering::Acquire)))
+}
+
+/// Records an fd a hook just created.
+pub(crate) fn created(fd: i32, kind: Kind, user_nonblock: bool) {
+    crate::runtime::fd_created(fd);
+    if let Some(entry) = TABLE.get_or_create(fd) {
+        let mut bits = KNOWN | OURS | kind_bits(kind);
+        if user_nonblock {
+            bits |= USER_NONBLOCK;
+        }
+        entry.rcvtimeo_us.store(0, Ordering::Relaxed);
+        entry.sndtimeo_us.store(0, Ordering::Relaxed);
+        entry.bits.store(bits, Ordering::Release);
+    }
+}
+
+/// Records that `new` now refers to the same open file as `old` (dup family).
+pub(crate) fn duplicated(old: i32, new: i32) {
+    crate::runtime::fd_created(new);
+    let (Some(from), Some(to)) = (TABLE.get(old), TABLE.get_or_create(new)) else {
+        forget(new);
+        return;
+    };
+    to.rcvtimeo_us
+        .store(from.rcvtimeo_us.load(Ordering::Relaxed), Ordering::Relaxed);
+    to.sndtimeo_us
+        .store(from.sndtimeo_us.load(Ordering::Relaxed), Ordering::Relaxed);
+    to.bits
+        .store(from.bits.load(Ordering::Acquire), Ordering::Release);
+}
+
+/// Forgets everything about `fd` (it is being closed or replaced).
+pub(crate) fn forget(fd: i32) {
+    if let Some(entry) = TABLE.get(fd) {
+        entry.bits.store(0, Ordering::Release);
+        entry.rcvtimeo_us.store(0, Ordering::Relaxed);
+        entry.sndtimeo_us.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Records the user's wish for (non-)blocking mode on `fd`.
+pub(crate) fn set_user_nonblock(fd: i32, on: bool) {
+    if facts(fd).is_none() {
+        return;
+    }
+    if let Some(entry) = TABLE.get(fd) {
+        if on {
+            entry.bits.fetch_or(USER_NONBLOCK, Ordering::AcqRel);
+        } else {
+            entry.bits.fetch_and(!USER_NONBLOCK, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Sets O_NONBLOCK on an fd that is ours and blocking, so a coroutine can wait for
+/// it. Returns false (and changes nothing) if the fd is shared with others.
+pub(crate) fn make_nonblocking(fd: i32) -> bool {
+    let Some(f) = facts(fd) else { return false };
+    if f.we_set_nonblock || f.user_nonblock {
+        return true;
+    }
+    if !f.ours {
+        return false;
+    }
+    let flags = raw_fcntl(fd, libc::F_GETFL, 0);
+    if flags < 0 || raw_fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK as libc::c_long) < 0 {
+        return false;
+    }
+    if let Some(entry) = TABLE.get(fd) {
+        entry.bits.fetch_or(WE_SET_NONBLOCK, Ordering::AcqRel);
+    }
+    true
+}
+
+/// Which socket timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timeout {
+    Recv,
+    Send,
+}
+
+pub(crate) fn set_timeout(fd: i32, which: Timeout, value: Option<Duration>) {
+    if let Some(entry) = TABLE.get_or_create(fd) {
+        let us = value.map_or(0, |d| d.as_micros().clamp(1, u64::MAX as u128) as u64);
+        match which {
+            Timeout::Recv => entry.rcvtimeo_us.store(us, Ordering::Relaxed),
+            Timeout::Send => entry.sndtimeo_us.store(us, Ordering::Relaxed),
+        }
+    }
+}
+
+pub(crate) fn timeout(fd: i32, which: Timeout) -> Option<Duration> {
+    let entry = TABLE.get(fd)?;
+    let us = match which {
+        Timeout::Recv => entry.rcvtimeo_us.load(Ordering::Relaxed),
+        Timeout::Send => entry.sndtimeo_us.load(Ordering::Relaxed),
+    };
+    (us != 0).then(|| Duration::from_micros(us))
+}

@@ -1,0 +1,256 @@
+//! The one loop every blocking hook shares: decide how to make the call without
+//! blocking the thread, try it, park on EAGAIN, retry.
+//!
+//! Preference order inside a coroutine, after contract 3 and 4 of DESIGN.md:
+//! 1. the user asked for non-blocking (O_NONBLOCK, MSG_DONTWAIT…): forward as is;
+//! 2. a socket call that takes flags: add MSG_DONTWAIT for this call only;
+//! 3. an fd we created: set O_NONBLOCK once (we hide it from F_GETFL);
+//! 4. an inherited fd (shared with other processes): wait for readiness first,
+//!    then make the blocking call, writing at most PIPE_BUF bytes at a time.
+
+use std::time::{Duration, Instant};
+
+use super::real::Guard;
+use crate::fdtable::{self, Kind, Timeout};
+use crate::runtime::{self, Direction, Wake};
+use crate::sys::{errno, set_errno};
+
+/// How one attempt must be made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Attempt {
+    /// Flags to add to a socket call's flags: `MSG_DONTWAIT` or 0.
+    pub(crate) msg_flags: libc::c_int,
+    /// Most bytes this attempt may move without risking a block.
+    pub(crate) cap: usize,
+}
+
+const PLAIN: Attempt = Attempt {
+    msg_flags: 0,
+    cap: usize::MAX,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// The fd is non-blocking (we set it): call, park on EAGAIN.
+    NonBlocking,
+    /// Add MSG_DONTWAIT: call, park on EAGAIN.
+    DontWait,
+    /// Shared blocking fd: wait for readiness, then call.
+    WaitFirst,
+}
+
+enum Plan {
+    Forward,
+    /// Outside a coroutine on an fd we made non-blocking: block the thread in poll.
+    BlockThread,
+    Park(Guard, How),
+}
+
+fn would_block(e: i32) -> bool {
+    e == libc::EAGAIN || e == libc::EWOULDBLOCK
+}
+
+fn plan(fd: libc::c_int, user_flags: Option<libc::c_int>) -> Plan {
+    if !runtime::in_coroutine() {
+        return if fdtable::we_set_nonblock(fd) {
+            Plan::BlockThread
+        } else {
+            Plan::Forward
+        };
+    }
+    if user_flags.is_some_and(|f| f & libc::MSG_DONTWAIT != 0) {
+        return Plan::Forward;
+    }
+    let Some(guard) = Guard::enter() else {
+        return Plan::Forward;
+    };
+    let Some(facts) = fdtable::facts(fd) else {
+        return Plan::Forward;
+    };
+    if facts.kind == Kind::File || facts.user_nonblock {
+        return Plan::Forward;
+    }
+    let how = if facts.we_set_nonblock {
+        How::NonBlocking
+    } else if facts.kind == Kind::Socket && user_flags.is_some() {
+        How::DontWait
+    } else if fdtable::make_nonblocking(fd) {
+        How::NonBlocking
+    } else {
+        How::WaitFirst
+    };
+    Plan::Park(guard, how)
+}
+
+pub(crate) fn deadline_for(fd: libc::c_int, dir: Direction) -> Option<Instant> {
+    let which = match dir {
+        Direction::Read => Timeout::Recv,
+        Direction::Write => Timeout::Send,
+    };
+    fdtable::timeout(fd, which).map(|t| Instant::now() + t)
+}
+
+/// Parks until `fd` is ready; Err(errno) for expiry (EAGAIN) or close (EBADF).
+pub(crate) fn wait(
+    guard: &Guard,
+    fd: libc::c_int,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<(), i32> {
+    match guard.release_while(|| runtime::wait_fd(fd, dir, deadline)) {
+        Ok(Wake::Ready) => Ok(()),
+        Ok(Wake::TimedOut) => Err(libc::EAGAIN),
+        Ok(Wake::Closed) => Err(libc::EBADF),
+        // Not pollable (epoll refuses it): block this thread in poll instead.
+        Err(_) => block_in_poll(fd, dir, deadline),
+    }
+}
+
+/// Blocks the thread until `fd` is ready or `deadline` passes (raw ppoll).
+pub(crate) fn block_in_poll(
+    fd: libc::c_int,
+    dir: Direction,
+    deadline: Option<Instant>,
+) -> Result<(), i32> {
+    let events = match dir {
+        Direction::Read => libc::POLLIN,
+        Direction::Write => libc::POLLOUT,
+    };
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let ts = left.map(|d| libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: one valid pollfd, an optional valid timespec, no signal mask.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_ppoll,
+                &mut pfd,
+                1,
+                ts_ptr,
+                std::ptr::null::<libc::sigset_t>(),
+                8,
+            )
+        };
+        match n {
+            0 => return Err(libc::EAGAIN),
+            n if n > 0 => return Ok(()),
+            _ if errno() == libc::EINTR => {
+                if left == Some(Duration::ZERO) {
+                    return Err(libc::EAGAIN);
+                }
+            }
+            _ => return Err(errno()),
+        }
+    }
+}
+
+/// Makes one attempt after another until one does not report EAGAIN.
+fn drive(
+    guard: &Guard,
+    fd: libc::c_int,
+    dir: Direction,
+    how: How,
+    deadline: Option<Instant>,
+    op: &mut dyn FnMut(Attempt) -> isize,
+) -> isize {
+    let attempt = match how {
+        How::DontWait => Attempt {
+            msg_flags: libc::MSG_DONTWAIT,
+            cap: usize::MAX,
+        },
+        How::NonBlocking => PLAIN,
+        How::WaitFirst => Attempt {
+            msg_flags: 0,
+            cap: if dir == Direction::Write {
+                libc::PIPE_BUF
+            } else {
+                usize::MAX
+            },
+        },
+    };
+    loop {
+        if how == How::WaitFirst {
+            if let Err(e) = wait(guard, fd, dir, deadline) {
+                set_errno(e);
+                return -1;
+            }
+        }
+        let r = op(attempt);
+        if r >= 0 || !would_block(errno()) || how == How::WaitFirst {
+            return r;
+        }
+        if let Err(e) = wait(guard, fd, dir, deadline) {
+            set_errno(e);
+            return -1;
+        }
+    }
+}
+
+/// The outside-coroutine face for fds we made non-blocking: as the blocking call.
+fn drive_blocking(fd: libc::c_int, dir: Direction, op: &mut dyn FnMut(Attempt) -> isize) -> isize {
+    let deadline = deadline_for(fd, dir);
+    loop {
+        let r = op(PLAIN);
+        if r >= 0 || !would_block(errno()) {
+            return r;
+        }
+        if let Err(e) = block_in_poll(fd, dir, deadline) {
+            set_errno(e);
+            return -1;
+        }
+    }
+}
+
+/// A call that completes as soon as it moves anything (read, recv, accept…).
+/// `user_flags` are the socket call's own flags, `None` for calls that take none.
+pub(crate) fn once(
+    fd: libc::c_int,
+    dir: Direction,
+    user_flags: Option<libc::c_int>,
+    mut op: impl FnMut(Attempt) -> isize,
+) -> isize {
+    match plan(fd, user_flags) {
+        Plan::Forward => op(PLAIN),
+        Plan::BlockThread => drive_blocking(fd, dir, &mut op),
+        Plan::Park(guard, how) => drive(&guard, fd, dir, how, deadline_for(fd, dir), &mut op),
+    }
+}
+
+/// A call that, blocking, moves all `len` bytes before it returns (write, send,
+/// `recv(MSG_WAITALL)`). `op(done, attempt)` moves bytes from offset `done`. Stops
+/// early, as the kernel does, at end of file or on an error after some progress.
+pub(crate) fn all(
+    fd: libc::c_int,
+    dir: Direction,
+    user_flags: Option<libc::c_int>,
+    len: usize,
+    mut op: impl FnMut(usize, Attempt) -> isize,
+) -> isize {
+    let plan = plan(fd, user_flags);
+    let deadline = deadline_for(fd, dir);
+    let mut done = 0usize;
+    loop {
+        let r = match &plan {
+            Plan::Forward => return op(0, PLAIN),
+            Plan::BlockThread => drive_blocking(fd, dir, &mut |a| op(done, a)),
+            Plan::Park(guard, how) => drive(guard, fd, dir, *how, deadline, &mut |a| op(done, a)),
+        };
+        if r < 0 {
+            return if done > 0 { done as isize } else { r };
+        }
+        done += r as usize;
+        if r == 0 || done >= len {
+            return done as isize;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Finding the real libc functions, and the per-thread re-entrancy guard.
+
+use std::cell::Cell;
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A libc function looked up lazily with `dlsym(RTLD_NEXT, name)`.
+///
+/// Hooks run before any constructor (the dynamic loader and libc call them early),
+/// so there is no init step: the first call resolves, an atomic caches.
+pub struct Original {
+    name: &'static CStr,
+    addr: AtomicUsize,
+}
+
+impl Original {
+    #[doc(hidden)]
+    pub const fn new(name: &'static CStr) -> Original {
+        Original {
+            name,
+            addr: AtomicUsize::new(0),
+        }
+    }
+
+    /// The real function's address, or None if no later object defines it.
+    #[inline]
+    pub fn addr(&self) -> Option<usize> {
+        match self.addr.load(Ordering::Relaxed) {
+            0 => self.resolve(),
+            a => Some(a),
+        }
+    }
+
+    #[cold]
+    fn resolve(&self) -> Option<usize> {
+        // SAFETY: `name` is NUL-terminated; dlsym has no other preconditions.
+        let a = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
+        if a == 0 {
+            return None;
+        }
+        self.addr.store(a, Ordering::Relaxed);
+        Some(a)
+    }
+}
+
+thread_local! {
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as running hook logic; a hooked call made meanwhile (by our
+/// own code, or a signal handler interrupting us) goes straight to libc.
+pub(crate) struct Guard(());
+
+impl Guard {
+    /// None if this thread is already inside a hook, or its thread-locals are gone.
+    #[inline]
+    pub(crate) fn enter() -> Option<Guard> {
+        IN_HOOK
+            .try_with(|h| (!h.replace(true)).then_some(Guard(())))
+            .ok()
+            .flatten()
+    }
+
+    /// Runs `f` (which parks) with the guard lifted, so other coroutines on this
+    /// thread can use hooks while this one waits.
+    pub(crate) fn release_while<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _ = IN_HOOK.try_with(|h| h.set(false));
+        let r = f();
+        let _ = IN_HOOK.try_with(|h| h.set(true));
+        r
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = IN_HOOK.try_with(|h| h.set(false));
+    }
+}
+
+/// Defines a hook: `#[no_mangle] extern "C"` with libc's name, the real function
+/// bound to `$real` inside the body. When the real function cannot be found the
+/// hook fails with ENOSYS rather than crash.
+///
+/// Variadic libc functions (`fcntl`, `ioctl`, `open`) are defined with fixed arity:
+/// on x86_64 (System V) and aarch64 (AAPCS64, Linux) variadic arguments travel in
+/// the same registers/stack slots as named ones, and our definition never uses
+/// `va_arg`, so reading the optional argument as one more named parameter is
+/// ABI-correct; callers that pass none leave a harmless garbage value.
+macro_rules! hook {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {
+        $(#[$meta])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            static ORIGINAL: $crate::hooks::Original = $crate::hooks::Original::new(
+                // SAFETY: the literal ends in exactly one NUL.
+                unsafe { ::std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) }
+            );
+            let Some(addr) = ORIGINAL.addr() else {
+                $crate::sys::set_errno(libc::ENOSYS);
+                return -1 as $ret;
+            };
+            // SAFETY: dlsym found libc's definition of this very symbol, whose C
+            // signature is the one declared here.
+            let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { ::std::mem::transmute(addr) };
+            $body
+        }
+    };
+}
+
+/// Defines `$alias` as a second entry point with the same behaviour as `$hook`.
+macro_rules! alias {
+    ($(#[$meta:meta])* fn $alias:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $hook:path) => {
+        $(#[$meta])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $alias($($arg: $ty),*) -> $ret {
+            // SAFETY: same signature and contract as the hook it forwards to.
+            unsafe { $hook($($arg),*) }
+        }
+    };
+}
