@@ -97,7 +97,8 @@ macro_rules! hook {
             );
             let Some(addr) = ORIGINAL.addr() else {
                 $crate::sys::set_errno(libc::ENOSYS);
-                return -1 as $ret;
+                // All bits set: -1 for signed returns, UINT_MAX for `sleep`'s.
+                return -1_i64 as $ret;
             };
             // SAFETY: dlsym found libc's definition of this very symbol, whose C
             // signature is the one declared here.
