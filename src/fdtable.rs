@@ -138,7 +138,10 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
                 )
             } == 0;
             if ok {
-                let us = tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+                // Linux accepts timeouts of up to ~10^16 s: saturate, never overflow.
+                let us = (tv.tv_sec as u64)
+                    .saturating_mul(1_000_000)
+                    .saturating_add(tv.tv_usec as u64);
                 slot.store(us, Ordering::Relaxed);
             }
         }

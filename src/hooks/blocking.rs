@@ -51,15 +51,17 @@ fn would_block(e: i32) -> bool {
 }
 
 fn plan(fd: libc::c_int, user_flags: Option<libc::c_int>) -> Plan {
+    // Checked first: on an fd we made non-blocking, a plain thread's MSG_DONTWAIT
+    // call must still give EAGAIN, not block in poll.
+    if user_flags.is_some_and(|f| f & libc::MSG_DONTWAIT != 0) {
+        return Plan::Forward;
+    }
     if !runtime::in_coroutine() {
         return if fdtable::we_set_nonblock(fd) {
             Plan::BlockThread
         } else {
             Plan::Forward
         };
-    }
-    if user_flags.is_some_and(|f| f & libc::MSG_DONTWAIT != 0) {
-        return Plan::Forward;
     }
     let Some(guard) = Guard::enter() else {
         return Plan::Forward;
@@ -179,7 +181,10 @@ fn drive(
         },
     };
     loop {
-        if how == How::WaitFirst {
+        // The reactor is edge-triggered: data an earlier call left unread, or room
+        // left in a pipe, brings no new edge, and a wake may be spurious. The call
+        // that follows blocks, so ask the kernel, and park only while not ready.
+        while how == How::WaitFirst && block_in_poll(fd, dir, Some(Instant::now())).is_err() {
             if let Err(e) = wait(guard, fd, dir, deadline) {
                 set_errno(e);
                 return -1;
