@@ -1,6 +1,7 @@
 //! The coroutine runtime: stacks, scheduler, reactor, timers. It knows nothing of
 //! libc calls: only "wait for this fd", "sleep until", "park until woken".
 
+pub(crate) mod control;
 mod overflow;
 pub(crate) mod reactor;
 mod scheduler;
