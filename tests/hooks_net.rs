@@ -1210,14 +1210,14 @@ fn connect_on_an_inherited_socket() {
     close(l);
 }
 
-/// An AF_UNIX listener with a full backlog: a blocking connect waits until the
-/// listener accepts (the kernel gives EAGAIN to non-blocking callers).
-#[test]
-fn unix_connect_parks_while_the_backlog_is_full() {
+/// An AF_UNIX listener (abstract name `tag`) with backlog 0 and one client
+/// pending, so that the next connect finds the backlog full; and a dialer that
+/// connects a new socket to it.
+fn full_unix_listener(tag: &str) -> (i32, i32, impl Fn() -> (i32, Outcome) + Send + 'static) {
     // SAFETY: an all-zero sockaddr_un is valid; an abstract name follows a NUL.
     let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let name = format!("patchall-test-{}", std::process::id());
+    let name = format!("patchall-test-{}-{tag}", std::process::id());
     for (dst, src) in sun.sun_path[1..].iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
@@ -1231,13 +1231,19 @@ fn unix_connect_parks_while_the_backlog_is_full() {
     let dial = move || {
         let fd = socket(Face::Hooked, libc::AF_UNIX, libc::SOCK_STREAM).unwrap() as i32;
         // SAFETY: the address is a live copy of the listener's.
-        (
-            fd,
-            outcome(unsafe { libc::connect(fd, (&raw const sun).cast(), sun_len) } as isize),
-        )
+        let r = unsafe { libc::connect(fd, (&raw const sun).cast(), sun_len) };
+        (fd, outcome(r as isize))
     };
     let (first, got) = dial();
     assert_eq!(got, Ok(0));
+    (l, first, dial)
+}
+
+/// A blocking connect to a full AF_UNIX backlog waits until the listener
+/// accepts (the kernel gives EAGAIN only to non-blocking callers).
+#[test]
+fn unix_connect_parks_while_the_backlog_is_full() {
+    let (l, first, dial) = full_unix_listener("accept");
     let acceptor = patchall::spawn(move || {
         patchall::sleep(Duration::from_millis(50));
         accept(Face::Hooked, l, None).0
@@ -1246,6 +1252,40 @@ fn unix_connect_parks_while_the_backlog_is_full() {
     let ((second, got), ticks) = in_coroutine(dial);
     assert_eq!(got, Ok(0));
     assert!(ticks > 0, "the thread blocked in connect");
+    let accepted = acceptor.join().unwrap().unwrap() as i32;
+    [first, second, accepted, l].into_iter().for_each(close);
+}
+
+extern "C" fn on_signal(_: c_int) {}
+
+/// A handler without SA_RESTART interrupts that wait with EINTR (signal(7)).
+#[test]
+fn unix_connect_on_a_full_backlog_is_interrupted_by_a_signal() {
+    let sig = libc::SIGRTMIN() + 5;
+    // SAFETY: a zeroed sigaction with an empty mask, our no-op handler, no flags.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut act.sa_mask);
+        assert_eq!(libc::sigaction(sig, &act, null_mut()), 0);
+    }
+    let (l, first, dial) = full_unix_listener("signal");
+    let signaller = patchall::spawn(move || {
+        patchall::sleep(Duration::from_millis(30));
+        // SAFETY: a signal to this thread, whose handler is installed.
+        unsafe { libc::pthread_kill(libc::pthread_self(), sig) }
+    })
+    .unwrap();
+    // A late accept turns a missed interruption into a wrong answer, not a hang.
+    let acceptor = patchall::spawn(move || {
+        patchall::sleep(Duration::from_millis(1000));
+        accept(Face::Hooked, l, None).0
+    })
+    .unwrap();
+    let ((second, got), ticks) = in_coroutine(dial);
+    assert_eq!(signaller.join().unwrap(), 0);
+    assert_eq!(got, Err(libc::EINTR));
+    assert!(ticks > 0);
     let accepted = acceptor.join().unwrap().unwrap() as i32;
     [first, second, accepted, l].into_iter().for_each(close);
 }

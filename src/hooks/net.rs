@@ -10,7 +10,7 @@ use super::blocking::{self, block_in_poll, deadline_for};
 use super::iov::{IovCursor, iov_total};
 use super::real::Guard;
 use crate::fdtable::{self, Kind, Timeout};
-use crate::runtime::{self, Direction};
+use crate::runtime::{self, Direction, Wake};
 use crate::sys::{errno, set_errno};
 
 hook! {
@@ -113,7 +113,19 @@ hook! {
                 return -1;
             }
             let until = deadline.map_or(now + pause, |d| d.min(now + pause));
-            guard.release_while(|| runtime::sleep_until(until));
+            match guard.release_while(|| runtime::sleep_until(until)) {
+                // As the kernel's wait (signal(7)): restarted after SA_RESTART
+                // handlers unless a timeout is set, EINTR otherwise.
+                Wake::Interrupted { restart } if !restart || deadline.is_some() => {
+                    set_errno(libc::EINTR);
+                    return -1;
+                }
+                Wake::Cancelled => {
+                    set_errno(libc::ECANCELED);
+                    return -1;
+                }
+                _ => {}
+            }
             pause = (pause * 2).min(Duration::from_millis(20));
             r = call();
         }
@@ -216,7 +228,7 @@ hook! {
                 return unsafe { real(fd, msg, flags | a.msg_flags) };
             }
             // The sender's address came with the first bytes; the rest is data.
-            let (iov, cnt) = rest.from_offset(done, usize::MAX);
+            let (iov, cnt) = rest.tail_at(done, usize::MAX);
             // SAFETY: a zeroed msghdr is valid; we point it at the live tail.
             let mut tail: msghdr = unsafe { std::mem::zeroed() };
             tail.msg_iov = iov.cast_mut();
