@@ -138,7 +138,10 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
                 )
             } == 0;
             if ok {
-                let us = tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+                // Linux accepts timeouts of up to ~10^16 s: saturate, never overflow.
+                let us = (tv.tv_sec as u64)
+                    .saturating_mul(1_000_000)
+                    .saturating_add(tv.tv_usec as u64);
                 slot.store(us, Ordering::Relaxed);
             }
         }
@@ -188,9 +191,10 @@ pub(crate) fn forget(fd: i32) {
     }
 }
 
-/// Records the user's wish for (non-)blocking mode on `fd`.
+/// Records the user's wish for (non-)blocking mode on `fd`. An fd we know nothing
+/// of is left alone: its real flags will be read when it is first examined.
 pub(crate) fn set_user_nonblock(fd: i32, on: bool) {
-    if facts(fd).is_none() {
+    if known(fd).is_none() {
         return;
     }
     if let Some(entry) = TABLE.get(fd) {

@@ -15,10 +15,12 @@
 mod real;
 pub(crate) mod blocking;
 pub mod fd;
+pub mod green;
 pub mod io;
 mod iov;
 pub mod net;
 pub mod poll;
+pub mod signal;
 pub mod sleep;
 
 pub use real::Original;

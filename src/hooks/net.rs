@@ -1,6 +1,6 @@
 //! Sockets: creation, accept, connect, and the recv/send families.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libc::{
     c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, timespec,
@@ -10,7 +10,7 @@ use super::blocking::{self, block_in_poll, deadline_for};
 use super::iov::{IovCursor, iov_total};
 use super::real::Guard;
 use crate::fdtable::{self, Kind, Timeout};
-use crate::runtime::{self, Direction};
+use crate::runtime::{self, Direction, Wake};
 use crate::sys::{errno, set_errno};
 
 hook! {
@@ -49,8 +49,7 @@ hook! {
             unsafe { real(fd, addr, len, flags) as isize }
         }) as c_int;
         if r >= 0 {
-            // Linux does not pass the listener's O_NONBLOCK on to the new socket.
-            fdtable::created(r, Kind::Socket, flags & libc::SOCK_NONBLOCK != 0);
+            accepted(fd, r, flags & libc::SOCK_NONBLOCK != 0);
         }
         r
     }
@@ -64,9 +63,20 @@ hook! {
             unsafe { real(fd, addr, len) as isize }
         }) as c_int;
         if r >= 0 {
-            fdtable::created(r, Kind::Socket, false);
+            accepted(fd, r, false);
         }
         r
+    }
+}
+
+/// Records a socket `accept` returned. Linux copies the listener's SO_RCVTIMEO
+/// and SO_SNDTIMEO to it, but not its O_NONBLOCK.
+fn accepted(listener: c_int, fd: c_int, user_nonblock: bool) {
+    // Examines a listener we never saw, so that its timeouts are known.
+    let _ = fdtable::facts(listener);
+    fdtable::created(fd, Kind::Socket, user_nonblock);
+    for which in [Timeout::Recv, Timeout::Send] {
+        fdtable::set_timeout(fd, which, fdtable::timeout(listener, which));
     }
 }
 
@@ -91,12 +101,32 @@ hook! {
             return call();
         }
         let mut r = call();
-        // AF_UNIX gives EAGAIN while the listener's backlog is full: wait, retry.
+        // AF_UNIX gives EAGAIN while the listener's backlog is full. No readiness
+        // event says when it drains (the kernel's own wait ends at an accept), so
+        // retry after a growing pause; SO_SNDTIMEO expiry gives EAGAIN, as Linux.
+        let deadline = deadline_for(fd, Direction::Write);
+        let mut pause = Duration::from_millis(1);
         while r < 0 && errno() == libc::EAGAIN {
-            if let Err(e) = blocking::wait(&guard, fd, Direction::Write, deadline_for(fd, Direction::Write)) {
-                set_errno(if e == libc::EAGAIN { libc::EINPROGRESS } else { e });
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                set_errno(libc::EAGAIN);
                 return -1;
             }
+            let until = deadline.map_or(now + pause, |d| d.min(now + pause));
+            match guard.release_while(|| runtime::sleep_until(until)) {
+                // As the kernel's wait (signal(7)): restarted after SA_RESTART
+                // handlers unless a timeout is set, EINTR otherwise.
+                Wake::Interrupted { restart } if !restart || deadline.is_some() => {
+                    set_errno(libc::EINTR);
+                    return -1;
+                }
+                Wake::Cancelled => {
+                    set_errno(libc::ECANCELED);
+                    return -1;
+                }
+                _ => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(20));
             r = call();
         }
         finish_connect(fd, r, |deadline| blocking::wait(&guard, fd, Direction::Write, deadline))
@@ -150,7 +180,7 @@ hook! {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags) }
         };
-        if flags & libc::MSG_WAITALL != 0 {
+        if waits_for_all(fd, flags) {
             blocking::all(fd, Direction::Read, Some(flags), len, op)
         } else {
             blocking::once(fd, Direction::Read, Some(flags), |a| op(0, a))
@@ -165,7 +195,7 @@ hook! {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags, addr, alen) }
         };
-        if flags & libc::MSG_WAITALL != 0 {
+        if waits_for_all(fd, flags) {
             blocking::all(fd, Direction::Read, Some(flags), len, op)
         } else {
             blocking::once(fd, Direction::Read, Some(flags), |a| op(0, a))
@@ -174,13 +204,63 @@ hook! {
 }
 
 hook! {
-    /// `recvmsg(2)`.
+    /// `recvmsg(2)`; with MSG_WAITALL on a stream it fills every iovec, as
+    /// blocking, unless control data is asked for (which must not be split).
     fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t as real {
-        blocking::once(fd, Direction::Read, Some(flags), |a| {
-            // SAFETY: forwarding the caller's arguments.
-            unsafe { real(fd, msg, flags | a.msg_flags) }
+        // SAFETY: a non-null msghdr is the caller's, readable as the kernel reads
+        // it (a bad one gives EFAULT below); only its iovec fields are copied out.
+        let iov = unsafe { msg.as_ref() }
+            .filter(|h| h.msg_controllen == 0)
+            .map(|h| (h.msg_iov, h.msg_iovlen as c_int));
+        let Some((iov, iovcnt, total)) = iov
+            .filter(|_| waits_for_all(fd, flags))
+            .and_then(|(v, n)| Some((v, n, iov_total(v, n)?)))
+        else {
+            return blocking::once(fd, Direction::Read, Some(flags), |a| {
+                // SAFETY: forwarding the caller's arguments.
+                unsafe { real(fd, msg, flags | a.msg_flags) }
+            });
+        };
+        let mut rest = IovCursor::new(iov, iovcnt);
+        blocking::all(fd, Direction::Read, Some(flags), total, |done, a| {
+            if done == 0 {
+                // SAFETY: forwarding the caller's arguments.
+                return unsafe { real(fd, msg, flags | a.msg_flags) };
+            }
+            // The sender's address came with the first bytes; the rest is data.
+            let (iov, cnt) = rest.tail_at(done, usize::MAX);
+            // SAFETY: a zeroed msghdr is valid; we point it at the live tail.
+            let mut tail: msghdr = unsafe { std::mem::zeroed() };
+            tail.msg_iov = iov.cast_mut();
+            tail.msg_iovlen = cnt as _;
+            // SAFETY: `tail` describes live memory of the caller's buffers.
+            unsafe { real(fd, &mut tail, flags | a.msg_flags) }
         })
     }
+}
+
+/// MSG_WAITALL joins data from several sends only on a stream socket; on a
+/// datagram socket the call still returns one datagram.
+fn waits_for_all(fd: c_int, flags: c_int) -> bool {
+    flags & libc::MSG_WAITALL != 0 && is_stream(fd)
+}
+
+/// True for a SOCK_STREAM socket, the only kind that sends a message in part.
+fn is_stream(fd: c_int) -> bool {
+    let mut ty: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `ty`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            &mut ty,
+            &mut len,
+        )
+    };
+    r == 0 && ty == libc::SOCK_STREAM
 }
 
 hook! {
@@ -188,7 +268,9 @@ hook! {
     /// keeps receiving until `vlen` messages, unless MSG_WAITFORONE, or until the
     /// call's own `timeout` passes.
     fn recvmmsg(fd: c_int, msgvec: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int as real {
-        if !runtime::in_coroutine() || flags & libc::MSG_DONTWAIT != 0 {
+        // A plain thread on an fd we made non-blocking takes the loop below,
+        // which blocks it as the call would.
+        if flags & libc::MSG_DONTWAIT != 0 || (!runtime::in_coroutine() && !fdtable::we_set_nonblock(fd)) {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(fd, msgvec, vlen, flags, timeout) };
         }
@@ -251,7 +333,7 @@ hook! {
                 return unsafe { real(fd, msg, flags | a.msg_flags) };
             }
             // Ancillary data went with the first bytes; the rest is plain data.
-            let (iov, cnt) = rest.from_offset(done, usize::MAX);
+            let (iov, cnt) = rest.tail_at(done, usize::MAX);
             // SAFETY: a zeroed msghdr is valid; we point it at the live tail.
             let mut tail: msghdr = unsafe { std::mem::zeroed() };
             tail.msg_iov = iov.cast_mut();
@@ -263,8 +345,27 @@ hook! {
 }
 
 hook! {
-    /// `sendmmsg(2)`: as blocking, returns once all `vlen` messages are sent.
+    /// `sendmmsg(2)`: as blocking, returns once all `vlen` messages are sent. A
+    /// non-blocking attempt may send a stream's message in part, which the
+    /// blocking call never leaves so: there each message goes whole through
+    /// `sendmsg`, as the kernel's own loop does.
     fn sendmmsg(fd: c_int, msgvec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int as real {
+        let cooperative = flags & libc::MSG_DONTWAIT == 0 && (runtime::in_coroutine() || fdtable::we_set_nonblock(fd));
+        if cooperative && is_stream(fd) {
+            let mut sent: c_uint = 0;
+            while sent < vlen {
+                // SAFETY: `sent < vlen`: a message of the caller's array.
+                let m = unsafe { &mut *msgvec.add(sent as usize) };
+                // SAFETY: the caller's message header, read as sendmmsg reads it.
+                let r = unsafe { sendmsg(fd, &m.msg_hdr, flags) };
+                if r < 0 {
+                    return if sent > 0 { sent as c_int } else { -1 };
+                }
+                m.msg_len = r as c_uint;
+                sent += 1;
+            }
+            return sent as c_int;
+        }
         blocking::all(fd, Direction::Write, Some(flags), vlen as usize, |done, a| {
             // SAFETY: `done < vlen`: the tail of the caller's array.
             unsafe { real(fd, msgvec.add(done), vlen - done as c_uint, flags | a.msg_flags) as isize }
@@ -287,9 +388,14 @@ hook! {
                 // The kernel accepted it, so `val` held a timeval; zero means none.
                 // SAFETY: as just said.
                 let tv = unsafe { *val.cast::<libc::timeval>() };
-                let d = std::time::Duration::from_secs(tv.tv_sec as u64)
-                    + std::time::Duration::from_micros(tv.tv_usec as u64);
-                fdtable::set_timeout(fd, which, (!d.is_zero()).then_some(d));
+                let d = if tv.tv_sec < 0 {
+                    // Linux takes a negative time as zero: calls do not wait at all.
+                    Some(Duration::from_micros(1))
+                } else {
+                    let d = Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);
+                    (!d.is_zero()).then_some(d)
+                };
+                fdtable::set_timeout(fd, which, d);
             }
         }
         r

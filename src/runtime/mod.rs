@@ -1,7 +1,10 @@
 //! The coroutine runtime: stacks, scheduler, reactor, timers. It knows nothing of
 //! libc calls: only "wait for this fd", "sleep until", "park until woken".
 
+pub(crate) mod control;
 mod overflow;
+#[allow(dead_code)] // first used by green threads (issue 4)
+pub(crate) mod parking;
 pub(crate) mod reactor;
 mod scheduler;
 pub(crate) mod stack;
@@ -11,7 +14,7 @@ mod timer;
 pub use reactor::Direction;
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
-    current_scheduler, current_task, fd_closing, fd_created, park, root_unparker, sleep_until,
-    wait_any, wait_fd, with_scheduler, yield_now,
+    current_task, fd_closing, fd_created, note_signal, park, root_unparker, signal_counts,
+    sleep_until, wait_any, wait_fd, with_scheduler, yield_now,
 };
 pub(crate) use task::{Unparker, Wake};

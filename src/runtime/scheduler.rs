@@ -26,6 +26,9 @@ thread_local! {
     static CURRENT: Cell<*const Scheduler> = const { Cell::new(ptr::null()) };
     /// The coroutine running on this thread, or null on the scheduler's own stack.
     pub(crate) static RUNNING: Cell<*const Task> = const { Cell::new(ptr::null()) };
+    /// Signal handlers run on this thread: (all, those without SA_RESTART).
+    /// Written from signal handlers: a plain const Cell, no destructor.
+    static SIGNALS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     /// Owns this thread's scheduler; dropping it at thread exit tears it down.
     static OWNER: Owner = const { Owner(RefCell::new(None)) };
 }
@@ -43,6 +46,8 @@ impl Drop for Owner {
 pub(crate) enum Mail {
     Unpark(Option<Arc<Task>>, u64, Wake),
     Closed(RawFd, u32),
+    #[allow(dead_code)] // first sent by green threads (issue 4)
+    Cancel(Arc<Task>),
 }
 
 /// The part of a scheduler other threads may touch.
@@ -74,7 +79,7 @@ static REMOTES: Mutex<Vec<Option<Arc<Remote>>>> = Mutex::new(Vec::new());
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct Scheduler {
-    remote: Arc<Remote>,
+    pub(super) remote: Arc<Remote>,
     runq: RefCell<VecDeque<Arc<Task>>>,
     timers: RefCell<Timers>,
     reactor: RefCell<Reactor>,
@@ -83,6 +88,10 @@ pub(crate) struct Scheduler {
     live: Cell<usize>,
     /// Rounds since the reactor was last polled while work was runnable.
     rounds: Cell<u32>,
+    /// Coroutines parked in a way a signal handler interrupts (I/O, sleep).
+    interruptible: RefCell<Slab>,
+    /// `SIGNALS` as of the last check.
+    signals_seen: Cell<(u32, u32)>,
     _altstack: Option<AltStack>,
 }
 
@@ -120,16 +129,14 @@ impl Scheduler {
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
             live: Cell::new(0),
             rounds: Cell::new(0),
+            interruptible: RefCell::new(Slab::default()),
+            signals_seen: Cell::new((0, 0)),
             _altstack: AltStack::ensure(),
         })
     }
 
     pub(crate) fn live(&self) -> usize {
         self.live.get()
-    }
-
-    pub(crate) fn default_stack_size(&self) -> usize {
-        self.stacks.borrow().default_size()
     }
 
     /// Creates a coroutine running `body` and queues it. `body` must not unwind.
@@ -152,7 +159,6 @@ impl Scheduler {
         let task = Arc::new(Task {
             id,
             name,
-            home: self.remote.clone(),
             co: std::cell::UnsafeCell::new(Some(co)),
             yielder: Cell::new(ptr::null()),
             errno: Cell::new(0),
@@ -162,6 +168,9 @@ impl Scheduler {
             guard,
             stack_size,
             canary,
+            local: Cell::new(0),
+            cancelled: Cell::new(false),
+            exiting: Cell::new(false),
         });
         self.live.set(self.live.get() + 1);
         self.runq.borrow_mut().push_back(task);
@@ -180,19 +189,34 @@ impl Scheduler {
         task.errno.set(errno());
         set_errno(own_errno);
         RUNNING.with(|r| r.set(ptr::null()));
-        match result {
-            CoroutineResult::Yield(()) => {
-                if task.canary.is_some_and(|c| !c.intact()) {
-                    overflow::report_and_abort(&task);
-                }
+        if task.canary.is_some_and(|c| !c.intact()) {
+            overflow::report_and_abort(&task);
+        }
+        let finished = match result {
+            CoroutineResult::Yield(()) if task.exiting.get() => {
+                // SAFETY: `exit_current` promised that no frame on this stack owns
+                // anything that needs dropping (it is called from C frames and our
+                // own frames hold only plain values), so abandoning them is sound.
+                unsafe { co.force_reset() };
+                true
             }
-            CoroutineResult::Return(()) => {
-                task.state.set(State::Done);
-                // SAFETY: as above; the coroutine finished, so its stack is free.
-                let co = unsafe { (*task.co.get()).take() }.expect("checked above");
-                self.stacks.borrow_mut().put(co.into_stack());
-                self.live.set(self.live.get() - 1);
-            }
+            CoroutineResult::Yield(()) => false,
+            CoroutineResult::Return(()) => true,
+        };
+        if finished {
+            task.state.set(State::Done);
+            // SAFETY: as above; the coroutine finished, so its stack is free.
+            let co = unsafe { (*task.co.get()).take() }.expect("checked above");
+            self.stacks.borrow_mut().put(co.into_stack());
+            self.live.set(self.live.get() - 1);
+        }
+    }
+
+    pub(super) fn cancel_local(&self, task: Arc<Task>) {
+        task.cancelled.set(true);
+        if task.state.get() == State::Parked {
+            let seq = task.park_seq.get();
+            self.unpark_local(Some(task), seq, Wake::Cancelled);
         }
     }
 
@@ -217,7 +241,23 @@ impl Scheduler {
             match m {
                 Mail::Unpark(task, seq, wake) => self.unpark_local(task, seq, wake),
                 Mail::Closed(fd, generation) => self.reactor.borrow_mut().forget(fd, generation),
+                Mail::Cancel(task) => self.cancel_local(task),
             }
+        }
+    }
+
+    /// Wakes every interruptibly parked coroutine if a signal handler ran on this
+    /// thread since the last check, as the kernel interrupts a blocked call.
+    fn check_signals(&self) {
+        let now = SIGNALS.try_with(|s| s.get()).unwrap_or_default();
+        let seen = self.signals_seen.replace(now);
+        if now == seen {
+            return;
+        }
+        let restart = now.1 == seen.1;
+        let parked = std::mem::take(&mut *self.interruptible.borrow_mut());
+        for who in parked.into_entries() {
+            who.unpark(Wake::Interrupted { restart });
         }
     }
 
@@ -250,6 +290,7 @@ impl Scheduler {
             if batch > 0 && done() {
                 return;
             }
+            self.check_signals();
             self.drain_mail();
             self.fire_timers();
             let now = (deadline.is_some() || !self.timers.borrow().is_empty()).then(Instant::now);
@@ -303,6 +344,7 @@ impl Scheduler {
         for who in woken {
             self.unpark_local(who.task, who.seq, Wake::Ready);
         }
+        self.check_signals();
         self.drain_mail();
         self.fire_timers();
     }
@@ -354,7 +396,7 @@ pub fn in_coroutine() -> bool {
     RUNNING.try_with(|r| !r.get().is_null()).unwrap_or(false)
 }
 
-fn current_arc(task: &Task) -> Arc<Task> {
+pub(super) fn current_arc(task: &Task) -> Arc<Task> {
     // SAFETY: `task` came from RUNNING, which points into an Arc kept alive by
     // `resume`; taking one more strong count and rebuilding an Arc is sound.
     unsafe {
@@ -374,8 +416,21 @@ pub(crate) fn unpark(who: Unparker, wake: Wake) {
 /// or `deadline` passes. `register` receives the handle; it returns false if the
 /// condition already holds (then nothing parks). Must be called in a coroutine.
 pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) -> bool) -> Wake {
+    park_as(deadline, false, register)
+}
+
+/// `park`, and if `interruptible`, a signal handler running on this thread wakes
+/// the coroutine with `Wake::Interrupted`.
+fn park_as(
+    deadline: Option<Instant>,
+    interruptible: bool,
+    register: impl FnOnce(Unparker) -> bool,
+) -> Wake {
     let task = current_task().expect("park is only called in a coroutine");
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
+    if task.cancelled.get() && interruptible {
+        return Wake::Cancelled;
+    }
     let seq = task.park_seq.get() + 1;
     task.park_seq.set(seq);
     let me = Unparker {
@@ -386,6 +441,7 @@ pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) ->
     if !register(me.clone()) {
         return Wake::Ready;
     }
+    let slot = interruptible.then(|| sched.interruptible.borrow_mut().insert(me.clone()));
     let timer = deadline.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
@@ -394,6 +450,9 @@ pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) ->
     let wake = task.wake.get();
     if let (Some(key), false) = (timer, wake == Wake::TimedOut) {
         sched.timers.borrow_mut().cancel(key);
+    }
+    if let Some(slot) = slot {
+        sched.interruptible.borrow_mut().remove(slot, seq);
     }
     wake
 }
@@ -412,7 +471,7 @@ pub(crate) fn wait_any(fds: &[(RawFd, Direction)], deadline: Option<Instant>) ->
     let mut failed = None;
     let mut me = None;
     let mut queued = 0;
-    let wake = park(deadline, |who| {
+    let wake = park_as(deadline, true, |who| {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in fds {
             match reactor.prepare_wait(fd, dir, who.clone()) {
@@ -498,7 +557,65 @@ pub(crate) fn yield_now() {
 
 /// Sleeps the running coroutine until `deadline` (in a coroutine).
 pub(crate) fn sleep_until(deadline: Instant) -> Wake {
-    park(Some(deadline), |_| true)
+    park_as(Some(deadline), true, |_| true)
+}
+
+/// Records, from a signal handler, that a handler ran on this thread. Only touches
+/// a const thread-local Cell: async-signal-safe.
+pub(crate) fn note_signal(restart: bool) {
+    let _ = SIGNALS.try_with(|s| {
+        let (all, no_restart) = s.get();
+        s.set((
+            all.wrapping_add(1),
+            no_restart.wrapping_add(u32::from(!restart)),
+        ));
+    });
+}
+
+/// (handlers run on this thread, those of them without SA_RESTART), for callers
+/// that block the thread themselves and must tell a restart from an EINTR.
+pub(crate) fn signal_counts() -> (u32, u32) {
+    SIGNALS.try_with(|s| s.get()).unwrap_or_default()
+}
+
+/// Unparkers by slot, with O(1) insert and remove.
+#[derive(Default)]
+struct Slab {
+    entries: Vec<Option<Unparker>>,
+    free: Vec<usize>,
+}
+
+impl Slab {
+    fn insert(&mut self, who: Unparker) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i] = Some(who);
+                i
+            }
+            None => {
+                self.entries.push(Some(who));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    /// Removes slot `i` if it still holds the park numbered `seq` (the slab may have
+    /// been drained and refilled meanwhile).
+    fn remove(&mut self, i: usize, seq: u64) {
+        if self
+            .entries
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|w| w.seq == seq)
+        {
+            self.entries[i] = None;
+            self.free.push(i);
+        }
+    }
+
+    fn into_entries(self) -> impl Iterator<Item = Unparker> {
+        self.entries.into_iter().flatten()
+    }
 }
 
 /// A handle on the current thread's scheduler for a plain (non-coroutine) waiter.

@@ -19,6 +19,11 @@ pub(crate) enum Wake {
     TimedOut,
     /// The fd it waited on was closed (or `dup2`-ed over) by someone else.
     Closed,
+    /// A signal handler ran on this thread while it was parked; `restart` is true
+    /// if every handler that ran was installed with SA_RESTART.
+    Interrupted { restart: bool },
+    /// Someone asked for this coroutine to be cancelled (`TaskHandle::cancel`).
+    Cancelled,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,11 +35,10 @@ pub(crate) enum State {
 }
 
 /// One coroutine. Lives in an `Arc` so wakers on other threads can name it; every
-/// field but `id`, `name` and `home` is touched only by the owning scheduler's thread.
+/// field but `id` and `name` is touched only by the owning scheduler's thread.
 pub(crate) struct Task {
     pub(crate) id: u64,
     pub(crate) name: Option<Arc<str>>,
-    pub(crate) home: Arc<Remote>,
     pub(crate) co: UnsafeCell<Option<Co>>,
     pub(crate) yielder: Cell<*const Yielder<(), ()>>,
     pub(crate) errno: Cell<i32>,
@@ -46,6 +50,12 @@ pub(crate) struct Task {
     pub(crate) guard: (usize, usize),
     pub(crate) stack_size: usize,
     pub(crate) canary: Option<Canary>,
+    /// A word the layer above keeps per coroutine (a green thread's record).
+    pub(crate) local: Cell<usize>,
+    /// Set by `TaskHandle::cancel`; stays set.
+    pub(crate) cancelled: Cell<bool>,
+    /// Set by `exit_current`: the coroutine ends without returning.
+    pub(crate) exiting: Cell<bool>,
 }
 
 impl Drop for Task {
@@ -63,8 +73,8 @@ impl Drop for Task {
 }
 
 // SAFETY: the non-Sync fields (`co`, the `Cell`s) are only accessed on the thread of
-// the scheduler that owns the task (`home`); other threads only clone the `Arc` and
-// send it back to `home`'s inbox, where the owner thread reads it.
+// the scheduler that owns the task; other threads only clone the `Arc` and send
+// it back to that scheduler's inbox, where the owner thread reads it.
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
