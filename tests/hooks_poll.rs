@@ -107,33 +107,44 @@ fn epoll_on(fd: RawFd) -> RawFd {
     }
 }
 
-/// One way to wait for `fd` to become readable within `ms`: (result, whether
-/// the call reported `fd` readable).
-type Wait = fn(fd: RawFd, ms: c_int) -> (c_int, bool);
+/// What a wait gave: (result, errno if it failed, whether `fd` was reported
+/// readable).
+type Outcome = (c_int, i32, bool);
 
-fn via_pollfd(fd: RawFd, call: impl FnOnce(&mut pollfd) -> c_int) -> (c_int, bool) {
+/// One way to wait for `fd` to become readable within `ms`.
+type Wait = fn(fd: RawFd, ms: c_int) -> Outcome;
+
+/// The call's result and, if it failed, its errno.
+fn result(call: impl FnOnce() -> c_int) -> (c_int, i32) {
+    clear_errno();
+    let r = call();
+    (r, if r < 0 { errno() } else { 0 })
+}
+
+fn via_pollfd(fd: RawFd, call: impl FnOnce(&mut pollfd) -> c_int) -> Outcome {
     let mut p = pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    let r = call(&mut p);
-    (r, p.revents & libc::POLLIN != 0)
+    let (r, e) = result(|| call(&mut p));
+    (r, e, p.revents & libc::POLLIN != 0)
 }
 
-fn via_fd_set(fd: RawFd, call: impl FnOnce(&mut fd_set) -> c_int) -> (c_int, bool) {
+fn via_fd_set(fd: RawFd, call: impl FnOnce(&mut fd_set) -> c_int) -> Outcome {
     let mut set = fd_set_of(&[fd]);
-    let r = call(&mut set);
-    (r, is_set(fd, &set))
+    let (r, e) = result(|| call(&mut set));
+    // The sets are unspecified after an error.
+    (r, e, r > 0 && is_set(fd, &set))
 }
 
-fn via_epoll(fd: RawFd, call: impl FnOnce(RawFd, &mut epoll_event) -> c_int) -> (c_int, bool) {
+fn via_epoll(fd: RawFd, call: impl FnOnce(RawFd, &mut epoll_event) -> c_int) -> Outcome {
     let ep = epoll_on(fd);
     let mut ev = epoll_event { events: 0, u64: 0 };
-    let r = call(ep, &mut ev);
+    let (r, e) = result(|| call(ep, &mut ev));
     close(ep);
     let got = r == 1 && ev.u64 == fd as u64 && ev.events & libc::EPOLLIN as u32 != 0;
-    (r, got)
+    (r, e, got)
 }
 
 const SZ: size_t = size_of::<pollfd>();
@@ -213,11 +224,7 @@ fn each_call_parks_until_another_coroutine_writes() {
         .zip(&pipes)
         .map(|(&(name, wait), &(r, _))| {
             let ticks = ticks.clone();
-            patchall::spawn(move || {
-                let (n, readable) = wait(r, 5000);
-                (name, n, readable, ticks.load(SeqCst))
-            })
-            .unwrap()
+            patchall::spawn(move || (name, wait(r, 5000), ticks.load(SeqCst))).unwrap()
         })
         .collect();
     let writes: Vec<RawFd> = pipes.iter().map(|&(_, w)| w).collect();
@@ -230,8 +237,8 @@ fn each_call_parks_until_another_coroutine_writes() {
     })
     .unwrap();
     for h in waiters {
-        let (name, n, readable, seen) = h.join().unwrap();
-        assert_eq!((n, readable), (1, true), "{name}");
+        let (name, outcome, seen) = h.join().unwrap();
+        assert_eq!(outcome, (1, 0, true), "{name}");
         // The writer ran all its rounds while this one waited.
         assert_eq!(seen, 5, "{name}");
     }
@@ -256,8 +263,8 @@ fn each_call_times_out_with_zero_while_others_run() {
             let ticks = ticks.clone();
             patchall::spawn(move || {
                 let (t0, start) = (ticks.load(SeqCst), Instant::now());
-                let (n, readable) = wait(r, MS);
-                (name, n, readable, start.elapsed(), ticks.load(SeqCst) - t0)
+                let outcome = wait(r, MS);
+                (name, outcome, start.elapsed(), ticks.load(SeqCst) - t0)
             })
             .unwrap()
         })
@@ -269,10 +276,10 @@ fn each_call_times_out_with_zero_while_others_run() {
             let (t0, start) = (t.load(SeqCst), Instant::now());
             // SAFETY: no fds, nothing to read or write.
             let n = unsafe { libc::poll(ptr::null_mut(), 0, MS) };
+            let outcome = (n, 0, false);
             (
                 "poll(no fds)",
-                n,
-                false,
+                outcome,
                 start.elapsed(),
                 t.load(SeqCst) - t0,
             )
@@ -280,8 +287,8 @@ fn each_call_times_out_with_zero_while_others_run() {
         .unwrap(),
     );
     for h in waiters {
-        let (name, n, readable, took, ticked) = h.join().unwrap();
-        assert_eq!((n, readable), (0, false), "{name}");
+        let (name, outcome, took, ticked) = h.join().unwrap();
+        assert_eq!(outcome, (0, 0, false), "{name}");
         let wanted = Duration::from_millis(MS as u64);
         assert!(took >= wanted, "{name} returned after {took:?}");
         assert!(took < wanted + Duration::from_secs(5), "{name}: {took:?}");
@@ -600,17 +607,104 @@ fn outside_a_coroutine_calls_block_the_thread_as_libcs() {
     let (r, w) = pipe();
     for (name, wait) in WAITS {
         let start = Instant::now();
-        assert_eq!(wait(r, 20), (0, false), "{name}");
+        assert_eq!(wait(r, 20), (0, 0, false), "{name}");
         assert!(start.elapsed() >= Duration::from_millis(20), "{name}");
     }
     write_byte(w);
     for (name, wait) in WAITS {
-        assert_eq!(wait(r, 5000), (1, true), "{name}");
+        assert_eq!(wait(r, 5000), (1, 0, true), "{name}");
     }
     // The plain thread only waited: it did not run this thread's coroutines.
     assert!(!ran.load(SeqCst));
     coroutine.join().unwrap();
     assert!(ran.load(SeqCst));
+    close(r);
+    close(w);
+}
+
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count(_sig: c_int) {
+    HANDLED.fetch_add(1, SeqCst);
+}
+
+/// A real-time signal whose handler only counts, installed with SA_RESTART: the
+/// poll family is never restarted all the same (signal(7)).
+fn restarting_signal() -> c_int {
+    let sig = libc::SIGRTMIN();
+    // SAFETY: a zeroed sigaction with an empty mask and our handler.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = count as *const () as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        assert_eq!(libc::sigaction(sig, &act, ptr::null_mut()), 0);
+    }
+    sig
+}
+
+/// Signals `thread` every 20 ms until `done` reaches `calls` (a signal that falls
+/// between two calls interrupts nothing, the next one will), or 10 s pass.
+fn keep_signalling(thread: libc::pthread_t, sig: c_int, done: &AtomicUsize, calls: usize) {
+    for _ in 0..500 {
+        if done.load(SeqCst) >= calls {
+            return;
+        }
+        // SAFETY: the target thread lives until `done` reaches `calls`.
+        assert_eq!(unsafe { libc::pthread_kill(thread, sig) }, 0);
+        patchall::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_signal_ends_each_wait_with_eintr_inside_and_outside() {
+    let sig = restarting_signal();
+    let (r, w) = pipe();
+    // Outside: a plain thread blocked in the real calls, one after the other.
+    let done = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let finished = done.clone();
+    let blocked = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let out: Vec<Outcome> = WAITS
+            .iter()
+            .map(|(_, wait)| {
+                let outcome = wait(r, 5000);
+                finished.fetch_add(1, SeqCst);
+                outcome
+            })
+            .collect();
+        out
+    });
+    keep_signalling(rx.recv().unwrap(), sig, &done, WAITS.len());
+    let outside = blocked.join().unwrap();
+    assert_eq!(outside, [(-1, libc::EINTR, false); WAITS.len()]);
+
+    // Inside: every call parked at once on this thread; a sibling signals it.
+    let done = Arc::new(AtomicUsize::new(0));
+    let waiters: Vec<_> = WAITS
+        .iter()
+        .map(|&(name, wait)| {
+            let done = done.clone();
+            patchall::spawn(move || {
+                let outcome = wait(r, 5000);
+                done.fetch_add(1, SeqCst);
+                (name, outcome)
+            })
+            .unwrap()
+        })
+        .collect();
+    let handled = HANDLED.load(SeqCst);
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    let signaller = patchall::spawn(move || keep_signalling(me, sig, &done, WAITS.len())).unwrap();
+    for h in waiters {
+        let (name, outcome) = h.join().unwrap();
+        assert_eq!(outcome, (-1, libc::EINTR, false), "{name}");
+    }
+    signaller.join().unwrap();
+    assert!(HANDLED.load(SeqCst) > handled);
     close(r);
     close(w);
 }

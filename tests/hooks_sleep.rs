@@ -362,3 +362,157 @@ fn outside_a_coroutine_sleeps_are_libcs() {
     coroutine.join().unwrap();
     assert!(ran.load(SeqCst));
 }
+
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count(_sig: c_int) {
+    HANDLED.fetch_add(1, SeqCst);
+}
+
+/// A real-time signal whose handler only counts, installed with SA_RESTART: the
+/// sleep calls are never restarted all the same (signal(7)).
+fn restarting_signal() -> c_int {
+    let sig = libc::SIGRTMIN();
+    // SAFETY: a zeroed sigaction with an empty mask and our handler.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = count as *const () as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        assert_eq!(libc::sigaction(sig, &act, std::ptr::null_mut()), 0);
+    }
+    sig
+}
+
+/// What an interrupted sleep gave: (result, errno, whole seconds in `rem` or
+/// None if `rem` was left alone).
+type Interrupted = (i64, i32, Option<u64>);
+
+fn rem_secs(rem: &timespec) -> Option<u64> {
+    (pair(rem) != SENTINEL).then_some(rem.tv_sec as u64)
+}
+
+type LongSleep = fn() -> Interrupted;
+
+/// Five-second sleeps, each to be cut short by a signal.
+const LONG_SLEEPS: [(&str, LongSleep); 5] = [
+    ("nanosleep", || {
+        let mut rem = ts(SENTINEL.0, SENTINEL.1);
+        clear_errno();
+        // SAFETY: valid request and rem.
+        let r = unsafe { libc::nanosleep(&ts(5, 0), &mut rem) };
+        (r.into(), errno(), rem_secs(&rem))
+    }),
+    ("clock_nanosleep", || {
+        let mut rem = ts(SENTINEL.0, SENTINEL.1);
+        clear_errno();
+        // SAFETY: valid request and rem.
+        let r = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &ts(5, 0), &mut rem) };
+        (r.into(), errno(), rem_secs(&rem))
+    }),
+    ("clock_nanosleep(TIMER_ABSTIME)", || {
+        let target = clock_now(libc::CLOCK_REALTIME) + Duration::from_secs(5);
+        let req = ts(target.as_secs() as i64, target.subsec_nanos().into());
+        let mut rem = ts(SENTINEL.0, SENTINEL.1);
+        clear_errno();
+        // SAFETY: valid request and rem.
+        let r = unsafe {
+            libc::clock_nanosleep(libc::CLOCK_REALTIME, libc::TIMER_ABSTIME, &req, &mut rem)
+        };
+        (r.into(), errno(), rem_secs(&rem))
+    }),
+    ("usleep", || {
+        clear_errno();
+        // SAFETY: no pointers.
+        let r = unsafe { libc::usleep(5_000_000) };
+        (r.into(), errno(), None)
+    }),
+    ("sleep", || {
+        clear_errno();
+        // SAFETY: no pointers.
+        let r = unsafe { libc::sleep(5) };
+        (r.into(), errno(), None)
+    }),
+];
+
+/// Signals `thread` every 20 ms until `done` reaches `calls` (a signal that falls
+/// between two calls interrupts nothing, the next one will), or 10 s pass.
+fn keep_signalling(thread: libc::pthread_t, sig: c_int, done: &AtomicUsize, calls: usize) {
+    for _ in 0..500 {
+        if done.load(SeqCst) >= calls {
+            return;
+        }
+        // SAFETY: the target thread lives until `done` reaches `calls`.
+        assert_eq!(unsafe { libc::pthread_kill(thread, sig) }, 0);
+        patchall::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_signal_ends_a_sleep_with_eintr_and_the_time_left_as_outside() {
+    let sig = restarting_signal();
+    // Outside: a plain thread blocked in the real calls, one after the other.
+    let done = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let finished = done.clone();
+    let blocked = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let out: Vec<Interrupted> = LONG_SLEEPS
+            .iter()
+            .map(|(_, call)| {
+                let r = call();
+                finished.fetch_add(1, SeqCst);
+                r
+            })
+            .collect();
+        out
+    });
+    keep_signalling(rx.recv().unwrap(), sig, &done, LONG_SLEEPS.len());
+    let outside = blocked.join().unwrap();
+    assert_eq!(
+        outside,
+        [
+            (-1, libc::EINTR, Some(4)),
+            (libc::EINTR.into(), 0, Some(4)),
+            (libc::EINTR.into(), 0, None),
+            (-1, libc::EINTR, None),
+            (4, libc::EINTR, None),
+        ]
+    );
+
+    // Inside: every call parked at once on this thread; a sibling signals it.
+    let done = Arc::new(AtomicUsize::new(0));
+    let sleepers: Vec<_> = LONG_SLEEPS
+        .iter()
+        .map(|&(name, call)| {
+            let done = done.clone();
+            patchall::spawn(move || {
+                let r = call();
+                done.fetch_add(1, SeqCst);
+                (name, r)
+            })
+            .unwrap()
+        })
+        .collect();
+    // std's sleep goes on with the time left after EINTR: it still lasts.
+    let std_sleep = patchall::spawn(|| {
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(100));
+        start.elapsed()
+    })
+    .unwrap();
+    let handled = HANDLED.load(SeqCst);
+    let done2 = done.clone();
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    let signaller =
+        patchall::spawn(move || keep_signalling(me, sig, &done2, LONG_SLEEPS.len())).unwrap();
+    for (h, want) in sleepers.into_iter().zip(&outside) {
+        let (name, got) = h.join().unwrap();
+        assert_eq!(got, *want, "{name}");
+    }
+    signaller.join().unwrap();
+    assert!(std_sleep.join().unwrap() >= Duration::from_millis(100));
+    assert!(HANDLED.load(SeqCst) > handled);
+}

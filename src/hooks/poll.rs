@@ -7,10 +7,15 @@
 //! readable when it has events) until one is ready, one is closed, or the
 //! caller's timeout passes, then the zero-timeout call is made again.
 //!
+//! A signal handler that runs on the thread while the coroutine is parked makes
+//! the call fail with EINTR, SA_RESTART or not (signal(7)), unless an fd is
+//! ready by then; a cancelled coroutine's call fails with ECANCELED.
+//!
 //! Known differences from the blocking call, inside a coroutine only:
 //! - the signal mask of ppoll/pselect/epoll_pwait/epoll_pwait2 is applied to the
-//!   zero-timeout calls, not while the coroutine is parked, and a parked
-//!   coroutine is not interrupted by signals (no EINTR);
+//!   zero-timeout calls, not while the coroutine is parked: a signal the mask
+//!   would unblock, pending but blocked in the thread's own mask (pselect's
+//!   classic SIGCHLD pattern), does not interrupt the wait;
 //! - POLLPRI and select's `exceptfds` are waited for as readability: urgent
 //!   data that arrives without a readable edge is seen at the next edge or at
 //!   the timeout;
@@ -24,8 +29,9 @@ use std::time::{Duration, Instant};
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t, timespec, timeval};
 
 use super::real::Guard;
-use super::sleep::{coroutine_guard, deadline_after, timespec_duration};
-use crate::runtime::{self, Direction};
+use super::sleep::{coroutine_guard, deadline_after, timespec_duration, to_timespec};
+use crate::runtime::{self, Direction, Wake};
+use crate::sys::set_errno;
 
 /// The time left until `deadline`, None for "no deadline".
 fn left(deadline: Option<Instant>) -> Option<Duration> {
@@ -47,18 +53,26 @@ fn cooperate(
     }
     let fds = watched();
     loop {
-        // Ready, timed out or closed: in each case the kernel's answer is the
-        // next zero-timeout call (a closed fd shows as POLLNVAL or EBADF).
-        if guard
-            .release_while(|| runtime::wait_any(&fds, deadline))
-            .is_err()
-        {
+        let wake = match guard.release_while(|| runtime::wait_any(&fds, deadline)) {
+            Ok(wake) => wake,
             // An fd the reactor refuses: block the thread for the time left.
-            return attempt(left(deadline));
+            Err(_) => return attempt(left(deadline)),
+        };
+        if wake == Wake::Cancelled {
+            set_errno(libc::ECANCELED);
+            return -1;
         }
+        // Whatever the wake, the kernel's answer is the next zero-timeout call (a
+        // closed fd shows as POLLNVAL or EBADF); as in the kernel, fds found
+        // ready win over a signal.
         let n = attempt(Some(Duration::ZERO));
         if done(n) {
             return n;
+        }
+        if let Wake::Interrupted { .. } = wake {
+            // Never restarted, SA_RESTART or not (signal(7)).
+            set_errno(libc::EINTR);
+            return -1;
         }
     }
 }
@@ -78,20 +92,9 @@ fn to_ms(t: Option<Duration>) -> c_int {
     })
 }
 
-fn secs(d: Duration) -> libc::time_t {
-    d.as_secs().try_into().unwrap_or(libc::time_t::MAX)
-}
-
-fn to_timespec(d: Duration) -> timespec {
-    timespec {
-        tv_sec: secs(d),
-        tv_nsec: d.subsec_nanos().into(),
-    }
-}
-
 fn to_timeval(d: Duration) -> timeval {
     timeval {
-        tv_sec: secs(d),
+        tv_sec: to_timespec(d).tv_sec,
         tv_usec: d.subsec_micros().into(),
     }
 }

@@ -3,8 +3,10 @@
 //! Inside a coroutine a sleep parks the coroutine on a timer; every sleep, even of
 //! zero length, is a scheduling point. Requests the kernel would refuse (a null or
 //! out-of-range timespec, a clock we cannot measure) go to the real call, so the
-//! error is the kernel's own. A parked coroutine is not interrupted by signals, so
-//! `rem` is never written: the kernel writes it only on EINTR.
+//! error is the kernel's own. A signal handler that runs on the thread while the
+//! coroutine sleeps ends the sleep with EINTR, SA_RESTART or not (signal(7)), and
+//! `rem` gets the time left, as the kernel does; on success `rem` is not written.
+//! A cancelled coroutine's sleep ends with ECANCELED.
 //!
 //! Absolute sleeps on CLOCK_REALTIME/BOOTTIME/TAI are converted to a monotonic
 //! deadline and re-checked against their clock on waking; a clock that is set
@@ -15,7 +17,8 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 
 use super::real::Guard;
-use crate::runtime;
+use crate::runtime::{self, Wake};
+use crate::sys::set_errno;
 
 /// The hook guard, when the caller is a coroutine and not our own code: None
 /// means "forward to the real call".
@@ -52,13 +55,47 @@ fn requested(req: *const timespec) -> Option<Duration> {
     timespec_duration(unsafe { req.as_ref() }?)
 }
 
+/// `d` as a timespec, saturating at `time_t::MAX` seconds.
+pub(super) fn to_timespec(d: Duration) -> timespec {
+    timespec {
+        tv_sec: d.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_nsec: d.subsec_nanos().into(),
+    }
+}
+
 /// Parks the running coroutine until `deadline`; a deadline already passed only
-/// lets the other coroutines run once.
-fn park_until(guard: &Guard, deadline: Instant) {
+/// lets the other coroutines run once. Err(EINTR) if a signal handler ran on
+/// this thread meanwhile, Err(ECANCELED) if the coroutine was cancelled.
+fn park_until(guard: &Guard, deadline: Instant) -> Result<(), c_int> {
     loop {
-        guard.release_while(|| runtime::sleep_until(deadline));
-        if Instant::now() >= deadline {
-            return;
+        match guard.release_while(|| runtime::sleep_until(deadline)) {
+            Wake::Interrupted { .. } => return Err(libc::EINTR),
+            Wake::Cancelled => return Err(libc::ECANCELED),
+            _ if Instant::now() >= deadline => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// A relative sleep until `deadline`; on failure `rem` (if not null) receives
+/// the time left.
+fn park_relative(guard: &Guard, deadline: Instant, rem: *mut timespec) -> Result<(), c_int> {
+    park_until(guard, deadline).inspect_err(|_| {
+        // SAFETY: null or the caller's writable timespec, as the real call
+        // requires (a wild pointer faults here instead of giving EFAULT).
+        if let Some(rem) = unsafe { rem.as_mut() } {
+            *rem = to_timespec(deadline.saturating_duration_since(Instant::now()));
+        }
+    })
+}
+
+/// Parks until `deadline`, as a -1/errno call.
+fn park_or_errno(guard: &Guard, deadline: Instant, rem: *mut timespec) -> c_int {
+    match park_relative(guard, deadline, rem) {
+        Ok(()) => 0,
+        Err(e) => {
+            set_errno(e);
+            -1
         }
     }
 }
@@ -84,21 +121,29 @@ fn clock_now(clock: clockid_t) -> Option<Duration> {
     timespec_duration(&now)
 }
 
-/// Parks until `clock` reads at least `target`, as `TIMER_ABSTIME` does.
-fn park_until_clock(guard: &Guard, clock: clockid_t, target: Duration) -> Option<()> {
+/// Parks until `clock` reads at least `target`, as `TIMER_ABSTIME` does; `now`
+/// is its reading at the call. A clock running slower than the monotonic one
+/// (slewed, or set back) means parking again.
+fn park_until_clock(
+    guard: &Guard,
+    clock: clockid_t,
+    target: Duration,
+    now: Duration,
+) -> Result<(), c_int> {
+    let mut left = target.saturating_sub(now);
     loop {
-        let left = target.saturating_sub(clock_now(clock)?);
-        park_until(guard, deadline_after(left));
-        if left.is_zero() || clock_now(clock)? >= target {
-            return Some(());
+        park_until(guard, deadline_after(left))?;
+        left = target.saturating_sub(clock_now(clock).unwrap_or(target));
+        if left.is_zero() {
+            return Ok(());
         }
     }
 }
 
 hook! {
     /// `sleep(3)`: glibc's calls `nanosleep` internally, past our hook, so the
-    /// entry point is hooked itself. A parked coroutine is never interrupted:
-    /// it returns 0 seconds left.
+    /// entry point is hooked itself. Interrupted, it returns the whole seconds
+    /// left, with errno set, as glibc's does.
     ///
     /// # Safety
     /// None beyond libc's.
@@ -107,8 +152,15 @@ hook! {
             // SAFETY: forwarding the caller's argument.
             return unsafe { real(seconds) };
         };
-        park_until(&guard, deadline_after(Duration::from_secs(seconds.into())));
-        0
+        let deadline = deadline_after(Duration::from_secs(seconds.into()));
+        match park_until(&guard, deadline) {
+            Ok(()) => 0,
+            Err(e) => {
+                set_errno(e);
+                let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+                c_uint::try_from(left).unwrap_or(c_uint::MAX)
+            }
+        }
     }
 }
 
@@ -122,8 +174,7 @@ hook! {
             // SAFETY: forwarding the caller's argument.
             return unsafe { real(usec) };
         };
-        park_until(&guard, deadline_after(Duration::from_micros(usec.into())));
-        0
+        park_or_errno(&guard, deadline_after(Duration::from_micros(usec.into())), std::ptr::null_mut())
     }
 }
 
@@ -139,8 +190,7 @@ hook! {
         };
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(d) = requested(req) else { return forward() };
-        park_until(&guard, deadline_after(d));
-        0
+        park_or_errno(&guard, deadline_after(d), rem)
     }
 }
 
@@ -171,15 +221,14 @@ hook! {
             return forward();
         }
         let Some(d) = requested(req) else { return forward() };
-        if flags & libc::TIMER_ABSTIME == 0 {
-            park_until(&guard, deadline_after(d));
-            return 0;
-        }
-        match park_until_clock(&guard, clock, d) {
-            Some(()) => 0,
+        let slept = if flags & libc::TIMER_ABSTIME == 0 {
+            park_relative(&guard, deadline_after(d), rem)
+        } else {
             // The clock cannot be read (CLOCK_TAI on an old kernel): the real
             // call knows best.
-            None => forward(),
-        }
+            let Some(now) = clock_now(clock) else { return forward() };
+            park_until_clock(&guard, clock, d, now)
+        };
+        slept.err().unwrap_or(0)
     }
 }
