@@ -147,7 +147,9 @@ impl Reactor {
     }
 
     fn register(&self, fd: RawFd, generation: u32) -> io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        // PRIORITY: TCP urgent data and other EPOLLPRI conditions wake readers too
+        // (poll's POLLPRI, select's exceptfds).
+        let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
         let registry = self.poll.registry();
         match registry.register(&mut SourceFd(&fd), token(fd, generation), interest) {
             // The same open file under the same number from an unseen close and reopen.
@@ -212,7 +214,7 @@ impl Reactor {
             // Errors and hang-ups wake both directions: the retried call reports them.
             let failed = event.is_error() || event.is_read_closed() || event.is_write_closed();
             for (dir, hit) in [
-                (Direction::Read, event.is_readable() || failed),
+                (Direction::Read, event.is_readable() || event.is_priority() || failed),
                 (Direction::Write, event.is_writable() || failed),
             ] {
                 if !hit {
