@@ -70,10 +70,12 @@ unsafe impl corosensei::stack::Stack for Stack {
     }
 }
 
-/// Rounds a requested size up to whole pages, at least the minimum.
-pub(crate) fn round_size(size: usize) -> usize {
+/// Rounds a requested size up to whole pages, at least the minimum; None when the
+/// size (plus its guard) cannot be described at all.
+pub(crate) fn round_size(size: usize) -> Option<usize> {
     let page = page_size();
-    size.max(crate::config::MIN_STACK_SIZE).div_ceil(page) * page
+    let rounded = size.max(crate::config::MIN_STACK_SIZE).checked_next_multiple_of(page)?;
+    rounded.checked_add(GUARD_GAP).map(|_| rounded)
 }
 
 /// Free stacks by (size, mode).
@@ -169,6 +171,11 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
     let slot = size + gap;
     let count = (CHUNK_BYTES / slot).max(1);
     let len = count * slot;
+    // No address space holds more (47-bit user space): refuse before any arithmetic
+    // on addresses can overflow.
+    if len >= 1 << 46 {
+        return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+    }
     let hint = chunk_hint(len);
     // SAFETY: a new private anonymous mapping; the kernel picks the address if the
     // hint is taken. MAP_NORESERVE: stacks are address space, committed as touched.
@@ -225,14 +232,17 @@ const CACHE_MAX: usize = 256;
 impl StackCache {
     pub(crate) fn new(size: usize, mode: StackMode) -> StackCache {
         StackCache {
-            size: round_size(size),
+            size: round_size(size).unwrap_or(crate::config::DEFAULT_STACK_SIZE),
             mode,
             stacks: Vec::new(),
         }
     }
 
     pub(crate) fn get(&mut self, size: Option<usize>) -> io::Result<Stack> {
-        let size = size.map_or(self.size, round_size);
+        let size = match size {
+            None => self.size,
+            Some(n) => round_size(n).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?,
+        };
         if size == self.size {
             if let Some(stack) = self.stacks.pop() {
                 return Ok(stack);
@@ -269,7 +279,7 @@ mod tests {
 
     #[test]
     fn guarded_stacks_have_unmapped_gaps() {
-        let s = allocate(round_size(64 * 1024), StackMode::Guarded).unwrap();
+        let s = allocate(round_size(64 * 1024).unwrap(), StackMode::Guarded).unwrap();
         assert_eq!(s.size(), 64 * 1024);
         let (lo, hi) = s.guard_range();
         assert_eq!(hi - lo, GUARD_GAP);
@@ -280,13 +290,22 @@ mod tests {
 
     #[test]
     fn dense_stacks_carry_a_canary() {
-        let s = allocate(round_size(32 * 1024), StackMode::Dense).unwrap();
+        let s = allocate(round_size(32 * 1024).unwrap(), StackMode::Dense).unwrap();
         let canary = s.canary().unwrap();
         assert!(canary.intact());
         // SAFETY: the stack is ours and unused.
         unsafe { (s.bottom as *mut u64).write(0) };
         assert!(!canary.intact());
         release([s]);
+    }
+
+    #[test]
+    fn absurd_sizes_fail_with_enomem() {
+        let mut cache = StackCache::new(64 * 1024, StackMode::Guarded);
+        let err = cache.get(Some(usize::MAX)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
+        let err = cache.get(Some(1 << 62)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
     }
 
     #[test]
