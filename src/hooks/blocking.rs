@@ -179,7 +179,12 @@ fn drive(
         },
     };
     loop {
-        if how == How::WaitFirst {
+        // Edge-triggered epoll reports changes, not states: an fd that is ready
+        // already (a pipe with room, unread input) may never report again. Park
+        // only after the kernel says "not ready" now; then an edge must follow.
+        while how == How::WaitFirst
+            && block_in_poll(fd, dir, Some(Instant::now())) == Err(libc::EAGAIN)
+        {
             if let Err(e) = wait(guard, fd, dir, deadline) {
                 set_errno(e);
                 return -1;
