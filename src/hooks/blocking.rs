@@ -193,10 +193,12 @@ fn drive(
         },
     };
     loop {
-        // The reactor is edge-triggered: data an earlier call left unread, or room
-        // left in a pipe, brings no new edge, and a wake may be spurious. The call
-        // that follows blocks, so ask the kernel, and park only while not ready.
-        while how == How::WaitFirst && block_in_poll(fd, dir, Some(Instant::now())).is_err() {
+        // Edge-triggered epoll reports changes, not states: an fd that is ready
+        // already (a pipe with room, unread input) may never report again. Park
+        // only after the kernel says "not ready" now; then an edge must follow.
+        while how == How::WaitFirst
+            && block_in_poll(fd, dir, Some(Instant::now())) == Err(libc::EAGAIN)
+        {
             if let Err(e) = wait(guard, fd, dir, deadline) {
                 set_errno(e);
                 return -1;

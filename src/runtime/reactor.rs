@@ -214,7 +214,10 @@ impl Reactor {
             // Errors and hang-ups wake both directions: the retried call reports them.
             let failed = event.is_error() || event.is_read_closed() || event.is_write_closed();
             for (dir, hit) in [
-                (Direction::Read, event.is_readable() || event.is_priority() || failed),
+                (
+                    Direction::Read,
+                    event.is_readable() || event.is_priority() || failed,
+                ),
                 (Direction::Write, event.is_writable() || failed),
             ] {
                 if !hit {

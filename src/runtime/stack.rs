@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crate::config::StackMode;
 use crate::sys::page_size;
@@ -24,6 +24,9 @@ pub(crate) const GUARD_GAP: usize = 64 * 1024;
 /// How much address space one chunk maps (rounded to whole stacks).
 const CHUNK_BYTES: usize = 32 << 20;
 const CANARY: u64 = 0x7061_7463_6861_6c6c; // "patchall"
+/// Memory mappings guarded stacks leave to the rest of the process. A process at
+/// `vm.max_map_count` cannot grow its heap: the next malloc would abort it.
+const MAP_RESERVE: usize = 2048;
 
 /// One coroutine stack: usable memory is `[bottom, top)`.
 #[derive(Debug)]
@@ -74,7 +77,9 @@ unsafe impl corosensei::stack::Stack for Stack {
 /// size (plus its guard) cannot be described at all.
 pub(crate) fn round_size(size: usize) -> Option<usize> {
     let page = page_size();
-    let rounded = size.max(crate::config::MIN_STACK_SIZE).checked_next_multiple_of(page)?;
+    let rounded = size
+        .max(crate::config::MIN_STACK_SIZE)
+        .checked_next_multiple_of(page)?;
     rounded.checked_add(GUARD_GAP).map(|_| rounded)
 }
 
@@ -84,6 +89,24 @@ type FreeLists = HashMap<(usize, StackMode), Vec<Stack>>;
 /// Stacks returned by any thread.
 static FREE: Mutex<Option<FreeLists>> = Mutex::new(None);
 static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
+/// Guarded stacks carved so far (each one mapping; never unmapped). Changed only
+/// under the `FREE` lock.
+static GUARDED_CARVED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many more guarded stacks may be carved before the process runs short of
+/// memory mappings.
+fn guarded_room() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    let limit = *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65530)
+    });
+    limit
+        .saturating_sub(MAP_RESERVE)
+        .saturating_sub(GUARDED_CARVED.load(Ordering::Relaxed))
+}
 
 /// Takes a stack of `size` bytes (already rounded) from the global pool, mapping a
 /// new chunk when it is empty. Fails with the OS error when memory cannot be had.
@@ -169,7 +192,13 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
         0
     };
     let slot = size + gap;
-    let count = (CHUNK_BYTES / slot).max(1);
+    let mut count = (CHUNK_BYTES / slot).max(1);
+    if mode == StackMode::Guarded {
+        count = count.min(guarded_room());
+        if count == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+    }
     let len = count * slot;
     // No address space holds more (47-bit user space): refuse before any arithmetic
     // on addresses can overflow.
@@ -199,9 +228,18 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
     let mut stacks = Vec::with_capacity(count);
     for i in 0..count {
         let gap_lo = base + i * slot;
-        if gap > 0 {
-            // SAFETY: the gap lies inside the mapping we just made and nothing uses it.
-            unsafe { libc::munmap(gap_lo as *mut _, gap) };
+        // SAFETY: the gap lies inside the mapping we just made and nothing uses it.
+        if gap > 0 && unsafe { libc::munmap(gap_lo as *mut _, gap) } != 0 {
+            // At vm.max_map_count the kernel refuses to split the mapping (while
+            // a new chunk can still merge with its neighbour): a stack here would
+            // have no guard. Give back the rest; trimming a tail needs no split.
+            let err = io::Error::last_os_error();
+            // SAFETY: `[gap_lo, base + len)` is the part of our mapping no stack uses.
+            unsafe { libc::munmap(gap_lo as *mut _, base + len - gap_lo) };
+            if stacks.is_empty() {
+                return Err(err);
+            }
+            break;
         }
         let bottom = gap_lo + gap;
         if mode == StackMode::Dense {
@@ -212,6 +250,9 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
             bottom,
             mode,
         });
+    }
+    if mode == StackMode::Guarded {
+        GUARDED_CARVED.fetch_add(stacks.len(), Ordering::Relaxed);
     }
     // Hand out low addresses last: `pop` takes from the end.
     stacks.reverse();
