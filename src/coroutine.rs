@@ -1,11 +1,12 @@
 //! Spawning, joining and sleeping: the std::thread-shaped face of the runtime.
 
 use std::any::Any;
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::runtime::{self, Unparker, Wake};
@@ -74,67 +75,98 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let packet = Arc::new(Packet {
-            done: AtomicBool::new(false),
-            slot: Mutex::new(Slot {
-                result: None,
-                waiter: None,
-            }),
-        });
+        let packet = Arc::new(Packet::new());
         let name: Option<Arc<str>> = self.name.map(Into::into);
         let theirs = packet.clone();
-        let id = runtime::with_scheduler(|s| {
-            s.spawn(name.clone(), self.stack_size, move || {
+        let (id, home) = runtime::with_scheduler(|s| {
+            let id = s.spawn(name.clone(), self.stack_size, move || {
                 let result = panic::catch_unwind(AssertUnwindSafe(f));
                 theirs.complete(result);
-            })
+            })?;
+            Ok::<_, io::Error>((id, s.id()))
         })??;
         Ok(JoinHandle {
             packet,
+            home,
             coroutine: Coroutine { id, name },
         })
     }
 }
 
-struct Slot<T> {
-    result: Option<Result<T>>,
-    waiter: Option<Unparker>,
+/// The one-shot hand-over of a coroutine's result to its joiner: the coroutine
+/// writes `result` then publishes DONE; the joiner parks a waiter with WAITING.
+/// No lock: spawn+join is on the hot path of every fan-out.
+struct Packet<T> {
+    state: AtomicU8,
+    result: UnsafeCell<Option<Result<T>>>,
+    waiter: UnsafeCell<Option<Unparker>>,
 }
 
-struct Packet<T> {
-    done: AtomicBool,
-    slot: Mutex<Slot<T>>,
-}
+const EMPTY: u8 = 0;
+const WAITING: u8 = 1;
+const DONE: u8 = 2;
+
+// SAFETY: `result` is written once by the coroutine before DONE is published
+// (Release) and read only by the joiner after it saw DONE (Acquire); `waiter` is
+// written by the joiner only while the state is EMPTY (nobody else reads it then)
+// and read by the coroutine only after its swap to DONE returned WAITING, after
+// which the joiner never touches it again. T crosses threads, so T: Send.
+unsafe impl<T: Send> Sync for Packet<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Packet<T> {}
 
 impl<T> Packet<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    fn new() -> Packet<T> {
+        Packet {
+            state: AtomicU8::new(EMPTY),
+            result: UnsafeCell::new(None),
+            waiter: UnsafeCell::new(None),
+        }
     }
 
     fn complete(&self, result: Result<T>) {
-        let waiter = {
-            let mut slot = self.lock();
-            slot.result = Some(result);
-            self.done.store(true, Ordering::Release);
-            slot.waiter.take()
-        };
-        if let Some(w) = waiter {
-            w.unpark(Wake::Ready);
+        // SAFETY: only the coroutine writes `result`, once, before DONE.
+        unsafe { *self.result.get() = Some(result) };
+        if self.state.swap(DONE, Ordering::AcqRel) == WAITING {
+            // SAFETY: the joiner published its waiter with WAITING and will not
+            // touch it again now that the state is DONE.
+            if let Some(w) = unsafe { (*self.waiter.get()).take() } {
+                w.unpark(Wake::Ready);
+            }
         }
     }
 
     fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) == DONE
     }
 
-    /// Registers `who` to be woken at completion; false if already complete.
+    /// Registers `who` to be woken at completion (replacing an earlier waiter);
+    /// false if already complete.
     fn watch(&self, who: Unparker) -> bool {
-        let mut slot = self.lock();
-        if self.is_done() {
+        // Take back a waiter published earlier, so the cell is ours to write.
+        if self
+            .state
+            .compare_exchange(WAITING, EMPTY, Ordering::AcqRel, Ordering::Acquire)
+            == Err(DONE)
+        {
             return false;
         }
-        slot.waiter = Some(who);
-        true
+        // SAFETY: the state is EMPTY (or DONE, checked below): the coroutine reads
+        // `waiter` only after seeing WAITING.
+        unsafe { *self.waiter.get() = Some(who) };
+        self.state
+            .compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The result, once `is_done()`.
+    fn take(&self) -> Option<Result<T>> {
+        if !self.is_done() {
+            return None;
+        }
+        // SAFETY: DONE was observed with Acquire: the coroutine's write is visible
+        // and it never touches `result` again; only the handle's owner calls this.
+        unsafe { (*self.result.get()).take() }
     }
 }
 
@@ -143,6 +175,8 @@ impl<T> Packet<T> {
 /// Dropping the handle detaches the coroutine: it keeps running.
 pub struct JoinHandle<T> {
     packet: Arc<Packet<T>>,
+    /// The scheduler the coroutine runs on (`Scheduler::id`).
+    home: usize,
     coroutine: Coroutine,
 }
 
@@ -164,16 +198,16 @@ impl<T> JoinHandle<T> {
             while !packet.is_done() {
                 runtime::park(None, |who| packet.watch(who));
             }
+        } else if runtime::current_scheduler_id() == Some(self.home) {
+            // The coroutine runs here: driving this scheduler is what finishes it,
+            // no wake-up from elsewhere is needed.
+            let _ = runtime::with_scheduler(|s| s.run_until(None, &mut || packet.is_done()));
         } else {
             drive_until(&mut || packet.is_done(), |who| {
                 packet.watch(who);
             });
         }
-        packet
-            .lock()
-            .result
-            .take()
-            .expect("a finished coroutine left its result")
+        packet.take().expect("a finished coroutine left its result")
     }
 
     /// True once the coroutine has returned or panicked.
@@ -258,7 +292,7 @@ pub fn sleep(dur: Duration) {
 /// On a plain thread, runs the coroutines that are runnable now.
 ///
 /// ```
-/// use std::sync::{Arc, Mutex};
+/// use std::sync::Arc;
 /// let log = Arc::new(Mutex::new(Vec::new()));
 /// let hs: Vec<_> = ["a", "b"].into_iter().map(|who| {
 ///     let log = log.clone();

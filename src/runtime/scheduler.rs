@@ -85,8 +85,8 @@ pub(crate) struct Scheduler {
     stacks: RefCell<StackCache>,
     /// Coroutines spawned here that have not finished.
     live: Cell<usize>,
-    /// Rounds since the reactor was last polled while work was runnable.
-    rounds: Cell<u32>,
+    /// Coroutine runs since the reactor was last polled.
+    runs_since_poll: Cell<u32>,
     /// Coroutines parked in a way a signal handler interrupts (I/O, sleep).
     interruptible: RefCell<Slab>,
     /// `SIGNALS` as of the last check.
@@ -94,8 +94,11 @@ pub(crate) struct Scheduler {
     _altstack: Option<AltStack>,
 }
 
-/// How many rounds of runnable work may pass before I/O is polled anyway.
-const POLL_EVERY: u32 = 61;
+/// How many coroutine runs may pass before I/O is polled while work is runnable:
+/// a bound on how long a ready socket waits behind busy coroutines, counted in
+/// runs (not rounds) so that two coroutines yielding to each other do not pay an
+/// `epoll_wait` every few switches.
+const POLL_EVERY: u32 = 256;
 
 impl Scheduler {
     fn new() -> io::Result<Scheduler> {
@@ -127,11 +130,16 @@ impl Scheduler {
             reactor: RefCell::new(reactor),
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
             live: Cell::new(0),
-            rounds: Cell::new(0),
+            runs_since_poll: Cell::new(0),
             interruptible: RefCell::new(Slab::default()),
             signals_seen: Cell::new((0, 0)),
             _altstack: AltStack::ensure(),
         })
+    }
+
+    /// Names this scheduler for as long as it lives (its address).
+    pub(crate) fn id(&self) -> usize {
+        self as *const Scheduler as usize
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -322,12 +330,12 @@ impl Scheduler {
                 }
             }
             let busy = !self.runq.borrow().is_empty();
-            let rounds = self.rounds.get() + 1;
-            if busy && rounds < POLL_EVERY {
-                self.rounds.set(rounds);
+            let runs = self.runs_since_poll.get().saturating_add(batch as u32);
+            if busy && runs < POLL_EVERY {
+                self.runs_since_poll.set(runs);
                 continue;
             }
-            self.rounds.set(0);
+            self.runs_since_poll.set(0);
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
@@ -402,6 +410,11 @@ pub(crate) fn current_scheduler() -> Option<&'static Scheduler> {
     let ptr = CURRENT.try_with(|c| c.get()).ok()?;
     // SAFETY: non-null only while OWNER holds the box (see `with_scheduler`).
     unsafe { ptr.as_ref() }
+}
+
+/// The id (`Scheduler::id`) of this thread's scheduler, if it has one.
+pub(crate) fn current_scheduler_id() -> Option<usize> {
+    current_scheduler().map(Scheduler::id)
 }
 
 /// The running coroutine, if code runs on a coroutine stack. Safe in hooks.
