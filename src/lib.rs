@@ -27,6 +27,8 @@ mod config;
 mod coroutine;
 mod fdmap;
 mod fdtable;
+mod generator;
+mod greenlet;
 pub mod hooks;
 mod runtime;
 mod sys;
@@ -36,3 +38,5 @@ pub use coroutine::{
     Builder, Coroutine, JoinHandle, Result, current, in_coroutine, join_all, run, sleep, spawn,
     yield_now,
 };
+pub use generator::{Generator, GeneratorState, Yielder};
+pub use greenlet::Greenlet;

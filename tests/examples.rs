@@ -43,3 +43,20 @@ fn spawn_sleep_overlaps_the_two_sleeps() {
     // 2 s of sleeping: far from 3 s, the sum of the sleeps.
     assert!((1.9..2.9).contains(&secs), "took {secs} s");
 }
+
+#[test]
+fn producer_consumer_feeds_both_consumers_in_turn() {
+    let stdout = run_example("producer_consumer");
+    let mut want = vec!["--->starting eating baozi...".to_string(); 2];
+    for n in 1..=5 {
+        want.push(format!("[c1] is eating baozi {n}"));
+        want.push(format!("[c2] is eating baozi {n}"));
+        want.push(format!("[producer] is making baozi {n}"));
+    }
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn greenlet_switch_prints_12_56_34_78() {
+    assert_eq!(run_example("greenlet_switch"), "12\n56\n34\n78\n");
+}
