@@ -60,3 +60,49 @@ fn producer_consumer_feeds_both_consumers_in_turn() {
 fn greenlet_switch_prints_12_56_34_78() {
     assert_eq!(run_example("greenlet_switch"), "12\n56\n34\n78\n");
 }
+
+#[test]
+fn crawler_fetches_concurrently_in_about_one_delay() {
+    let stdout = run_example("crawler");
+    let received: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("bytes received from"))
+        .collect();
+    assert_eq!(received.len(), 20, "stdout:\n{stdout}");
+    for (i, line) in received.iter().enumerate() {
+        let page = i % 10;
+        let want = format!("{} bytes received from ", 1000 + 100 * page);
+        assert!(
+            line.starts_with(&want) && line.ends_with(&format!("/page/{page}.")),
+            "{line}"
+        );
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    let secs: Vec<f64> = last
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // "10 fetches: sequential S s, concurrent C s (each answer takes 200 ms)"
+    let (seq, conc) = (secs[1], secs[2]);
+    assert!(seq >= 1.9, "sequential took {seq} s: ten 200 ms answers");
+    assert!(
+        conc < 1.0,
+        "concurrent took {conc} s: should be about one 200 ms answer"
+    );
+}
+
+#[test]
+fn event_loop_dispatches_callbacks_per_fd() {
+    let stdout = run_example("event_loop");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "[loop] listener readable: accepted connection Token(1)",
+            "[loop] Token(1): readable, echoing \"hello\"",
+            "[loop] Token(1): readable, echoing \"event\"",
+            "[loop] Token(1): readable, echoing \"loop\"",
+            "[loop] Token(1): peer closed, unregistering",
+            "[client] got back [\"hello\", \"event\", \"loop\"]",
+        ]
+    );
+}
