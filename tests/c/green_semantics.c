@@ -1,7 +1,8 @@
 /* pthread semantics that must read the same with native threads and with
  * green threads: one deterministic line per scenario (see the .expected file).
  * Threads synchronise through pipes (hooked read/write), never by timing
- * alone, so the output does not depend on scheduling. */
+ * alone, so the output does not depend on scheduling; counters that native
+ * threads bump at the same time are atomic. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -129,7 +130,7 @@ static int vals[4] = {1, 2, 3, 4};
 
 static void add_dtor(void *v)
 {
-	dtor_sum += *(int *)v;
+	__atomic_fetch_add(&dtor_sum, *(int *)v, __ATOMIC_SEQ_CST);
 }
 
 static void rearm_dtor(void *v)
@@ -143,7 +144,7 @@ static void *keyed(void *arg)
 	int *mine = arg;
 	pthread_setspecific(key, mine);
 	usleep(10 * 1000); /* the other threads set theirs meanwhile */
-	own_values += pthread_getspecific(key) == mine;
+	__atomic_fetch_add(&own_values, pthread_getspecific(key) == mine, __ATOMIC_SEQ_CST);
 	if (mine == &vals[0])
 		pthread_setspecific(rearm_key, mine);
 	return NULL;
@@ -180,7 +181,7 @@ static void *oncer(void *arg)
 {
 	(void)arg;
 	pthread_once(&once, slow_init);
-	saw_init += initialised;
+	__atomic_fetch_add(&saw_init, initialised, __ATOMIC_SEQ_CST);
 	return NULL;
 }
 
