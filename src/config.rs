@@ -28,6 +28,10 @@ pub struct Config {
     /// `PATCHALL_GREEN_THREADS`: `1` makes `pthread_create` start coroutines and
     /// `main` run as one (preload only).
     pub green_threads: bool,
+    /// `PATCHALL_NATIVE_THREADS`: comma-separated patterns; with green threads
+    /// on, a thread whose start routine's symbol name or object path contains
+    /// one stays a native thread.
+    pub native_threads: Vec<String>,
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -59,10 +63,20 @@ impl Config {
             parse_bool,
         )
         .unwrap_or(false);
+        let native_threads = get("PATCHALL_NATIVE_THREADS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         Config {
             stack_size,
             stack_mode,
             green_threads,
+            native_threads,
         }
     }
 }
@@ -143,11 +157,13 @@ mod tests {
             "PATCHALL_STACK_SIZE" => Some("64k".into()),
             "PATCHALL_STACKS" => Some("dense".into()),
             "PATCHALL_GREEN_THREADS" => Some("1".into()),
+            "PATCHALL_NATIVE_THREADS" => Some(" worker_main, ,libfoo.so".into()),
             _ => None,
         });
         assert_eq!(c.stack_size, 64 << 10);
         assert_eq!(c.stack_mode, StackMode::Dense);
         assert!(c.green_threads);
+        assert_eq!(c.native_threads, ["worker_main", "libfoo.so"]);
     }
 
     #[test]

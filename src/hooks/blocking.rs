@@ -110,6 +110,14 @@ pub(crate) fn wait(
                 continue;
             }
             Ok(Wake::Interrupted { .. }) => Err(libc::EINTR),
+            // A green thread's cancellation ends it here (the frames below own
+            // only the guard, already released) or, deferred, waits again.
+            // SAFETY: as above.
+            Ok(Wake::Cancelled)
+                if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) =>
+            {
+                continue;
+            }
             Ok(Wake::Cancelled) => Err(libc::ECANCELED),
             // Not pollable (epoll refuses it): block this thread in poll instead.
             Err(_) => block_in_poll(fd, dir, deadline),

@@ -22,5 +22,6 @@ pub mod net;
 pub mod poll;
 pub mod signal;
 pub mod sleep;
+pub mod thread;
 
 pub use real::Original;

@@ -120,6 +120,9 @@ hook! {
                     set_errno(libc::EINTR);
                     return -1;
                 }
+                // SAFETY: nothing in these frames needs dropping but the guard,
+                // released while `act_on_cancel` runs.
+                Wake::Cancelled if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) => {}
                 Wake::Cancelled => {
                     set_errno(libc::ECANCELED);
                     return -1;

@@ -59,6 +59,12 @@ fn cooperate(
             Err(_) => return attempt(left(deadline)),
         };
         if wake == Wake::Cancelled {
+            // A green thread's cancellation ends it here (`fds` leaks) or,
+            // deferred, the wait goes on.
+            // SAFETY: nothing in these frames needs dropping but `fds`' memory.
+            if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) {
+                continue;
+            }
             set_errno(libc::ECANCELED);
             return -1;
         }

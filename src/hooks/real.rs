@@ -77,9 +77,31 @@ impl Drop for Guard {
     }
 }
 
+/// The real libc function `$name` as a pointer of the given C signature, or
+/// None if no later object defines it. For our own calls to a function we also
+/// hook: a plain call would reach our hook.
+macro_rules! original {
+    ($abi:literal fn $name:ident($($ty:ty),* $(,)?) -> $ret:ty) => {{
+        static ORIGINAL: $crate::hooks::Original = $crate::hooks::Original::new(
+            // SAFETY: the literal ends in exactly one NUL.
+            unsafe { ::std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) }
+        );
+        ORIGINAL.addr().map(|addr| {
+            // SAFETY: dlsym found libc's definition of this very symbol, whose C
+            // signature is the one named here.
+            unsafe { ::std::mem::transmute::<usize, unsafe extern $abi fn($($ty),*) -> $ret>(addr) }
+        })
+    }};
+}
+
 /// Defines a hook: `#[no_mangle] extern "C"` with libc's name, the real function
 /// bound to `$real` inside the body. When the real function cannot be found the
 /// hook fails with ENOSYS rather than crash.
+///
+/// `unwind fn` defines it `extern "C-unwind"`: for cancellation points that
+/// native threads reach, where glibc's `pthread_exit`/`pthread_cancel` unwind
+/// through the hook's frame (a Rust `extern "C"` frame may abort the process
+/// there). Such a hook keeps no value that needs dropping across the real call.
 ///
 /// Variadic libc functions (`fcntl`, `ioctl`, `open`) are defined with fixed arity:
 /// on x86_64 (System V) and aarch64 (AAPCS64, Linux) variadic arguments travel in
@@ -87,27 +109,26 @@ impl Drop for Guard {
 /// `va_arg`, so reading the optional argument as one more named parameter is
 /// ABI-correct; callers that pass none leave a harmless garbage value.
 macro_rules! hook {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {
+    (@define $abi:literal $(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty as $real:ident $body:block) => {
         $(#[$meta])*
         ///
         /// # Safety
         /// The C function's contract: pointers valid for the sizes given, fds the
         /// caller owns.
         #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            static ORIGINAL: $crate::hooks::Original = $crate::hooks::Original::new(
-                // SAFETY: the literal ends in exactly one NUL.
-                unsafe { ::std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) }
-            );
-            let Some(addr) = ORIGINAL.addr() else {
+        pub unsafe extern $abi fn $name($($arg: $ty),*) -> $ret {
+            let Some($real) = original!($abi fn $name($($ty),*) -> $ret) else {
                 $crate::sys::set_errno(libc::ENOSYS);
                 return (-1_i64) as $ret;
             };
-            // SAFETY: dlsym found libc's definition of this very symbol, whose C
-            // signature is the one declared here.
-            let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { ::std::mem::transmute(addr) };
             $body
         }
+    };
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {
+        hook! { @define "C" $(#[$meta])* $name($($arg: $ty),*) -> $ret as $real $body }
+    };
+    ($(#[$meta:meta])* unwind fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {
+        hook! { @define "C-unwind" $(#[$meta])* $name($($arg: $ty),*) -> $ret as $real $body }
     };
 }
 

@@ -70,6 +70,10 @@ fn park_until(guard: &Guard, deadline: Instant) -> Result<(), c_int> {
     loop {
         match guard.release_while(|| runtime::sleep_until(deadline)) {
             Wake::Interrupted { .. } => return Err(libc::EINTR),
+            // SAFETY: this frame and the hook's own nothing but the guard,
+            // released while `act_on_cancel` runs.
+            Wake::Cancelled
+                if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) => {}
             Wake::Cancelled => return Err(libc::ECANCELED),
             _ if Instant::now() >= deadline => return Ok(()),
             _ => {}

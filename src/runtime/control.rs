@@ -47,6 +47,20 @@ pub(crate) fn cancel_requested() -> bool {
     current_task().is_some_and(|t| t.cancelled.get())
 }
 
+/// Withdraws the running coroutine's cancellation, for a layer above that
+/// defers it (`pthread_setcancelstate(PTHREAD_CANCEL_DISABLE)`): parks block
+/// again until the next `TaskHandle::cancel`.
+pub(crate) fn clear_cancel() {
+    if let Some(t) = current_task() {
+        t.cancelled.set(false);
+    }
+}
+
+/// The running coroutine's stack: (lowest usable address, usable bytes).
+pub(crate) fn current_stack() -> Option<(usize, usize)> {
+    current_task().map(|t| (t.guard.1, t.stack_size))
+}
+
 /// The layer-above word of the running coroutine (0 outside coroutines).
 pub(crate) fn task_local() -> usize {
     current_task().map_or(0, |t| t.local.get())

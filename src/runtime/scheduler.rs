@@ -37,6 +37,10 @@ struct Owner(RefCell<Option<Box<Scheduler>>>);
 impl Drop for Owner {
     fn drop(&mut self) {
         let _ = CURRENT.try_with(|c| c.set(ptr::null()));
+        // `exit()` called in a coroutine runs thread-local destructors on the
+        // coroutine's stack, then atexit handlers: with the scheduler gone, the
+        // hooks they reach must see a plain thread.
+        let _ = RUNNING.try_with(|r| r.set(ptr::null()));
         self.0.borrow_mut().take();
     }
 }

@@ -305,3 +305,86 @@ pub fn check_writer(name: &str, write: WriteFn, pair: PairFn) {
     );
     close(r);
 }
+
+/// The repository root (this package's manifest directory).
+#[allow(dead_code)] // used by the build helpers below only
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cargo build <args>` with the cargo, profile and target directory of
+/// this test binary (`<target>/<profile>/deps/<test>-*`), so under plain
+/// `cargo test` it is a no-op or an incremental build, never a second tree
+/// (cargo releases its build lock before running tests). Returns
+/// `<target>/<profile>`.
+#[allow(dead_code)] // not every test crate that includes this module builds
+pub fn cargo_build(args: &[&str]) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test binary lives in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("<target>/<profile>");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("profile directory name");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.arg("build")
+        .arg("--quiet")
+        .args(args)
+        .arg("--manifest-path")
+        .arg(root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = cmd.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    profile_dir.to_path_buf()
+}
+
+/// `libpatchall.so`, built once per test process (see `cargo_build`).
+#[allow(dead_code)] // not every test crate that includes this module preloads
+pub fn preload_lib() -> &'static std::path::Path {
+    static LIB: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let lib = cargo_build(&["-p", "patchall-preload"]).join("libpatchall.so");
+        assert!(lib.is_file(), "{} was not built", lib.display());
+        lib
+    })
+}
+
+/// Compiles `tests/c/<name>.c` (warnings are errors) into this test's
+/// temporary directory and returns the program. `$CC`, else `cc`.
+#[allow(dead_code)] // not every test crate that includes this module compiles C
+pub fn cc(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
+    std::fs::create_dir_all(&dir).expect("create the C output directory");
+    let out = dir.join(name);
+    let compiler = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let result = std::process::Command::new(compiler)
+        .args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
+        .arg(&out)
+        .arg(root().join("tests/c").join(format!("{name}.c")))
+        .output()
+        .expect("run the C compiler");
+    assert!(
+        result.status.success(),
+        "compiling {name}.c failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    out
+}

@@ -1,0 +1,282 @@
+//! Start routines that must stay native threads under green threads.
+//!
+//! Rust's `std::thread::spawn` cannot run as a coroutine: its start routine
+//! (`std::sys::thread::unix::Thread::new::thread_start` on Rust 1.95; the
+//! module path moves between releases, the name does not) records the new
+//! thread's identity in thread-locals that the coroutines of one OS thread
+//! share, and aborts when it finds one already there. The function is local to
+//! its object (in `.symtab`, not `.dynsym`), so `dladdr` cannot name it: the
+//! object's ELF file is read once and the addresses of matching symbols are
+//! cached. An object without `.symtab` (stripped) that links Rust's std — it
+//! contains the string `RUST_MIN_STACK`, which std's spawn reads — keeps every
+//! thread it starts native.
+//!
+//! `PATCHALL_NATIVE_THREADS` adds comma-separated patterns: a start routine
+//! stays native if its symbol name (`.symtab` or `.dynsym`) or the path of its
+//! object contains one.
+
+use std::ffi::{CStr, c_void};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+
+use crate::config::config;
+use crate::hooks::real::Guard;
+
+/// glibc's `RTLD_DL_LINKMAP` for `dladdr1`.
+const RTLD_DL_LINKMAP: libc::c_int = 2;
+const STT_FUNC: u8 = 2;
+const SHT_SYMTAB: u32 = 2;
+
+/// The public head of glibc's `struct link_map`.
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const libc::c_char,
+}
+
+/// What we learnt about one loaded object.
+struct Object {
+    /// The object's `link_map`, its identity while loaded.
+    map: usize,
+    /// Every start routine in it stays native.
+    all: bool,
+    /// Offsets (from the load bias) of routines that stay native.
+    routines: Vec<usize>,
+}
+
+static OBJECTS: Mutex<Vec<Object>> = Mutex::new(Vec::new());
+
+/// True if a thread starting at `start` must be a native thread.
+pub(super) fn stays_native(start: usize) -> bool {
+    // Our own file reads below must go straight to libc.
+    let _guard = Guard::enter();
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    let mut map: *mut c_void = std::ptr::null_mut();
+    // SAFETY: dladdr1 fills `info` and `map` for an address in a loaded object.
+    let found = unsafe {
+        libc::dladdr1(
+            start as *const c_void,
+            info.as_mut_ptr(),
+            &mut map,
+            RTLD_DL_LINKMAP,
+        )
+    };
+    if found == 0 || map.is_null() {
+        return false;
+    }
+    // SAFETY: dladdr1 succeeded, so `info` is filled.
+    let info = unsafe { info.assume_init() };
+    let patterns = &config().native_threads;
+    // SAFETY: dladdr's symbol name is a NUL-terminated string in the object.
+    let exported = (info.dli_saddr as usize == start && !info.dli_sname.is_null())
+        .then(|| unsafe { CStr::from_ptr(info.dli_sname) }.to_bytes());
+    if exported.is_some_and(|name| matches_any(name, patterns)) {
+        return true;
+    }
+    // SAFETY: RTLD_DL_LINKMAP gives the object's live link_map, whose name is
+    // null or a NUL-terminated string.
+    let (bias, name) = unsafe {
+        let m = &*map.cast::<LinkMap>();
+        let name = if m.l_name.is_null() {
+            &[][..]
+        } else {
+            CStr::from_ptr(m.l_name).to_bytes()
+        };
+        (m.l_addr, name)
+    };
+    let mut objects = OBJECTS.lock().unwrap_or_else(|e| e.into_inner());
+    let i = match objects.iter().position(|o| o.map == map as usize) {
+        Some(i) => i,
+        None => {
+            objects.push(scan(map as usize, name, patterns));
+            objects.len() - 1
+        }
+    };
+    let object = &objects[i];
+    object.all || object.routines.contains(&start.wrapping_sub(bias))
+}
+
+fn matches_any(text: &[u8], patterns: &[String]) -> bool {
+    patterns
+        .iter()
+        .any(|p| text.windows(p.len()).any(|w| w == p.as_bytes()))
+}
+
+/// Rust std's thread entry point, legacy (`_ZN3std…12thread_start17h…E`) or v0
+/// (`_RNv…3std…12thread_start`) mangling.
+fn is_rust_thread_start(name: &[u8]) -> bool {
+    let has = |p: &[u8]| name.windows(p.len()).any(|w| w == p);
+    has(b"3std") && has(b"12thread_start")
+}
+
+fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
+    // The main program's link_map has an empty name.
+    let path = if name.is_empty() {
+        std::fs::read_link("/proc/self/exe").map_or_else(
+            |_| "/proc/self/exe".into(),
+            |p| p.to_string_lossy().into_owned(),
+        )
+    } else {
+        String::from_utf8_lossy(name).into_owned()
+    };
+    let mut object = Object {
+        map,
+        all: matches_any(path.as_bytes(), patterns),
+        routines: Vec::new(),
+    };
+    let Some(file) = Mapped::open(&path) else {
+        return object;
+    };
+    let bytes = file.bytes();
+    match function_symbols(bytes) {
+        Some(symbols) => {
+            for (value, sym) in symbols {
+                if is_rust_thread_start(sym) || matches_any(sym, patterns) {
+                    object.routines.push(value);
+                }
+            }
+        }
+        None => object.all |= matches_any(bytes, &["RUST_MIN_STACK".into()]),
+    }
+    object
+}
+
+/// A whole file mapped read-only.
+struct Mapped {
+    addr: *mut c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn open(path: &str) -> Option<Mapped> {
+        let file = File::open(path).ok()?;
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if len == 0 {
+            return None;
+        }
+        // SAFETY: a private read-only mapping of a file we opened.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        (addr != libc::MAP_FAILED).then_some(Mapped { addr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.addr.cast(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// The N bytes at `base + off`, if the file has them.
+fn read<const N: usize>(b: &[u8], base: usize, off: usize) -> Option<[u8; N]> {
+    let at = base.checked_add(off)?;
+    b.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+fn u16_at(b: &[u8], base: usize, off: usize) -> Option<usize> {
+    read(b, base, off).map(|x| u16::from_le_bytes(x).into())
+}
+
+fn u32_at(b: &[u8], base: usize, off: usize) -> Option<usize> {
+    read(b, base, off).and_then(|x| usize::try_from(u32::from_le_bytes(x)).ok())
+}
+
+fn u64_at(b: &[u8], base: usize, off: usize) -> Option<usize> {
+    read(b, base, off).and_then(|x| usize::try_from(u64::from_le_bytes(x)).ok())
+}
+
+/// (value, name) of every function in a 64-bit little-endian ELF file's
+/// `.symtab`; None if there is no `.symtab` (or the file is not such an ELF).
+/// Every offset is bounds-checked: a damaged file yields fewer symbols, never
+/// a crash.
+fn function_symbols(elf: &[u8]) -> Option<Vec<(usize, &[u8])>> {
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (shoff, shentsize, shnum) = (
+        u64_at(elf, 0, 0x28)?,
+        u16_at(elf, 0, 0x3a)?,
+        u16_at(elf, 0, 0x3c)?,
+    );
+    let section = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
+    let symtab = (0..shnum).find_map(|i| {
+        let at = section(i)?;
+        (u32_at(elf, at, 4)? == SHT_SYMTAB as usize).then_some(at)
+    })?;
+    let (off, size, link, entsize) = (
+        u64_at(elf, symtab, 0x18)?,
+        u64_at(elf, symtab, 0x20)?,
+        u32_at(elf, symtab, 0x28)?,
+        u64_at(elf, symtab, 0x38)?,
+    );
+    let strtab = section(link)?;
+    let (str_off, str_size) = (u64_at(elf, strtab, 0x18)?, u64_at(elf, strtab, 0x20)?);
+    let strings = elf.get(str_off..str_off.checked_add(str_size)?)?;
+    let syms = elf.get(off..off.checked_add(size)?)?;
+    if entsize < 24 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for sym in syms.chunks_exact(entsize) {
+        let (Some(name), Some(value)) = (u32_at(sym, 0, 0), u64_at(sym, 0, 8)) else {
+            continue;
+        };
+        if sym[4] & 0xf != STT_FUNC || value == 0 {
+            continue;
+        }
+        let Some(rest) = strings.get(name..) else {
+            continue;
+        };
+        let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+        out.push((value, &rest[..end]));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_thread_start_is_recognised_in_both_manglings() {
+        assert!(is_rust_thread_start(
+            b"_RNvNvMs0_NtNtNtCsjrHSEGnQ3l9_3std3sys6thread4unixNtB7_6Thread3new12thread_start"
+        ));
+        assert!(is_rust_thread_start(
+            b"_ZN3std3sys4unix6thread6Thread3new12thread_start17h0123456789abcdefE"
+        ));
+        assert!(!is_rust_thread_start(b"thread_start"));
+        assert!(!is_rust_thread_start(b"start_thread"));
+    }
+
+    #[test]
+    fn this_test_binary_names_its_own_std_thread_start() {
+        let file = Mapped::open("/proc/self/exe").unwrap();
+        let symbols = function_symbols(file.bytes()).expect("test binaries keep .symtab");
+        assert!(symbols.iter().any(|(_, n)| is_rust_thread_start(n)));
+    }
+
+    #[test]
+    fn damaged_files_give_no_symbols() {
+        let file = Mapped::open("/proc/self/exe").unwrap();
+        let head = &file.bytes()[..64];
+        assert!(function_symbols(head).is_none());
+        assert!(function_symbols(b"\x7fELF\x02\x01").is_none());
+        assert!(function_symbols(b"not an elf").is_none());
+    }
+}

@@ -1,0 +1,103 @@
+//! `pthread_once` in a coroutine. glibc's waits for another thread's init
+//! routine with a futex, which would block the OS thread, and with it the
+//! coroutine running that routine: a deadlock as soon as the routine parks. A
+//! coroutine parks instead.
+//!
+//! glibc 2.36's encoding of the control word is kept (nptl/pthread_once.c), so
+//! coroutines and native threads can share one `pthread_once_t`: 0 not run,
+//! `fork generation | 1` running, 2 done. A coroutine that starts the routine
+//! writes 1 (generation 0) and, when done, 2, then wakes both futex waiters and
+//! parked coroutines.
+
+use std::ptr;
+use std::sync::atomic::AtomicI32;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::time::{Duration, Instant};
+
+use libc::{c_int, pthread_once_t};
+
+use super::{GreenThread, current, futex_wake_all, green};
+use crate::runtime::{self, parking};
+
+const IN_PROGRESS: c_int = 1;
+const DONE: c_int = 2;
+/// How often a waiting coroutine rechecks a routine that a native thread runs
+/// (it wakes futex waiters, not parked coroutines).
+const NATIVE_RECHECK: Duration = Duration::from_millis(5);
+
+/// An init routine a green thread is running; linked from its record so that
+/// the control is reset if the thread ends inside the routine.
+pub(super) struct Running {
+    control: *const AtomicI32,
+    prev: *const Running,
+}
+
+type Init = unsafe extern "C" fn();
+
+fn wake(control: *const AtomicI32) {
+    futex_wake_all(control);
+    parking::unpark_all(control as usize);
+}
+
+hook! {
+    /// `pthread_once(3)`.
+    unwind fn pthread_once(control: *mut pthread_once_t, init: Option<Init>) -> c_int as real {
+        if !green::enabled() || !runtime::in_coroutine() || control.is_null() {
+            // SAFETY: forwarding the caller's arguments.
+            return unsafe { real(control, init) };
+        }
+        // SAFETY: a pthread_once_t is an int that every user accesses atomically.
+        let word = unsafe { &*control.cast::<AtomicI32>() };
+        loop {
+            let seen = word.load(Acquire);
+            if seen & DONE != 0 {
+                return 0;
+            }
+            if seen & IN_PROGRESS != 0 {
+                let recheck = Instant::now() + NATIVE_RECHECK;
+                parking::park_on(control as usize, Some(recheck), || word.load(Acquire) == seen);
+                continue;
+            }
+            if word.compare_exchange(seen, IN_PROGRESS, Acquire, Acquire).is_ok() {
+                run_init(word, init);
+                word.store(DONE, Release);
+                wake(word);
+                return 0;
+            }
+        }
+    }
+}
+
+fn run_init(word: &AtomicI32, init: Option<Init>) {
+    let me = current();
+    let running = Running {
+        control: word,
+        prev: me.map_or(ptr::null(), |rec| rec.onces.get()),
+    };
+    if let Some(rec) = me {
+        rec.onces.set(&running);
+    }
+    if let Some(init) = init {
+        // SAFETY: the user's init routine, called once as glibc would.
+        unsafe { init() };
+    }
+    if let Some(rec) = me {
+        rec.onces.set(running.prev);
+    }
+}
+
+/// Resets every once control the ending green thread was initialising, so the
+/// next caller runs the routine again (glibc's cancellation cleanup does so).
+pub(super) fn reset(rec: &GreenThread) {
+    let mut node = rec.onces.replace(ptr::null());
+    while !node.is_null() {
+        // SAFETY: nodes live in frames of this thread's stack that have not
+        // returned (the thread is ending inside them); the controls are the
+        // user's once words.
+        let (control, prev) = unsafe { ((*node).control, (*node).prev) };
+        // SAFETY: as above.
+        unsafe { (*control).store(0, Release) };
+        wake(control);
+        node = prev;
+    }
+}

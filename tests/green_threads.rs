@@ -1,0 +1,208 @@
+//! Green threads under the preload: the C programs of `tests/c/green_*.c` and a
+//! Rust program run with `PATCHALL_GREEN_THREADS=1`, and the same programs with
+//! green threads off (and without the preload), which must read the same.
+
+#[allow(dead_code)] // this crate uses only the program helpers
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{cargo_build, cc, preload_lib, root};
+
+/// Longest any one program may run before the test kills it.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// How a program is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// No preload at all.
+    Plain,
+    /// Preloaded, green threads off.
+    Off,
+    /// Preloaded, green threads on.
+    Green,
+}
+
+const ALL: [Mode; 3] = [Mode::Plain, Mode::Off, Mode::Green];
+
+#[derive(Debug)]
+struct Outcome {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `program` in `mode` with `env` added (and no `PATCHALL_*` variables
+/// from the caller), killing it after RUN_LIMIT.
+fn run(program: &Path, mode: Mode, env: &[(&str, &str)]) -> Outcome {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PATCHALL_") {
+            cmd.env_remove(&key);
+        }
+    }
+    match mode {
+        Mode::Plain => {
+            cmd.env_remove("LD_PRELOAD");
+        }
+        Mode::Off | Mode::Green => {
+            cmd.env("LD_PRELOAD", preload_lib()).env(
+                "PATCHALL_GREEN_THREADS",
+                if mode == Mode::Green { "1" } else { "0" },
+            );
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let what = format!("{} ({mode:?})", program.display());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let pid = child.id();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        let _ = out.read_to_string(&mut stdout);
+        let _ = err.read_to_string(&mut stderr);
+        let _ = tx.send((child.wait(), stdout, stderr));
+    });
+    match rx.recv_timeout(RUN_LIMIT) {
+        Ok((status, stdout, stderr)) => Outcome {
+            status: status.expect("wait for the program"),
+            stdout,
+            stderr,
+        },
+        Err(_) => {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{what} still running after {RUN_LIMIT:?}: killed");
+        }
+    }
+}
+
+fn expected(name: &str) -> String {
+    let path = root().join("tests/c").join(format!("{name}.expected"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs a C program in every mode: the same status and the output of its
+/// `.expected` file each time.
+fn same_everywhere(name: &str, code: i32) {
+    let program = cc(name);
+    let want = expected(name);
+    for mode in ALL {
+        let got = run(&program, mode, &[]);
+        assert_eq!(got.status.code(), Some(code), "{name} {mode:?}: {got:?}");
+        assert_eq!(got.stdout, want, "{name} {mode:?}, stderr: {}", got.stderr);
+    }
+}
+
+/// The `name value` lines of a program's output.
+fn field(out: &Outcome, name: &str) -> i64 {
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{name}` in {out:?}"))
+}
+
+#[test]
+fn a_thousand_sleeping_threads_share_one_os_thread() {
+    let program = cc("green_sleepers");
+    let green = run(&program, Mode::Green, &[]);
+    assert!(green.status.success(), "{green:?}");
+    assert_eq!(field(&green, "finished"), 1000, "{green:?}");
+    // They really slept: none was done when `main` woke halfway (its timer
+    // comes first, so this holds however late the scheduler runs).
+    assert_eq!(field(&green, "finished before 50 ms"), 0, "{green:?}");
+    // `main` and every thread are coroutines of the main OS thread.
+    let threads = field(&green, "threads while sleeping");
+    assert!((1..=4).contains(&threads), "{green:?}");
+    // One after the other they would take 100 s.
+    assert!(field(&green, "elapsed ms") < 30_000, "{green:?}");
+
+    // With green threads off the same program runs on a thousand OS threads
+    // (on a loaded machine the first may end while the last are created).
+    let native = run(&program, Mode::Off, &[]);
+    assert!(native.status.success(), "{native:?}");
+    assert_eq!(field(&native, "finished"), 1000, "{native:?}");
+    assert!(field(&native, "threads while sleeping") > 50, "{native:?}");
+}
+
+#[test]
+fn pthread_semantics_are_those_of_native_threads() {
+    // join values, self/equal, names, keys and destructors, pthread_once with a
+    // sleeping init routine (and one cancelled inside it), pthread_exit with
+    // cleanup handlers, cancellation in sleep/read/join and while disabled,
+    // detach, tryjoin, timedjoin, kill 0, getattr_np, EAGAIN for a stack that
+    // cannot exist.
+    same_everywhere("green_semantics", 0);
+}
+
+#[test]
+fn main_may_end_with_pthread_exit() {
+    same_everywhere("green_main_exit", 0);
+}
+
+#[test]
+fn exit_in_a_thread_flushes_stdio_and_runs_atexit_handlers() {
+    same_everywhere("green_thread_exit", 3);
+}
+
+#[test]
+fn start_routines_named_in_patchall_native_threads_stay_native() {
+    let program = cc("green_native_routine");
+    let own = |mode, env: &[(&str, &str)]| {
+        let out = run(&program, mode, env);
+        assert!(out.status.success(), "{out:?}");
+        field(&out, "own os thread:")
+    };
+    assert_eq!(own(Mode::Green, &[]), 0);
+    assert_eq!(
+        own(Mode::Green, &[("PATCHALL_NATIVE_THREADS", "native_worker")]),
+        1
+    );
+    assert_eq!(
+        own(Mode::Green, &[("PATCHALL_NATIVE_THREADS", "green_native")]),
+        1
+    );
+    assert_eq!(own(Mode::Off, &[]), 1);
+}
+
+/// The `std_threads` example (plain std threads), built like the library.
+fn std_threads_example() -> PathBuf {
+    cargo_build(&["--example", "std_threads"]).join("examples/std_threads")
+}
+
+#[test]
+fn rust_std_threads_stay_native() {
+    let program = std_threads_example();
+    let native = run(&program, Mode::Plain, &[]);
+    assert!(native.status.success(), "{native:?}");
+    assert!(
+        native.stdout.contains("scoped threads summed 60"),
+        "{native:?}"
+    );
+    let green = run(&program, Mode::Green, &[]);
+    assert!(green.status.success(), "{green:?}");
+    assert_eq!(green.stdout, native.stdout, "{green:?}");
+
+    // Without `.symtab` the object is recognised as Rust's by std's strings.
+    let stripped = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("std_threads_stripped");
+    let strip = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&program)
+        .status()
+        .expect("run strip (binutils)");
+    assert!(strip.success());
+    let green = run(&stripped, Mode::Green, &[]);
+    assert!(green.status.success(), "{green:?}");
+    assert_eq!(green.stdout, native.stdout, "{green:?}");
+}
