@@ -292,7 +292,7 @@ pub fn sleep(dur: Duration) {
 /// On a plain thread, runs the coroutines that are runnable now.
 ///
 /// ```
-/// use std::sync::Arc;
+/// use std::sync::{Arc, Mutex};
 /// let log = Arc::new(Mutex::new(Vec::new()));
 /// let hs: Vec<_> = ["a", "b"].into_iter().map(|who| {
 ///     let log = log.clone();
