@@ -188,9 +188,10 @@ pub(crate) fn forget(fd: i32) {
     }
 }
 
-/// Records the user's wish for (non-)blocking mode on `fd`.
+/// Records the user's wish for (non-)blocking mode on `fd`. An fd we know nothing
+/// of is left alone: its real flags will be read when it is first examined.
 pub(crate) fn set_user_nonblock(fd: i32, on: bool) {
-    if facts(fd).is_none() {
+    if known(fd).is_none() {
         return;
     }
     if let Some(entry) = TABLE.get(fd) {

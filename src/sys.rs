@@ -3,8 +3,6 @@
 //! Everything here is safe to call from a hook, from a signal handler and before
 //! any constructor has run: no allocation, no locks, no std I/O.
 
-use std::io;
-
 /// The calling thread's errno.
 #[inline]
 pub(crate) fn errno() -> i32 {
@@ -47,15 +45,6 @@ pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
         if n == 0 {
             return &buf[i..];
         }
-    }
-}
-
-/// Turns a libc-style return value into an `io::Result`.
-pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
     }
 }
 

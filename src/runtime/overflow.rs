@@ -26,7 +26,7 @@ pub(crate) fn install_handler() {
             // previous action is stored before our handler can run.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_fault as usize;
+                action.sa_sigaction = on_fault as *const () as usize;
                 action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut action.sa_mask);
                 let prev = (*PREVIOUS.0.get())[i].as_mut_ptr();

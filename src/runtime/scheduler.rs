@@ -128,10 +128,6 @@ impl Scheduler {
         self.live.get()
     }
 
-    pub(crate) fn default_stack_size(&self) -> usize {
-        self.stacks.borrow().default_size()
-    }
-
     /// Creates a coroutine running `body` and queues it. `body` must not unwind.
     pub(crate) fn spawn<F: FnOnce() + 'static>(
         &self,
@@ -152,7 +148,6 @@ impl Scheduler {
         let task = Arc::new(Task {
             id,
             name,
-            home: self.remote.clone(),
             co: std::cell::UnsafeCell::new(Some(co)),
             yielder: Cell::new(ptr::null()),
             errno: Cell::new(0),

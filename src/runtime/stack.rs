@@ -228,10 +228,6 @@ impl StackCache {
         }
     }
 
-    pub(crate) fn default_size(&self) -> usize {
-        self.size
-    }
-
     pub(crate) fn get(&mut self, size: Option<usize>) -> io::Result<Stack> {
         let size = size.map_or(self.size, round_size);
         if size == self.size {

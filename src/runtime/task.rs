@@ -30,11 +30,10 @@ pub(crate) enum State {
 }
 
 /// One coroutine. Lives in an `Arc` so wakers on other threads can name it; every
-/// field but `id`, `name` and `home` is touched only by the owning scheduler's thread.
+/// field but `id` and `name` is touched only by the owning scheduler's thread.
 pub(crate) struct Task {
     pub(crate) id: u64,
     pub(crate) name: Option<Arc<str>>,
-    pub(crate) home: Arc<Remote>,
     pub(crate) co: UnsafeCell<Option<Co>>,
     pub(crate) yielder: Cell<*const Yielder<(), ()>>,
     pub(crate) errno: Cell<i32>,
@@ -63,8 +62,8 @@ impl Drop for Task {
 }
 
 // SAFETY: the non-Sync fields (`co`, the `Cell`s) are only accessed on the thread of
-// the scheduler that owns the task (`home`); other threads only clone the `Arc` and
-// send it back to `home`'s inbox, where the owner thread reads it.
+// the scheduler that owns the task; other threads only clone the `Arc` and send
+// it back to that scheduler's inbox, where the owner thread reads it.
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
