@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -273,7 +274,7 @@ fn dynamic_symbols(file: &Path, imported: bool) -> BTreeSet<String> {
         .collect()
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
     Plain,
     /// `-D_FILE_OFFSET_BITS=64`: `fcntl` becomes `fcntl64`, `open` `open64`.
@@ -317,8 +318,10 @@ fn compile(probe: &str, variant: Variant, dir: &Path) -> PathBuf {
 
 /// Runs one probe in every compile variant, plain and preloaded. Both runs must
 /// succeed, match each other, and match `tests/c/<probe>.expected`; each variant
-/// must import the libc entry points it exists to exercise.
-fn probe(name: &str, variant_imports: &[(&str, &[&str])]) {
+/// must import the libc entry points it exists to exercise. With `overflow`, the
+/// fortified build is also run in its overflow mode: the checking variant must
+/// abort the same way with and without the preload.
+fn probe(name: &str, imports: &[(Variant, &[&str])], overflow: bool) {
     let expected = std::fs::read_to_string(root().join("tests/c").join(format!("{name}.expected")))
         .expect("read the probe's .expected file");
     assert!(
@@ -326,24 +329,26 @@ fn probe(name: &str, variant_imports: &[(&str, &[&str])]) {
         "{name}.expected must end with `done`"
     );
     let dir = TempDir::new(name);
+    let command = |bin: &Path, args: &[&str]| {
+        let mut c = Command::new(bin);
+        // A core dump, if any, lands in the temp dir and goes with it.
+        c.arg(dir.path()).args(args).current_dir(dir.path());
+        c
+    };
     for variant in VARIANTS {
         let bin = compile(name, variant, dir.path());
-        let imports = dynamic_symbols(&bin, true);
-        for (v, syms) in variant_imports {
-            if *v == format!("{variant:?}") {
-                for sym in *syms {
-                    assert!(
-                        imports.contains(*sym),
-                        "{name} ({variant:?}) should call {sym}; it imports {imports:?}"
-                    );
-                }
-            }
+        let imported = dynamic_symbols(&bin, true);
+        for sym in imports
+            .iter()
+            .filter(|(v, _)| *v == variant)
+            .flat_map(|(_, s)| *s)
+        {
+            assert!(
+                imported.contains(*sym),
+                "{name} ({variant:?}) should call {sym}; it imports {imported:?}"
+            );
         }
-        let plain = same_with_and_without(|| {
-            let mut c = Command::new(&bin);
-            c.arg(dir.path());
-            c
-        });
+        let plain = same_with_and_without(|| command(&bin, &[]));
         assert!(
             plain.status.success(),
             "{name} ({variant:?}) failed: {plain:?}"
@@ -354,6 +359,19 @@ fn probe(name: &str, variant_imports: &[(&str, &[&str])]) {
             "{name} ({variant:?}) output differs from {name}.expected{}",
             first_difference(&expected, &plain.stdout)
         );
+        if overflow && variant == Variant::Fortify {
+            let aborted = same_with_and_without(|| command(&bin, &["overflow"]));
+            assert_eq!(
+                aborted.status.signal(),
+                Some(libc::SIGABRT),
+                "{name} overflow: {aborted:?}"
+            );
+            assert!(
+                aborted.stderr.contains("buffer overflow detected"),
+                "{aborted:?}"
+            );
+            assert_eq!(aborted.stdout, "", "the overflowing call must not return");
+        }
     }
 }
 
@@ -444,49 +462,53 @@ fn constructor_warns_once_about_a_bad_variable() {
 
 #[test]
 fn probe_io_pipes() {
-    probe("probe_io", &[("Fortify", &["__read_chk"])]);
+    probe("probe_io", &[(Variant::Fortify, &["__read_chk"])], true);
 }
 
 #[test]
 fn probe_net_sockets() {
+    let plain: &[&str] = &["recvmmsg", "sendmmsg", "accept4", "setsockopt"];
     probe(
         "probe_net",
         &[
-            ("Plain", &["recvmmsg", "sendmmsg", "accept4"]),
-            ("Fortify", &["__recv_chk", "__recvfrom_chk"]),
+            (Variant::Plain, plain),
+            (Variant::Fortify, &["__recv_chk", "__recvfrom_chk"]),
         ],
+        true,
     );
 }
 
 #[test]
 fn probe_wait_poll_select_sleep() {
+    let plain: &[&str] = &[
+        "poll",
+        "ppoll",
+        "select",
+        "pselect",
+        "epoll_wait",
+        "epoll_pwait",
+        "nanosleep",
+        "clock_nanosleep",
+        "sleep",
+        "usleep",
+    ];
     probe(
         "probe_wait",
-        &[
-            (
-                "Plain",
-                &[
-                    "poll",
-                    "ppoll",
-                    "select",
-                    "pselect",
-                    "epoll_wait",
-                    "epoll_pwait",
-                ],
-            ),
-            ("Fortify", &["__poll_chk"]),
-        ],
+        &[(Variant::Plain, plain), (Variant::Fortify, &["__poll_chk"])],
+        true,
     );
 }
 
 #[test]
 fn probe_fd_lifetime_and_flags() {
+    let plain: &[&str] = &["fcntl", "dup", "dup2", "dup3", "__close", "ioctl", "pipe2"];
     probe(
         "probe_fd",
         &[
-            ("Plain", &["fcntl", "dup3", "__close", "ioctl"]),
-            ("LargeFile", &["fcntl64", "open64"]),
+            (Variant::Plain, plain),
+            (Variant::LargeFile, &["fcntl64", "open64"]),
         ],
+        false,
     );
 }
 

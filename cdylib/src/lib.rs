@@ -9,8 +9,9 @@
 //! `preload` integration test checks the `.dynsym` table of the built library for
 //! every hook, so a toolchain that stopped doing this fails loudly.
 //!
-//! The re-export below makes the dependency on the hook modules explicit in this
-//! crate's source; it costs nothing and adds no symbols.
+//! The re-export below names the crate in this one's source, so it stays linked
+//! whatever the constructor does (an `--extern` crate nothing names is not
+//! linked at all); it adds no symbols of its own.
 
 pub use patchall::hooks;
 

@@ -24,6 +24,7 @@ static inline const char *errname(int e)
     case EAFNOSUPPORT: return "EAFNOSUPPORT";
     case EAGAIN: return "EAGAIN";
     case EBADF: return "EBADF";
+    case EDOM: return "EDOM";
     case ECONNREFUSED: return "ECONNREFUSED";
     case ECONNRESET: return "ECONNRESET";
     case EFAULT: return "EFAULT";
@@ -99,6 +100,15 @@ static inline void *opaque_ptr(void *p)
     return v;
 }
 
+/*
+ * `probe DIR overflow` runs the probe's fortify overflow instead of its
+ * scenarios: built with -D_FORTIFY_SOURCE, the checking variant must abort.
+ */
+static inline int overflow_requested(int argc, char **argv)
+{
+    return argc > 2 && strcmp(argv[2], "overflow") == 0;
+}
+
 static inline void probe_start(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -152,6 +162,16 @@ static inline void arm_alarm(int ms, int restart, int write_fd)
     it.it_value.tv_sec = ms / 1000;
     it.it_value.tv_usec = (ms % 1000) * 1000;
     MUST(setitimer(ITIMER_REAL, &it, NULL));
+}
+
+/* Cancels a timer that has not fired and restores the default disposition. */
+static inline void disarm_alarm(void)
+{
+    struct itimerval off;
+    memset(&off, 0, sizeof off);
+    MUST(setitimer(ITIMER_REAL, &off, NULL));
+    signal(SIGALRM, SIG_DFL);
+    alarm_write_fd = -1;
 }
 
 #endif

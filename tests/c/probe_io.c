@@ -3,6 +3,8 @@
 #include "probe.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 
@@ -35,6 +37,44 @@ static void data_and_eof(void)
     CHECK("close_reader", close(p[0]));
 }
 
+struct drain {
+    int fd;
+    long total;
+};
+
+/* Reads slowly until EOF, so that a large blocking write must wait for room. */
+static void *drain_slowly(void *arg)
+{
+    struct drain *d = arg;
+    char buf[8192];
+    long n;
+    usleep(20000);
+    while ((n = read(d->fd, buf, opaque(sizeof buf))) > 0) {
+        d->total += n;
+        if (d->total < 65536)
+            usleep(1000);
+    }
+    return NULL;
+}
+
+static void large_write(void)
+{
+    int p[2];
+    MUST(pipe(p));
+    static char big[1 << 20];
+    memset(big, 'L', sizeof big);
+    struct drain d = {p[0], 0};
+    pthread_t t;
+    pthread_create(&t, NULL, drain_slowly, &d);
+    CHECK("write_large_slow_reader", write(p[1], big, sizeof big));
+    struct iovec v[3] = {{big, 1000}, {big, 300000}, {big, 200000}};
+    CHECK("writev_large_slow_reader", writev(p[1], v, 3));
+    close(p[1]);
+    pthread_join(t, NULL);
+    printf("large_write_reader_total: %ld\n", d.total);
+    close(p[0]);
+}
+
 static void errors(void)
 {
     int p[2];
@@ -46,6 +86,13 @@ static void errors(void)
     CHECK("write_neg_fd", write(-1, "x", 1));
     CHECK("readv_bad_count", readv(p[0], NULL, opaque_int(-1)));
     CHECK("writev_bad_count", writev(p[1], NULL, opaque_int(-1)));
+    static struct iovec many[IOV_MAX + 1];
+    for (int i = 0; i <= IOV_MAX; i++) {
+        many[i].iov_base = buf;
+        many[i].iov_len = 1;
+    }
+    CHECK("writev_too_many_iovecs", writev(p[1], many, IOV_MAX + 1));
+    CHECK("readv_too_many_iovecs", readv(p[0], many, IOV_MAX + 1));
     CHECK("read_zero_len", read(p[0], buf, opaque(0)));
     CHECK("write_zero_len", write(p[1], buf, 0));
     CHECK("close_reader", close(p[0]));
@@ -142,13 +189,28 @@ static void interrupted(void)
     CHECK("write_full_eintr", write(p[1], big, 1));
     close(p[0]);
     close(p[1]);
-    signal(SIGALRM, SIG_DFL);
+    disarm_alarm();
 }
 
-int main(void)
+/* Fortify: read more than the buffer holds; __read_chk must abort. */
+static void overflow(void)
+{
+    int p[2];
+    char small[4];
+    MUST(pipe(p));
+    MUST(write(p[1], "0123456789", 10));
+    CHECK("read_overflow", read(p[0], small, opaque(8)));
+}
+
+int main(int argc, char **argv)
 {
     probe_start();
+    if (overflow_requested(argc, argv)) {
+        overflow();
+        return 0;
+    }
     data_and_eof();
+    large_write();
     errors();
     nonblocking();
     interrupted();

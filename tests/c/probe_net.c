@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -177,6 +178,21 @@ static void timeouts(void)
     CHECK("read_rcvtimeo", read(sv[0], buf, opaque(sizeof buf)));
     ELAPSED_WITHIN("read_rcvtimeo_elapsed_ok", start, 90, 5000);
     CHECK("setsockopt_rcvtimeo_short", setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, 4));
+    struct timeval bad = {0, 1000000};
+    CHECK("setsockopt_rcvtimeo_bad_usec", setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &bad, sizeof bad));
+    /* Linux takes a negative timeout as "do not wait at all". */
+    struct timeval neg = {-1, 999999};
+    CHECK("setsockopt_rcvtimeo_negative", setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &neg, sizeof neg));
+    start = now_ms();
+    CHECK("recv_negative_rcvtimeo", recv(sv[0], buf, opaque(sizeof buf), 0));
+    ELAPSED_WITHIN("recv_negative_rcvtimeo_at_once", start, 0, 50);
+    struct timeval huge = {LONG_MAX, 999999};
+    CHECK("setsockopt_sndtimeo_huge", setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &huge, sizeof huge));
+    CHECK("send_huge_sndtimeo", send(sv[0], "h", 1, 0));
+    CHECK("setsockopt_rcvtimeo_huge", setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &huge, sizeof huge));
+    CHECK("recv_huge_rcvtimeo", recv(sv[1], buf, opaque(sizeof buf), 0));
+    struct timeval zero = {0, 0};
+    CHECK("setsockopt_rcvtimeo_zero", setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof zero));
 
     /* SO_SNDTIMEO: a blocking send into a full buffer gives up. */
     CHECK("setsockopt_sndtimeo", setsockopt(sv[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv));
@@ -212,7 +228,7 @@ static void interrupted(void)
     CHECK("recv_timeo_sa_restart_eintr", recv(sv[0], buf, opaque(sizeof buf), 0));
     close(sv[0]);
     close(sv[1]);
-    signal(SIGALRM, SIG_DFL);
+    disarm_alarm();
 }
 
 static void tcp(void)
@@ -354,9 +370,23 @@ static void udp(void)
     close(s);
 }
 
-int main(void)
+/* Fortify: receive more than the buffer holds; __recv_chk must abort. */
+static void overflow(void)
+{
+    int sv[2];
+    char small[4];
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+    MUST(send(sv[0], "0123456789", 10, 0));
+    CHECK("recv_overflow", recv(sv[1], small, opaque(8), 0));
+}
+
+int main(int argc, char **argv)
 {
     probe_start();
+    if (overflow_requested(argc, argv)) {
+        overflow();
+        return 0;
+    }
     stream_pair();
     waitall();
     nonblocking();

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "probe.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
@@ -38,7 +39,19 @@ static void polls(void)
     arm_alarm(50, 1, -1);
     CHECK("poll_eintr_even_with_sa_restart", poll(fds, 1, 5000));
     printf("poll_eintr_alarms: %d\n", (int)alarms);
-    signal(SIGALRM, SIG_DFL);
+    disarm_alarm();
+
+    /* Timeouts too large for any deadline arithmetic, cut short by a signal. */
+    arm_alarm(50, 0, -1);
+    CHECK("poll_int_max_eintr", poll(fds, opaque(1), INT_MAX));
+    arm_alarm(50, 0, -1);
+    CHECK("poll_negative_timeout_eintr", poll(fds, opaque(1), -5));
+    struct timespec huge = {LONG_MAX, 999999999};
+    arm_alarm(50, 0, -1);
+    CHECK("ppoll_huge_eintr", ppoll(fds, 1, &huge, NULL));
+    struct timespec negts = {-1, 0};
+    CHECK("ppoll_negative_timeout", ppoll(fds, 1, &negts, NULL));
+    disarm_alarm();
 
     close(p[1]);
     CHECK("poll_hup", poll(fds, 1, 5000));
@@ -83,6 +96,24 @@ static void selects(void)
     ELAPSED_WITHIN("pselect_timeout_elapsed_ok", start, 15, 5000);
     printf("pselect_timeout_unchanged: %ld.%09ld\n", (long)ts.tv_sec, ts.tv_nsec);
 
+    struct timeval hugetv = {LONG_MAX, 999999};
+    FD_SET(p[0], &r);
+    arm_alarm(50, 0, -1);
+    CHECK("select_huge_eintr", select(p[0] + 1, &r, NULL, NULL, &hugetv));
+    FACT("select_huge_left_large", hugetv.tv_sec > 1000000);
+    struct timeval tv2 = {5, 0};
+    FD_SET(p[0], &r);
+    arm_alarm(50, 0, -1);
+    CHECK("select_eintr", select(p[0] + 1, &r, NULL, NULL, &tv2));
+    FACT("select_eintr_left_updated", tv2.tv_sec >= 3 && tv2.tv_sec < 5);
+    struct timeval negtv = {-1, 0};
+    CHECK("select_negative_timeout", select(p[0] + 1, &r, NULL, NULL, &negtv));
+    struct timespec hugets = {LONG_MAX, 999999999};
+    FD_SET(p[0], &r);
+    arm_alarm(50, 0, -1);
+    CHECK("pselect_huge_eintr", pselect(p[0] + 1, &r, NULL, NULL, &hugets, NULL));
+    disarm_alarm();
+
     int closed = p[0];
     close(p[0]);
     close(p[1]);
@@ -120,7 +151,11 @@ static void epolls(void)
 
     arm_alarm(50, 1, -1);
     CHECK("epoll_wait_eintr", epoll_wait(ep, out, 4, 5000));
-    signal(SIGALRM, SIG_DFL);
+    arm_alarm(50, 1, -1);
+    CHECK("epoll_wait_int_max_eintr", epoll_wait(ep, out, 4, INT_MAX));
+    arm_alarm(50, 1, -1);
+    CHECK("epoll_pwait_infinite_eintr", epoll_pwait(ep, out, 4, -1, NULL));
+    disarm_alarm();
     close(ep);
     close(p[0]);
     close(p[1]);
@@ -147,6 +182,18 @@ static void sleeps(void)
     rem.tv_sec = rem.tv_nsec = 0;
     CHECK("nanosleep_eintr_even_with_sa_restart", nanosleep(&req, &rem));
     FACT("nanosleep_rem_filled", rem.tv_sec >= 3 && rem.tv_sec < 5);
+
+    arm_alarm(50, 1, -1);
+    req.tv_sec = 5;
+    req.tv_nsec = 0;
+    CHECK("nanosleep_rem_same_as_req", nanosleep(&req, &req));
+    FACT("nanosleep_rem_same_as_req_filled", req.tv_sec >= 3 && req.tv_sec < 5);
+    arm_alarm(50, 1, -1);
+    req.tv_sec = LONG_MAX;
+    req.tv_nsec = 999999999;
+    rem.tv_sec = rem.tv_nsec = 0;
+    CHECK("nanosleep_huge_eintr", nanosleep(&req, &rem));
+    FACT("nanosleep_huge_rem_over_100_years", rem.tv_sec > 100L * 365 * 86400);
 
     req.tv_sec = 0;
     req.tv_nsec = 10000000;
@@ -186,6 +233,19 @@ static void sleeps(void)
     CHECK_RC("clock_nanosleep_abs_eintr", clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &abs, &rem));
     printf("clock_nanosleep_abs_rem_untouched: %ld.%ld\n", (long)rem.tv_sec, rem.tv_nsec);
 
+    arm_alarm(50, 1, -1);
+    abs.tv_sec = LONG_MAX;
+    abs.tv_nsec = 0;
+    CHECK_RC("clock_nanosleep_abs_huge_eintr", clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &abs, NULL));
+    arm_alarm(50, 1, -1);
+    req.tv_sec = LONG_MAX;
+    req.tv_nsec = 0;
+    rem.tv_sec = rem.tv_nsec = 0;
+    CHECK_RC("clock_nanosleep_huge_eintr", clock_nanosleep(CLOCK_REALTIME, 0, &req, &rem));
+    FACT("clock_nanosleep_huge_rem_over_100_years", rem.tv_sec > 100L * 365 * 86400);
+    req.tv_sec = -1;
+    CHECK_RC("clock_nanosleep_negative", clock_nanosleep(CLOCK_MONOTONIC, 0, &req, NULL));
+
     CHECK("sleep_zero", sleep(0));
     CHECK("usleep", usleep(10000));
     CHECK("usleep_zero", usleep(0));
@@ -194,12 +254,28 @@ static void sleeps(void)
     FACT("sleep_interrupted_left", left >= 4 && left <= 5);
     arm_alarm(50, 1, -1);
     CHECK("usleep_eintr", usleep(5000000));
-    signal(SIGALRM, SIG_DFL);
+    arm_alarm(50, 1, -1);
+    left = sleep(UINT_MAX);
+    FACT("sleep_uint_max_interrupted_left", left > UINT_MAX - 10);
+    arm_alarm(50, 1, -1);
+    CHECK("usleep_uint_max_eintr", usleep(UINT_MAX));
+    disarm_alarm();
 }
 
-int main(void)
+/* Fortify: pass more pollfds than the array holds; __poll_chk must abort. */
+static void overflow(void)
+{
+    struct pollfd one[1] = {{-1, POLLIN, 0}};
+    CHECK("poll_overflow", poll(one, opaque(2), 0));
+}
+
+int main(int argc, char **argv)
 {
     probe_start();
+    if (overflow_requested(argc, argv)) {
+        overflow();
+        return 0;
+    }
     polls();
     selects();
     epolls();
