@@ -185,7 +185,7 @@ static void timeouts(void)
     CHECK("setsockopt_rcvtimeo_negative", setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &neg, sizeof neg));
     start = now_ms();
     CHECK("recv_negative_rcvtimeo", recv(sv[0], buf, opaque(sizeof buf), 0));
-    ELAPSED_WITHIN("recv_negative_rcvtimeo_at_once", start, 0, 50);
+    ELAPSED_WITHIN("recv_negative_rcvtimeo_at_once", start, 0, 1000);
     struct timeval huge = {LONG_MAX, 999999};
     CHECK("setsockopt_sndtimeo_huge", setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &huge, sizeof huge));
     CHECK("send_huge_sndtimeo", send(sv[0], "h", 1, 0));
