@@ -17,7 +17,10 @@ fn raw_getfl(fd: i32) -> i32 {
 fn inherited_pipe() -> (i32, i32) {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
-    assert_eq!(unsafe { libc::syscall(libc::SYS_pipe2, fds.as_mut_ptr(), 0) }, 0);
+    assert_eq!(
+        unsafe { libc::syscall(libc::SYS_pipe2, fds.as_mut_ptr(), 0) },
+        0
+    );
     (fds[0], fds[1])
 }
 
@@ -136,7 +139,10 @@ fn dup2_with_a_bad_source_leaves_the_target_alone() {
     // SAFETY: dup2 from a closed fd: must fail with EBADF and touch nothing.
     let r2 = unsafe { libc::dup2(1_000_000 - 1, r) };
     assert_eq!(r2, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EBADF));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EBADF)
+    );
     assert!(raw_getfl(r) >= 0);
     for fd in [r, w] {
         // SAFETY: closing our own fds.
@@ -215,7 +221,10 @@ fn the_users_nonblocking_wish_gives_eagain() {
 
     let (r, w) = inherited_pipe();
     // SAFETY: fcntl through the hook: the user asks for O_NONBLOCK.
-    assert_eq!(unsafe { libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK) }, 0);
+    assert_eq!(
+        unsafe { libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK) },
+        0
+    );
     let got = patchall::spawn(move || {
         let mut b = [0u8; 1];
         // SAFETY: reading into a local buffer.
@@ -242,16 +251,26 @@ fn clearing_fionbio_on_our_socket_keeps_it_cooperative() {
         listener.accept().unwrap();
         c.join().unwrap();
         listener.set_nonblocking(true).unwrap();
-        assert_eq!(listener.accept().map(|_| ()).unwrap_err().kind(), ErrorKind::WouldBlock);
+        assert_eq!(
+            listener.accept().map(|_| ()).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
         listener.set_nonblocking(false).unwrap();
         listener
     })
     .unwrap()
     .join()
     .unwrap();
-    assert_ne!(raw_getfl(listener.as_raw_fd()) & libc::O_NONBLOCK, 0, "still ours");
+    assert_ne!(
+        raw_getfl(listener.as_raw_fd()) & libc::O_NONBLOCK,
+        0,
+        "still ours"
+    );
     // SAFETY: fcntl through the hook.
-    assert_eq!(unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK, 0);
+    assert_eq!(
+        unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK,
+        0
+    );
 }
 
 #[test]
@@ -279,7 +298,11 @@ fn inherited_fds_keep_their_shared_flags() {
     assert_eq!(&reader.join().unwrap(), b"hello");
     assert!(count.load(SeqCst) > 0);
     drop(tick);
-    assert_eq!(raw_getfl(r), before, "the shared file status flags were changed");
+    assert_eq!(
+        raw_getfl(r),
+        before,
+        "the shared file status flags were changed"
+    );
     for fd in [r, w] {
         // SAFETY: closing our own fds.
         unsafe { libc::close(fd) };
@@ -302,7 +325,10 @@ fn the_highest_allowed_fd_works() {
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
     }
     let high = (lim.rlim_cur - 1) as i32;
-    assert!(high >= 4096 * 4, "limit too low to leave the table's first page");
+    assert!(
+        high >= 4096 * 4,
+        "limit too low to leave the table's first page"
+    );
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     // SAFETY: duplicating our socket onto a high, free number.
     assert_eq!(unsafe { libc::dup2(a.as_raw_fd(), high) }, high);

@@ -8,7 +8,7 @@
 //! 4. an inherited fd (shared with other processes): wait for readiness first,
 //!    then make the blocking call, writing at most PIPE_BUF bytes at a time.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::real::Guard;
 use crate::fdtable::{self, Kind, Timeout};
@@ -97,12 +97,20 @@ pub(crate) fn wait(
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<(), i32> {
-    match guard.release_while(|| runtime::wait_fd(fd, dir, deadline)) {
-        Ok(Wake::Ready) => Ok(()),
-        Ok(Wake::TimedOut) => Err(libc::EAGAIN),
-        Ok(Wake::Closed) => Err(libc::EBADF),
-        // Not pollable (epoll refuses it): block this thread in poll instead.
-        Err(_) => block_in_poll(fd, dir, deadline),
+    loop {
+        return match guard.release_while(|| runtime::wait_fd(fd, dir, deadline)) {
+            Ok(Wake::Ready) => Ok(()),
+            Ok(Wake::TimedOut) => Err(libc::EAGAIN),
+            Ok(Wake::Closed) => Err(libc::EBADF),
+            // signal(7): SA_RESTART restarts the call, unless the socket has a
+            // timeout in this direction.
+            Ok(Wake::Interrupted { restart }) if restart && deadline_for(fd, dir).is_none() => {
+                continue;
+            }
+            Ok(Wake::Interrupted { .. }) => Err(libc::EINTR),
+            // Not pollable (epoll refuses it): block this thread in poll instead.
+            Err(_) => block_in_poll(fd, dir, deadline),
+        };
     }
 }
 
@@ -117,6 +125,7 @@ pub(crate) fn block_in_poll(
         Direction::Write => libc::POLLOUT,
     };
     loop {
+        let signals = runtime::signal_counts();
         let mut pfd = libc::pollfd {
             fd,
             events,
@@ -144,9 +153,11 @@ pub(crate) fn block_in_poll(
         match n {
             0 => return Err(libc::EAGAIN),
             n if n > 0 => return Ok(()),
+            // As the blocking call: restarted after an SA_RESTART handler, unless a
+            // timeout is set; EINTR otherwise (signal(7)).
             _ if errno() == libc::EINTR => {
-                if left == Some(Duration::ZERO) {
-                    return Err(libc::EAGAIN);
+                if deadline.is_some() || runtime::signal_counts().1 != signals.1 {
+                    return Err(libc::EINTR);
                 }
             }
             _ => return Err(errno()),

@@ -74,7 +74,7 @@ hook! {
         };
         let mut rest = IovCursor::new(iov, iovcnt);
         blocking::all(fd, Direction::Write, socket_flags(fd), total, |done, a| {
-            let (ptr, cnt) = rest.from_offset(done, a.cap);
+            let (ptr, cnt) = rest.tail_at(done, a.cap);
             if is_socket_attempt(a) {
                 let mut msg = msghdr_for(ptr, cnt);
                 msg.msg_iov = ptr.cast_mut();

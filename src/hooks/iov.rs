@@ -42,7 +42,7 @@ impl IovCursor {
     }
 
     /// The iovecs from byte `offset` on, at most `cap` bytes in all.
-    pub(crate) fn from_offset(&mut self, mut offset: usize, cap: usize) -> (*const iovec, c_int) {
+    pub(crate) fn tail_at(&mut self, mut offset: usize, cap: usize) -> (*const iovec, c_int) {
         if offset == 0 && cap == usize::MAX {
             return (self.orig, self.count as c_int);
         }

@@ -19,6 +19,7 @@ pub mod io;
 mod iov;
 pub mod net;
 pub mod poll;
+pub mod signal;
 pub mod sleep;
 
 pub use real::Original;

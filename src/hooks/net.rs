@@ -251,7 +251,7 @@ hook! {
                 return unsafe { real(fd, msg, flags | a.msg_flags) };
             }
             // Ancillary data went with the first bytes; the rest is plain data.
-            let (iov, cnt) = rest.from_offset(done, usize::MAX);
+            let (iov, cnt) = rest.tail_at(done, usize::MAX);
             // SAFETY: a zeroed msghdr is valid; we point it at the live tail.
             let mut tail: msghdr = unsafe { std::mem::zeroed() };
             tail.msg_iov = iov.cast_mut();

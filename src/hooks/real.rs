@@ -89,6 +89,10 @@ impl Drop for Guard {
 macro_rules! hook {
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {
         $(#[$meta])*
+        ///
+        /// # Safety
+        /// The C function's contract: pointers valid for the sizes given, fds the
+        /// caller owns.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             static ORIGINAL: $crate::hooks::Original = $crate::hooks::Original::new(
@@ -97,7 +101,7 @@ macro_rules! hook {
             );
             let Some(addr) = ORIGINAL.addr() else {
                 $crate::sys::set_errno(libc::ENOSYS);
-                return -1 as $ret;
+                return (-1_i64) as $ret;
             };
             // SAFETY: dlsym found libc's definition of this very symbol, whose C
             // signature is the one declared here.
@@ -111,6 +115,9 @@ macro_rules! hook {
 macro_rules! alias {
     ($(#[$meta:meta])* fn $alias:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $hook:path) => {
         $(#[$meta])*
+        ///
+        /// # Safety
+        /// As the function it aliases.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $alias($($arg: $ty),*) -> $ret {
             // SAFETY: same signature and contract as the hook it forwards to.

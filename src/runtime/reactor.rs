@@ -128,7 +128,7 @@ impl Reactor {
         let current = self.slots[index].as_ref().map(|s| s.generation);
         if current != Some(generation) {
             if let Some(stale) = self.slots[index].take() {
-                wake_all(stale, Wake::Closed);
+                wake_all(*stale, Wake::Closed);
             }
             self.register(fd, generation)?;
             reg.reactors.fetch_or(self.bit, Ordering::AcqRel);
@@ -174,7 +174,7 @@ impl Reactor {
         if entry.as_ref().is_some_and(|s| s.generation == generation) {
             let slot = entry.take().expect("checked above");
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            wake_all(slot, Wake::Closed);
+            wake_all(*slot, Wake::Closed);
         }
     }
 
@@ -229,10 +229,10 @@ impl Reactor {
     }
 }
 
-fn wake_all(slot: Box<Slot>, why: Wake) {
+fn wake_all(slot: Slot, why: Wake) {
     let Slot {
         readers, writers, ..
-    } = *slot;
+    } = slot;
     for who in readers.into_iter().chain(writers) {
         who.unpark(why);
     }

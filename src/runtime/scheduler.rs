@@ -26,6 +26,9 @@ thread_local! {
     static CURRENT: Cell<*const Scheduler> = const { Cell::new(ptr::null()) };
     /// The coroutine running on this thread, or null on the scheduler's own stack.
     pub(crate) static RUNNING: Cell<*const Task> = const { Cell::new(ptr::null()) };
+    /// Signal handlers run on this thread: (all, those without SA_RESTART).
+    /// Written from signal handlers: a plain const Cell, no destructor.
+    static SIGNALS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     /// Owns this thread's scheduler; dropping it at thread exit tears it down.
     static OWNER: Owner = const { Owner(RefCell::new(None)) };
 }
@@ -83,6 +86,10 @@ pub(crate) struct Scheduler {
     live: Cell<usize>,
     /// Rounds since the reactor was last polled while work was runnable.
     rounds: Cell<u32>,
+    /// Coroutines parked in a way a signal handler interrupts (I/O, sleep).
+    interruptible: RefCell<Slab>,
+    /// `SIGNALS` as of the last check.
+    signals_seen: Cell<(u32, u32)>,
     _altstack: Option<AltStack>,
 }
 
@@ -120,6 +127,8 @@ impl Scheduler {
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
             live: Cell::new(0),
             rounds: Cell::new(0),
+            interruptible: RefCell::new(Slab::default()),
+            signals_seen: Cell::new((0, 0)),
             _altstack: AltStack::ensure(),
         })
     }
@@ -216,6 +225,21 @@ impl Scheduler {
         }
     }
 
+    /// Wakes every interruptibly parked coroutine if a signal handler ran on this
+    /// thread since the last check, as the kernel interrupts a blocked call.
+    fn check_signals(&self) {
+        let now = SIGNALS.try_with(|s| s.get()).unwrap_or_default();
+        let seen = self.signals_seen.replace(now);
+        if now == seen {
+            return;
+        }
+        let restart = now.1 == seen.1;
+        let parked = std::mem::take(&mut *self.interruptible.borrow_mut());
+        for who in parked.into_entries() {
+            who.unpark(Wake::Interrupted { restart });
+        }
+    }
+
     fn fire_timers(&self) {
         if self.timers.borrow().is_empty() {
             return;
@@ -245,6 +269,7 @@ impl Scheduler {
             if batch > 0 && done() {
                 return;
             }
+            self.check_signals();
             self.drain_mail();
             self.fire_timers();
             let now = (deadline.is_some() || !self.timers.borrow().is_empty()).then(Instant::now);
@@ -298,6 +323,7 @@ impl Scheduler {
         for who in woken {
             self.unpark_local(who.task, who.seq, Wake::Ready);
         }
+        self.check_signals();
         self.drain_mail();
         self.fire_timers();
     }
@@ -369,6 +395,16 @@ pub(crate) fn unpark(who: Unparker, wake: Wake) {
 /// or `deadline` passes. `register` receives the handle; it returns false if the
 /// condition already holds (then nothing parks). Must be called in a coroutine.
 pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) -> bool) -> Wake {
+    park_as(deadline, false, register)
+}
+
+/// `park`, and if `interruptible`, a signal handler running on this thread wakes
+/// the coroutine with `Wake::Interrupted`.
+fn park_as(
+    deadline: Option<Instant>,
+    interruptible: bool,
+    register: impl FnOnce(Unparker) -> bool,
+) -> Wake {
     let task = current_task().expect("park is only called in a coroutine");
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
     let seq = task.park_seq.get() + 1;
@@ -381,6 +417,7 @@ pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) ->
     if !register(me.clone()) {
         return Wake::Ready;
     }
+    let slot = interruptible.then(|| sched.interruptible.borrow_mut().insert(me.clone()));
     let timer = deadline.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
@@ -389,6 +426,9 @@ pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) ->
     let wake = task.wake.get();
     if let (Some(key), false) = (timer, wake == Wake::TimedOut) {
         sched.timers.borrow_mut().cancel(key);
+    }
+    if let Some(slot) = slot {
+        sched.interruptible.borrow_mut().remove(slot, seq);
     }
     wake
 }
@@ -407,7 +447,7 @@ pub(crate) fn wait_any(fds: &[(RawFd, Direction)], deadline: Option<Instant>) ->
     let mut failed = None;
     let mut me = None;
     let mut queued = 0;
-    let wake = park(deadline, |who| {
+    let wake = park_as(deadline, true, |who| {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in fds {
             match reactor.prepare_wait(fd, dir, who.clone()) {
@@ -493,7 +533,65 @@ pub(crate) fn yield_now() {
 
 /// Sleeps the running coroutine until `deadline` (in a coroutine).
 pub(crate) fn sleep_until(deadline: Instant) -> Wake {
-    park(Some(deadline), |_| true)
+    park_as(Some(deadline), true, |_| true)
+}
+
+/// Records, from a signal handler, that a handler ran on this thread. Only touches
+/// a const thread-local Cell: async-signal-safe.
+pub(crate) fn note_signal(restart: bool) {
+    let _ = SIGNALS.try_with(|s| {
+        let (all, no_restart) = s.get();
+        s.set((
+            all.wrapping_add(1),
+            no_restart.wrapping_add(u32::from(!restart)),
+        ));
+    });
+}
+
+/// (handlers run on this thread, those of them without SA_RESTART), for callers
+/// that block the thread themselves and must tell a restart from an EINTR.
+pub(crate) fn signal_counts() -> (u32, u32) {
+    SIGNALS.try_with(|s| s.get()).unwrap_or_default()
+}
+
+/// Unparkers by slot, with O(1) insert and remove.
+#[derive(Default)]
+struct Slab {
+    entries: Vec<Option<Unparker>>,
+    free: Vec<usize>,
+}
+
+impl Slab {
+    fn insert(&mut self, who: Unparker) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i] = Some(who);
+                i
+            }
+            None => {
+                self.entries.push(Some(who));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    /// Removes slot `i` if it still holds the park numbered `seq` (the slab may have
+    /// been drained and refilled meanwhile).
+    fn remove(&mut self, i: usize, seq: u64) {
+        if self
+            .entries
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|w| w.seq == seq)
+        {
+            self.entries[i] = None;
+            self.free.push(i);
+        }
+    }
+
+    fn into_entries(self) -> impl Iterator<Item = Unparker> {
+        self.entries.into_iter().flatten()
+    }
 }
 
 /// A handle on the current thread's scheduler for a plain (non-coroutine) waiter.

@@ -76,8 +76,11 @@ pub(crate) fn round_size(size: usize) -> usize {
     size.max(crate::config::MIN_STACK_SIZE).div_ceil(page) * page
 }
 
-/// Stacks returned by any thread, by (size, mode).
-static FREE: Mutex<Option<HashMap<(usize, StackMode), Vec<Stack>>>> = Mutex::new(None);
+/// Free stacks by (size, mode).
+type FreeLists = HashMap<(usize, StackMode), Vec<Stack>>;
+
+/// Stacks returned by any thread.
+static FREE: Mutex<Option<FreeLists>> = Mutex::new(None);
 static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
 
 /// Takes a stack of `size` bytes (already rounded) from the global pool, mapping a

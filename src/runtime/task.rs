@@ -19,6 +19,9 @@ pub(crate) enum Wake {
     TimedOut,
     /// The fd it waited on was closed (or `dup2`-ed over) by someone else.
     Closed,
+    /// A signal handler ran on this thread while it was parked; `restart` is true
+    /// if every handler that ran was installed with SA_RESTART.
+    Interrupted { restart: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
