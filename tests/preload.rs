@@ -61,6 +61,10 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "__recvfrom_chk",
     "__poll_chk",
     "__close",
+    "sigaction",
+    "signal",
+    "sysv_signal",
+    "siginterrupt",
 ];
 
 /// Longest any single child process may run before the test kills it.
@@ -510,6 +514,12 @@ fn probe_fd_lifetime_and_flags() {
         ],
         false,
     );
+}
+
+#[test]
+fn probe_signal_dispositions() {
+    let plain: &[&str] = &["sigaction", "signal", "sysv_signal", "siginterrupt"];
+    probe("probe_signal", &[(Variant::Plain, plain)], false);
 }
 
 const PYTHON_SCRIPT: &str = r#"
