@@ -25,6 +25,9 @@ pub struct Config {
     pub stack_size: usize,
     /// `PATCHALL_STACKS`: `guarded` or `dense`.
     pub stack_mode: StackMode,
+    /// `PATCHALL_GREEN_THREADS`: `1` makes `pthread_create` start coroutines and
+    /// `main` run as one (preload only).
+    pub green_threads: bool,
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -50,9 +53,16 @@ impl Config {
             _ => None,
         })
         .unwrap_or(StackMode::Guarded);
+        let green_threads = parse_or_warn(
+            get("PATCHALL_GREEN_THREADS"),
+            "PATCHALL_GREEN_THREADS",
+            parse_bool,
+        )
+        .unwrap_or(false);
         Config {
             stack_size,
             stack_mode,
+            green_threads,
         }
     }
 }
@@ -75,6 +85,15 @@ pub(crate) fn parse_or_warn<T>(
         ]);
     }
     parsed
+}
+
+/// Parses `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
 }
 
 /// Parses `262144`, `256k`, `256K`, `256KiB`, `1m`, `1M`, `1MiB`, `1g`.
@@ -114,17 +133,21 @@ mod tests {
         let c = Config::from_lookup(|name| match name {
             "PATCHALL_STACK_SIZE" => Some("lots".into()),
             "PATCHALL_STACKS" => Some("sparse".into()),
+            "PATCHALL_GREEN_THREADS" => Some("maybe".into()),
             _ => None,
         });
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
         assert_eq!(c.stack_mode, StackMode::Guarded);
+        assert!(!c.green_threads);
         let c = Config::from_lookup(|name| match name {
             "PATCHALL_STACK_SIZE" => Some("64k".into()),
             "PATCHALL_STACKS" => Some("dense".into()),
+            "PATCHALL_GREEN_THREADS" => Some("1".into()),
             _ => None,
         });
         assert_eq!(c.stack_size, 64 << 10);
         assert_eq!(c.stack_mode, StackMode::Dense);
+        assert!(c.green_threads);
     }
 
     #[test]

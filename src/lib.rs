@@ -31,7 +31,7 @@ pub mod hooks;
 mod runtime;
 mod sys;
 
-pub use config::{Config, StackMode, config, parse_size};
+pub use config::{Config, StackMode, config, parse_bool, parse_size};
 pub use coroutine::{
     Builder, Coroutine, JoinHandle, Result, current, in_coroutine, join_all, run, sleep, spawn,
     yield_now,

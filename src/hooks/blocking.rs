@@ -108,6 +108,7 @@ pub(crate) fn wait(
                 continue;
             }
             Ok(Wake::Interrupted { .. }) => Err(libc::EINTR),
+            Ok(Wake::Cancelled) => Err(libc::ECANCELED),
             // Not pollable (epoll refuses it): block this thread in poll instead.
             Err(_) => block_in_poll(fd, dir, deadline),
         };

@@ -15,6 +15,7 @@
 mod real;
 pub(crate) mod blocking;
 pub mod fd;
+pub mod green;
 pub mod io;
 mod iov;
 pub mod net;

@@ -1,7 +1,10 @@
 //! The coroutine runtime: stacks, scheduler, reactor, timers. It knows nothing of
 //! libc calls: only "wait for this fd", "sleep until", "park until woken".
 
+pub(crate) mod control;
 mod overflow;
+#[allow(dead_code)] // first used by green threads (issue 4)
+pub(crate) mod parking;
 pub(crate) mod reactor;
 mod scheduler;
 pub(crate) mod stack;

@@ -46,6 +46,8 @@ impl Drop for Owner {
 pub(crate) enum Mail {
     Unpark(Option<Arc<Task>>, u64, Wake),
     Closed(RawFd, u32),
+    #[allow(dead_code)] // first sent by green threads (issue 4)
+    Cancel(Arc<Task>),
 }
 
 /// The part of a scheduler other threads may touch.
@@ -77,7 +79,7 @@ static REMOTES: Mutex<Vec<Option<Arc<Remote>>>> = Mutex::new(Vec::new());
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct Scheduler {
-    remote: Arc<Remote>,
+    pub(super) remote: Arc<Remote>,
     runq: RefCell<VecDeque<Arc<Task>>>,
     timers: RefCell<Timers>,
     reactor: RefCell<Reactor>,
@@ -166,6 +168,9 @@ impl Scheduler {
             guard,
             stack_size,
             canary,
+            local: Cell::new(0),
+            cancelled: Cell::new(false),
+            exiting: Cell::new(false),
         });
         self.live.set(self.live.get() + 1);
         self.runq.borrow_mut().push_back(task);
@@ -184,19 +189,34 @@ impl Scheduler {
         task.errno.set(errno());
         set_errno(own_errno);
         RUNNING.with(|r| r.set(ptr::null()));
-        match result {
-            CoroutineResult::Yield(()) => {
-                if task.canary.is_some_and(|c| !c.intact()) {
-                    overflow::report_and_abort(&task);
-                }
+        if task.canary.is_some_and(|c| !c.intact()) {
+            overflow::report_and_abort(&task);
+        }
+        let finished = match result {
+            CoroutineResult::Yield(()) if task.exiting.get() => {
+                // SAFETY: `exit_current` promised that no frame on this stack owns
+                // anything that needs dropping (it is called from C frames and our
+                // own frames hold only plain values), so abandoning them is sound.
+                unsafe { co.force_reset() };
+                true
             }
-            CoroutineResult::Return(()) => {
-                task.state.set(State::Done);
-                // SAFETY: as above; the coroutine finished, so its stack is free.
-                let co = unsafe { (*task.co.get()).take() }.expect("checked above");
-                self.stacks.borrow_mut().put(co.into_stack());
-                self.live.set(self.live.get() - 1);
-            }
+            CoroutineResult::Yield(()) => false,
+            CoroutineResult::Return(()) => true,
+        };
+        if finished {
+            task.state.set(State::Done);
+            // SAFETY: as above; the coroutine finished, so its stack is free.
+            let co = unsafe { (*task.co.get()).take() }.expect("checked above");
+            self.stacks.borrow_mut().put(co.into_stack());
+            self.live.set(self.live.get() - 1);
+        }
+    }
+
+    pub(super) fn cancel_local(&self, task: Arc<Task>) {
+        task.cancelled.set(true);
+        if task.state.get() == State::Parked {
+            let seq = task.park_seq.get();
+            self.unpark_local(Some(task), seq, Wake::Cancelled);
         }
     }
 
@@ -221,6 +241,7 @@ impl Scheduler {
             match m {
                 Mail::Unpark(task, seq, wake) => self.unpark_local(task, seq, wake),
                 Mail::Closed(fd, generation) => self.reactor.borrow_mut().forget(fd, generation),
+                Mail::Cancel(task) => self.cancel_local(task),
             }
         }
     }
@@ -375,7 +396,7 @@ pub fn in_coroutine() -> bool {
     RUNNING.try_with(|r| !r.get().is_null()).unwrap_or(false)
 }
 
-fn current_arc(task: &Task) -> Arc<Task> {
+pub(super) fn current_arc(task: &Task) -> Arc<Task> {
     // SAFETY: `task` came from RUNNING, which points into an Arc kept alive by
     // `resume`; taking one more strong count and rebuilding an Arc is sound.
     unsafe {
@@ -407,6 +428,9 @@ fn park_as(
 ) -> Wake {
     let task = current_task().expect("park is only called in a coroutine");
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
+    if task.cancelled.get() && interruptible {
+        return Wake::Cancelled;
+    }
     let seq = task.park_seq.get() + 1;
     task.park_seq.set(seq);
     let me = Unparker {

@@ -22,6 +22,8 @@ pub(crate) enum Wake {
     /// A signal handler ran on this thread while it was parked; `restart` is true
     /// if every handler that ran was installed with SA_RESTART.
     Interrupted { restart: bool },
+    /// Someone asked for this coroutine to be cancelled (`TaskHandle::cancel`).
+    Cancelled,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,12 @@ pub(crate) struct Task {
     pub(crate) guard: (usize, usize),
     pub(crate) stack_size: usize,
     pub(crate) canary: Option<Canary>,
+    /// A word the layer above keeps per coroutine (a green thread's record).
+    pub(crate) local: Cell<usize>,
+    /// Set by `TaskHandle::cancel`; stays set.
+    pub(crate) cancelled: Cell<bool>,
+    /// Set by `exit_current`: the coroutine ends without returning.
+    pub(crate) exiting: Cell<bool>,
 }
 
 impl Drop for Task {

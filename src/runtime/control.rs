@@ -1,0 +1,72 @@
+//! Naming and steering a coroutine from the layer above: its handle (to cancel
+//! it from any thread), a per-coroutine word, and ending it without returning.
+// Green threads (issue 4) are the first users of these.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use super::scheduler::{Mail, Remote, current_arc, current_scheduler, current_task};
+use super::task::Task;
+
+/// A coroutine other code can name from any thread: to cancel it, or to store
+/// it as the identity of a green thread.
+#[derive(Clone)]
+pub(crate) struct TaskHandle(Arc<Task>);
+
+impl TaskHandle {
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Marks the coroutine cancelled and, if it is parked, wakes it with
+    /// `Wake::Cancelled`; any later park returns `Cancelled` at once.
+    pub(crate) fn cancel(&self, home: &TaskHome) {
+        match current_scheduler() {
+            Some(s) if Arc::ptr_eq(&s.remote, &home.0) => s.cancel_local(self.0.clone()),
+            _ => home.0.post(Mail::Cancel(self.0.clone())),
+        }
+    }
+}
+
+/// The scheduler a coroutine lives on, for waking it from another thread.
+#[derive(Clone)]
+pub(crate) struct TaskHome(Arc<Remote>);
+
+/// The running coroutine's handle and home (in a coroutine).
+pub(crate) fn current_handle() -> Option<(TaskHandle, TaskHome)> {
+    let task = current_task()?;
+    let sched = current_scheduler()?;
+    Some((
+        TaskHandle(current_arc(task)),
+        TaskHome(sched.remote.clone()),
+    ))
+}
+
+/// True if the running coroutine has been cancelled.
+pub(crate) fn cancel_requested() -> bool {
+    current_task().is_some_and(|t| t.cancelled.get())
+}
+
+/// The layer-above word of the running coroutine (0 outside coroutines).
+pub(crate) fn task_local() -> usize {
+    current_task().map_or(0, |t| t.local.get())
+}
+
+pub(crate) fn set_task_local(value: usize) {
+    if let Some(t) = current_task() {
+        t.local.set(value);
+    }
+}
+
+/// Ends the running coroutine without returning (`pthread_exit`).
+///
+/// # Safety
+/// No frame between the coroutine's body and this call may own a value that
+/// needs dropping: the frames are abandoned, not unwound.
+pub(crate) unsafe fn exit_current() -> ! {
+    let task = current_task().expect("exit_current is only called in a coroutine");
+    task.exiting.set(true);
+    // SAFETY: as in `park`; the scheduler never resumes an exiting coroutine.
+    unsafe { (*task.yielder.get()).suspend(()) };
+    unreachable!("an exited coroutine was resumed")
+}

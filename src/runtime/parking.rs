@@ -1,0 +1,153 @@
+//! Waiting on an address, for synchronisation objects that live in user memory
+//! (a `pthread_mutex_t`, a `sem_t`, a `pthread_once_t`): the same idea as the
+//! kernel's futex and parking_lot's parking lot, for coroutines.
+//!
+//! Waiters queue FIFO per address in a small sharded table. `park_on` checks the
+//! caller's condition under the shard's lock after queueing, so a wake-up that
+//! races with the park is never lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::scheduler::park;
+use super::task::{Unparker, Wake};
+
+const SHARDS: usize = 64;
+
+type Queues = HashMap<usize, VecDeque<Unparker>>;
+
+static TABLE: [Mutex<Option<Queues>>; SHARDS] = [const { Mutex::new(None) }; SHARDS];
+
+fn shard(addr: usize) -> std::sync::MutexGuard<'static, Option<Queues>> {
+    // Objects are at least 4-byte aligned; mix the bits above that.
+    let i = (addr >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+    TABLE[i % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Parks the running coroutine on `addr` if `still_blocked()` holds (checked with
+/// the queue locked, after this coroutine is queued), until an `unpark_*` on
+/// `addr`, `deadline`, or cancellation. Returns `Ready` at once if not blocked.
+pub(crate) fn park_on(
+    addr: usize,
+    deadline: Option<Instant>,
+    still_blocked: impl FnOnce() -> bool,
+) -> Wake {
+    let mut me = None;
+    let wake = park(deadline, |who| {
+        let mut table = shard(addr);
+        if !still_blocked() {
+            return false;
+        }
+        me = Some(who.clone());
+        table
+            .get_or_insert_with(HashMap::new)
+            .entry(addr)
+            .or_default()
+            .push_back(who);
+        true
+    });
+    if wake != Wake::Ready {
+        if let Some(me) = me {
+            let mut table = shard(addr);
+            if let Some(q) = table.as_mut().and_then(|t| t.get_mut(&addr)) {
+                q.retain(|w| !w.same_task(&me));
+                if q.is_empty() {
+                    table.as_mut().map(|t| t.remove(&addr));
+                }
+            }
+        }
+    }
+    wake
+}
+
+/// Wakes the longest-waiting coroutine parked on `addr`; false if there was none.
+pub(crate) fn unpark_one(addr: usize) -> bool {
+    let who = {
+        let mut table = shard(addr);
+        let Some(t) = table.as_mut() else {
+            return false;
+        };
+        let Some(q) = t.get_mut(&addr) else {
+            return false;
+        };
+        let who = q.pop_front();
+        if q.is_empty() {
+            t.remove(&addr);
+        }
+        who
+    };
+    who.map(|w| w.unpark(Wake::Ready)).is_some()
+}
+
+/// Wakes every coroutine parked on `addr`; returns how many.
+pub(crate) fn unpark_all(addr: usize) -> usize {
+    let queue = shard(addr)
+        .as_mut()
+        .and_then(|t| t.remove(&addr))
+        .unwrap_or_default();
+    let n = queue.len();
+    queue.into_iter().for_each(|w| w.unpark(Wake::Ready));
+    n
+}
+
+/// True if any coroutine is parked on `addr`.
+pub(crate) fn has_waiters(addr: usize) -> bool {
+    shard(addr).as_ref().is_some_and(|t| t.contains_key(&addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+
+    #[test]
+    fn waiters_wake_in_fifo_order_and_none_is_lost() {
+        let word = Arc::new(AtomicU32::new(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let addr = Arc::as_ptr(&word) as usize;
+        let hs: Vec<_> = (0..3)
+            .map(|i| {
+                let (word, order) = (word.clone(), order.clone());
+                crate::spawn(move || {
+                    while word.load(SeqCst) == 1 {
+                        park_on(addr, None, || word.load(SeqCst) == 1);
+                    }
+                    order.lock().unwrap().push(i);
+                })
+                .unwrap()
+            })
+            .collect();
+        crate::yield_now();
+        assert!(has_waiters(addr));
+        word.store(0, SeqCst);
+        assert!(unpark_one(addr));
+        crate::yield_now();
+        assert_eq!(*order.lock().unwrap(), [0]);
+        assert_eq!(unpark_all(addr), 2);
+        crate::join_all(hs);
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+        assert!(!unpark_one(addr));
+    }
+
+    #[test]
+    fn a_condition_already_false_does_not_park() {
+        let h = crate::spawn(|| park_on(1234, None, || false)).unwrap();
+        assert_eq!(h.join().unwrap(), Wake::Ready);
+    }
+
+    #[test]
+    fn a_deadline_ends_the_wait() {
+        let h = crate::spawn(|| {
+            park_on(
+                5678,
+                Some(Instant::now() + std::time::Duration::from_millis(5)),
+                || true,
+            )
+        })
+        .unwrap();
+        assert_eq!(h.join().unwrap(), Wake::TimedOut);
+        assert!(!has_waiters(5678));
+    }
+}
