@@ -287,9 +287,16 @@ hook! {
                 // The kernel accepted it, so `val` held a timeval; zero means none.
                 // SAFETY: as just said.
                 let tv = unsafe { *val.cast::<libc::timeval>() };
-                let d = std::time::Duration::from_secs(tv.tv_sec as u64)
-                    + std::time::Duration::from_micros(tv.tv_usec as u64);
-                fdtable::set_timeout(fd, which, (!d.is_zero()).then_some(d));
+                let timeout = if tv.tv_sec < 0 {
+                    // Linux (sock_set_timeout) takes a negative timeout as "do not
+                    // wait": the shortest timeout we can record.
+                    Some(std::time::Duration::ZERO)
+                } else {
+                    let d = std::time::Duration::from_secs(tv.tv_sec as u64)
+                        + std::time::Duration::from_micros(tv.tv_usec as u64);
+                    (!d.is_zero()).then_some(d)
+                };
+                fdtable::set_timeout(fd, which, timeout);
             }
         }
         r
