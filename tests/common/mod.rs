@@ -1,0 +1,434 @@
+//! Helpers shared by the integration tests that run programs: the built
+//! `libpatchall.so`, a C compiler, bounded child processes, temp dirs, and the
+//! do-no-harm set of real programs (python3, curl, git, ls) run two ways.
+//!
+//! Each test crate includes this module (`mod common;`) and uses only part of it.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Longest any single child process may run before the test kills it.
+pub const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The repository root (this package's manifest directory).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `<target>/<profile>`: where this test binary's cargo puts `libpatchall.so`
+/// and the `patchall` launcher (the test binary is `<target>/<profile>/deps/*`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/<profile>/deps")
+        .to_owned()
+}
+
+/// Builds `libpatchall.so` with the same cargo, profile and target directory as
+/// this test binary, so under plain `cargo test` it is a no-op or an incremental
+/// build, never a second tree. Cargo releases its build-directory lock before
+/// running tests, so the nested build does not wait on the outer one.
+pub fn preload_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let profile_dir = profile_dir();
+        let target_dir = profile_dir.parent().expect("<target>/<profile>");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("profile directory name");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "patchall-preload",
+            "--manifest-path",
+        ])
+        .arg(root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd.output().expect("run cargo build -p patchall-preload");
+        assert!(
+            out.status.success(),
+            "cargo build -p patchall-preload failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lib = profile_dir.join("libpatchall.so");
+        assert!(lib.is_file(), "{} was not built", lib.display());
+        lib
+    })
+}
+
+/// Compiles the C file `src` into the executable `out` with the system `cc`
+/// (`-std=gnu11 -Wall -pthread`); `extra` follows the source, so it may hold
+/// `-I`, `-D`, `-O` flags as well as `-L`/`-l` libraries. Panics with cc's
+/// output on failure.
+pub fn cc(src: &Path, out: &Path, extra: &[&str]) {
+    let result = Command::new("cc")
+        .args(["-std=gnu11", "-Wall", "-pthread", "-o"])
+        .arg(out)
+        .arg(src)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("cc not found ({e}): these tests need a C compiler"));
+    assert!(
+        result.status.success(),
+        "cc {} {extra:?}: {}",
+        src.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "patchall-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion with stdin from /dev/null, capturing its output,
+/// killing it after `RUN_LIMIT`. `LD_PRELOAD` and `PATCHALL_*` variables
+/// inherited from the test's environment are removed; those `cmd` sets itself
+/// are kept.
+pub fn run(mut cmd: Command) -> Outcome {
+    let explicit: Vec<OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if (name.starts_with("PATCHALL_") || name == "LD_PRELOAD") && !explicit.contains(&key) {
+            cmd.env_remove(&key);
+        }
+    }
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for child") {
+            break s;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {RUN_LIMIT:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Outcome {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// How a do-no-harm test runs a program the second time: under `LD_PRELOAD`,
+/// through `patchall run`, ...
+pub type Wrap<'a> = &'a dyn Fn(Command) -> Command;
+
+/// Runs `make()` plain and `wrap(make())`; asserts identical status, stdout and
+/// stderr; returns the plain outcome.
+pub fn same_outcome(make: impl Fn() -> Command, wrap: Wrap) -> Outcome {
+    let plain = run(make());
+    let wrapped = run(wrap(make()));
+    assert_eq!(
+        plain,
+        wrapped,
+        "the wrapped run differs from the plain one{}",
+        first_difference(&plain.stdout, &wrapped.stdout)
+    );
+    plain
+}
+
+/// A short pointer at the first differing line, for assertion messages.
+pub fn first_difference(want: &str, got: &str) -> String {
+    let (mut w, mut g) = (want.lines(), got.lines());
+    for n in 1.. {
+        match (w.next(), g.next()) {
+            (None, None) => return String::new(),
+            (a, b) if a == b => continue,
+            (a, b) => {
+                return format!(
+                    "\nfirst difference at stdout line {n}:\n  plain/expected: {a:?}\n  got:            {b:?}"
+                );
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// A tool the do-no-harm tests need: missing is a failure, never a silent pass.
+pub fn require(tool: &str) {
+    match Command::new(tool).arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "`{tool} --version` failed ({}): the do-no-harm tests need a working {tool}",
+            out.status
+        ),
+        Err(e) => {
+            panic!("{tool} not found ({e}): the do-no-harm tests need {tool}; install it (CI does)")
+        }
+    }
+}
+
+const PYTHON_SCRIPT: &str = r#"
+import queue, select, socket, subprocess, threading, time
+
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.bind(("127.0.0.1", 0))
+srv.listen(8)
+port = srv.getsockname()[1]
+
+def serve(n):
+    for _ in range(n):
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(3)
+                if not chunk:
+                    break
+                data += chunk
+            conn.sendall(data.upper() * 1000)
+
+results = queue.Queue()
+
+def client(i):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"hello %d\n" % i)
+        got = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        results.put((i, len(got), got[:8].decode()))
+
+server = threading.Thread(target=serve, args=(4,))
+server.start()
+clients = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+for t in clients:
+    t.start()
+for t in clients:
+    t.join()
+server.join()
+print(sorted(results.get() for _ in range(4)))
+
+print(subprocess.run(["echo", "hi"], capture_output=True, text=True).stdout.strip())
+print(subprocess.run("exit 3", shell=True).returncode)
+
+a, b = socket.socketpair()
+b.sendall(b"x")
+print("select", select.select([a], [], [], 5)[0] == [a])
+print("poll", select.poll().poll(0))
+a.settimeout(0.05)
+print("recv", a.recv(1))
+try:
+    a.recv(1)
+except socket.timeout:
+    print("timeout")
+b.close()
+a.settimeout(None)
+print("eof", a.recv(1))
+
+closed = socket.socket()
+closed.bind(("127.0.0.1", 0))
+try:
+    socket.create_connection(closed.getsockname(), timeout=5)
+except ConnectionRefusedError:
+    print("refused")
+
+lock = threading.Lock()
+total = [0]
+def add(n):
+    for _ in range(n):
+        with lock:
+            total[0] += 1
+        time.sleep(0)
+adders = [threading.Thread(target=add, args=(500,)) for _ in range(4)]
+for t in adders:
+    t.start()
+for t in adders:
+    t.join()
+print("total", total[0])
+time.sleep(0.01)
+"#;
+
+/// python3: sockets, threads, subprocess, select/poll, timeouts, a lock.
+pub fn do_no_harm_python(wrap: Wrap) {
+    require("python3");
+    let out = same_outcome(
+        || {
+            let mut c = Command::new("python3");
+            c.args(["-c", PYTHON_SCRIPT]);
+            c
+        },
+        wrap,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "[(0, 8000, 'HELLO 0\\n'), (1, 8000, 'HELLO 1\\n'), (2, 8000, 'HELLO 2\\n'), (3, 8000, 'HELLO 3\\n')]\n\
+         hi\n3\nselect True\npoll []\nrecv b'x'\ntimeout\neof b''\nrefused\ntotal 2000\n"
+    );
+}
+
+/// Serves `count` HTTP requests with a fixed response, then stops.
+pub fn http_server(count: usize) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local addr").port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..count {
+            let (mut conn, _) = listener.accept().expect("accept");
+            conn.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("set timeout");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = "hello from patchall\n".repeat(500);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, server)
+}
+
+/// curl against a local server, and against a closed port (exit 7 both ways).
+pub fn do_no_harm_curl(wrap: Wrap) {
+    require("curl");
+    let (port, server) = http_server(2);
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let out = same_outcome(
+        || {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "-i", "--max-time", "30", &url]);
+            c
+        },
+        wrap,
+    );
+    server.join().expect("server thread");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert_eq!(out.stdout.matches("hello from patchall\n").count(), 500);
+
+    // A refused connection: same exit code (7); the message holds a duration.
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refused_url = format!("http://{}/", closed.local_addr().expect("addr"));
+    drop(closed);
+    let refused = || {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "30", &refused_url]);
+        c
+    };
+    let plain = run(refused()).status;
+    assert_eq!(plain.code(), Some(7), "curl should fail to connect");
+    assert_eq!(run(wrap(refused())).status, plain);
+}
+
+/// `git --version`.
+pub fn do_no_harm_git(wrap: Wrap) {
+    require("git");
+    let out = same_outcome(
+        || {
+            let mut c = Command::new("git");
+            c.arg("--version");
+            c
+        },
+        wrap,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.starts_with("git version "), "{out:?}");
+}
+
+/// `ls -l` of a fixed directory, and of a missing one (exit 2 both ways).
+pub fn do_no_harm_ls(wrap: Wrap) {
+    let dir = TempDir::new("ls");
+    for (name, content) in [("alpha.txt", "a"), ("beta.bin", "bbbb"), ("gamma", "")] {
+        std::fs::write(dir.path().join(name), content).expect("write file");
+    }
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    let ls = |path: PathBuf| {
+        move || {
+            let mut c = Command::new("ls");
+            c.arg("-l").arg(&path).env("LC_ALL", "C").env("TZ", "UTC");
+            c
+        }
+    };
+    let out = same_outcome(ls(dir.path().to_owned()), wrap);
+    assert!(out.status.success(), "{out:?}");
+    let names: Vec<_> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(names, ["alpha.txt", "beta.bin", "gamma", "sub"]);
+
+    let missing = same_outcome(ls(dir.path().join("missing")), wrap);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+}
