@@ -36,7 +36,7 @@ pub struct Config {
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest stack we hand out: a signal handler plus a libc call need this much.
-pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 

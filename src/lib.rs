@@ -27,13 +27,14 @@ mod config;
 mod coroutine;
 mod fdmap;
 mod fdtable;
+pub mod ffi;
 mod generator;
 mod greenlet;
 pub mod hooks;
 mod runtime;
 mod sys;
 
-pub use config::{Config, StackMode, config, parse_bool, parse_size};
+pub use config::{Config, MIN_STACK_SIZE, StackMode, config, parse_bool, parse_size};
 pub use coroutine::{
     Builder, Coroutine, JoinHandle, Result, current, in_coroutine, join_all, run, sleep, spawn,
     yield_now,

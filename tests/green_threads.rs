@@ -2,7 +2,6 @@
 //! Rust program run with `PATCHALL_GREEN_THREADS=1`, and the same programs with
 //! green threads off (and without the preload), which must read the same.
 
-#[allow(dead_code)] // this crate uses only the program helpers
 mod common;
 
 use std::io::Read;
@@ -11,7 +10,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{cargo_build, cc, preload_lib, root};
+use common::{c_program, cargo_build, preload_lib, root};
 
 /// Longest any one program may run before the test kills it.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -95,7 +94,7 @@ fn expected(name: &str) -> String {
 /// Runs a C program in every mode: the same status and the output of its
 /// `.expected` file each time.
 fn same_everywhere(name: &str, code: i32) {
-    let program = cc(name);
+    let program = c_program(name);
     let want = expected(name);
     for mode in ALL {
         let got = run(&program, mode, &[]);
@@ -114,7 +113,7 @@ fn field(out: &Outcome, name: &str) -> i64 {
 
 #[test]
 fn a_thousand_sleeping_threads_share_one_os_thread() {
-    let program = cc("green_sleepers");
+    let program = c_program("green_sleepers");
     let green = run(&program, Mode::Green, &[]);
     assert!(green.status.success(), "{green:?}");
     assert_eq!(field(&green, "finished"), 1000, "{green:?}");
@@ -157,7 +156,7 @@ fn exit_in_a_thread_flushes_stdio_and_runs_atexit_handlers() {
 
 #[test]
 fn start_routines_named_in_patchall_native_threads_stay_native() {
-    let program = cc("green_native_routine");
+    let program = c_program("green_native_routine");
     let own = |mode, env: &[(&str, &str)]| {
         let out = run(&program, mode, env);
         assert!(out.status.success(), "{out:?}");

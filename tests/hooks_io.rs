@@ -1,9 +1,9 @@
 //! read, write, readv, writev on sockets, pipes we created and inherited pipes:
 //! inside a coroutine they park while others run; outside they are the kernel's.
 
-mod common;
+mod data_calls;
 
-use common::{
+use data_calls::{
     BAD_FD, Face, Outcome, check_reader, check_writer, close, in_coroutine, outcome, raw_getfl,
 };
 use libc::{c_int, c_void, iovec};
@@ -171,7 +171,7 @@ fn writev_on_an_inherited_pipe() {
 fn a_write_that_fits_an_inherited_pipe_needs_no_reader() {
     for make in [pipe, inherited_pipe] {
         let (r, w) = make(false);
-        let data = common::pattern(20_000);
+        let data = data_calls::pattern(20_000);
         let expected = data.clone();
         let (n, _) = in_coroutine(move || {
             let n = write(Face::Hooked, w, &data);
@@ -195,7 +195,7 @@ fn our_nonblock_is_hidden_and_inherited_flags_are_untouched() {
         (inherited_pipe, false),
     ] {
         let (r, w) = make(false);
-        let peer = common::after(10, move || common::raw_write_all(w, b"z"));
+        let peer = data_calls::after(10, move || data_calls::raw_write_all(w, b"z"));
         let (got, _) = in_coroutine(move || read(Face::Hooked, r, &mut [0u8; 1]));
         peer.join().unwrap();
         assert_eq!(got, Ok(1));
@@ -225,7 +225,7 @@ unsafe extern "C" {
 #[test]
 fn glibc_aliases_park_too() {
     let (r, w) = socket_pair(false);
-    let peer = common::after(30, move || {
+    let peer = data_calls::after(30, move || {
         // SAFETY: writing from a static buffer through glibc's alias.
         assert_eq!(unsafe { __write(w, b"abcdef".as_ptr().cast(), 6) }, 6);
     });
@@ -245,7 +245,7 @@ fn glibc_aliases_park_too() {
         unsafe { __read(BAD_FD, [0u8; 1].as_mut_ptr().cast(), 1) },
         -1
     );
-    assert_eq!(common::errno(), libc::EBADF);
+    assert_eq!(data_calls::errno(), libc::EBADF);
     close(r);
     close(w);
 }

@@ -3,7 +3,7 @@
 //! call parks while the others run and returns what the blocking call returns;
 //! outside, result and errno are the raw system call's.
 
-mod common;
+mod data_calls;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::ptr::{null, null_mut};
 use std::time::{Duration, Instant};
 
-use common::{
+use data_calls::{
     BAD_FD, Face, Outcome, after, check_reader, check_writer, close, errno, in_coroutine, outcome,
     pattern, raw_getfl, raw_write_all,
 };

@@ -9,7 +9,7 @@
 //! SIGBUS, SIGILL, SIGFPE, SIGTRAP) are left alone: they never interrupt a call,
 //! and our stack-overflow report chains to whoever handled them before.
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use libc::{c_int, sigaction as SigAction, sighandler_t, siginfo_t};
 
@@ -28,6 +28,10 @@ static USER: [UserAction; NSIG] = [const {
         flags: AtomicI32::new(0),
     }
 }; NSIG];
+
+/// Signals `siginterrupt(sig, 1)` was called for: `signal()` installs them
+/// without SA_RESTART, as glibc does.
+static SIGINTR: AtomicU64 = AtomicU64::new(0);
 
 fn wrappable(sig: c_int, handler: sighandler_t) -> bool {
     let faults = [
@@ -76,9 +80,11 @@ hook! {
         // Copy first: `act` and `old` may be the same struct.
         // SAFETY: a non-null `act` points at the caller's sigaction.
         let wanted = (!act.is_null()).then(|| unsafe { *act });
-        let r = match wanted {
-            Some(mut a) if wrappable(sig, a.sa_sigaction) => {
-                let user = &USER[sig as usize];
+        let user = USER.get(sig as usize).filter(|_| sig > 0);
+        // What the user had installed, before this call replaces it.
+        let before = user.map(|u| (u.handler.load(Ordering::Acquire), u.flags.load(Ordering::Acquire)));
+        let r = match (wanted, user) {
+            (Some(mut a), Some(user)) if wrappable(sig, a.sa_sigaction) => {
                 user.handler.store(a.sa_sigaction, Ordering::Release);
                 user.flags.store(a.sa_flags, Ordering::Release);
                 a.sa_sigaction = trampoline_addr();
@@ -86,16 +92,28 @@ hook! {
                 // SAFETY: forwarding the caller's request with our handler in it.
                 unsafe { real(sig, &a, old) }
             }
+            (Some(_), Some(user)) => {
+                // SAFETY: forwarding the caller's arguments.
+                let r = unsafe { real(sig, act, old) };
+                if r == 0 {
+                    user.handler.store(0, Ordering::Release);
+                }
+                r
+            }
             // SAFETY: forwarding the caller's arguments.
             _ => unsafe { real(sig, act, old) },
         };
-        if r == 0 && !old.is_null() {
+        if let (0, false, Some((handler, flags))) = (r, old.is_null(), before) {
             // SAFETY: on success the kernel filled `old`.
             let prev = unsafe { &mut *old };
+            let ours = libc::SA_SIGINFO | libc::SA_RESTART;
             if prev.sa_sigaction == trampoline_addr() {
-                let user = &USER[sig as usize];
-                prev.sa_sigaction = user.handler.load(Ordering::Acquire);
-                prev.sa_flags = user.flags.load(Ordering::Acquire) | (prev.sa_flags & !(libc::SA_SIGINFO | libc::SA_RESTART));
+                prev.sa_sigaction = handler;
+                prev.sa_flags = flags | (prev.sa_flags & !ours);
+            } else if handler != 0 && prev.sa_sigaction == libc::SIG_DFL && prev.sa_flags & libc::SA_RESETHAND != 0 {
+                // A one-shot handler of ours was reset by its delivery: the kernel
+                // kept the flags we installed, SA_SIGINFO included.
+                prev.sa_flags = flags | (prev.sa_flags & !ours);
             }
         }
         r
@@ -128,14 +146,20 @@ fn install(sig: c_int, handler: sighandler_t, flags: c_int) -> sighandler_t {
     old.sa_sigaction
 }
 
-/// `signal(2)`: glibc's BSD semantics (SA_RESTART), which glibc implements with
-/// an internal call our `sigaction` would never see.
+/// `signal(2)`: glibc's BSD semantics (SA_RESTART unless `siginterrupt` asked
+/// otherwise), which glibc implements with an internal call our `sigaction` would
+/// never see.
 ///
 /// # Safety
 /// As the C function: `handler` is SIG_DFL, SIG_IGN or a valid handler.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn signal(sig: c_int, handler: sighandler_t) -> sighandler_t {
-    install(sig, handler, libc::SA_RESTART)
+    let interrupting = (1..64).contains(&sig) && SIGINTR.load(Ordering::Acquire) & (1 << sig) != 0;
+    install(
+        sig,
+        handler,
+        if interrupting { 0 } else { libc::SA_RESTART },
+    )
 }
 
 alias! {
@@ -164,6 +188,14 @@ hook! {
         // SAFETY: forwarding the caller's arguments.
         let r = unsafe { real(sig, flag) };
         if r == 0 {
+            // glibc remembers the choice for later `signal()` calls.
+            if (1..64).contains(&sig) {
+                if flag != 0 {
+                    SIGINTR.fetch_or(1 << sig, Ordering::AcqRel);
+                } else {
+                    SIGINTR.fetch_and(!(1 << sig), Ordering::AcqRel);
+                }
+            }
             if let Some(user) = USER.get(sig as usize) {
                 if flag != 0 {
                     user.flags.fetch_and(!libc::SA_RESTART, Ordering::AcqRel);

@@ -1,315 +1,35 @@
-//! Shared by the hook tests: a ticker that proves a coroutine parked instead of
-//! blocking its thread, both faces of a data call (through our hook, or the raw
-//! system call that bypasses it), and the scenarios every data call must pass.
+//! Helpers shared by the integration tests that run programs: the built
+//! `libpatchall.so`, a C compiler, bounded child processes, temp dirs, and the
+//! do-no-harm set of real programs (python3, curl, git, ls) run two ways.
+//!
+//! Each test crate includes this module (`mod common;`) and uses only part of it.
+#![allow(dead_code)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::time::Duration;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-/// A call's result as the kernel reports it: a count, or errno.
-pub type Outcome = Result<usize, i32>;
-
-pub fn outcome(r: isize) -> Outcome {
-    if r < 0 { Err(errno()) } else { Ok(r as usize) }
-}
-
-pub fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// Which way a call is made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Face {
-    /// Through libc's name, hence through our hook.
-    Hooked,
-    /// `syscall(SYS_…)`, which no hook sees: the kernel's own answer.
-    Raw,
-}
-
-/// A data call that fills a buffer from an fd (read, readv, recv…).
-pub type ReadFn = fn(Face, i32, &mut [u8]) -> Outcome;
-/// A data call that writes a buffer to an fd (write, writev, send…).
-pub type WriteFn = fn(Face, i32, &[u8]) -> Outcome;
-/// Makes a connected (reader, writer) pair; `nonblocking` as the user's wish.
-pub type PairFn = fn(nonblocking: bool) -> (i32, i32);
-
-/// Runs `call` in a coroutine while a ticker coroutine on the same thread counts.
-/// Returns the call's value and how many ticks happened while it ran: zero means
-/// the call blocked the thread instead of parking.
-pub fn in_coroutine<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> (T, usize) {
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (t, s) = (ticks.clone(), stop.clone());
-    let ticker = patchall::spawn(move || {
-        while !s.load(SeqCst) {
-            t.fetch_add(1, SeqCst);
-            patchall::sleep(Duration::from_millis(1));
-        }
-    })
-    .unwrap();
-    let t = ticks.clone();
-    let worker = patchall::spawn(move || {
-        let before = t.load(SeqCst);
-        let value = call();
-        (value, t.load(SeqCst) - before)
-    })
-    .unwrap();
-    let result = worker.join();
-    stop.store(true, SeqCst);
-    ticker.join().unwrap();
-    result.unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-/// Runs `f` on a plain thread after `ms` milliseconds.
-pub fn after(ms: u64, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(ms));
-        f();
-    })
-}
-
-pub fn close(fd: i32) {
-    // SAFETY: closing an fd the test owns.
-    unsafe { libc::close(fd) };
-}
-
-/// The file status flags as the kernel has them (the hooks may hide O_NONBLOCK).
-pub fn raw_getfl(fd: i32) -> i32 {
-    // SAFETY: a raw fcntl system call that only reads the fd's flags.
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) as i32 }
-}
-
-/// A number that is never an open fd here (above RLIMIT_NOFILE, 20,000), so no
-/// test running in parallel can make it valid.
-pub const BAD_FD: i32 = 999_999;
-
-/// A byte pattern whose period (251) never lines up with buffer sizes, so a
-/// lost, repeated or reordered chunk shows.
-pub fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-/// Writes everything with the raw system call (a peer that no hook touches).
-pub fn raw_write_all(fd: i32, mut data: &[u8]) {
-    while !data.is_empty() {
-        // SAFETY: the pointer and length describe the live slice.
-        let n = unsafe { libc::syscall(libc::SYS_write, fd, data.as_ptr(), data.len()) };
-        assert!(n > 0, "peer write failed: {}", errno());
-        data = &data[n as usize..];
-    }
-}
-
-/// Fills a non-blocking fd until the kernel says EAGAIN.
-pub fn fill(fd: i32) {
-    let chunk = [0u8; 65536];
-    loop {
-        // SAFETY: writing from a local buffer.
-        let n = unsafe { libc::syscall(libc::SYS_write, fd, chunk.as_ptr(), chunk.len()) };
-        if n < 0 {
-            assert_eq!(errno(), libc::EAGAIN);
-            return;
-        }
-    }
-}
-
-/// Every scenario a reading call must pass, on pairs made by `pair`.
-pub fn check_reader(name: &str, read: ReadFn, pair: PairFn) {
-    // Inside: parks until data arrives, other coroutines run meanwhile.
-    let (r, w) = pair(false);
-    let peer = after(30, move || raw_write_all(w, b"hello"));
-    let ((got, buf), ticks) = in_coroutine(move || {
-        let mut buf = [0u8; 16];
-        (read(Face::Hooked, r, &mut buf), buf)
-    });
-    peer.join().unwrap();
-    assert_eq!(got, Ok(5), "{name}: data");
-    assert_eq!(&buf[..5], b"hello", "{name}: bytes");
-    assert!(
-        ticks > 0,
-        "{name}: the thread blocked while waiting for data"
-    );
-
-    // Inside: a second call finds what is left without waiting for a new edge.
-    raw_write_all(w, b"0123456789");
-    let ((a, b), _) = in_coroutine(move || {
-        let mut x = [0u8; 4];
-        let mut y = [0u8; 16];
-        let a = read(Face::Hooked, r, &mut x).map(|n| x[..n].to_vec());
-        let b = read(Face::Hooked, r, &mut y).map(|n| y[..n].to_vec());
-        (a, b)
-    });
-    assert_eq!(a, Ok(b"0123".to_vec()), "{name}: first part");
-    assert_eq!(b, Ok(b"456789".to_vec()), "{name}: the rest, already there");
-
-    // Inside: parks until the peer closes, then end of file.
-    let peer = after(30, move || close(w));
-    let (got, ticks) = in_coroutine(move || read(Face::Hooked, r, &mut [0u8; 16]));
-    peer.join().unwrap();
-    assert_eq!(got, Ok(0), "{name}: end of file");
-    assert!(
-        ticks > 0,
-        "{name}: the thread blocked while waiting for EOF"
-    );
-    // Outside, at EOF: as the kernel.
-    assert_eq!(
-        read(Face::Hooked, r, &mut [0u8; 16]),
-        read(Face::Raw, r, &mut [0u8; 16]),
-        "{name}: EOF outside"
-    );
-    close(r);
-
-    // EBADF, both faces.
-    let bad = BAD_FD;
-    let (inside, _) = in_coroutine(move || read(Face::Hooked, bad, &mut [0u8; 4]));
-    assert_eq!(inside, Err(libc::EBADF), "{name}: EBADF inside");
-    assert_eq!(read(Face::Hooked, bad, &mut [0u8; 4]), Err(libc::EBADF));
-    assert_eq!(read(Face::Raw, bad, &mut [0u8; 4]), Err(libc::EBADF));
-
-    // The user's non-blocking fd: EAGAIN at once, inside as outside.
-    let (r, w) = pair(true);
-    let (inside, _) = in_coroutine(move || read(Face::Hooked, r, &mut [0u8; 4]));
-    assert_eq!(
-        inside,
-        Err(libc::EAGAIN),
-        "{name}: the user's O_NONBLOCK inside"
-    );
-    assert_eq!(read(Face::Hooked, r, &mut [0u8; 4]), Err(libc::EAGAIN));
-    assert_eq!(read(Face::Raw, r, &mut [0u8; 4]), Err(libc::EAGAIN));
-    close(r);
-    close(w);
-
-    // Outside with data ready: the same bytes and count as the raw call.
-    let (r, w) = pair(false);
-    raw_write_all(w, b"abcdefgh");
-    let mut hooked = [0u8; 5];
-    let mut raw = [0u8; 5];
-    assert_eq!(read(Face::Hooked, r, &mut hooked), Ok(5), "{name}: outside");
-    assert_eq!(read(Face::Raw, r, &mut raw), Ok(3), "{name}: raw rest");
-    assert_eq!((&hooked, &raw[..3]), (b"abcde", &b"fgh"[..]));
-
-    // An fd a coroutine used (we may have made it non-blocking) still blocks a
-    // plain thread until data comes, never EAGAIN.
-    let ((), _) = in_coroutine(move || {
-        let peer = after(10, move || raw_write_all(w, b"x"));
-        assert_eq!(read(Face::Hooked, r, &mut [0u8; 1]), Ok(1));
-        peer.join().unwrap();
-    });
-    let peer = after(50, move || raw_write_all(w, b"late"));
-    let mut buf = [0u8; 8];
-    assert_eq!(
-        read(Face::Hooked, r, &mut buf),
-        Ok(4),
-        "{name}: plain thread"
-    );
-    assert_eq!(&buf[..4], b"late");
-    peer.join().unwrap();
-    close(r);
-    close(w);
-}
-
-/// Reads everything until EOF with the raw system call, slowly.
-fn slow_drain(fd: i32) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        // SAFETY: reading into a local buffer.
-        let n = unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) };
-        assert!(n >= 0, "drain failed: {}", errno());
-        if n == 0 {
-            return got;
-        }
-        got.extend_from_slice(&buf[..n as usize]);
-        std::thread::sleep(Duration::from_micros(300));
-    }
-}
-
-/// Every scenario a writing call must pass, on pairs made by `pair`.
-pub fn check_writer(name: &str, write: WriteFn, pair: PairFn) {
-    // Inside: a large write to a slow reader parks as often as needed and
-    // completes with every byte in order while other coroutines run.
-    const BIG: usize = 8 << 20;
-    let (r, w) = pair(false);
-    let reader = std::thread::spawn(move || slow_drain(r));
-    let (sent, ticks) = in_coroutine(move || write(Face::Hooked, w, &pattern(BIG)));
-    close(w);
-    let got = reader.join().unwrap();
-    assert_eq!(sent, Ok(BIG), "{name}: large write");
-    assert!(
-        got == pattern(BIG),
-        "{name}: {} bytes arrived, not in order",
-        got.len()
-    );
-    assert!(
-        ticks > 0,
-        "{name}: the thread blocked during the large write"
-    );
-    close(r);
-
-    // EPIPE once the reader is gone, both faces (SIGPIPE is ignored here).
-    // SAFETY: ignoring SIGPIPE, as Rust programs do, so EPIPE is reported.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let (r, w) = pair(false);
-    close(r);
-    let (inside, _) = in_coroutine(move || write(Face::Hooked, w, b"x"));
-    assert_eq!(inside, Err(libc::EPIPE), "{name}: EPIPE inside");
-    assert_eq!(write(Face::Hooked, w, b"x"), Err(libc::EPIPE));
-    assert_eq!(write(Face::Raw, w, b"x"), Err(libc::EPIPE));
-    close(w);
-
-    // EBADF, both faces.
-    let bad = BAD_FD;
-    let (inside, _) = in_coroutine(move || write(Face::Hooked, bad, b"x"));
-    assert_eq!(inside, Err(libc::EBADF), "{name}: EBADF inside");
-    assert_eq!(write(Face::Hooked, bad, b"x"), Err(libc::EBADF));
-    assert_eq!(write(Face::Raw, bad, b"x"), Err(libc::EBADF));
-
-    // The user's non-blocking fd, full: EAGAIN at once, inside as outside.
-    let (r, w) = pair(true);
-    fill(w);
-    let (inside, _) = in_coroutine(move || write(Face::Hooked, w, b"x"));
-    assert_eq!(
-        inside,
-        Err(libc::EAGAIN),
-        "{name}: the user's O_NONBLOCK inside"
-    );
-    assert_eq!(write(Face::Hooked, w, b"x"), Err(libc::EAGAIN));
-    assert_eq!(write(Face::Raw, w, b"x"), Err(libc::EAGAIN));
-    close(r);
-    close(w);
-
-    // Outside, small writes: the same count as the raw call, bytes in order.
-    let (r, w) = pair(false);
-    assert_eq!(write(Face::Hooked, w, b"abc"), Ok(3), "{name}: outside");
-    assert_eq!(write(Face::Raw, w, b"def"), Ok(3));
-    let mut buf = [0u8; 6];
-    // SAFETY: reading into a local buffer.
-    let n = unsafe { libc::syscall(libc::SYS_read, r, buf.as_mut_ptr(), 6) };
-    assert_eq!((n, &buf), (6, b"abcdef"));
-
-    // Used by a coroutine, then a plain thread's large write still completes
-    // (it blocks as the user expects instead of failing with EAGAIN).
-    let ((), _) = in_coroutine(move || assert_eq!(write(Face::Hooked, w, b"x"), Ok(1)));
-    let reader = std::thread::spawn(move || slow_drain(r));
-    let data = pattern(1 << 20);
-    assert_eq!(
-        write(Face::Hooked, w, &data),
-        Ok(data.len()),
-        "{name}: plain thread"
-    );
-    close(w);
-    let got = reader.join().unwrap();
-    assert_eq!(got.len(), data.len() + 1);
-    assert!(
-        got[0] == b'x' && got[1..] == data[..],
-        "{name}: plain thread bytes"
-    );
-    close(r);
-}
+/// Longest any single child process may run before the test kills it.
+pub const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// The repository root (this package's manifest directory).
-#[allow(dead_code)] // used by the build helpers below only
-pub fn root() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `<target>/<profile>`: where this test binary's cargo puts `libpatchall.so`
+/// and the `patchall` launcher (the test binary is `<target>/<profile>/deps/*`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/<profile>/deps")
+        .to_owned()
 }
 
 /// Runs `cargo build <args>` with the cargo, profile and target directory of
@@ -317,20 +37,15 @@ pub fn root() -> &'static std::path::Path {
 /// `cargo test` it is a no-op or an incremental build, never a second tree
 /// (cargo releases its build lock before running tests). Returns
 /// `<target>/<profile>`.
-#[allow(dead_code)] // not every test crate that includes this module builds
-pub fn cargo_build(args: &[&str]) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("test binary lives in <target>/<profile>/deps");
+pub fn cargo_build(args: &[&str]) -> PathBuf {
+    let profile_dir = profile_dir();
     let target_dir = profile_dir.parent().expect("<target>/<profile>");
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
         .expect("profile directory name");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut cmd = std::process::Command::new(cargo);
+    let mut cmd = Command::new(cargo);
     cmd.arg("build")
         .arg("--quiet")
         .args(args)
@@ -353,13 +68,12 @@ pub fn cargo_build(args: &[&str]) -> std::path::PathBuf {
         "cargo build {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    profile_dir.to_path_buf()
+    profile_dir
 }
 
 /// `libpatchall.so`, built once per test process (see `cargo_build`).
-#[allow(dead_code)] // not every test crate that includes this module preloads
-pub fn preload_lib() -> &'static std::path::Path {
-    static LIB: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+pub fn preload_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         let lib = cargo_build(&["-p", "patchall-preload"]).join("libpatchall.so");
         assert!(lib.is_file(), "{} was not built", lib.display());
@@ -367,24 +81,371 @@ pub fn preload_lib() -> &'static std::path::Path {
     })
 }
 
-/// Compiles `tests/c/<name>.c` (warnings are errors) into this test's
-/// temporary directory and returns the program. `$CC`, else `cc`.
-#[allow(dead_code)] // not every test crate that includes this module compiles C
-pub fn cc(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
-    std::fs::create_dir_all(&dir).expect("create the C output directory");
-    let out = dir.join(name);
-    let compiler = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let result = std::process::Command::new(compiler)
-        .args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
-        .arg(&out)
-        .arg(root().join("tests/c").join(format!("{name}.c")))
+/// Compiles the C file `src` into the executable `out` with the system `cc`
+/// (`-std=gnu11 -Wall -pthread`); `extra` follows the source, so it may hold
+/// `-I`, `-D`, `-O` flags as well as `-L`/`-l` libraries. Panics with cc's
+/// output on failure.
+pub fn cc(src: &Path, out: &Path, extra: &[&str]) {
+    let result = Command::new("cc")
+        .args(["-std=gnu11", "-Wall", "-pthread", "-o"])
+        .arg(out)
+        .arg(src)
+        .args(extra)
         .output()
-        .expect("run the C compiler");
+        .unwrap_or_else(|e| panic!("cc not found ({e}): these tests need a C compiler"));
     assert!(
         result.status.success(),
-        "compiling {name}.c failed:\n{}",
+        "cc {} {extra:?}: {}",
+        src.display(),
         String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "patchall-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion with stdin from /dev/null, capturing its output,
+/// killing it after `RUN_LIMIT`. `LD_PRELOAD` and `PATCHALL_*` variables
+/// inherited from the test's environment are removed; those `cmd` sets itself
+/// are kept.
+pub fn run(mut cmd: Command) -> Outcome {
+    let explicit: Vec<OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if (name.starts_with("PATCHALL_") || name == "LD_PRELOAD") && !explicit.contains(&key) {
+            cmd.env_remove(&key);
+        }
+    }
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for child") {
+            break s;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {RUN_LIMIT:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Outcome {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// How a do-no-harm test runs a program the second time: under `LD_PRELOAD`,
+/// through `patchall run`, ...
+pub type Wrap<'a> = &'a dyn Fn(Command) -> Command;
+
+/// Runs `make()` plain and `wrap(make())`; asserts identical status, stdout and
+/// stderr; returns the plain outcome.
+pub fn same_outcome(make: impl Fn() -> Command, wrap: Wrap) -> Outcome {
+    let plain = run(make());
+    let wrapped = run(wrap(make()));
+    assert_eq!(
+        plain,
+        wrapped,
+        "the wrapped run differs from the plain one{}",
+        first_difference(&plain.stdout, &wrapped.stdout)
+    );
+    plain
+}
+
+/// A short pointer at the first differing line, for assertion messages.
+pub fn first_difference(want: &str, got: &str) -> String {
+    let (mut w, mut g) = (want.lines(), got.lines());
+    for n in 1.. {
+        match (w.next(), g.next()) {
+            (None, None) => return String::new(),
+            (a, b) if a == b => continue,
+            (a, b) => {
+                return format!(
+                    "\nfirst difference at stdout line {n}:\n  plain/expected: {a:?}\n  got:            {b:?}"
+                );
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// A tool the do-no-harm tests need: missing is a failure, never a silent pass.
+pub fn require(tool: &str) {
+    match Command::new(tool).arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "`{tool} --version` failed ({}): the do-no-harm tests need a working {tool}",
+            out.status
+        ),
+        Err(e) => {
+            panic!("{tool} not found ({e}): the do-no-harm tests need {tool}; install it (CI does)")
+        }
+    }
+}
+
+const PYTHON_SCRIPT: &str = r#"
+import queue, select, socket, subprocess, threading, time
+
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.bind(("127.0.0.1", 0))
+srv.listen(8)
+port = srv.getsockname()[1]
+
+def serve(n):
+    for _ in range(n):
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(3)
+                if not chunk:
+                    break
+                data += chunk
+            conn.sendall(data.upper() * 1000)
+
+results = queue.Queue()
+
+def client(i):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"hello %d\n" % i)
+        got = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        results.put((i, len(got), got[:8].decode()))
+
+server = threading.Thread(target=serve, args=(4,))
+server.start()
+clients = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+for t in clients:
+    t.start()
+for t in clients:
+    t.join()
+server.join()
+print(sorted(results.get() for _ in range(4)))
+
+print(subprocess.run(["echo", "hi"], capture_output=True, text=True).stdout.strip())
+print(subprocess.run("exit 3", shell=True).returncode)
+
+a, b = socket.socketpair()
+b.sendall(b"x")
+print("select", select.select([a], [], [], 5)[0] == [a])
+print("poll", select.poll().poll(0))
+a.settimeout(0.05)
+print("recv", a.recv(1))
+try:
+    a.recv(1)
+except socket.timeout:
+    print("timeout")
+b.close()
+a.settimeout(None)
+print("eof", a.recv(1))
+
+closed = socket.socket()
+closed.bind(("127.0.0.1", 0))
+try:
+    socket.create_connection(closed.getsockname(), timeout=5)
+except ConnectionRefusedError:
+    print("refused")
+
+lock = threading.Lock()
+total = [0]
+def add(n):
+    for _ in range(n):
+        with lock:
+            total[0] += 1
+        time.sleep(0)
+adders = [threading.Thread(target=add, args=(500,)) for _ in range(4)]
+for t in adders:
+    t.start()
+for t in adders:
+    t.join()
+print("total", total[0])
+time.sleep(0.01)
+"#;
+
+/// python3: sockets, threads, subprocess, select/poll, timeouts, a lock.
+pub fn do_no_harm_python(wrap: Wrap) {
+    require("python3");
+    let out = same_outcome(
+        || {
+            let mut c = Command::new("python3");
+            c.args(["-c", PYTHON_SCRIPT]);
+            c
+        },
+        wrap,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "[(0, 8000, 'HELLO 0\\n'), (1, 8000, 'HELLO 1\\n'), (2, 8000, 'HELLO 2\\n'), (3, 8000, 'HELLO 3\\n')]\n\
+         hi\n3\nselect True\npoll []\nrecv b'x'\ntimeout\neof b''\nrefused\ntotal 2000\n"
+    );
+}
+
+/// Serves `count` HTTP requests with a fixed response, then stops.
+pub fn http_server(count: usize) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local addr").port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..count {
+            let (mut conn, _) = listener.accept().expect("accept");
+            conn.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("set timeout");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = "hello from patchall\n".repeat(500);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, server)
+}
+
+/// curl against a local server, and against a closed port (exit 7 both ways).
+pub fn do_no_harm_curl(wrap: Wrap) {
+    require("curl");
+    let (port, server) = http_server(2);
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let out = same_outcome(
+        || {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "-i", "--max-time", "30", &url]);
+            c
+        },
+        wrap,
+    );
+    server.join().expect("server thread");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert_eq!(out.stdout.matches("hello from patchall\n").count(), 500);
+
+    // A refused connection: same exit code (7); the message holds a duration.
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refused_url = format!("http://{}/", closed.local_addr().expect("addr"));
+    drop(closed);
+    let refused = || {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "30", &refused_url]);
+        c
+    };
+    let plain = run(refused()).status;
+    assert_eq!(plain.code(), Some(7), "curl should fail to connect");
+    assert_eq!(run(wrap(refused())).status, plain);
+}
+
+/// `git --version`.
+pub fn do_no_harm_git(wrap: Wrap) {
+    require("git");
+    let out = same_outcome(
+        || {
+            let mut c = Command::new("git");
+            c.arg("--version");
+            c
+        },
+        wrap,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.starts_with("git version "), "{out:?}");
+}
+
+/// `ls -l` of a fixed directory, and of a missing one (exit 2 both ways).
+pub fn do_no_harm_ls(wrap: Wrap) {
+    let dir = TempDir::new("ls");
+    for (name, content) in [("alpha.txt", "a"), ("beta.bin", "bbbb"), ("gamma", "")] {
+        std::fs::write(dir.path().join(name), content).expect("write file");
+    }
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    let ls = |path: PathBuf| {
+        move || {
+            let mut c = Command::new("ls");
+            c.arg("-l").arg(&path).env("LC_ALL", "C").env("TZ", "UTC");
+            c
+        }
+    };
+    let out = same_outcome(ls(dir.path().to_owned()), wrap);
+    assert!(out.status.success(), "{out:?}");
+    let names: Vec<_> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(names, ["alpha.txt", "beta.bin", "gamma", "sub"]);
+
+    let missing = same_outcome(ls(dir.path().join("missing")), wrap);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+}
+
+/// Compiles `tests/c/<name>.c` (warnings are errors) into this test's temporary
+/// directory and returns the program.
+pub fn c_program(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
+    std::fs::create_dir_all(&dir).expect("create the C output directory");
+    let out = dir.join(name);
+    cc(
+        &root().join("tests/c").join(format!("{name}.c")),
+        &out,
+        &["-O2", "-g", "-Wextra", "-Werror"],
     );
     out
 }

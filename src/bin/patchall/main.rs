@@ -1,0 +1,493 @@
+//! `patchall run [OPTIONS] [--] CMD [ARGS...]`: runs an unmodified, dynamically
+//! linked program with `libpatchall.so` preloaded.
+//!
+//! `main` is the C entry point (`#![no_main]`): std's runtime would set SIGPIPE to
+//! "ignore" before `main` (and reopen closed standard fds), and the command would
+//! inherit that. A launcher passes its parent's process state through untouched,
+//! then `exec`s, so the command's exit status is patchall's.
+
+#![no_main]
+
+mod elf;
+
+use std::ffi::{CString, OsStr, OsString, c_char, c_int};
+use std::fs::{self, Metadata};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use elf::{Elf, Image};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const HELP: &str = "\
+patchall: monkey.patch_all for native code. Blocking calls (read, recv, connect,
+accept, sleep, poll...) of an unmodified, dynamically linked program become
+cooperative inside patchall coroutines.
+
+Usage:
+  patchall run [OPTIONS] [--] CMD [ARGS...]
+  patchall --help | --version
+
+`run` finds CMD as execvp does (through PATH unless it contains a slash),
+prepends libpatchall.so to LD_PRELOAD (keeping existing entries), sets the
+PATCHALL_* variables the options ask for and executes CMD in place of itself.
+
+Options:
+  --green-threads          pthread_create starts a coroutine, main runs as one
+                           (PATCHALL_GREEN_THREADS=1)
+  --stack-size N           coroutine stack size: 262144, 256k, 1M... (at least 16k)
+                           (PATCHALL_STACK_SIZE)
+  --stacks guarded|dense   guard gap per stack, or packed stacks with a canary
+                           (PATCHALL_STACKS)
+  -h, --help               this text
+  -V, --version            patchall's version
+
+Environment:
+  PATCHALL_LIB   the library to preload; default: libpatchall.so in this
+                 executable's directory, then in ../lib next to it
+
+Exit status:
+  CMD's own status once it runs, or:
+  2    usage error
+  125  libpatchall.so not found or unusable
+  126  CMD cannot run under patchall: statically linked, set-user-ID or
+       set-group-ID (or with file capabilities), a different ELF class or
+       machine than libpatchall.so, or not executable
+  127  CMD not found
+";
+
+/// patchall's own exit statuses, as `env`, `nice` and `timeout` use them.
+mod status {
+    use std::ffi::c_int;
+
+    pub const USAGE: c_int = 2;
+    pub const LIBRARY: c_int = 125;
+    pub const CANNOT_RUN: c_int = 126;
+    pub const NOT_FOUND: c_int = 127;
+}
+
+/// Why patchall stops before the command runs: an exit status and a message.
+struct Failure {
+    status: c_int,
+    message: String,
+}
+
+fn fail<T>(status: c_int, message: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure {
+        status,
+        message: message.into(),
+    })
+}
+
+/// The process entry point (see the module comment).
+#[unsafe(no_mangle)]
+pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match cli(&args) {
+        Ok(()) => 0,
+        Err(failure) => {
+            // Nothing sensible is left to do if stderr is gone.
+            let _ = writeln!(io::stderr(), "patchall: {}", failure.message);
+            failure.status
+        }
+    }
+}
+
+fn cli(args: &[OsString]) -> Result<(), Failure> {
+    match args.first().map(|a| a.as_bytes()) {
+        None => fail(status::USAGE, "no command given; try `patchall --help`"),
+        Some(b"-h" | b"--help" | b"help") => print(HELP),
+        Some(b"-V" | b"--version") => print(&format!("patchall {VERSION}\n")),
+        Some(b"run") => match parse_run(&args[1..])? {
+            Some(run) => launch(run),
+            None => print(HELP),
+        },
+        Some(_) => fail(
+            status::USAGE,
+            format!(
+                "unknown command `{}`; try `patchall --help`",
+                args[0].to_string_lossy()
+            ),
+        ),
+    }
+}
+
+/// Writes to stdout; a closed or full pipe is the reader's choice, not an error.
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    Ok(())
+}
+
+/// What `patchall run` was asked to do.
+struct Run {
+    green_threads: bool,
+    stack_size: Option<usize>,
+    stacks: Option<&'static str>,
+    /// CMD and its arguments, as given.
+    command: Vec<OsString>,
+}
+
+/// Parses `run`'s options; None when help was asked for.
+fn parse_run(args: &[OsString]) -> Result<Option<Run>, Failure> {
+    let mut run = Run {
+        green_threads: false,
+        stack_size: None,
+        stacks: None,
+        command: Vec::new(),
+    };
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let bytes = arg.as_bytes();
+        if bytes == b"--" {
+            run.command = rest.cloned().collect();
+            break;
+        }
+        if !bytes.starts_with(b"-") || bytes == b"-" {
+            run.command = std::iter::once(arg).chain(rest).cloned().collect();
+            break;
+        }
+        let text = arg.to_string_lossy();
+        let (name, inline) = match text.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (&*text, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| rest.next().map(|v| v.to_string_lossy().into_owned()))
+                .map_or_else(|| fail(status::USAGE, format!("{name} needs a value")), Ok)
+        };
+        match name {
+            "--green-threads" if inline.is_none() => run.green_threads = true,
+            "--stack-size" => {
+                let given = value()?;
+                let size = patchall::parse_size(&given)
+                    .filter(|&n| n >= patchall::MIN_STACK_SIZE)
+                    .map_or_else(
+                        || {
+                            fail(
+                                status::USAGE,
+                                format!(
+                                    "--stack-size {given}: expected a size of at least {} \
+                                     bytes, such as 65536, 64k or 1M",
+                                    patchall::MIN_STACK_SIZE
+                                ),
+                            )
+                        },
+                        Ok,
+                    )?;
+                run.stack_size = Some(size);
+            }
+            "--stacks" => {
+                run.stacks = Some(match value()?.as_str() {
+                    "guarded" => "guarded",
+                    "dense" => "dense",
+                    other => {
+                        return fail(
+                            status::USAGE,
+                            format!("--stacks {other}: expected `guarded` or `dense`"),
+                        );
+                    }
+                });
+            }
+            "-h" | "--help" => return Ok(None),
+            _ => {
+                return fail(
+                    status::USAGE,
+                    format!("unknown option `{text}`; try `patchall --help`"),
+                );
+            }
+        }
+    }
+    if run.command.is_empty() {
+        return fail(
+            status::USAGE,
+            "no command given: `patchall run [OPTIONS] -- CMD [ARGS...]`",
+        );
+    }
+    Ok(Some(run))
+}
+
+/// Executes the command with the library preloaded; returns only on failure.
+fn launch(run: Run) -> Result<(), Failure> {
+    let given = &run.command[0];
+    let path = resolve(given)?;
+    let (lib, lib_elf) = find_library()?;
+    check_preloadable(&path, &lib, &lib_elf)?;
+
+    let mut preload = lib.into_os_string();
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(existing);
+    }
+    let mut cmd = Command::new(&path);
+    cmd.arg0(given)
+        .args(&run.command[1..])
+        .env("LD_PRELOAD", preload);
+    if run.green_threads {
+        cmd.env("PATCHALL_GREEN_THREADS", "1");
+    }
+    if let Some(size) = run.stack_size {
+        cmd.env("PATCHALL_STACK_SIZE", size.to_string());
+    }
+    if let Some(stacks) = run.stacks {
+        cmd.env("PATCHALL_STACKS", stacks);
+    }
+    let sigpipe = Sigpipe::capture();
+    // SAFETY: the closure runs in this process just before execve (exec, no fork)
+    // and only calls sigaction with the value captured above.
+    unsafe {
+        cmd.pre_exec(move || {
+            sigpipe.restore();
+            Ok(())
+        });
+    }
+    let err = cmd.exec();
+    let status = match err.kind() {
+        io::ErrorKind::NotFound => status::NOT_FOUND,
+        _ => status::CANNOT_RUN,
+    };
+    fail(status, format!("cannot run {}: {err}", path.display()))
+}
+
+/// Finds the file `execvp` would run for `name`: itself if it contains a slash,
+/// else the first executable regular file `DIR/name` along PATH.
+fn resolve(name: &OsStr) -> Result<PathBuf, Failure> {
+    let shown = name.to_string_lossy();
+    if name.is_empty() {
+        return fail(status::NOT_FOUND, "the command name is empty");
+    }
+    if name.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(name);
+        return match fs::metadata(&path) {
+            Ok(_) => Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fail(status::NOT_FOUND, format!("{shown}: no such file"))
+            }
+            Err(e) => fail(status::CANNOT_RUN, format!("{shown}: {e}")),
+        };
+    }
+    // glibc's execvp uses this when PATH is unset.
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    let mut denied = None;
+    for dir in search.as_bytes().split(|&b| b == b':') {
+        // An empty entry means the current directory, as in execvp.
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(name);
+        if !fs::metadata(&candidate).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        if executable(&candidate) {
+            return Ok(candidate);
+        }
+        denied.get_or_insert(candidate);
+    }
+    match denied {
+        Some(path) => fail(
+            status::CANNOT_RUN,
+            format!("{}: permission denied", path.display()),
+        ),
+        None => fail(status::NOT_FOUND, format!("{shown}: command not found")),
+    }
+}
+
+fn c_path(path: &Path) -> Option<CString> {
+    CString::new(path.as_os_str().as_bytes()).ok()
+}
+
+/// May this process execute `path` (effective ids, as `execve` checks)?
+fn executable(path: &Path) -> bool {
+    c_path(path).is_some_and(|p| {
+        // SAFETY: `p` is a NUL-terminated path; faccessat only reads it.
+        unsafe { libc::faccessat(libc::AT_FDCWD, p.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0 }
+    })
+}
+
+/// The library to preload: `PATCHALL_LIB`, or `libpatchall.so` next to this
+/// executable, or in `../lib` from it. Returns its absolute path and ELF facts.
+fn find_library() -> Result<(PathBuf, Elf), Failure> {
+    let candidates = match std::env::var_os("PATCHALL_LIB").filter(|v| !v.is_empty()) {
+        Some(lib) => vec![PathBuf::from(lib)],
+        None => {
+            let exe = std::env::current_exe().or_else(|e| {
+                fail(
+                    status::LIBRARY,
+                    format!(
+                        "cannot locate the patchall executable ({e}) to find libpatchall.so \
+                         next to it; set PATCHALL_LIB to the library's path"
+                    ),
+                )
+            })?;
+            let dir = exe.parent().unwrap_or(Path::new("/"));
+            let mut candidates = vec![dir.join("libpatchall.so")];
+            // An installed layout: PREFIX/bin/patchall, PREFIX/lib/libpatchall.so.
+            candidates.extend(dir.parent().map(|p| p.join("lib/libpatchall.so")));
+            candidates
+        }
+    };
+    let Some(found) = candidates.iter().find(|c| c.is_file()) else {
+        let looked: Vec<_> = candidates.iter().map(|c| c.display().to_string()).collect();
+        return fail(
+            status::LIBRARY,
+            format!(
+                "libpatchall.so not found (looked for {}); build it with \
+                 `cargo build -p patchall-preload` (same profile as patchall), \
+                 or set PATCHALL_LIB to its path",
+                looked.join(" and ")
+            ),
+        );
+    };
+    let lib = fs::canonicalize(found).or_else(|e| {
+        fail(
+            status::LIBRARY,
+            format!("cannot use {}: {e}", found.display()),
+        )
+    })?;
+    if lib
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|&b| b == b':' || b == b' ')
+    {
+        return fail(
+            status::LIBRARY,
+            format!(
+                "{}: LD_PRELOAD splits entries at ':' and ' ', so this path cannot be \
+                 preloaded; move the library or point PATCHALL_LIB at a copy",
+                lib.display()
+            ),
+        );
+    }
+    match elf::inspect(&lib) {
+        Ok(Image::Elf(elf)) => Ok((lib, elf)),
+        Ok(_) => fail(
+            status::LIBRARY,
+            format!("{} is not an ELF shared library", lib.display()),
+        ),
+        Err(e) => fail(
+            status::LIBRARY,
+            format!("cannot read {}: {e}", lib.display()),
+        ),
+    }
+}
+
+/// Refuses, with the reason, a command on which `LD_PRELOAD` cannot take effect.
+/// Whatever cannot be read or recognised is left for `execve` to judge.
+fn check_preloadable(path: &Path, lib: &Path, lib_elf: &Elf) -> Result<(), Failure> {
+    let shown = path.display();
+    if let Some(why) = fs::metadata(path)
+        .ok()
+        .and_then(|meta| secure_exec(path, &meta))
+    {
+        return fail(
+            status::CANNOT_RUN,
+            format!(
+                "{shown} {why}: the kernel runs it in secure-execution mode, where the \
+                 dynamic loader ignores LD_PRELOAD, so patchall cannot take effect; \
+                 run it without patchall"
+            ),
+        );
+    }
+    match elf::inspect(path) {
+        Ok(Image::Elf(elf)) if !elf.interp => {
+            let kind = if elf.dynamic { "static-pie" } else { "static" };
+            fail(
+                status::CANNOT_RUN,
+                format!(
+                    "{shown} is statically linked ({kind}, no ELF interpreter): the kernel \
+                     starts it without the dynamic loader, so LD_PRELOAD, and with it \
+                     patchall, cannot take effect; only dynamically linked programs can \
+                     be run under patchall"
+                ),
+            )
+        }
+        Ok(Image::Elf(elf)) if (elf.bits, elf.machine) != (lib_elf.bits, lib_elf.machine) => fail(
+            status::CANNOT_RUN,
+            format!(
+                "{shown} is a {}-bit ELF program for machine {}, but {} is {}-bit for \
+                     machine {}: the loader would skip the library; point PATCHALL_LIB at a \
+                     libpatchall.so built for that target",
+                elf.bits,
+                elf.machine,
+                lib.display(),
+                lib_elf.bits,
+                lib_elf.machine
+            ),
+        ),
+        // Dynamic: preloadable. A script (`#!`) is run as it is: whether its
+        // interpreter is dynamically linked is not checked.
+        _ => Ok(()),
+    }
+}
+
+/// Why executing `path` would change the process's ids or capabilities (the
+/// kernel's secure-execution mode, `AT_SECURE`), or None.
+fn secure_exec(path: &Path, meta: &Metadata) -> Option<String> {
+    let c = c_path(path)?;
+    // SAFETY: `c` is a NUL-terminated path and `fs` a writable statvfs.
+    let nosuid = unsafe {
+        let mut fs: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut fs) == 0 && fs.f_flag & libc::ST_NOSUID != 0
+    };
+    if nosuid {
+        // Set-id bits and file capabilities are ignored on such a mount.
+        return None;
+    }
+    // SAFETY: these calls have no preconditions.
+    let (uid, euid, gid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid()) };
+    let mode = meta.mode();
+    if mode & libc::S_ISUID != 0 && meta.uid() != uid {
+        return Some(format!("is set-user-ID (owner uid {})", meta.uid()));
+    }
+    // Without group execute permission the bit means mandatory locking instead.
+    if mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP != 0 && meta.gid() != gid {
+        return Some(format!("is set-group-ID (group gid {})", meta.gid()));
+    }
+    // SAFETY: a size query: NUL-terminated path and name, no buffer.
+    let caps = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    // Root already holds every capability, so for root nothing is gained.
+    if caps >= 0 && (uid != 0 || euid != 0) {
+        return Some("has file capabilities (setcap)".to_owned());
+    }
+    None
+}
+
+/// The SIGPIPE disposition this process was started with. `Command::exec` sets
+/// SIGPIPE back to the default action (for the children of std programs, which
+/// ignore it), but a command started from a parent that ignores SIGPIPE must
+/// inherit that, as it would without patchall. (The signal mask passes through
+/// `exec` untouched.)
+#[derive(Clone, Copy)]
+struct Sigpipe(libc::sigaction);
+
+impl Sigpipe {
+    fn capture() -> Sigpipe {
+        // SAFETY: all-zero is a valid sigaction; a null `act` only queries.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old);
+            Sigpipe(old)
+        }
+    }
+
+    fn restore(&self) {
+        // SAFETY: the value came from the kernel in `capture`.
+        unsafe { libc::sigaction(libc::SIGPIPE, &self.0, std::ptr::null_mut()) };
+    }
+}
