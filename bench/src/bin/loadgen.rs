@@ -1,0 +1,304 @@
+//! The closed-loop echo load generator of scripts/bench.
+//!
+//! ```text
+//! loadgen --port P --conns C [--size 64] [--warmup 1] [--duration 5]
+//!         [--server-pid PID] [--server NAME]
+//! ```
+//!
+//! Opens C connections to 127.0.0.1:P (blocking connects, one after another),
+//! makes one round trip on each (so the server has accepted and is serving
+//! every one), lets them sit idle for a second and reads the server's RSS
+//! (idle memory per connection), then runs closed loop: every connection sends
+//! SIZE bytes, waits for all of them to come back (checked byte by byte), sends
+//! again. The first WARMUP seconds are not counted; over the next DURATION
+//! seconds it counts round trips and records each one's latency. From
+//! /proc/PID of the server it reads CPU time over exactly that window, OS
+//! threads in its middle, and peak RSS (VmHWM) at its end. Prints one JSON
+//! object.
+//!
+//! One thread, one epoll set (mio, edge-triggered), no allocation per round
+//! trip: per round trip one write and one read, the same system calls the raw
+//! epoll server makes. Its own CPU time over the window is reported
+//! (`loadgen_cpu_util`, 1.0 = its core was busy all the time): when it reaches
+//! 1.0, the rate measured is the generator's, not the server's, and the
+//! server's CPU seconds per 100k round trips are the figure that still
+//! compares servers.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdStream};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use patchall_bench::{
+    Args, Json, cpu_seconds, meminfo_kib, own_cpu_seconds, quantile, status_field,
+};
+
+const USAGE: &str = "loadgen --port P --conns C [--size 64] [--warmup 1] [--duration 5] \
+                     [--server-pid PID] [--server NAME]";
+
+/// Longest a connect, or the first round trip on every connection, may take.
+const SETUP_LIMIT: Duration = Duration::from_secs(120);
+
+struct Conn {
+    stream: TcpStream,
+    /// What this connection sends: its own bytes, so crossed replies show.
+    payload: Vec<u8>,
+    /// Bytes of the current echo received so far.
+    got: usize,
+    sent_at: Instant,
+    alive: bool,
+}
+
+struct Gen {
+    poll: Poll,
+    conns: Vec<Conn>,
+    events: Events,
+    errors: u64,
+}
+
+impl Gen {
+    /// Starts a round trip on `i`; a connection that fails is dropped.
+    fn send(&mut self, i: usize, now: Instant) {
+        let conn = &mut self.conns[i];
+        conn.got = 0;
+        conn.sent_at = now;
+        // SIZE bytes on an idle socket: the kernel takes them whole.
+        if !matches!(conn.stream.write(&conn.payload), Ok(n) if n == conn.payload.len()) {
+            self.fail(i, "short write");
+        }
+    }
+
+    fn fail(&mut self, i: usize, why: &str) {
+        let conn = &mut self.conns[i];
+        if conn.alive {
+            conn.alive = false;
+            self.errors += 1;
+            if self.errors <= 5 {
+                eprintln!("loadgen: connection {i}: {why}");
+            }
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+    }
+
+    /// Polls once (up to `timeout`); calls `done(conn, latency, now)` for every
+    /// completed echo.
+    fn turn(
+        &mut self,
+        timeout: Duration,
+        buf: &mut [u8],
+        mut done: impl FnMut(&mut Gen, usize, Duration, Instant),
+    ) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            other => other?,
+        }
+        let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
+        for i in ready {
+            loop {
+                let conn = &mut self.conns[i];
+                if !conn.alive {
+                    break;
+                }
+                let want = conn.payload.len() - conn.got;
+                let n = match conn.stream.read(&mut buf[..want.max(1)]) {
+                    Ok(0) => {
+                        self.fail(i, "closed by the server");
+                        break;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.fail(i, &e.to_string());
+                        break;
+                    }
+                };
+                if n > want || buf[..n] != conn.payload[conn.got..conn.got + n] {
+                    self.fail(i, "echo differs from what was sent");
+                    break;
+                }
+                conn.got += n;
+                if conn.got == conn.payload.len() {
+                    let now = Instant::now();
+                    let latency = now - conn.sent_at;
+                    done(self, i, latency, now);
+                    // Nothing more can come before the next send.
+                    break;
+                }
+                // Short read: the socket is drained, the rest raises a new edge.
+            }
+        }
+        Ok(())
+    }
+}
+
+fn main() -> io::Result<()> {
+    let args = Args::parse(USAGE);
+    let port: u16 = args.required("port").parse().unwrap_or_else(|_| {
+        eprintln!("usage: {USAGE}");
+        std::process::exit(2)
+    });
+    let conns: usize = args.get("conns", 100);
+    let size: usize = args.get("size", 64);
+    let warmup = Duration::from_secs_f64(args.get("warmup", 1.0));
+    let duration = Duration::from_secs_f64(args.get("duration", 5.0));
+    let server_pid: u32 = args.get("server-pid", 0);
+    let server = args.get("server", String::from("?"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // The server's own figures; 0 (no pid) reads nothing.
+    let of_server = |field: &str| {
+        (server_pid != 0)
+            .then(|| status_field(server_pid, field))
+            .flatten()
+    };
+    let server_cpu = || (server_pid != 0).then(|| cpu_seconds(server_pid)).flatten();
+
+    let base_rss = of_server("VmRSS");
+    let base_kstack = meminfo_kib("KernelStack");
+    let start = Instant::now();
+    let mut generator = Gen {
+        poll: Poll::new()?,
+        conns: Vec::with_capacity(conns),
+        events: Events::with_capacity(1024),
+        errors: 0,
+    };
+    for i in 0..conns {
+        let stream = match StdStream::connect_timeout(&addr, SETUP_LIMIT) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("loadgen: connect {i} of {conns}: {e}");
+                generator.errors += 1;
+                continue;
+            }
+        };
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(stream);
+        let token = Token(generator.conns.len());
+        generator
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)?;
+        generator.conns.push(Conn {
+            stream,
+            payload: (0..size).map(|k| (token.0 * 7 + k) as u8).collect(),
+            got: 0,
+            sent_at: start,
+            alive: true,
+        });
+    }
+    let connected = generator.conns.len();
+    let connect_s = start.elapsed().as_secs_f64();
+
+    // One round trip on every connection: each is accepted and being served.
+    let mut buf = vec![0u8; size.max(1)];
+    let warm_start = Instant::now();
+    for i in 0..connected {
+        generator.send(i, warm_start);
+    }
+    let failed_before = generator.errors;
+    let mut echoed = 0;
+    while echoed + ((generator.errors - failed_before) as usize) < connected
+        && warm_start.elapsed() < SETUP_LIMIT
+    {
+        generator.turn(Duration::from_millis(100), &mut buf, |_, _, _, _| {
+            echoed += 1
+        })?;
+    }
+    for i in 0..connected {
+        // No answer within the limit: counted as failed, not waited for.
+        if generator.conns[i].alive && generator.conns[i].got < size {
+            generator.fail(i, "no echo within the setup limit");
+        }
+    }
+    let warm_s = warm_start.elapsed().as_secs_f64();
+
+    // Idle: every connection open, nothing in flight.
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_rss = of_server("VmRSS");
+    let idle_threads = of_server("Threads");
+    let idle_kstack = meminfo_kib("KernelStack");
+
+    // Closed loop.
+    let load_start = Instant::now();
+    let window_start = load_start + warmup;
+    let window_end = window_start + duration;
+    let middle = window_start + duration / 2;
+    for i in 0..connected {
+        if generator.conns[i].alive {
+            generator.send(i, load_start);
+        }
+    }
+    let mut latencies: Vec<u64> = Vec::with_capacity(1 << 20);
+    let (mut cpu_start, mut own_start) = (None, 0.0);
+    let mut in_window = false;
+    let mut threads = None;
+    loop {
+        let now = Instant::now();
+        if !in_window && now >= window_start {
+            in_window = true;
+            cpu_start = server_cpu();
+            own_start = own_cpu_seconds();
+        }
+        if threads.is_none() && now >= middle {
+            threads = of_server("Threads");
+        }
+        if now >= window_end {
+            break;
+        }
+        generator.turn(Duration::from_millis(20), &mut buf, |g, i, latency, now| {
+            if now >= window_start && now < window_end {
+                latencies.push(latency.as_nanos() as u64);
+            }
+            g.send(i, now);
+        })?;
+    }
+    let elapsed = (Instant::now() - window_start).as_secs_f64();
+    let cpu_end = server_cpu();
+    let own = own_cpu_seconds() - own_start;
+    let hwm = of_server("VmHWM");
+    let rss = of_server("VmRSS");
+    latencies.sort_unstable();
+    let trips = latencies.len() as f64;
+    let cpu = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let per_conn = base_rss
+        .zip(idle_rss)
+        .map(|(b, i)| (i as f64 - b as f64) / connected.max(1) as f64);
+    // Machine-wide: other processes' threads come and go too.
+    let kstack_per_conn = base_kstack
+        .zip(idle_kstack)
+        .map(|(b, i)| (i as f64 - b as f64) / connected.max(1) as f64);
+    let alive = generator.conns.iter().filter(|c| c.alive).count() as u32;
+    let report = Json::default()
+        .str("server", &server)
+        .num("conns", Some(conns as u32))
+        .num("connected", Some(connected as u32))
+        .num("alive", Some(alive))
+        .num("errors", Some(generator.errors as f64))
+        .num("connect_s", Some(connect_s))
+        .num("warm_s", Some(warm_s))
+        .num("duration_s", Some(elapsed))
+        .num("round_trips", Some(trips))
+        .num("rps", Some(trips / elapsed))
+        .num("p50_us", Some(us(quantile(&latencies, 0.50))))
+        .num("p99_us", Some(us(quantile(&latencies, 0.99))))
+        .num("max_us", Some(us(quantile(&latencies, 1.0))))
+        .num("server_cpu_s", cpu)
+        .num(
+            "server_cpu_s_per_100k",
+            cpu.map(|c| c / trips.max(1.0) * 100_000.0),
+        )
+        .num("server_threads", threads.or(idle_threads).map(|t| t as f64))
+        .num("server_base_rss_kib", base_rss.map(|v| v as f64))
+        .num("server_idle_rss_kib", idle_rss.map(|v| v as f64))
+        .num("server_idle_kib_per_conn", per_conn)
+        .num("kernel_stack_kib_per_conn", kstack_per_conn)
+        .num("server_rss_kib", rss.map(|v| v as f64))
+        .num("server_hwm_kib", hwm.map(|v| v as f64))
+        .num("loadgen_cpu_s", Some(own))
+        .num("loadgen_cpu_util", Some(own / elapsed));
+    println!("{report}");
+    Ok(())
+}
