@@ -28,6 +28,8 @@ pub struct Config {
     /// `PATCHALL_GREEN_THREADS`: `1` makes `pthread_create` start coroutines and
     /// `main` run as one (preload only).
     pub green_threads: bool,
+    /// `PATCHALL_WORKERS`: worker threads of a `Runtime` (default: the CPUs).
+    pub workers: Option<usize>,
     /// `PATCHALL_NATIVE_THREADS`: comma-separated patterns; with green threads
     /// on, a thread whose start routine's symbol name or object path contains
     /// one stays a native thread.
@@ -72,7 +74,11 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
+        let workers = parse_or_warn(get("PATCHALL_WORKERS"), "PATCHALL_WORKERS", |v| {
+            v.parse::<usize>().ok().filter(|&n| n >= 1)
+        });
         Config {
+            workers,
             stack_size,
             stack_mode,
             green_threads,

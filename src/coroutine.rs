@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::runtime::{self, Unparker, Wake};
+use crate::runtime::{self, Remote, Unparker, Wake};
 
 /// What a coroutine's `join` gives: its value, or the payload of its panic.
 pub type Result<T> = std::result::Result<T, Box<dyn Any + Send + 'static>>;
@@ -75,16 +75,36 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.spawn_in(None, f)
+    }
+
+    /// Spawns on this thread's scheduler, or on `home`'s (another thread's).
+    pub(crate) fn spawn_in<F, T>(
+        self,
+        home: Option<&Arc<Remote>>,
+        f: F,
+    ) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let packet = Arc::new(Packet::new());
         let name: Option<Arc<str>> = self.name.map(Into::into);
         let theirs = packet.clone();
-        let (id, home) = runtime::with_scheduler(|s| {
-            let id = s.spawn(name.clone(), self.stack_size, move || {
-                let result = panic::catch_unwind(AssertUnwindSafe(f));
-                theirs.complete(result);
-            })?;
-            Ok::<_, io::Error>((id, s.id()))
-        })??;
+        let body = move || {
+            let result = panic::catch_unwind(AssertUnwindSafe(f));
+            theirs.complete(result);
+        };
+        let (id, home) = match home {
+            None => runtime::with_scheduler(|s| {
+                let id = s.spawn(name.clone(), self.stack_size, body)?;
+                Ok::<_, io::Error>((id, s.id()))
+            })??,
+            Some(home) => (
+                runtime::spawn_at(home, name.clone(), self.stack_size, body)?,
+                home.id_addr(),
+            ),
+        };
         Ok(JoinHandle {
             packet,
             home,

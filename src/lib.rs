@@ -33,6 +33,7 @@ mod greenlet;
 pub mod hooks;
 mod runtime;
 mod sys;
+mod workers;
 
 pub use config::{Config, MIN_STACK_SIZE, StackMode, config, parse_bool, parse_size};
 pub use coroutine::{
@@ -41,3 +42,4 @@ pub use coroutine::{
 };
 pub use generator::{Generator, GeneratorState, Yielder};
 pub use greenlet::Greenlet;
+pub use workers::{Handle, Runtime, RuntimeBuilder};

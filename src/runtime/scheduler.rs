@@ -15,7 +15,7 @@ use corosensei::{Coroutine, CoroutineResult};
 
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
-use super::stack::StackCache;
+use super::stack::{self, Stack, StackCache};
 use super::task::{State, Task, Unparker, Wake};
 use super::timer::Timers;
 use crate::config::config;
@@ -51,6 +51,8 @@ pub(crate) enum Mail {
     Closed(RawFd, u32),
     #[allow(dead_code)] // first sent by green threads (issue 4)
     Cancel(Arc<Task>),
+    /// Run on the owner's thread, outside any coroutine (a spawn from elsewhere).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 /// The part of a scheduler other threads may touch.
@@ -65,6 +67,11 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
+    /// The `Scheduler::id` of the scheduler this mailbox belongs to.
+    pub(crate) fn id_addr(&self) -> usize {
+        self as *const Remote as usize
+    }
+
     pub(crate) fn post(&self, mail: Mail) {
         self.inbox
             .lock()
@@ -141,9 +148,9 @@ impl Scheduler {
         })
     }
 
-    /// Names this scheduler for as long as it lives (its address).
+    /// Names this scheduler for as long as it lives (the address of its mailbox).
     pub(crate) fn id(&self) -> usize {
-        self as *const Scheduler as usize
+        self.remote.id_addr()
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -158,6 +165,13 @@ impl Scheduler {
         body: F,
     ) -> io::Result<u64> {
         let stack = self.stacks.borrow_mut().get(stack_size)?;
+        let id = next_task_id();
+        self.start(id, name, stack, body);
+        Ok(id)
+    }
+
+    /// Creates coroutine `id` on `stack` and queues it; cannot fail.
+    fn start<F: FnOnce() + 'static>(&self, id: u64, name: Option<Arc<str>>, stack: Stack, body: F) {
         let guard = stack.guard_range();
         let stack_size = stack.size();
         let canary = stack.canary();
@@ -166,7 +180,6 @@ impl Scheduler {
             task.yielder.set(yielder);
             body();
         });
-        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let task = Arc::new(Task {
             id,
             name,
@@ -185,7 +198,6 @@ impl Scheduler {
         });
         self.live.set(self.live.get() + 1);
         self.runq.borrow_mut().push_back(task);
-        Ok(id)
     }
 
     fn resume(&self, task: Arc<Task>) {
@@ -275,6 +287,7 @@ impl Scheduler {
                 Mail::Unpark(task, seq, wake) => self.unpark_local(task, seq, wake),
                 Mail::Closed(fd, generation) => self.reactor.borrow_mut().forget(fd, generation),
                 Mail::Cancel(task) => self.cancel_local(task),
+                Mail::Run(job) => job(),
             }
         }
     }
@@ -391,6 +404,36 @@ impl Drop for Scheduler {
             *slot = None;
         }
     }
+}
+
+fn next_task_id() -> u64 {
+    NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Spawns `body` as a coroutine on the scheduler `home` (usually another thread's).
+/// The stack is taken here, so running out of memory is the caller's error; the
+/// coroutine starts when `home` reads its mail.
+pub(crate) fn spawn_at<F: FnOnce() + Send + 'static>(
+    home: &Arc<Remote>,
+    name: Option<Arc<str>>,
+    stack_size: Option<usize>,
+    body: F,
+) -> io::Result<u64> {
+    let cfg = config();
+    let size = stack::round_size(stack_size.unwrap_or(cfg.stack_size))
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+    let stack = stack::allocate(size, cfg.stack_mode)?;
+    let id = next_task_id();
+    home.post(Mail::Run(Box::new(move || {
+        let s = current_scheduler().expect("mail is read by its scheduler's thread");
+        s.start(id, name, stack, body);
+    })));
+    Ok(id)
+}
+
+/// This thread's scheduler's mailbox, for other threads to reach it.
+pub(crate) fn current_home() -> io::Result<Arc<Remote>> {
+    with_scheduler(|s| s.remote.clone())
 }
 
 /// The current thread's scheduler, created on first use.
