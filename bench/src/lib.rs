@@ -156,6 +156,30 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / ticks as f64)
 }
 
+/// CPU seconds every core of the machine has spent busy (not idle, not
+/// waiting for I/O) since boot, from the first line of /proc/stat.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|&(i, _)| i != 3 && i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(busy as f64 / hz as f64)
+}
+
 /// User + system CPU seconds of this process so far.
 pub fn own_cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the struct it is given.
@@ -248,6 +272,7 @@ mod tests {
         assert!(status_field(0, "VmRSS").unwrap() > 0);
         assert!(status_field(0, "Threads").unwrap() >= 1);
         assert!(meminfo_kib("MemTotal").unwrap() > 0);
+        assert!(machine_busy_seconds().unwrap() >= own_cpu_seconds() * 0.5);
         let me = std::process::id();
         assert!(cpu_seconds(me).is_some());
         assert_eq!(status_field(me, "Threads"), status_field(0, "Threads"));

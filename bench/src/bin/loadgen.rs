@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use patchall_bench::{
-    Args, Json, cpu_seconds, meminfo_kib, own_cpu_seconds, quantile, status_field,
+    Args, Json, cpu_seconds, machine_busy_seconds, meminfo_kib, own_cpu_seconds, quantile,
+    status_field,
 };
 
 const USAGE: &str = "loadgen --port P --conns C [--size 64] [--warmup 1] [--duration 5] \
@@ -231,7 +232,7 @@ fn main() -> io::Result<()> {
         }
     }
     let mut latencies: Vec<u64> = Vec::with_capacity(1 << 20);
-    let (mut cpu_start, mut own_start) = (None, 0.0);
+    let (mut cpu_start, mut own_start, mut busy_start) = (None, 0.0, None);
     let mut in_window = false;
     let mut threads = None;
     loop {
@@ -240,6 +241,7 @@ fn main() -> io::Result<()> {
             in_window = true;
             cpu_start = server_cpu();
             own_start = own_cpu_seconds();
+            busy_start = machine_busy_seconds();
         }
         if threads.is_none() && now >= middle {
             threads = of_server("Threads");
@@ -257,11 +259,17 @@ fn main() -> io::Result<()> {
     let elapsed = (Instant::now() - window_start).as_secs_f64();
     let cpu_end = server_cpu();
     let own = own_cpu_seconds() - own_start;
+    let busy = busy_start.zip(machine_busy_seconds()).map(|(a, b)| b - a);
     let hwm = of_server("VmHWM");
     let rss = of_server("VmRSS");
     latencies.sort_unstable();
     let trips = latencies.len() as f64;
     let cpu = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
+    // Cores' worth of CPU that neither the server nor this generator used:
+    // other processes competing for the two cores.
+    let others = busy
+        .zip(cpu)
+        .map(|(b, c)| ((b - c - own) / elapsed).max(0.0));
     let us = |ns: u64| ns as f64 / 1000.0;
     let per_conn = base_rss
         .zip(idle_rss)
@@ -298,7 +306,8 @@ fn main() -> io::Result<()> {
         .num("server_rss_kib", rss.map(|v| v as f64))
         .num("server_hwm_kib", hwm.map(|v| v as f64))
         .num("loadgen_cpu_s", Some(own))
-        .num("loadgen_cpu_util", Some(own / elapsed));
+        .num("loadgen_cpu_util", Some(own / elapsed))
+        .num("others_cpu_cores", others);
     println!("{report}");
     Ok(())
 }
