@@ -39,6 +39,9 @@
 //! rwlocks always prefer writers (glibc's default prefers readers), so a thread
 //! that read-locks twice while a writer waits deadlocks, as with
 //! `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP`.
+//! `sem_post` stays async-signal-safe only while no coroutine waits on that
+//! semaphore (waking one takes the parking lot's lock); condvar waits are not
+//! cancellation points here (a cancel is acted on at the next one).
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
