@@ -1,6 +1,7 @@
 //! Spawning, joining and sleeping: the std::thread-shaped face of the runtime.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::runtime::control::{self, TaskHandle, TaskHome};
 use crate::runtime::{self, Unparker, Wake};
 
 /// What a coroutine's `join` gives: its value, or the payload of its panic.
@@ -74,19 +76,33 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let packet = Arc::new(Packet {
-            done: AtomicBool::new(false),
-            slot: Mutex::new(Slot {
-                result: None,
-                waiter: None,
-            }),
-        });
+        self.spawn_after(None, f)
+    }
+
+    /// Spawns a coroutine that sleeps `delay` (if any), then runs `f`, unless it
+    /// was killed first.
+    fn spawn_after<F, T>(self, delay: Option<Duration>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let packet = Arc::new(Packet::new());
         let name: Option<Arc<str>> = self.name.map(Into::into);
         let theirs = packet.clone();
         let id = runtime::with_scheduler(|s| {
             s.spawn(name.clone(), self.stack_size, move || {
-                let result = panic::catch_unwind(AssertUnwindSafe(f));
-                theirs.complete(result);
+                if theirs.start() {
+                    if let Some(d) = delay {
+                        sleep(d);
+                    }
+                    if !control::cancel_requested() {
+                        theirs.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+                        return;
+                    }
+                }
+                // Killed before the body began: it never runs, as a greenlet
+                // killed before it started.
+                theirs.complete(Err(Box::new(Killed)));
             })
         })??;
         Ok(JoinHandle {
@@ -96,9 +112,55 @@ impl Builder {
     }
 }
 
+/// Spawns `f` to run after `dur` (gevent's `spawn_later`): the coroutine exists
+/// at once and sleeps first. Killed during the delay, `f` never runs.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let start = Instant::now();
+/// let h = patchall::spawn_later(Duration::from_millis(30), move || start.elapsed()).unwrap();
+/// assert!(h.join().unwrap() >= Duration::from_millis(30));
+///
+/// let never = patchall::spawn_later(Duration::from_secs(3600), || unreachable!()).unwrap();
+/// never.kill();
+/// assert!(never.join().unwrap_err().is::<patchall::Killed>());
+/// ```
+pub fn spawn_later<F, T>(dur: Duration, f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new().spawn_after(Some(dur), f)
+}
+
+/// The error a killed coroutine's [`JoinHandle::join`] returns, boxed as the
+/// `Err` payload: `err.is::<Killed>()`.
+///
+/// ```
+/// let h = patchall::spawn(|| ()).unwrap();
+/// h.kill(); // before it started: it never runs
+/// let payload = h.join().unwrap_err();
+/// assert_eq!(payload.downcast_ref::<patchall::Killed>(), Some(&patchall::Killed));
+/// assert_eq!(patchall::Killed.to_string(), "coroutine killed");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Killed;
+
+impl fmt::Display for Killed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("coroutine killed")
+    }
+}
+
+impl std::error::Error for Killed {}
+
 struct Slot<T> {
     result: Option<Result<T>>,
     waiter: Option<Unparker>,
+    /// Set by `kill` before the coroutine finished: its result becomes `Killed`.
+    killed: bool,
+    /// The running coroutine, for `kill` to cancel; None before it starts.
+    target: Option<(TaskHandle, TaskHome)>,
 }
 
 struct Packet<T> {
@@ -107,17 +169,60 @@ struct Packet<T> {
 }
 
 impl<T> Packet<T> {
+    fn new() -> Packet<T> {
+        Packet {
+            done: AtomicBool::new(false),
+            slot: Mutex::new(Slot {
+                result: None,
+                waiter: None,
+                killed: false,
+                target: None,
+            }),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn complete(&self, result: Result<T>) {
-        let waiter = {
+    /// Called first thing in the coroutine: publishes it as the target of `kill`,
+    /// under the lock `kill` takes, so no kill falls between. False if already killed.
+    fn start(&self) -> bool {
+        let mut slot = self.lock();
+        slot.target = control::current_handle();
+        !slot.killed
+    }
+
+    fn kill(&self) {
+        let target = {
             let mut slot = self.lock();
-            slot.result = Some(result);
-            self.done.store(true, Ordering::Release);
-            slot.waiter.take()
+            if self.is_done() {
+                return;
+            }
+            slot.killed = true;
+            slot.target.clone()
         };
+        if let Some((task, home)) = target {
+            task.cancel(&home);
+        }
+    }
+
+    fn complete(&self, result: Result<T>) {
+        let (waiter, dropped) = {
+            let mut slot = self.lock();
+            let dropped = if slot.killed {
+                slot.result.replace(Err(Box::new(Killed)));
+                Some(result)
+            } else {
+                slot.result = Some(result);
+                None
+            };
+            slot.target = None;
+            self.done.store(true, Ordering::Release);
+            (slot.waiter.take(), dropped)
+        };
+        // The body's own result may run arbitrary code as it drops: not under the lock.
+        drop(dropped);
         if let Some(w) = waiter {
             w.unpark(Wake::Ready);
         }
@@ -136,6 +241,23 @@ impl<T> Packet<T> {
         slot.waiter = Some(who);
         true
     }
+
+    /// Waits until complete (parking, or driving this plain thread) and takes the result.
+    fn wait(&self) -> Result<T> {
+        if runtime::in_coroutine() {
+            while !self.is_done() {
+                runtime::park(None, |who| self.watch(who));
+            }
+        } else {
+            drive_until(&mut || self.is_done(), |who| {
+                self.watch(who);
+            });
+        }
+        self.lock()
+            .result
+            .take()
+            .expect("a finished coroutine left its result")
+    }
 }
 
 /// Owns the right to wait for a coroutine and take its result.
@@ -148,10 +270,12 @@ pub struct JoinHandle<T> {
 
 impl<T> JoinHandle<T> {
     /// Waits for the coroutine to finish and returns its value, or the payload
-    /// of the panic that ended it (as `std::thread::JoinHandle::join`).
+    /// of the panic that ended it (as `std::thread::JoinHandle::join`), or, if
+    /// it was [killed](Self::kill) before it finished, a [`Killed`] payload.
     ///
     /// Inside a coroutine this parks only the caller; on a plain thread it drives
-    /// this thread's scheduler until the coroutine is done.
+    /// this thread's scheduler until the coroutine is done. Not interrupted by
+    /// `kill` or `timeout`.
     ///
     /// ```
     /// let h = patchall::spawn(|| panic!("boom")).unwrap();
@@ -159,24 +283,39 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
     /// ```
     pub fn join(self) -> Result<T> {
-        let packet = &self.packet;
-        if runtime::in_coroutine() {
-            while !packet.is_done() {
-                runtime::park(None, |who| packet.watch(who));
-            }
-        } else {
-            drive_until(&mut || packet.is_done(), |who| {
-                packet.watch(who);
-            });
-        }
-        packet
-            .lock()
-            .result
-            .take()
-            .expect("a finished coroutine left its result")
+        self.packet.wait()
     }
 
-    /// True once the coroutine has returned or panicked.
+    /// Kills the coroutine, as gevent's `Greenlet.kill`: its current or next
+    /// blocking call fails, so plain code unwinds through its own `?`:
+    /// - a hooked call (read, recv, accept, connect…) fails with ECANCELED
+    ///   (`raw_os_error() == Some(libc::ECANCELED)`; std files it under
+    ///   `io::ErrorKind::Uncategorized`, which cannot be matched on);
+    /// - [`sleep`] returns early;
+    /// - a channel operation or [`Event::wait`](crate::sync::Event::wait) fails
+    ///   with `Killed`; locks, condition variables, semaphores and `join` are not
+    ///   interrupted (they can only report success).
+    ///
+    /// A coroutine that has not started yet never runs. Does not wait: call
+    /// [`join`](Self::join) for that. If `kill` came before the coroutine
+    /// finished, `join` returns `Err` with a [`Killed`] payload, whatever the
+    /// body returned (the body's value, or its panic payload, is dropped); if the
+    /// coroutine had already finished, `kill` does nothing. Any thread may kill.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let start = Instant::now();
+    /// let sleeper = patchall::spawn(|| patchall::sleep(Duration::from_secs(3600))).unwrap();
+    /// patchall::sleep(Duration::from_millis(10)); // let it start sleeping
+    /// sleeper.kill();
+    /// assert!(sleeper.join().unwrap_err().is::<patchall::Killed>());
+    /// assert!(start.elapsed() < Duration::from_secs(60));
+    /// ```
+    pub fn kill(&self) {
+        self.packet.kill();
+    }
+
+    /// True once the coroutine has returned, panicked, or ended killed.
     pub fn is_finished(&self) -> bool {
         self.packet.is_done()
     }
@@ -192,6 +331,37 @@ impl<T> fmt::Debug for JoinHandle<T> {
         f.debug_struct("JoinHandle")
             .field("coroutine", &self.coroutine)
             .finish()
+    }
+}
+
+/// Runs `f` as a coroutine on this plain thread's scheduler, driving it until `f`
+/// returns (a panic in `f` resumes here). `f` may borrow from the caller, as with
+/// `std::thread::scope`. Gives `f` back, unrun, if no coroutine can be made here.
+pub(crate) fn run_as_coroutine<F, R>(f: F) -> std::result::Result<R, F>
+where
+    F: FnOnce() -> R,
+{
+    debug_assert!(!runtime::in_coroutine());
+    let packet = Packet::new();
+    let f = Cell::new(Some(f));
+    let body: Box<dyn FnOnce() + '_> = Box::new(|| {
+        let f = f.take().expect("a coroutine body runs once");
+        packet.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+    });
+    // SAFETY: `body` borrows `f` and `packet` from this frame, which outlives its
+    // run: the coroutine runs only on this thread, only while this thread drives
+    // the scheduler, and `packet.wait()` below drives until `complete` has run.
+    // After `complete` the body touches neither borrow and never suspends again
+    // (nothing can kill it: no handle to it exists), so this frame may end. If
+    // `spawn` fails, `body` is dropped unrun, touching nothing.
+    let body: Box<dyn FnOnce() + 'static> = unsafe { std::mem::transmute(body) };
+    match runtime::with_scheduler(|s| s.spawn(None, None, body)) {
+        Ok(Ok(_)) => {}
+        _ => return Err(f.take().expect("an unspawned body did not run")),
+    }
+    match packet.wait() {
+        Ok(r) => Ok(r),
+        Err(payload) => panic::resume_unwind(payload),
     }
 }
 
@@ -233,6 +403,11 @@ where
 /// Sleeps for `dur`: parks the calling coroutine, or, on a plain thread, runs this
 /// thread's coroutines meanwhile.
 ///
+/// Returns early, with nothing to say so, in a coroutine that is
+/// [killed](JoinHandle::kill) or inside a [`timeout`](crate::timeout()) body whose
+/// deadline passes: the enclosing `timeout` reports `Err(Elapsed)`, a `join`
+/// of the killed coroutine reports [`Killed`].
+///
 /// ```
 /// use std::time::{Duration, Instant};
 /// let t = Instant::now();
@@ -245,8 +420,9 @@ pub fn sleep(dur: Duration) {
     let deadline = Instant::now() + dur;
     if runtime::in_coroutine() {
         while Instant::now() < deadline {
-            if runtime::sleep_until(deadline) != Wake::TimedOut {
-                continue;
+            match runtime::sleep_until(deadline) {
+                Wake::Cancelled | Wake::Expired => return,
+                _ => continue,
             }
         }
     } else if runtime::with_scheduler(|s| s.run_until(Some(deadline), &mut || false)).is_err() {

@@ -90,7 +90,9 @@ pub(crate) fn deadline_for(fd: libc::c_int, dir: Direction) -> Option<Instant> {
     fdtable::timeout(fd, which).map(|t| Instant::now() + t)
 }
 
-/// Parks until `fd` is ready; Err(errno) for expiry (EAGAIN) or close (EBADF).
+/// Parks until `fd` is ready; Err(errno) for SO_*TIMEO expiry (EAGAIN), close
+/// (EBADF), a signal (EINTR), `kill` (ECANCELED) or the deadline of an enclosing
+/// `patchall::timeout` (ETIMEDOUT).
 pub(crate) fn wait(
     guard: &Guard,
     fd: libc::c_int,
@@ -109,6 +111,7 @@ pub(crate) fn wait(
             }
             Ok(Wake::Interrupted { .. }) => Err(libc::EINTR),
             Ok(Wake::Cancelled) => Err(libc::ECANCELED),
+            Ok(Wake::Expired) => Err(libc::ETIMEDOUT),
             // Not pollable (epoll refuses it): block this thread in poll instead.
             Err(_) => block_in_poll(fd, dir, deadline),
         };
@@ -191,7 +194,10 @@ fn drive(
         },
     };
     loop {
-        if how == How::WaitFirst {
+        // The reactor is edge-triggered: data an earlier call left unread, or room
+        // left in a pipe, brings no new edge, and a wake may be spurious. The call
+        // that follows blocks, so ask the kernel, and park only while not ready.
+        while how == How::WaitFirst && block_in_poll(fd, dir, Some(Instant::now())).is_err() {
             if let Err(e) = wait(guard, fd, dir, deadline) {
                 set_errno(e);
                 return -1;

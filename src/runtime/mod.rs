@@ -14,7 +14,7 @@ mod timer;
 pub use reactor::Direction;
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
-    current_task, fd_closing, fd_created, note_signal, park, root_unparker, signal_counts,
-    sleep_until, wait_fd, with_scheduler, yield_now,
+    Breaks, current_task, fd_closing, fd_created, note_signal, park, park_as, root_unparker,
+    signal_counts, sleep_until, wait_fd, with_scheduler, yield_now,
 };
 pub(crate) use task::{Unparker, Wake};
