@@ -217,7 +217,7 @@ impl Handle {
         };
         load.fetch_add(1, Ordering::Relaxed);
         let counted = load.clone();
-        let spawned = builder.spawn_in(Some(&home), move || {
+        let spawned = builder.spawn_in(Some(&home), None, move || {
             let _done = Decrement(counted);
             f()
         });
