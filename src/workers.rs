@@ -34,6 +34,8 @@ use crate::runtime::{self, Remote};
 #[derive(Debug, Default, Clone)]
 pub struct RuntimeBuilder {
     workers: Option<usize>,
+    /// The calling thread's scheduler is worker 0 (driven by whoever drives it).
+    with_current: bool,
 }
 
 impl RuntimeBuilder {
@@ -44,6 +46,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Counts the calling thread's scheduler as the first worker, so that only
+    /// `workers - 1` threads start: green threads spread over `main`'s thread
+    /// and the others. The caller's thread keeps driving its own scheduler.
+    pub(crate) fn with_current_thread(mut self) -> RuntimeBuilder {
+        self.with_current = true;
+        self
+    }
+
     /// Starts the workers. Fails if a thread or a scheduler cannot be made.
     pub fn build(self) -> io::Result<Runtime> {
         let n = self.workers.unwrap_or_else(default_workers);
@@ -51,8 +61,18 @@ impl RuntimeBuilder {
             shutdown: AtomicBool::new(false),
             workers: Mutex::new(Vec::new()),
         });
+        if self.with_current {
+            shared
+                .workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Worker {
+                    home: runtime::current_home()?,
+                    load: Arc::new(AtomicUsize::new(0)),
+                });
+        }
         let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
+        for i in usize::from(self.with_current)..n {
             let (tx, rx) = std::sync::mpsc::channel();
             let sh = shared.clone();
             let thread = thread::Builder::new()
@@ -200,24 +220,9 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if self.shared.shutdown.load(Ordering::Acquire) {
-            return Err(io::Error::other("patchall: the runtime has shut down"));
-        }
-        let (home, load) = {
-            let workers = self
-                .shared
-                .workers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let w = workers
-                .iter()
-                .min_by_key(|w| w.load.load(Ordering::Relaxed))
-                .ok_or_else(|| io::Error::other("patchall: a runtime without workers"))?;
-            (w.home.clone(), w.load.clone())
-        };
-        load.fetch_add(1, Ordering::Relaxed);
+        let (home, load) = self.place()?;
         let counted = load.clone();
-        let spawned = builder.spawn_in(Some(&home), move || {
+        let spawned = builder.spawn_in(home.as_ref(), move || {
             let _done = Decrement(counted);
             f()
         });
@@ -225,6 +230,39 @@ impl Handle {
             load.fetch_sub(1, Ordering::Relaxed);
         }
         spawned
+    }
+
+    /// Picks the least loaded worker and counts one more coroutine on it: its
+    /// mailbox (None if it is the calling thread's scheduler, which spawns
+    /// directly) and its load, which the caller decrements when that coroutine
+    /// ends or could not be made.
+    pub(crate) fn place(&self) -> io::Result<(Option<Arc<Remote>>, Arc<AtomicUsize>)> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Err(io::Error::other("patchall: the runtime has shut down"));
+        }
+        let workers = self
+            .shared
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let w = workers
+            .iter()
+            .min_by_key(|w| w.load.load(Ordering::Relaxed))
+            .ok_or_else(|| io::Error::other("patchall: a runtime without workers"))?;
+        w.load.fetch_add(1, Ordering::Relaxed);
+        let here = runtime::current_scheduler_id() == Some(w.home.id_addr());
+        Ok(((!here).then(|| w.home.clone()), w.load.clone()))
+    }
+
+    /// Live coroutines placed by this runtime, on every worker.
+    pub(crate) fn load(&self) -> usize {
+        self.shared
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|w| w.load.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
