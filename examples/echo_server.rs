@@ -67,7 +67,8 @@ fn accept_loop(listener: &TcpListener, worker: Option<usize>) {
             Ok(stream) => {
                 served += 1;
                 if let (Some(i), 1) = (worker, served) {
-                    println!("worker {i} serves its first client");
+                    // Whoever started us may have stopped reading: no panic.
+                    let _ = writeln!(io::stdout(), "worker {i} serves its first client");
                 }
                 // Spawned from a worker's coroutine: stays on that worker.
                 if let Err(e) = patchall::spawn(move || echo(stream)) {

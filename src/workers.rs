@@ -15,6 +15,9 @@
 //! run an accept loop on every worker (each parks until a connection comes; the
 //! losers of a race get `EAGAIN` and park again). `examples/echo_server.rs
 //! --workers N` shows the shared-listener pattern.
+//!
+//! Green threads (`PATCHALL_WORKERS`) use a runtime whose worker 0 is `main`'s
+//! own thread (`with_current_thread`): see `hooks/thread/spread.rs`.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

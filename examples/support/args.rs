@@ -1,13 +1,5 @@
 //! The command line the echo examples share.
 
-/// `--addr HOST:PORT`, by default 127.0.0.1:8000; anything else prints the
-/// usage and exits with status 2.
-pub fn addr_arg(program: &str) -> String {
-    flags(program, &[("--addr", "127.0.0.1:8000")])
-        .pop()
-        .expect("one flag asked for")
-}
-
 /// The value of each `(flag, default)` in `known`, in that order: every
 /// argument must be one of them followed by its value, else the usage is
 /// printed and the program exits with status 2.
