@@ -69,7 +69,10 @@ fn main() {
         if round == 0 {
             continue; // warm-up: page faults, dlsym caches, CPU frequency
         }
-        for (name, hooked, raw) in [("read", hooked_read, raw_read), ("recv", hooked_recv, raw_recv)] {
+        for (name, hooked, raw) in [
+            ("read", hooked_read, raw_read),
+            ("recv", hooked_recv, raw_recv),
+        ] {
             println!(
                 "{name}: hooked {hooked:.1} ns, real {raw:.1} ns, extra {:+.1} ns (target <= 5 ns)",
                 hooked - raw
