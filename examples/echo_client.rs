@@ -13,7 +13,9 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
 
 fn main() -> io::Result<()> {
-    let addr = args::addr_arg("echo_client");
+    let [addr] =
+        <[String; 1]>::try_from(args::flags("echo_client", &[("--addr", "127.0.0.1:8000")]))
+            .expect("one flag asked for");
     let client = patchall::spawn(move || -> io::Result<()> {
         let stream = TcpStream::connect(&addr)?;
         let mut from_server = BufReader::new(&stream);

@@ -28,7 +28,8 @@ pub struct Config {
     /// `PATCHALL_GREEN_THREADS`: `1` makes `pthread_create` start coroutines and
     /// `main` run as one (preload only).
     pub green_threads: bool,
-    /// `PATCHALL_WORKERS`: worker threads of a `Runtime` (default: the CPUs).
+    /// `PATCHALL_WORKERS`: worker threads of a `Runtime` (default: the CPUs);
+    /// with green threads, the OS threads they spread over (default: 1).
     pub workers: Option<usize>,
     /// `PATCHALL_NATIVE_THREADS`: comma-separated patterns; with green threads
     /// on, a thread whose start routine's symbol name or object path contains

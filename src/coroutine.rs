@@ -1,14 +1,15 @@
 //! Spawning, joining and sleeping: the std::thread-shaped face of the runtime.
 
 use std::any::Any;
-use std::cell::UnsafeCell;
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::runtime::control::{self, TaskHandle, TaskHome};
 use crate::runtime::{self, Remote, Unparker, Wake};
 
 /// What a coroutine's `join` gives: its value, or the payload of its panic.
@@ -75,13 +76,16 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_in(None, f)
+        self.spawn_in(None, None, f)
     }
 
-    /// Spawns on this thread's scheduler, or on `home`'s (another thread's).
+    /// Spawns a coroutine, on this thread's scheduler or on `home`'s (another
+    /// thread's), that sleeps `delay` (if any), then runs `f`, unless it was
+    /// killed first.
     pub(crate) fn spawn_in<F, T>(
         self,
         home: Option<&Arc<Remote>>,
+        delay: Option<Duration>,
         f: F,
     ) -> io::Result<JoinHandle<T>>
     where
@@ -92,8 +96,18 @@ impl Builder {
         let name: Option<Arc<str>> = self.name.map(Into::into);
         let theirs = packet.clone();
         let body = move || {
-            let result = panic::catch_unwind(AssertUnwindSafe(f));
-            theirs.complete(result);
+            if theirs.start() {
+                if let Some(d) = delay {
+                    sleep(d);
+                }
+                if !control::cancel_requested() {
+                    theirs.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+                    return;
+                }
+            }
+            // Killed before the body began: it never runs, as a greenlet killed
+            // before it started.
+            theirs.complete(Err(Box::new(Killed)));
         };
         let (id, home) = match home {
             None => runtime::with_scheduler(|s| {
@@ -113,80 +127,156 @@ impl Builder {
     }
 }
 
-/// The one-shot hand-over of a coroutine's result to its joiner: the coroutine
-/// writes `result` then publishes DONE; the joiner parks a waiter with WAITING.
-/// No lock: spawn+join is on the hot path of every fan-out.
-struct Packet<T> {
-    state: AtomicU8,
-    result: UnsafeCell<Option<Result<T>>>,
-    waiter: UnsafeCell<Option<Unparker>>,
+/// Spawns `f` to run after `dur` (gevent's `spawn_later`): the coroutine exists
+/// at once and sleeps first. Killed during the delay, `f` never runs.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let start = Instant::now();
+/// let h = patchall::spawn_later(Duration::from_millis(30), move || start.elapsed()).unwrap();
+/// assert!(h.join().unwrap() >= Duration::from_millis(30));
+///
+/// let never = patchall::spawn_later(Duration::from_secs(3600), || unreachable!()).unwrap();
+/// never.kill();
+/// assert!(never.join().unwrap_err().is::<patchall::Killed>());
+/// ```
+pub fn spawn_later<F, T>(dur: Duration, f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new().spawn_in(None, Some(dur), f)
 }
 
-const EMPTY: u8 = 0;
-const WAITING: u8 = 1;
-const DONE: u8 = 2;
+/// The error a killed coroutine's [`JoinHandle::join`] returns, boxed as the
+/// `Err` payload: `err.is::<Killed>()`.
+///
+/// ```
+/// let h = patchall::spawn(|| ()).unwrap();
+/// h.kill(); // before it started: it never runs
+/// let payload = h.join().unwrap_err();
+/// assert_eq!(payload.downcast_ref::<patchall::Killed>(), Some(&patchall::Killed));
+/// assert_eq!(patchall::Killed.to_string(), "coroutine killed");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Killed;
 
-// SAFETY: `result` is written once by the coroutine before DONE is published
-// (Release) and read only by the joiner after it saw DONE (Acquire); `waiter` is
-// written by the joiner only while the state is EMPTY (nobody else reads it then)
-// and read by the coroutine only after its swap to DONE returned WAITING, after
-// which the joiner never touches it again. T crosses threads, so T: Send.
-unsafe impl<T: Send> Sync for Packet<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Send for Packet<T> {}
+impl fmt::Display for Killed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("coroutine killed")
+    }
+}
+
+impl std::error::Error for Killed {}
+
+struct Slot<T> {
+    result: Option<Result<T>>,
+    waiter: Option<Unparker>,
+    /// Set by `kill` before the coroutine finished: its result becomes `Killed`.
+    killed: bool,
+    /// The running coroutine, for `kill` to cancel; None before it starts.
+    target: Option<(TaskHandle, TaskHome)>,
+}
+
+struct Packet<T> {
+    done: AtomicBool,
+    slot: Mutex<Slot<T>>,
+}
 
 impl<T> Packet<T> {
     fn new() -> Packet<T> {
         Packet {
-            state: AtomicU8::new(EMPTY),
-            result: UnsafeCell::new(None),
-            waiter: UnsafeCell::new(None),
+            done: AtomicBool::new(false),
+            slot: Mutex::new(Slot {
+                result: None,
+                waiter: None,
+                killed: false,
+                target: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called first thing in the coroutine: publishes it as the target of `kill`,
+    /// under the lock `kill` takes, so no kill falls between. False if already killed.
+    fn start(&self) -> bool {
+        let mut slot = self.lock();
+        slot.target = control::current_handle();
+        !slot.killed
+    }
+
+    fn kill(&self) {
+        let target = {
+            let mut slot = self.lock();
+            if self.is_done() {
+                return;
+            }
+            slot.killed = true;
+            slot.target.clone()
+        };
+        if let Some((task, home)) = target {
+            task.cancel(&home);
         }
     }
 
     fn complete(&self, result: Result<T>) {
-        // SAFETY: only the coroutine writes `result`, once, before DONE.
-        unsafe { *self.result.get() = Some(result) };
-        if self.state.swap(DONE, Ordering::AcqRel) == WAITING {
-            // SAFETY: the joiner published its waiter with WAITING and will not
-            // touch it again now that the state is DONE.
-            if let Some(w) = unsafe { (*self.waiter.get()).take() } {
-                w.unpark(Wake::Ready);
-            }
+        let (waiter, dropped) = {
+            let mut slot = self.lock();
+            let dropped = if slot.killed {
+                slot.result.replace(Err(Box::new(Killed)));
+                Some(result)
+            } else {
+                slot.result = Some(result);
+                None
+            };
+            slot.target = None;
+            self.done.store(true, Ordering::Release);
+            (slot.waiter.take(), dropped)
+        };
+        // The body's own result may run arbitrary code as it drops: not under the lock.
+        drop(dropped);
+        if let Some(w) = waiter {
+            w.unpark(Wake::Ready);
         }
     }
 
     fn is_done(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DONE
+        self.done.load(Ordering::Acquire)
     }
 
-    /// Registers `who` to be woken at completion (replacing an earlier waiter);
-    /// false if already complete.
+    /// Registers `who` to be woken at completion; false if already complete.
     fn watch(&self, who: Unparker) -> bool {
-        // Take back a waiter published earlier, so the cell is ours to write.
-        if self
-            .state
-            .compare_exchange(WAITING, EMPTY, Ordering::AcqRel, Ordering::Acquire)
-            == Err(DONE)
-        {
+        let mut slot = self.lock();
+        if self.is_done() {
             return false;
         }
-        // SAFETY: the state is EMPTY (or DONE, checked below): the coroutine reads
-        // `waiter` only after seeing WAITING.
-        unsafe { *self.waiter.get() = Some(who) };
-        self.state
-            .compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        slot.waiter = Some(who);
+        true
     }
 
-    /// The result, once `is_done()`.
-    fn take(&self) -> Option<Result<T>> {
-        if !self.is_done() {
-            return None;
+    /// Waits until complete (parking, or driving this plain thread) and takes the
+    /// result. `home` is the coroutine's scheduler, if known.
+    fn wait(&self, home: Option<usize>) -> Result<T> {
+        if runtime::in_coroutine() {
+            while !self.is_done() {
+                runtime::park(None, |who| self.watch(who));
+            }
+        } else if home.is_some() && runtime::current_scheduler_id() == home {
+            // The coroutine runs here: driving this scheduler is what finishes it,
+            // no wake-up from elsewhere is needed.
+            let _ = runtime::with_scheduler(|s| s.run_until(None, &mut || self.is_done()));
+        } else {
+            drive_until(&mut || self.is_done(), |who| {
+                self.watch(who);
+            });
         }
-        // SAFETY: DONE was observed with Acquire: the coroutine's write is visible
-        // and it never touches `result` again; only the handle's owner calls this.
-        unsafe { (*self.result.get()).take() }
+        self.lock()
+            .result
+            .take()
+            .expect("a finished coroutine left its result")
     }
 }
 
@@ -202,10 +292,12 @@ pub struct JoinHandle<T> {
 
 impl<T> JoinHandle<T> {
     /// Waits for the coroutine to finish and returns its value, or the payload
-    /// of the panic that ended it (as `std::thread::JoinHandle::join`).
+    /// of the panic that ended it (as `std::thread::JoinHandle::join`), or, if
+    /// it was [killed](Self::kill) before it finished, a [`Killed`] payload.
     ///
     /// Inside a coroutine this parks only the caller; on a plain thread it drives
-    /// this thread's scheduler until the coroutine is done.
+    /// this thread's scheduler until the coroutine is done. Not interrupted by
+    /// `kill` or `timeout`.
     ///
     /// ```
     /// let h = patchall::spawn(|| panic!("boom")).unwrap();
@@ -213,24 +305,39 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
     /// ```
     pub fn join(self) -> Result<T> {
-        let packet = &self.packet;
-        if runtime::in_coroutine() {
-            while !packet.is_done() {
-                runtime::park(None, |who| packet.watch(who));
-            }
-        } else if runtime::current_scheduler_id() == Some(self.home) {
-            // The coroutine runs here: driving this scheduler is what finishes it,
-            // no wake-up from elsewhere is needed.
-            let _ = runtime::with_scheduler(|s| s.run_until(None, &mut || packet.is_done()));
-        } else {
-            drive_until(&mut || packet.is_done(), |who| {
-                packet.watch(who);
-            });
-        }
-        packet.take().expect("a finished coroutine left its result")
+        self.packet.wait(Some(self.home))
     }
 
-    /// True once the coroutine has returned or panicked.
+    /// Kills the coroutine, as gevent's `Greenlet.kill`: its current or next
+    /// blocking call fails, so plain code unwinds through its own `?`:
+    /// - a hooked call (read, recv, accept, connect…) fails with ECANCELED
+    ///   (`raw_os_error() == Some(libc::ECANCELED)`; std files it under
+    ///   `io::ErrorKind::Uncategorized`, which cannot be matched on);
+    /// - [`sleep`] returns early;
+    /// - a channel operation or [`Event::wait`](crate::sync::Event::wait) fails
+    ///   with `Killed`; locks, condition variables, semaphores and `join` are not
+    ///   interrupted (they can only report success).
+    ///
+    /// A coroutine that has not started yet never runs. Does not wait: call
+    /// [`join`](Self::join) for that. If `kill` came before the coroutine
+    /// finished, `join` returns `Err` with a [`Killed`] payload, whatever the
+    /// body returned (the body's value, or its panic payload, is dropped); if the
+    /// coroutine had already finished, `kill` does nothing. Any thread may kill.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let start = Instant::now();
+    /// let sleeper = patchall::spawn(|| patchall::sleep(Duration::from_secs(3600))).unwrap();
+    /// patchall::sleep(Duration::from_millis(10)); // let it start sleeping
+    /// sleeper.kill();
+    /// assert!(sleeper.join().unwrap_err().is::<patchall::Killed>());
+    /// assert!(start.elapsed() < Duration::from_secs(60));
+    /// ```
+    pub fn kill(&self) {
+        self.packet.kill();
+    }
+
+    /// True once the coroutine has returned, panicked, or ended killed.
     pub fn is_finished(&self) -> bool {
         self.packet.is_done()
     }
@@ -246,6 +353,37 @@ impl<T> fmt::Debug for JoinHandle<T> {
         f.debug_struct("JoinHandle")
             .field("coroutine", &self.coroutine)
             .finish()
+    }
+}
+
+/// Runs `f` as a coroutine on this plain thread's scheduler, driving it until `f`
+/// returns (a panic in `f` resumes here). `f` may borrow from the caller, as with
+/// `std::thread::scope`. Gives `f` back, unrun, if no coroutine can be made here.
+pub(crate) fn run_as_coroutine<F, R>(f: F) -> std::result::Result<R, F>
+where
+    F: FnOnce() -> R,
+{
+    debug_assert!(!runtime::in_coroutine());
+    let packet = Packet::new();
+    let f = Cell::new(Some(f));
+    let body: Box<dyn FnOnce() + '_> = Box::new(|| {
+        let f = f.take().expect("a coroutine body runs once");
+        packet.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+    });
+    // SAFETY: `body` borrows `f` and `packet` from this frame, which outlives its
+    // run: the coroutine runs only on this thread, only while this thread drives
+    // the scheduler, and `packet.wait()` below drives until `complete` has run.
+    // After `complete` the body touches neither borrow and never suspends again
+    // (nothing can kill it: no handle to it exists), so this frame may end. If
+    // `spawn` fails, `body` is dropped unrun, touching nothing.
+    let body: Box<dyn FnOnce() + 'static> = unsafe { std::mem::transmute(body) };
+    match runtime::with_scheduler(|s| s.spawn(None, None, body)) {
+        Ok(Ok(_)) => {}
+        _ => return Err(f.take().expect("an unspawned body did not run")),
+    }
+    match packet.wait(None) {
+        Ok(r) => Ok(r),
+        Err(payload) => panic::resume_unwind(payload),
     }
 }
 
@@ -287,6 +425,11 @@ where
 /// Sleeps for `dur`: parks the calling coroutine, or, on a plain thread, runs this
 /// thread's coroutines meanwhile.
 ///
+/// Returns early, with nothing to say so, in a coroutine that is
+/// [killed](JoinHandle::kill) or inside a [`timeout`](crate::timeout()) body whose
+/// deadline passes: the enclosing `timeout` reports `Err(Elapsed)`, a `join`
+/// of the killed coroutine reports [`Killed`].
+///
 /// ```
 /// use std::time::{Duration, Instant};
 /// let t = Instant::now();
@@ -299,8 +442,9 @@ pub fn sleep(dur: Duration) {
     let deadline = Instant::now() + dur;
     if runtime::in_coroutine() {
         while Instant::now() < deadline {
-            if runtime::sleep_until(deadline) != Wake::TimedOut {
-                continue;
+            match runtime::sleep_until(deadline) {
+                Wake::Cancelled | Wake::Expired => return,
+                _ => continue,
             }
         }
     } else if runtime::with_scheduler(|s| s.run_until(Some(deadline), &mut || false)).is_err() {
@@ -324,7 +468,6 @@ pub fn sleep(dur: Duration) {
 /// patchall::join_all(hs);
 /// assert_eq!(*log.lock().unwrap(), ["a0", "b0", "a1", "b1"]);
 /// ```
-#[inline]
 pub fn yield_now() {
     if runtime::in_coroutine() {
         runtime::yield_now();

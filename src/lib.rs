@@ -20,6 +20,9 @@
 //! coroutines (corosensei) on pooled stacks, an epoll reactor (mio). A plain thread
 //! that waits (`join`, `join_all`, `sleep`, `run`) drives its scheduler meanwhile.
 //! See `PATCHALL_*` variables in [`Config`].
+//!
+//! gevent's toolbox: [`sync`] (channels, `Event`, `Semaphore`, `Mutex`, `RwLock`,
+//! `Condvar`), [`timeout()`], [`Pool`], [`JoinHandle::kill`], [`spawn_later`].
 
 #![warn(missing_docs)]
 
@@ -31,15 +34,20 @@ pub mod ffi;
 mod generator;
 mod greenlet;
 pub mod hooks;
+mod pool;
 mod runtime;
+pub mod sync;
 mod sys;
+mod timeout;
 mod workers;
 
 pub use config::{Config, MIN_STACK_SIZE, StackMode, config, parse_bool, parse_size};
 pub use coroutine::{
-    Builder, Coroutine, JoinHandle, Result, current, in_coroutine, join_all, run, sleep, spawn,
-    yield_now,
+    Builder, Coroutine, JoinHandle, Killed, Result, current, in_coroutine, join_all, run, sleep,
+    spawn, spawn_later, yield_now,
 };
 pub use generator::{Generator, GeneratorState, Yielder};
 pub use greenlet::Greenlet;
+pub use pool::Pool;
+pub use timeout::{Elapsed, timeout};
 pub use workers::{Handle, Runtime, RuntimeBuilder};

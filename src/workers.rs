@@ -15,6 +15,9 @@
 //! run an accept loop on every worker (each parks until a connection comes; the
 //! losers of a race get `EAGAIN` and park again). `examples/echo_server.rs
 //! --workers N` shows the shared-listener pattern.
+//!
+//! Green threads (`PATCHALL_WORKERS`) use a runtime whose worker 0 is `main`'s
+//! own thread (`with_current_thread`): see `hooks/thread/spread.rs`.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,6 +37,8 @@ use crate::runtime::{self, Remote};
 #[derive(Debug, Default, Clone)]
 pub struct RuntimeBuilder {
     workers: Option<usize>,
+    /// The calling thread's scheduler is worker 0 (driven by whoever drives it).
+    with_current: bool,
 }
 
 impl RuntimeBuilder {
@@ -44,6 +49,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Counts the calling thread's scheduler as the first worker, so that only
+    /// `workers - 1` threads start: green threads spread over `main`'s thread
+    /// and the others. The caller's thread keeps driving its own scheduler.
+    pub(crate) fn with_current_thread(mut self) -> RuntimeBuilder {
+        self.with_current = true;
+        self
+    }
+
     /// Starts the workers. Fails if a thread or a scheduler cannot be made.
     pub fn build(self) -> io::Result<Runtime> {
         let n = self.workers.unwrap_or_else(default_workers);
@@ -51,8 +64,18 @@ impl RuntimeBuilder {
             shutdown: AtomicBool::new(false),
             workers: Mutex::new(Vec::new()),
         });
+        if self.with_current {
+            shared
+                .workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Worker {
+                    home: runtime::current_home()?,
+                    load: Arc::new(AtomicUsize::new(0)),
+                });
+        }
         let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
+        for i in usize::from(self.with_current)..n {
             let (tx, rx) = std::sync::mpsc::channel();
             let sh = shared.clone();
             let thread = thread::Builder::new()
@@ -200,24 +223,9 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if self.shared.shutdown.load(Ordering::Acquire) {
-            return Err(io::Error::other("patchall: the runtime has shut down"));
-        }
-        let (home, load) = {
-            let workers = self
-                .shared
-                .workers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let w = workers
-                .iter()
-                .min_by_key(|w| w.load.load(Ordering::Relaxed))
-                .ok_or_else(|| io::Error::other("patchall: a runtime without workers"))?;
-            (w.home.clone(), w.load.clone())
-        };
-        load.fetch_add(1, Ordering::Relaxed);
+        let (home, load) = self.place()?;
         let counted = load.clone();
-        let spawned = builder.spawn_in(Some(&home), move || {
+        let spawned = builder.spawn_in(home.as_ref(), None, move || {
             let _done = Decrement(counted);
             f()
         });
@@ -225,6 +233,39 @@ impl Handle {
             load.fetch_sub(1, Ordering::Relaxed);
         }
         spawned
+    }
+
+    /// Picks the least loaded worker and counts one more coroutine on it: its
+    /// mailbox (None if it is the calling thread's scheduler, which spawns
+    /// directly) and its load, which the caller decrements when that coroutine
+    /// ends or could not be made.
+    pub(crate) fn place(&self) -> io::Result<(Option<Arc<Remote>>, Arc<AtomicUsize>)> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Err(io::Error::other("patchall: the runtime has shut down"));
+        }
+        let workers = self
+            .shared
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let w = workers
+            .iter()
+            .min_by_key(|w| w.load.load(Ordering::Relaxed))
+            .ok_or_else(|| io::Error::other("patchall: a runtime without workers"))?;
+        w.load.fetch_add(1, Ordering::Relaxed);
+        let here = runtime::current_scheduler_id() == Some(w.home.id_addr());
+        Ok(((!here).then(|| w.home.clone()), w.load.clone()))
+    }
+
+    /// Live coroutines placed by this runtime, on every worker.
+    pub(crate) fn load(&self) -> usize {
+        self.shared
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|w| w.load.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -234,5 +275,108 @@ struct Decrement(Arc<AtomicUsize>);
 impl Drop for Decrement {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+    use std::time::Instant;
+
+    use super::Runtime;
+    use crate::runtime::parking::{park_on, unpark_one};
+
+    /// A one-value channel whose sides park on the runtime's parking table when
+    /// they must wait, as a pthread mutex or a channel does: every value that
+    /// finds the other side parked wakes it through its worker's mailbox.
+    #[derive(Default)]
+    struct Slot {
+        /// 0 empty, else value + 1.
+        value: AtomicU64,
+        /// How often a side really parked (and so had to be woken).
+        parks: AtomicUsize,
+    }
+
+    impl Slot {
+        /// Parking keys: takers wait on `full`, putters on `empty`.
+        fn keys(&self) -> (usize, usize) {
+            let base = &self.value as *const AtomicU64 as usize;
+            (base, base + 1)
+        }
+
+        fn put(&self, v: u64) {
+            let (full, empty) = self.keys();
+            while self
+                .value
+                .compare_exchange(0, v + 1, SeqCst, SeqCst)
+                .is_err()
+            {
+                self.wait(empty, || self.value.load(SeqCst) != 0);
+            }
+            unpark_one(full);
+        }
+
+        fn take(&self) -> u64 {
+            let (full, empty) = self.keys();
+            loop {
+                let v = self.value.swap(0, SeqCst);
+                if v != 0 {
+                    unpark_one(empty);
+                    return v - 1;
+                }
+                self.wait(full, || self.value.load(SeqCst) == 0);
+            }
+        }
+
+        fn wait(&self, key: usize, blocked: impl Fn() -> bool) {
+            let mut parked = false;
+            park_on(key, None, || {
+                parked = blocked();
+                parked
+            });
+            if parked {
+                self.parks.fetch_add(1, SeqCst);
+            }
+        }
+    }
+
+    fn thread_id() -> u64 {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+    }
+
+    #[test]
+    fn a_million_cross_worker_handoffs_park_wake_and_lose_nothing() {
+        const MESSAGES: u64 = 1_000_000;
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let slot = Arc::new(Slot::default());
+        let started = Instant::now();
+        let tx = slot.clone();
+        // Least-loaded placement: one coroutine on each worker.
+        let producer = rt
+            .spawn(move || {
+                (0..MESSAGES).for_each(|i| tx.put(i));
+                thread_id()
+            })
+            .unwrap();
+        let rx = slot.clone();
+        let consumer = rt
+            .spawn(move || ((0..MESSAGES).map(|_| rx.take()).sum::<u64>(), thread_id()))
+            .unwrap();
+        let (sum, consumer_thread) = consumer.join().unwrap();
+        let producer_thread = producer.join().unwrap();
+        let parks = slot.parks.load(SeqCst);
+        eprintln!(
+            "{MESSAGES} messages, {parks} parks, {:?}",
+            started.elapsed()
+        );
+        assert_ne!(producer_thread, consumer_thread, "one side per worker");
+        assert_eq!(sum, MESSAGES * (MESSAGES - 1) / 2, "every value once");
+        // Each park was ended by a wake from the other worker (no deadline).
+        assert!(
+            parks > 1000,
+            "only {parks} parks: the wake path was not exercised"
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! The echo examples, run as the programs they are: echo_server holds 200, then
-//! 1,000 concurrent clients on one OS thread and echoes every byte; echo_client
-//! turns stdin lines into echoes on stdout.
+//! 1,000 concurrent clients on one OS thread and echoes every byte, and does the
+//! same for 200 clients on two workers, both serving; echo_client turns stdin
+//! lines into echoes on stdout.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -51,26 +52,45 @@ fn example(name: &str) -> PathBuf {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The rest of its stdout, kept open so that its later lines find a reader.
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Server {
     fn start() -> Server {
+        Server::with_args(&[])
+    }
+
+    fn with_args(args: &[&str]) -> Server {
         let mut child = Command::new(example("echo_server"))
             .args(["--addr", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("echo_server starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
+        stdout.read_line(&mut first).unwrap();
         let addr = first
             .trim()
             .rsplit(' ')
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {first:?}"));
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// Kills the server and returns what it printed after its address.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        io::Read::read_to_string(&mut self.stdout, &mut rest).unwrap();
+        rest
     }
 
     /// A number from /proc/<pid>/status, e.g. "Threads".
@@ -199,6 +219,26 @@ fn two_hundred_clients_every_byte_echoed_by_one_thread() {
     );
     assert!(held.threads <= 2, "{} threads", held.threads);
     assert!(held.open_fds >= 200, "{} fds", held.open_fds);
+}
+
+#[test]
+fn two_hundred_clients_every_byte_echoed_by_two_workers() {
+    let server = Server::with_args(&["--workers", "2"]);
+    let held = clients(&server, 200, 5, 16 * 1024);
+    eprintln!(
+        "200 clients, 2 workers: server threads {}, open fds {}",
+        held.threads, held.open_fds
+    );
+    // main (joining the accept loops) and the two workers.
+    assert!(held.threads <= 3, "{} threads", held.threads);
+    assert!(held.open_fds >= 200, "{} fds", held.open_fds);
+    let said = server.stop();
+    for worker in 0..2 {
+        assert!(
+            said.contains(&format!("worker {worker} serves its first client")),
+            "worker {worker} served no client; the server said {said:?}"
+        );
+    }
 }
 
 /// Raises the soft limit on open files to `want` (within the hard limit).

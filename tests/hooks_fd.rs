@@ -58,16 +58,23 @@ fn close_wakes_a_waiter_with_ebadf() {
 
 #[test]
 fn a_reused_fd_number_gets_no_stale_wakeup() {
-    let (r, w) = inherited_pipe();
+    // A number no other test in this process uses: the tests run in parallel, so
+    // a number freed by `close` could otherwise be taken by another test.
+    const NUMBER: i32 = 977;
+    let (r0, w) = inherited_pipe();
+    // SAFETY: moving our read end onto a number nobody else uses.
+    assert_eq!(unsafe { libc::dup2(r0, NUMBER) }, NUMBER);
+    // SAFETY: the duplicate stays open as NUMBER.
+    unsafe { libc::close(r0) };
     let waiter = patchall::spawn(move || {
         let mut b = [0u8; 1];
         // SAFETY: reading into a local buffer.
-        unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }
+        unsafe { libc::read(NUMBER, b.as_mut_ptr().cast(), 1) }
     })
     .unwrap();
     patchall::spawn(move || {
         // SAFETY: closing the fd another coroutine waits on.
-        unsafe { libc::close(r) };
+        unsafe { libc::close(NUMBER) };
     })
     .unwrap()
     .join()
@@ -75,20 +82,16 @@ fn a_reused_fd_number_gets_no_stale_wakeup() {
     assert_eq!(waiter.join().unwrap(), -1);
     // The number comes back for a new pipe; its reader must wait for real data.
     let (r2, w2) = inherited_pipe();
-    let mut fds = [r2, w2];
-    if r2 != r {
-        // SAFETY: move the new read end onto the old number.
-        assert_eq!(unsafe { libc::dup2(r2, r) }, r);
-        // SAFETY: the duplicate stays open as `r`.
-        unsafe { libc::close(r2) };
-        fds[0] = r;
-    }
+    // SAFETY: move the new read end onto the old number.
+    assert_eq!(unsafe { libc::dup2(r2, NUMBER) }, NUMBER);
+    // SAFETY: the duplicate stays open as NUMBER.
+    unsafe { libc::close(r2) };
     let got = Arc::new(AtomicUsize::new(0));
     let g = got.clone();
     let reader = patchall::spawn(move || {
         let mut b = [0u8; 1];
         // SAFETY: reading into a local buffer.
-        let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) };
+        let n = unsafe { libc::read(NUMBER, b.as_mut_ptr().cast(), 1) };
         g.store(1, SeqCst);
         (n, b[0])
     })
@@ -99,9 +102,9 @@ fn a_reused_fd_number_gets_no_stale_wakeup() {
     patchall::sleep(Duration::from_millis(30));
     assert_eq!(got.load(SeqCst), 0, "reader woke without data");
     // SAFETY: writing one byte to the new pipe.
-    unsafe { libc::write(fds[1], b"y".as_ptr().cast(), 1) };
+    unsafe { libc::write(w2, b"y".as_ptr().cast(), 1) };
     assert_eq!(reader.join().unwrap(), (1, b'y'));
-    for fd in [fds[0], fds[1], w] {
+    for fd in [NUMBER, w2, w] {
         // SAFETY: closing our own fds.
         unsafe { libc::close(fd) };
     }

@@ -1,15 +1,20 @@
 //! The command line the echo examples share.
 
-/// `--addr HOST:PORT`, by default 127.0.0.1:8000; anything else prints the
-/// usage and exits with status 2.
-pub fn addr_arg(program: &str) -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => "127.0.0.1:8000".into(),
-        [flag, addr] if flag == "--addr" => addr.clone(),
-        _ => {
-            eprintln!("usage: {program} [--addr HOST:PORT]");
-            std::process::exit(2);
+/// The value of each `(flag, default)` in `known`, in that order: every
+/// argument must be one of them followed by its value, else the usage is
+/// printed and the program exits with status 2.
+pub fn flags(program: &str, known: &[(&str, &str)]) -> Vec<String> {
+    let mut values: Vec<String> = known.iter().map(|(_, d)| d.to_string()).collect();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match (known.iter().position(|(f, _)| *f == flag), args.next()) {
+            (Some(i), Some(value)) => values[i] = value,
+            _ => {
+                let usage: Vec<String> = known.iter().map(|(f, d)| format!("[{f} {d}]")).collect();
+                eprintln!("usage: {program} {}", usage.join(" "));
+                std::process::exit(2);
+            }
         }
     }
+    values
 }

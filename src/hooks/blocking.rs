@@ -92,7 +92,9 @@ pub(crate) fn deadline_for(fd: libc::c_int, dir: Direction) -> Option<Instant> {
     fdtable::timeout(fd, which).map(|t| Instant::now() + t)
 }
 
-/// Parks until `fd` is ready; Err(errno) for expiry (EAGAIN) or close (EBADF).
+/// Parks until `fd` is ready; Err(errno) for SO_*TIMEO expiry (EAGAIN), close
+/// (EBADF), a signal (EINTR), `kill` (ECANCELED) or the deadline of an enclosing
+/// `patchall::timeout` (ETIMEDOUT).
 pub(crate) fn wait(
     guard: &Guard,
     fd: libc::c_int,
@@ -119,6 +121,7 @@ pub(crate) fn wait(
                 continue;
             }
             Ok(Wake::Cancelled) => Err(libc::ECANCELED),
+            Ok(Wake::Expired) => Err(libc::ETIMEDOUT),
             // Not pollable (epoll refuses it): block this thread in poll instead.
             Err(_) => block_in_poll(fd, dir, deadline),
         };

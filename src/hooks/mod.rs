@@ -20,6 +20,7 @@ pub mod io;
 mod iov;
 pub mod net;
 pub mod poll;
+pub mod pthread_sync;
 pub mod signal;
 pub mod sleep;
 pub mod thread;

@@ -58,6 +58,11 @@ fn cooperate(
             // An fd the reactor refuses: block the thread for the time left.
             Err(_) => return attempt(left(deadline)),
         };
+        if wake == Wake::Expired {
+            // The coroutine's `timeout()` passed: plain code unwinds by its `?`.
+            set_errno(libc::ETIMEDOUT);
+            return -1;
+        }
         if wake == Wake::Cancelled {
             // A green thread's cancellation ends it here (`fds` leaks) or,
             // deferred, the wait goes on.

@@ -6,7 +6,8 @@
 //! error is the kernel's own. A signal handler that runs on the thread while the
 //! coroutine sleeps ends the sleep with EINTR, SA_RESTART or not (signal(7)), and
 //! `rem` gets the time left, as the kernel does; on success `rem` is not written.
-//! A cancelled coroutine's sleep ends with ECANCELED.
+//! A killed coroutine's sleep, or one past its `timeout()`, returns at once as if
+//! the time had elapsed (`std::thread::sleep` would retry an EINTR forever).
 //!
 //! Absolute sleeps on CLOCK_REALTIME/BOOTTIME/TAI are converted to a monotonic
 //! deadline and re-checked against their clock on waking; a clock that is set
@@ -65,7 +66,9 @@ pub(super) fn to_timespec(d: Duration) -> timespec {
 
 /// Parks the running coroutine until `deadline`; a deadline already passed only
 /// lets the other coroutines run once. Err(EINTR) if a signal handler ran on
-/// this thread meanwhile, Err(ECANCELED) if the coroutine was cancelled.
+/// this thread meanwhile. A killed coroutine (`Cancelled`, not a green thread's
+/// deferred cancel) or one past its `timeout()` (`Expired`) returns at once as if
+/// the time had elapsed: EINTR would make `std::thread::sleep` retry, forever.
 fn park_until(guard: &Guard, deadline: Instant) -> Result<(), c_int> {
     loop {
         match guard.release_while(|| runtime::sleep_until(deadline)) {
@@ -74,7 +77,7 @@ fn park_until(guard: &Guard, deadline: Instant) -> Result<(), c_int> {
             // released while `act_on_cancel` runs.
             Wake::Cancelled
                 if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) => {}
-            Wake::Cancelled => return Err(libc::ECANCELED),
+            Wake::Cancelled | Wake::Expired => return Ok(()),
             _ if Instant::now() >= deadline => return Ok(()),
             _ => {}
         }

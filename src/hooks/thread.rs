@@ -17,6 +17,9 @@
 //! `pthread_cleanup_push` handlers, resets a `pthread_once` it was inside, runs
 //! its key destructors, then wakes its joiner.
 //!
+//! With `PATCHALL_WORKERS=N` green threads spread over N OS threads (see
+//! `spread`); a record's shared fields are atomic for that reason too.
+//!
 //! Functions that only make sense for an OS thread (affinity, scheduling, CPU
 //! clock, signals) act on the OS thread that runs the green thread, which every
 //! coroutine of that thread shares.
@@ -27,7 +30,7 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, fence};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use libc::{c_char, c_int, c_void, clockid_t, pthread_attr_t, pthread_t, size_t, timespec};
@@ -40,6 +43,7 @@ use crate::runtime::{self, Wake, parking, stack::GUARD_GAP};
 mod keys;
 mod native;
 mod once;
+mod spread;
 mod start;
 
 /// A thread's start routine.
@@ -88,8 +92,11 @@ pub(crate) struct GreenThread {
     retval: AtomicPtr<c_void>,
     /// The coroutine, once it has started.
     task: OnceLock<(TaskHandle, TaskHome)>,
-    /// glibc's handle of the OS thread whose scheduler runs the coroutine.
-    os_thread: pthread_t,
+    /// glibc's handle of the OS thread whose scheduler runs the coroutine
+    /// (the creator's until it starts: it may start on another worker).
+    os_thread: AtomicUsize,
+    /// The load of the worker it was placed on, counted down as it ends.
+    load: OnceLock<Arc<AtomicUsize>>,
     /// (lowest address, size) of the stack; (0, requested size) until it runs.
     stack: (AtomicUsize, AtomicUsize),
     cancel_pending: AtomicBool,
@@ -123,7 +130,8 @@ impl GreenThread {
             state: AtomicU32::new(if detached { DETACHED } else { 0 }),
             retval: AtomicPtr::new(ptr::null_mut()),
             task: OnceLock::new(),
-            os_thread: os_self(),
+            os_thread: AtomicUsize::new(os_self() as usize),
+            load: OnceLock::new(),
             stack: (AtomicUsize::new(0), AtomicUsize::new(stack_size)),
             cancel_pending: AtomicBool::new(false),
             cancel_enabled: AtomicBool::new(true),
@@ -180,6 +188,7 @@ impl GreenThread {
     /// and stack, and arms a cancellation that arrived before it started.
     fn bind(&self) {
         control::set_task_local(self.addr());
+        self.os_thread.store(os_self() as usize, Relaxed);
         if let Some((bottom, size)) = control::current_stack() {
             self.stack.0.store(bottom, Relaxed);
             self.stack.1.store(size, Relaxed);
@@ -225,6 +234,9 @@ impl GreenThread {
         self.retval.store(retval, Release);
         let addr = self.addr();
         let word = &self.state as *const AtomicU32;
+        if let Some(load) = self.load.get() {
+            load.fetch_sub(1, Relaxed);
+        }
         let before = self.state.fetch_or(FINISHED, AcqRel);
         if before & DETACHED != 0 {
             return true;
@@ -303,7 +315,7 @@ fn os_thread(th: pthread_t) -> Result<pthread_t, c_int> {
     match record(th) {
         None => Ok(th),
         Some(rec) if rec.finished() => Err(libc::ESRCH),
-        Some(rec) => Ok(rec.os_thread),
+        Some(rec) => Ok(rec.os_thread.load(Relaxed) as pthread_t),
     }
 }
 
@@ -369,7 +381,8 @@ fn default_stack_size() -> usize {
     if size == 0 { FALLBACK_STACK } else { size }
 }
 
-/// Starts `start(arg)` as a green thread on this thread's scheduler.
+/// Starts `start(arg)` as a green thread on the least loaded worker (this
+/// thread's scheduler without workers).
 fn spawn(
     attr: *const pthread_attr_t,
     start: StartRoutine,
@@ -388,12 +401,25 @@ fn spawn(
     };
     let rec = GreenThread::alloc(false, detached, stack)?;
     let (addr, arg) = (rec.addr(), arg as usize);
-    let spawned =
-        runtime::with_scheduler(|s| s.spawn(None, Some(stack), move || run(addr, start, arg)));
-    if !matches!(spawned, Ok(Ok(_))) {
-        // SAFETY: no coroutine was made, so nothing else knows the record.
-        unsafe { GreenThread::free(addr) };
-        return Err(libc::EAGAIN);
+    let body = move || run(addr, start, arg);
+    let (home, load) = spread::place();
+    let spawned = match &home {
+        None => runtime::with_scheduler(|s| s.spawn(None, Some(stack), body)).ok(),
+        Some(home) => Some(runtime::spawn_at(home, None, Some(stack), body)),
+    };
+    match (spawned, load) {
+        (Some(Ok(_)), Some(load)) => {
+            let _ = rec.load.set(load);
+        }
+        (Some(Ok(_)), None) => {}
+        (_, load) => {
+            if let Some(load) = load {
+                load.fetch_sub(1, Relaxed);
+            }
+            // SAFETY: no coroutine was made, so nothing else knows the record.
+            unsafe { GreenThread::free(addr) };
+            return Err(libc::EAGAIN);
+        }
     }
     Ok(rec)
 }
@@ -423,7 +449,11 @@ hook! {
             unsafe { real(thread, attr, start, arg) }
         };
         let Some(routine) = start else { return forward() };
-        if !green::enabled() || !runtime::in_coroutine() || native::stays_native(routine as usize) {
+        if !green::enabled()
+            || !runtime::in_coroutine()
+            || spread::starting()
+            || native::stays_native(routine as usize)
+        {
             return forward();
         }
         match spawn(attr, routine, arg) {
@@ -513,15 +543,16 @@ fn wait_finished(rec: &GreenThread, deadline: Option<Instant>) -> Result<(), c_i
         }
         return Ok(());
     }
-    if rec.os_thread == os_self() {
-        // A plain caller on the very thread that runs the green thread (a
-        // destructor or atexit handler): run the scheduler meanwhile.
-        let _ = runtime::with_scheduler(|s| s.run_until(deadline, &mut || finished()));
-        return if finished() {
-            Ok(())
-        } else {
-            Err(libc::ETIMEDOUT)
-        };
+    if runtime::current_scheduler().is_some() {
+        // A plain caller on a thread that runs coroutines (a destructor or
+        // atexit handler on main's thread): the green thread may be one of
+        // them, so run them meanwhile; its end on another worker comes as mail.
+        while !finished() {
+            if parking::drive_on(addr, deadline, || !finished()) == Wake::TimedOut && !finished() {
+                return Err(libc::ETIMEDOUT);
+            }
+        }
+        return Ok(());
     }
     loop {
         let state = rec.state.load(Acquire);

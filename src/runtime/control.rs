@@ -1,9 +1,11 @@
 //! Naming and steering a coroutine from the layer above: its handle (to cancel
-//! it from any thread), a per-coroutine word, and ending it without returning.
-// Green threads (issue 4) are the first users of these.
+//! it from any thread), its `timeout()` deadline, a per-coroutine word, and
+//! ending it without returning.
+// Green threads (issue 4) are the first users of the word and of exit.
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::scheduler::{Mail, Remote, current_arc, current_scheduler, current_task};
 use super::task::Task;
@@ -59,6 +61,17 @@ pub(crate) fn clear_cancel() {
 /// The running coroutine's stack: (lowest usable address, usable bytes).
 pub(crate) fn current_stack() -> Option<(usize, usize)> {
     current_task().map(|t| (t.guard.1, t.stack_size))
+}
+
+/// Replaces the running coroutine's `timeout()` deadline, returning the old one.
+/// Outside a coroutine there is none to set: returns None.
+pub(crate) fn replace_deadline(deadline: Option<Instant>) -> Option<Instant> {
+    current_task().and_then(|t| t.deadline.replace(deadline))
+}
+
+/// The running coroutine's `timeout()` deadline, if it is inside one.
+pub(crate) fn deadline() -> Option<Instant> {
+    current_task().and_then(|t| t.deadline.get())
 }
 
 /// The layer-above word of the running coroutine (0 outside coroutines).

@@ -14,8 +14,8 @@ mod timer;
 pub use reactor::Direction;
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
-    Mail, Remote, current_home, current_scheduler_id, current_task, fd_closing, fd_created,
-    note_signal, park, root_unparker, signal_counts, sleep_until, spawn_at, wait_any, wait_fd,
-    with_scheduler, yield_now,
+    Breaks, Mail, Remote, current_home, current_scheduler, current_scheduler_id, current_task,
+    fd_closing, fd_created, note_signal, park, park_as, root_unparker, signal_counts, sleep_until,
+    spawn_at, wait_any, wait_fd, with_scheduler, yield_now,
 };
 pub(crate) use task::{Unparker, Wake};

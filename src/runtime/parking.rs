@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::scheduler::park;
+use super::scheduler::{current_scheduler, park, root_unparker};
 use super::task::{Unparker, Wake};
 
 const SHARDS: usize = 64;
@@ -35,30 +35,82 @@ pub(crate) fn park_on(
 ) -> Wake {
     let mut me = None;
     let wake = park(deadline, |who| {
-        let mut table = shard(addr);
-        if !still_blocked() {
-            return false;
-        }
         me = Some(who.clone());
-        table
-            .get_or_insert_with(HashMap::new)
-            .entry(addr)
-            .or_default()
-            .push_back(who);
-        true
+        enqueue(addr, who, still_blocked)
     });
     if wake != Wake::Ready {
         if let Some(me) = me {
-            let mut table = shard(addr);
-            if let Some(q) = table.as_mut().and_then(|t| t.get_mut(&addr)) {
-                q.retain(|w| !w.same_task(&me));
-                if q.is_empty() {
-                    table.as_mut().map(|t| t.remove(&addr));
-                }
-            }
+            dequeue(addr, &me);
         }
     }
     wake
+}
+
+/// `park_on` for a plain thread whose scheduler has coroutines (one of them may
+/// be the one to wake it): queues the thread and runs its coroutines until an
+/// `unpark_*` on `addr` takes it off the queue, `still_blocked()` stops holding,
+/// or `deadline` passes.
+pub(crate) fn drive_on(
+    addr: usize,
+    deadline: Option<Instant>,
+    still_blocked: impl Fn() -> bool,
+) -> Wake {
+    let Some(sched) = current_scheduler() else {
+        return Wake::Ready;
+    };
+    let Ok(me) = root_unparker() else {
+        return Wake::Ready;
+    };
+    if !enqueue(addr, me.clone(), &still_blocked) {
+        return Wake::Ready;
+    }
+    sched.run_until(deadline, &mut || !still_blocked() || !is_queued(addr, &me));
+    // Still queued means nobody woke us: the condition changed or time ran out.
+    if dequeue(addr, &me) && deadline.is_some_and(|d| Instant::now() >= d) {
+        Wake::TimedOut
+    } else {
+        Wake::Ready
+    }
+}
+
+/// Queues `who` on `addr` if `still_blocked()`, checked under the queue's lock so
+/// that an `unpark_*` racing with this is either seen by the check or sees `who`.
+fn enqueue(addr: usize, who: Unparker, still_blocked: impl FnOnce() -> bool) -> bool {
+    let mut table = shard(addr);
+    if !still_blocked() {
+        return false;
+    }
+    table
+        .get_or_insert_with(HashMap::new)
+        .entry(addr)
+        .or_default()
+        .push_back(who);
+    true
+}
+
+/// Takes `who` off `addr`'s queue; false if an `unpark_*` already had.
+fn dequeue(addr: usize, who: &Unparker) -> bool {
+    let mut table = shard(addr);
+    let Some(t) = table.as_mut() else {
+        return false;
+    };
+    let Some(q) = t.get_mut(&addr) else {
+        return false;
+    };
+    let before = q.len();
+    q.retain(|w| !w.same_task(who));
+    let removed = q.len() != before;
+    if q.is_empty() {
+        t.remove(&addr);
+    }
+    removed
+}
+
+fn is_queued(addr: usize, who: &Unparker) -> bool {
+    shard(addr)
+        .as_ref()
+        .and_then(|t| t.get(&addr))
+        .is_some_and(|q| q.iter().any(|w| w.same_task(who)))
 }
 
 /// Wakes the longest-waiting coroutine parked on `addr`; false if there was none.

@@ -49,7 +49,6 @@ impl Drop for Owner {
 pub(crate) enum Mail {
     Unpark(Option<Arc<Task>>, u64, Wake),
     Closed(RawFd, u32),
-    #[allow(dead_code)] // first sent by green threads (issue 4)
     Cancel(Arc<Task>),
     /// Run on the owner's thread, outside any coroutine (a spawn from elsewhere).
     Run(Box<dyn FnOnce() + Send>),
@@ -98,6 +97,9 @@ pub(crate) struct Scheduler {
     live: Cell<usize>,
     /// Coroutine runs since the reactor was last polled.
     runs_since_poll: Cell<u32>,
+    /// A wake for the driving plain thread arrived since `run_until` last asked
+    /// `done()`: it must ask again before blocking in the reactor.
+    root_woken: Cell<bool>,
     /// Coroutines parked in a way a signal handler interrupts (I/O, sleep).
     interruptible: RefCell<Slab>,
     /// `SIGNALS` as of the last check.
@@ -142,6 +144,7 @@ impl Scheduler {
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
             live: Cell::new(0),
             runs_since_poll: Cell::new(0),
+            root_woken: Cell::new(false),
             interruptible: RefCell::new(Slab::default()),
             signals_seen: Cell::new((0, 0)),
             _altstack: AltStack::ensure(),
@@ -195,6 +198,7 @@ impl Scheduler {
             local: Cell::new(0),
             cancelled: Cell::new(false),
             exiting: Cell::new(false),
+            deadline: Cell::new(None),
         });
         self.live.set(self.live.get() + 1);
         self.runq.borrow_mut().push_back(task);
@@ -260,9 +264,12 @@ impl Scheduler {
     }
 
     fn unpark_local(&self, task: Option<Arc<Task>>, seq: u64, wake: Wake) {
-        // A wake for the driving plain thread needs nothing: it re-checks its
-        // condition after every step of the loop.
-        let Some(task) = task else { return };
+        // A wake for the driving plain thread: `run_until` re-checks its
+        // condition before it next blocks.
+        let Some(task) = task else {
+            self.root_woken.set(true);
+            return;
+        };
         if task.state.get() == State::Parked && task.park_seq.get() == seq {
             task.wake.set(wake);
             task.state.set(State::Runnable);
@@ -324,6 +331,7 @@ impl Scheduler {
     /// Drives this scheduler until `done()` holds or `deadline` passes.
     pub(crate) fn run_until(&self, deadline: Option<Instant>, done: &mut dyn FnMut() -> bool) {
         loop {
+            self.root_woken.set(false);
             if done() {
                 return;
             }
@@ -340,6 +348,11 @@ impl Scheduler {
             self.check_signals();
             self.drain_mail();
             self.fire_timers();
+            // The mail just read may be the wake-up `done()` waits for (set from
+            // another thread after the check above): blocking now would lose it.
+            if self.root_woken.get() {
+                continue;
+            }
             let now = (deadline.is_some() || !self.timers.borrow().is_empty()).then(Instant::now);
             if let (Some(d), Some(now)) = (deadline, now) {
                 if now >= d {
@@ -494,24 +507,48 @@ pub(crate) fn unpark(who: Unparker, wake: Wake) {
     }
 }
 
+/// What, besides its own wake-up and deadline, may end a park.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Breaks {
+    /// Nothing: a wait whose caller can only report success (a lock, a join).
+    Never,
+    /// Cancellation (`Wake::Cancelled`) and the task's `timeout()` deadline
+    /// (`Wake::Expired`): a wait whose caller can report failure (a channel).
+    Stop,
+    /// `Stop`, and a signal handler run on this thread (`Wake::Interrupted`): a
+    /// wait that stands in for a system call (I/O, sleep).
+    Syscall,
+}
+
 /// Suspends the running coroutine until an `Unparker` made by `register` wakes it
 /// or `deadline` passes. `register` receives the handle; it returns false if the
 /// condition already holds (then nothing parks). Must be called in a coroutine.
 pub(crate) fn park(deadline: Option<Instant>, register: impl FnOnce(Unparker) -> bool) -> Wake {
-    park_as(deadline, false, register)
+    park_as(deadline, Breaks::Never, register)
 }
 
-/// `park`, and if `interruptible`, a signal handler running on this thread wakes
-/// the coroutine with `Wake::Interrupted`.
-fn park_as(
+/// `park`, also ended by what `breaks` names. A stoppable park in a cancelled
+/// coroutine, or past the task's deadline, returns at once without registering.
+pub(crate) fn park_as(
     deadline: Option<Instant>,
-    interruptible: bool,
+    breaks: Breaks,
     register: impl FnOnce(Unparker) -> bool,
 ) -> Wake {
     let task = current_task().expect("park is only called in a coroutine");
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
-    if task.cancelled.get() && interruptible {
-        return Wake::Cancelled;
+    let expiry = match breaks {
+        Breaks::Never => None,
+        Breaks::Stop | Breaks::Syscall => {
+            if task.cancelled.get() {
+                return Wake::Cancelled;
+            }
+            task.deadline.get()
+        }
+    };
+    // The task's deadline wins ties: the enclosing timeout() is what ran out.
+    let expires_first = expiry.is_some_and(|e| deadline.is_none_or(|d| e <= d));
+    if expires_first && expiry.is_some_and(|e| Instant::now() >= e) {
+        return Wake::Expired;
     }
     let seq = task.park_seq.get() + 1;
     task.park_seq.set(seq);
@@ -523,8 +560,10 @@ fn park_as(
     if !register(me.clone()) {
         return Wake::Ready;
     }
-    let slot = interruptible.then(|| sched.interruptible.borrow_mut().insert(me.clone()));
-    let timer = deadline.map(|d| sched.timers.borrow_mut().insert(d, me));
+    let slot =
+        (breaks == Breaks::Syscall).then(|| sched.interruptible.borrow_mut().insert(me.clone()));
+    let timer_at = if expires_first { expiry } else { deadline };
+    let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
     // the Yielder lives on this coroutine's stack for as long as it runs.
@@ -536,7 +575,10 @@ fn park_as(
     if let Some(slot) = slot {
         sched.interruptible.borrow_mut().remove(slot, seq);
     }
-    wake
+    match wake {
+        Wake::TimedOut if expires_first => Wake::Expired,
+        wake => wake,
+    }
 }
 
 /// Parks the running coroutine until `fd` is ready for `dir`, `deadline` passes or
@@ -553,7 +595,7 @@ pub(crate) fn wait_any(fds: &[(RawFd, Direction)], deadline: Option<Instant>) ->
     let mut failed = None;
     let mut me = None;
     let mut queued = 0;
-    let wake = park_as(deadline, true, |who| {
+    let wake = park_as(deadline, Breaks::Syscall, |who| {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in fds {
             match reactor.prepare_wait(fd, dir, who.clone()) {
@@ -639,7 +681,7 @@ pub(crate) fn yield_now() {
 
 /// Sleeps the running coroutine until `deadline` (in a coroutine).
 pub(crate) fn sleep_until(deadline: Instant) -> Wake {
-    park_as(Some(deadline), true, |_| true)
+    park_as(Some(deadline), Breaks::Syscall, |_| true)
 }
 
 /// Records, from a signal handler, that a handler ran on this thread. Only touches

@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::sync::Arc;
+use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 
@@ -22,8 +23,25 @@ pub(crate) enum Wake {
     /// A signal handler ran on this thread while it was parked; `restart` is true
     /// if every handler that ran was installed with SA_RESTART.
     Interrupted { restart: bool },
-    /// Someone asked for this coroutine to be cancelled (`TaskHandle::cancel`).
+    /// Someone asked for this coroutine to be cancelled (`TaskHandle::cancel`,
+    /// which `JoinHandle::kill` uses). Hooks map it to ECANCELED.
     Cancelled,
+    /// The deadline of an enclosing `patchall::timeout` passed (the task's
+    /// `deadline`, not the park's own). Ends only parks that may be stopped
+    /// (`Breaks::Stop`, `Breaks::Syscall`), like `Cancelled`; once the deadline has
+    /// passed, every such park returns `Expired` at once.
+    ///
+    /// How a hook maps it, so that plain code unwinds through its own `?`:
+    /// - a call that reports errors (read, recv, accept, connect, poll, select,
+    ///   epoll_wait…): fail with ETIMEDOUT (`io::ErrorKind::TimedOut`);
+    /// - a sleep (nanosleep, clock_nanosleep, usleep, sleep): return at once as if
+    ///   the time had elapsed (0, nothing left), and likewise for `Cancelled`.
+    ///   EINTR would be wrong: `std::thread::sleep` retries on EINTR, and the
+    ///   retry returns at once again, spinning until the original deadline.
+    ///
+    /// A loop that retries a park until its own deadline must stop on `Expired`
+    /// and `Cancelled`: both repeat at once, forever.
+    Expired,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +74,9 @@ pub(crate) struct Task {
     pub(crate) cancelled: Cell<bool>,
     /// Set by `exit_current`: the coroutine ends without returning.
     pub(crate) exiting: Cell<bool>,
+    /// The nearest deadline of the `patchall::timeout` bodies this coroutine is
+    /// in; stoppable parks end at it with `Wake::Expired`.
+    pub(crate) deadline: Cell<Option<Instant>>,
 }
 
 impl Drop for Task {

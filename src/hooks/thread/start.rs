@@ -15,11 +15,11 @@
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libc::{c_char, c_int, c_void};
 
-use super::{FALLBACK_STACK, GreenThread, default_stack_size};
+use super::{FALLBACK_STACK, GreenThread, default_stack_size, spread};
 use crate::config::config;
 use crate::hooks::green;
 use crate::runtime;
@@ -106,11 +106,18 @@ fn run_as_coroutine(main: Main, argc: c_int, argv: usize, envp: usize) -> Option
         return Some(STATUS.load(Relaxed));
     }
     // `main` called pthread_exit: as in glibc, the process lives on while any
-    // thread does, then exits with status 0.
-    let _ = runtime::with_scheduler(|s| s.run_until(None, &mut || s.live() == 0));
-    while os_threads() > 1 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // thread does (green ones on any worker, native ones other than the
+    // workers), then exits with status 0. Green threads may still be placed
+    // on this thread meanwhile: keep running its scheduler.
+    let _ = runtime::with_scheduler(|s| {
+        s.run_until(None, &mut || s.live() == 0);
+        while s.live() > 0 || spread::live() > 0 || os_threads() > 1 + spread::threads() {
+            s.run_until(
+                Some(Instant::now() + Duration::from_millis(10)),
+                &mut || false,
+            );
+        }
+    });
     Some(0)
 }
 

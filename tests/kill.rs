@@ -1,0 +1,123 @@
+//! `JoinHandle::kill`: the target's blocking calls fail with ECANCELED, its
+//! `patchall::sleep` returns early, and `join` reports `Killed`.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use patchall::Killed;
+
+fn quiet_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+#[test]
+fn kill_interrupts_a_sleep() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    let start = Instant::now();
+    let sleeper = patchall::spawn(move || {
+        patchall::sleep(Duration::from_secs(3600));
+        l.lock().unwrap().push("woke early");
+    })
+    .unwrap();
+    let other = patchall::spawn(|| patchall::sleep(Duration::from_millis(20))).unwrap();
+    patchall::yield_now();
+    sleeper.kill();
+    assert!(sleeper.join().unwrap_err().is::<Killed>());
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The body went on after its sleep (kill is cooperative), and others are
+    // untouched.
+    assert_eq!(*log.lock().unwrap(), ["woke early"]);
+    other.join().unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(20));
+}
+
+#[test]
+fn kill_makes_a_blocked_read_fail_with_ecanceled() {
+    let (mut client, _server) = quiet_pair();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let e = errors.clone();
+    let reader = patchall::spawn(move || {
+        let mut buf = [0u8; 8];
+        // The parked read, then the next blocking call: both fail.
+        for _ in 0..2 {
+            let err = client.read(&mut buf).unwrap_err();
+            e.lock().unwrap().push(err.raw_os_error());
+        }
+    })
+    .unwrap();
+    patchall::yield_now(); // parked in recv
+    assert!(!reader.is_finished());
+    reader.kill();
+    assert!(reader.join().unwrap_err().is::<Killed>());
+    assert_eq!(
+        *errors.lock().unwrap(),
+        [Some(libc::ECANCELED), Some(libc::ECANCELED)]
+    );
+}
+
+#[test]
+fn kill_from_another_thread() {
+    let (handle_tx, handle_rx) = mpsc::channel();
+    let (err_tx, err_rx) = mpsc::channel();
+    let (started_tx, started_rx) = mpsc::channel();
+    let home = std::thread::spawn(move || {
+        let (mut client, _server) = quiet_pair();
+        let h = patchall::spawn(move || {
+            started_tx.send(()).unwrap();
+            let mut buf = [0u8; 8];
+            let err = client.read(&mut buf).unwrap_err();
+            err_tx.send(err.raw_os_error()).unwrap();
+        })
+        .unwrap();
+        handle_tx.send(h).unwrap();
+        patchall::run(); // drive the coroutine until it ends
+    });
+    let h = handle_rx.recv().unwrap();
+    started_rx.recv().unwrap();
+    // Most likely parked in recv by now; if not, its recv fails at once.
+    std::thread::sleep(Duration::from_millis(20));
+    h.kill();
+    assert!(h.join().unwrap_err().is::<Killed>());
+    assert_eq!(err_rx.recv().unwrap(), Some(libc::ECANCELED));
+    home.join().unwrap();
+}
+
+#[test]
+fn killed_before_it_starts_it_never_runs() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let h = patchall::spawn(move || r.store(true, SeqCst)).unwrap();
+    h.kill();
+    assert!(h.join().unwrap_err().is::<Killed>());
+    assert!(!ran.load(SeqCst));
+}
+
+#[test]
+fn kill_after_the_end_changes_nothing() {
+    let h = patchall::spawn(|| 5).unwrap();
+    patchall::yield_now();
+    assert!(h.is_finished());
+    h.kill();
+    assert_eq!(h.join().unwrap(), 5);
+}
+
+#[test]
+fn a_killed_coroutine_finishing_on_its_own_still_reports_killed() {
+    // kill only interrupts waits: a body that never waits again runs to its
+    // end, and join still reports the kill, as documented.
+    let h = patchall::spawn(|| {
+        patchall::yield_now();
+        "finished"
+    })
+    .unwrap();
+    patchall::yield_now(); // it is runnable again, not parked
+    h.kill();
+    assert!(h.join().unwrap_err().is::<Killed>());
+}
