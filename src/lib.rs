@@ -34,10 +34,11 @@ pub mod hooks;
 mod runtime;
 mod sys;
 
-pub use config::{Config, MIN_STACK_SIZE, StackMode, config, parse_bool, parse_size};
+pub use config::{Config, MIN_STACK_SIZE, OffloadFiles, StackMode, config, parse_bool, parse_size};
 pub use coroutine::{
     Builder, Coroutine, JoinHandle, Result, current, in_coroutine, join_all, run, sleep, spawn,
     yield_now,
 };
 pub use generator::{Generator, GeneratorState, Yielder};
 pub use greenlet::Greenlet;
+pub use runtime::offload::offloaded_calls;
