@@ -11,6 +11,11 @@
 //! pool), and are never in a coroutine: every hooked call they make forwards
 //! to libc.
 //!
+//! Waking a sleeping thread costs more than most jobs (BENCHMARKS-offload.md),
+//! so on machines with more than one CPU both sides stay awake for a moment:
+//! the caller yields for up to `SPIN` before it parks, and a pool thread that
+//! finished a job looks for the next for as long before it sleeps.
+//!
 //! A job may borrow the caller's memory (a read buffer, a `struct addrinfo **`):
 //! the caller stays parked until the job has finished, whatever wakes it — a
 //! cancellation or a signal is left pending for the next park, never allowed
@@ -401,20 +406,21 @@ mod tests {
             set_errno(libc::ENOENT);
             let me = thread_id();
             // SAFETY: the job writes into `buf`, alive across the call.
-            let (tid, seen) = unsafe {
+            let (tid, seen, plain) = unsafe {
                 run(|| {
                     buf.copy_from_slice(b"done");
                     let seen = errno();
                     set_errno(libc::EXDEV);
-                    (thread_id(), seen)
+                    (thread_id(), seen, !in_coroutine())
                 })
             }
             .unwrap();
-            (tid != me, seen, errno(), buf)
+            (tid != me, seen, errno(), buf, plain)
         })
         .unwrap();
-        let (elsewhere, seen, after, buf) = h.join().unwrap();
+        let (elsewhere, seen, after, buf, plain) = h.join().unwrap();
         assert!(elsewhere, "the job ran on the calling thread");
+        assert!(plain, "the job ran in a coroutine: hooks would not forward");
         assert_eq!(seen, libc::ENOENT, "the job starts with the caller's errno");
         assert_eq!(after, libc::EXDEV, "the caller gets the job's errno");
         assert_eq!(&buf, b"done");
