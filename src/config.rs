@@ -18,6 +18,19 @@ pub enum StackMode {
     Dense,
 }
 
+/// Which regular-file calls a coroutine hands to the offload pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OffloadFiles {
+    /// Whatever the page cache can serve at once (reads, path lookups) runs
+    /// inline; what would wait for the disk runs on the pool, as do `fsync`,
+    /// creating opens and large writes. Chosen from benches/offload.rs.
+    Auto,
+    /// Every file call made in a coroutine runs on the pool.
+    Always,
+    /// File calls block the calling thread, as without patchall.
+    Off,
+}
+
 /// The runtime's configuration, from the environment.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -35,11 +48,20 @@ pub struct Config {
     /// on, a thread whose start routine's symbol name or object path contains
     /// one stays a native thread.
     pub native_threads: Vec<String>,
+    /// `PATCHALL_OFFLOAD_THREADS`: the most OS threads the offload pool (DNS,
+    /// file calls, waits for any child) may run at once. Threads start when a
+    /// job finds none idle; all but two end after a while without work.
+    pub offload_threads: usize,
+    /// `PATCHALL_OFFLOAD_FILES`: `auto`, `always` or `off`.
+    pub offload_files: OffloadFiles,
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest stack we hand out: a signal handler plus a libc call need this much.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
+pub(crate) const DEFAULT_OFFLOAD_THREADS: usize = 64;
+/// More threads than this is a typo, not a plan (each reserves a stack).
+const MAX_OFFLOAD_THREADS: usize = 4096;
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
@@ -78,12 +100,35 @@ impl Config {
         let workers = parse_or_warn(get("PATCHALL_WORKERS"), "PATCHALL_WORKERS", |v| {
             v.parse::<usize>().ok().filter(|&n| n >= 1)
         });
+        let offload_threads = parse_or_warn(
+            get("PATCHALL_OFFLOAD_THREADS"),
+            "PATCHALL_OFFLOAD_THREADS",
+            |v| {
+                v.parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_OFFLOAD_THREADS).contains(n))
+            },
+        )
+        .unwrap_or(DEFAULT_OFFLOAD_THREADS);
+        let offload_files = parse_or_warn(
+            get("PATCHALL_OFFLOAD_FILES"),
+            "PATCHALL_OFFLOAD_FILES",
+            |v| match v.to_ascii_lowercase().as_str() {
+                "auto" => Some(OffloadFiles::Auto),
+                "always" => Some(OffloadFiles::Always),
+                "off" => Some(OffloadFiles::Off),
+                _ => None,
+            },
+        )
+        .unwrap_or(OffloadFiles::Auto);
         Config {
             workers,
             stack_size,
             stack_mode,
             green_threads,
             native_threads,
+            offload_threads,
+            offload_files,
         }
     }
 }
@@ -155,18 +200,26 @@ mod tests {
             "PATCHALL_STACK_SIZE" => Some("lots".into()),
             "PATCHALL_STACKS" => Some("sparse".into()),
             "PATCHALL_GREEN_THREADS" => Some("maybe".into()),
+            "PATCHALL_OFFLOAD_THREADS" => Some("0".into()),
+            "PATCHALL_OFFLOAD_FILES" => Some("sometimes".into()),
             _ => None,
         });
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
         assert_eq!(c.stack_mode, StackMode::Guarded);
         assert!(!c.green_threads);
+        assert_eq!(c.offload_threads, DEFAULT_OFFLOAD_THREADS);
+        assert_eq!(c.offload_files, OffloadFiles::Auto);
         let c = Config::from_lookup(|name| match name {
             "PATCHALL_STACK_SIZE" => Some("64k".into()),
             "PATCHALL_STACKS" => Some("dense".into()),
             "PATCHALL_GREEN_THREADS" => Some("1".into()),
             "PATCHALL_NATIVE_THREADS" => Some(" worker_main, ,libfoo.so".into()),
+            "PATCHALL_OFFLOAD_THREADS" => Some(" 8 ".into()),
+            "PATCHALL_OFFLOAD_FILES" => Some("Always".into()),
             _ => None,
         });
+        assert_eq!(c.offload_threads, 8);
+        assert_eq!(c.offload_files, OffloadFiles::Always);
         assert_eq!(c.stack_size, 64 << 10);
         assert_eq!(c.stack_mode, StackMode::Dense);
         assert!(c.green_threads);

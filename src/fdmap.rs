@@ -86,6 +86,20 @@ impl<T: Zeroable> FdMap<T> {
         // SAFETY: as in `get`: the page holds PAGE_ENTRIES valid entries forever.
         Some(unsafe { &*ptr.add(slot) })
     }
+
+    /// Calls `f` with every entry whose page exists (never allocates).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(i32, &T)) {
+        for (page, slot) in self.pages.iter().enumerate() {
+            let ptr = slot.load(Ordering::Acquire);
+            if ptr.is_null() {
+                continue;
+            }
+            for i in 0..PAGE_ENTRIES {
+                // SAFETY: as in `get`.
+                f((page * PAGE_ENTRIES + i) as i32, unsafe { &*ptr.add(i) });
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -167,6 +167,13 @@ pub(crate) fn created(fd: i32, kind: Kind, user_nonblock: bool) {
     }
 }
 
+/// Records an fd `open` just returned: whatever was known of its number is
+/// stale; its facts are examined on first use.
+pub(crate) fn opened(fd: i32) {
+    crate::runtime::fd_created(fd);
+    forget(fd);
+}
+
 /// Records that `new` now refers to the same open file as `old` (dup family).
 pub(crate) fn duplicated(old: i32, new: i32) {
     crate::runtime::fd_created(new);
@@ -224,6 +231,63 @@ pub(crate) fn make_nonblocking(fd: i32) -> bool {
         entry.bits.fetch_or(WE_SET_NONBLOCK, Ordering::AcqRel);
     }
     true
+}
+
+/// Who is about to share this process's open files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// The parent after `fork`: fds without FD_CLOEXEC stay shared with the
+    /// child even after it execs.
+    ForkParent,
+    /// The child after `fork`: every fd is shared with the parent.
+    ForkChild,
+    /// A program is about to be exec'd (here, or by `posix_spawn`) and keeps
+    /// every fd without FD_CLOEXEC: it must find the flags the user set.
+    Exec,
+}
+
+/// Updates the facts for fds that other processes now share (contract 4): none
+/// is ours to make non-blocking any more, and before an exec the O_NONBLOCK we
+/// set on an inherited fd is taken back.
+pub(crate) fn sharing(who: Sharing) {
+    TABLE.for_each(|fd, entry| {
+        let bits = entry.bits.load(Ordering::Acquire);
+        if bits & (OURS | WE_SET_NONBLOCK) == 0 {
+            return;
+        }
+        if who != Sharing::ForkChild
+            && raw_fcntl(fd, libc::F_GETFD, 0) & libc::FD_CLOEXEC as libc::c_long != 0
+        {
+            return;
+        }
+        if who == Sharing::Exec {
+            release(fd);
+        }
+        entry.bits.fetch_and(!OURS, Ordering::AcqRel);
+    });
+}
+
+/// Gives `fd` back the flags the user set, if we set O_NONBLOCK on it: it is
+/// about to be handed to another program (`posix_spawn`'s dup2, an exec).
+pub(crate) fn release(fd: i32) {
+    let Some(entry) = TABLE.get(fd) else { return };
+    let bits = entry.bits.load(Ordering::Acquire);
+    if bits & WE_SET_NONBLOCK == 0 {
+        return;
+    }
+    if bits & USER_NONBLOCK == 0 {
+        let flags = raw_fcntl(fd, libc::F_GETFL, 0);
+        if flags >= 0 {
+            raw_fcntl(
+                fd,
+                libc::F_SETFL,
+                flags & !(libc::O_NONBLOCK as libc::c_long),
+            );
+        }
+    }
+    entry
+        .bits
+        .fetch_and(!(WE_SET_NONBLOCK | OURS), Ordering::AcqRel);
 }
 
 /// Which socket timeout.

@@ -41,7 +41,7 @@ mod sys;
 mod timeout;
 mod workers;
 
-pub use config::{Config, MIN_STACK_SIZE, StackMode, config, parse_bool, parse_size};
+pub use config::{Config, MIN_STACK_SIZE, OffloadFiles, StackMode, config, parse_bool, parse_size};
 pub use coroutine::{
     Builder, Coroutine, JoinHandle, Killed, Result, current, in_coroutine, join_all, run, sleep,
     spawn, spawn_later, yield_now,
@@ -49,5 +49,6 @@ pub use coroutine::{
 pub use generator::{Generator, GeneratorState, Yielder};
 pub use greenlet::Greenlet;
 pub use pool::Pool;
+pub use runtime::offload::offloaded_calls;
 pub use timeout::{Elapsed, timeout};
 pub use workers::{Handle, Runtime, RuntimeBuilder};

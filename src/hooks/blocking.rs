@@ -179,6 +179,23 @@ pub(crate) fn block_in_poll(
     }
 }
 
+/// Makes `call` on the offload pool while the coroutine parks, with the hook
+/// guard released so that the other coroutines' hooks work meanwhile. For
+/// calls that no readiness event can announce (DNS, disk, any child).
+///
+/// # Safety
+/// As `runtime::offload::run`: `call` runs on another thread; it may use the
+/// caller's memory but no thread-local of the caller's except errno.
+pub(crate) unsafe fn offloaded<R>(guard: &Guard, call: impl FnOnce() -> R) -> R {
+    let mut call = Some(call);
+    // SAFETY: the caller's promise.
+    let done = guard.release_while(|| unsafe {
+        runtime::offload::run(|| call.take().expect("an offloaded call runs once")())
+    });
+    // `run` declines only outside a coroutine: then the call is made here.
+    done.unwrap_or_else(|| call.take().expect("not run yet")())
+}
+
 /// Makes one attempt after another until one does not report EAGAIN.
 fn drive(
     guard: &Guard,

@@ -3,11 +3,12 @@
 //! On a socket these become `recv`/`send`/`recvmsg`/`sendmsg` with MSG_DONTWAIT
 //! inside a coroutine: the kernel implements `read` on a socket as `recvmsg` with
 //! no flags, so results, errors and SIGPIPE are the same. Regular files and block
-//! devices pass straight through.
+//! devices go to file.rs, which may hand the call to the offload pool.
 
 use libc::{c_int, c_void, iovec, size_t, ssize_t};
 
 use super::blocking::{self, Attempt};
+use super::file;
 use super::iov::{IovCursor, iov_total, msghdr_for};
 use crate::runtime::Direction;
 
@@ -18,6 +19,9 @@ fn is_socket_attempt(a: Attempt) -> bool {
 hook! {
     /// `read(2)`: parks the coroutine until data, EOF or an error.
     fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t as real {
+        if let Some(r) = file::read_at_position(fd, buf, count, real) {
+            return r;
+        }
         blocking::once(fd, Direction::Read, socket_flags(fd), |a| {
             if is_socket_attempt(a) {
                 // SAFETY: same buffer and length the caller gave `read`.
@@ -33,6 +37,10 @@ hook! {
 hook! {
     /// `write(2)`: parks as often as needed until every byte is written.
     fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t as real {
+        // SAFETY: forwarding the caller's arguments.
+        if let Some(r) = file::write(fd, count, &mut || unsafe { real(fd, buf, count) }) {
+            return r;
+        }
         blocking::all(fd, Direction::Write, socket_flags(fd), count, |done, a| {
             let n = (count - done).min(a.cap);
             // SAFETY: `done < count`, so the pointer and length stay inside the
@@ -52,6 +60,9 @@ hook! {
 hook! {
     /// `readv(2)`.
     fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t as real {
+        if let Some(r) = file::readv_at_position(fd, iov, iovcnt, real) {
+            return r;
+        }
         blocking::once(fd, Direction::Read, socket_flags(fd), |a| {
             if is_socket_attempt(a) {
                 let mut msg = msghdr_for(iov, iovcnt);
@@ -72,6 +83,10 @@ hook! {
             // SAFETY: invalid arguments: let the kernel report them.
             return unsafe { real(fd, iov, iovcnt) };
         };
+        // SAFETY: forwarding the caller's arguments.
+        if let Some(r) = file::write(fd, total, &mut || unsafe { real(fd, iov, iovcnt) }) {
+            return r;
+        }
         let mut rest = IovCursor::new(iov, iovcnt);
         blocking::all(fd, Direction::Write, socket_flags(fd), total, |done, a| {
             let (ptr, cnt) = rest.tail_at(done, a.cap);

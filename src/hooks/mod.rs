@@ -14,12 +14,15 @@
 #[macro_use]
 mod real;
 pub(crate) mod blocking;
+pub mod dns;
 pub mod fd;
+pub mod file;
 pub mod green;
 pub mod io;
 mod iov;
 pub mod net;
 pub mod poll;
+pub mod process;
 pub mod pthread_sync;
 pub mod signal;
 pub mod sleep;

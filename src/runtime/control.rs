@@ -4,6 +4,7 @@
 // Green threads (issue 4) are the first users of the word and of exit.
 #![allow(dead_code)]
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -83,6 +84,20 @@ pub(crate) fn set_task_local(value: usize) {
     if let Some(t) = current_task() {
         t.local.set(value);
     }
+}
+
+/// Runs `f` on the running coroutine's scratch value of type `T` (made with
+/// `T::default()` on first use), which lives as long as the coroutine; None
+/// outside coroutines. Not re-entrant: `f` must not call it again.
+pub(crate) fn with_scratch<T: Any + Send + Default, R>(f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    let task = current_task()?;
+    // SAFETY: the slot is only touched here, by the coroutine itself (on its
+    // scheduler's thread), and `f` does not re-enter; the task drops it.
+    let slot = unsafe { &mut *task.scratch.get() };
+    if !slot.as_ref().is_some_and(|b| b.is::<T>()) {
+        *slot = Some(Box::new(T::default()));
+    }
+    slot.as_mut()?.downcast_mut::<T>().map(f)
 }
 
 /// Ends the running coroutine without returning (`pthread_exit`).

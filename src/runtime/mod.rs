@@ -2,6 +2,7 @@
 //! libc calls: only "wait for this fd", "sleep until", "park until woken".
 
 pub(crate) mod control;
+pub(crate) mod offload;
 mod overflow;
 #[allow(dead_code)] // first used by green threads (issue 4)
 pub(crate) mod parking;
@@ -14,8 +15,9 @@ mod timer;
 pub use reactor::Direction;
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
-    Breaks, Mail, Remote, current_home, current_scheduler, current_scheduler_id, current_task,
-    fd_closing, fd_created, note_signal, park, park_as, root_unparker, signal_counts, sleep_until,
-    spawn_at, wait_any, wait_fd, with_scheduler, yield_now,
+    Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,
+    current_scheduler_id, current_task, fd_closing, fd_created, note_signal, park, park_as,
+    root_unparker, signal_counts, sleep_until, spawn_at, wait_any, wait_fd, with_scheduler,
+    yield_now,
 };
 pub(crate) use task::{Unparker, Wake};

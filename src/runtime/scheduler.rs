@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use corosensei::{Coroutine, CoroutineResult};
@@ -104,6 +104,9 @@ pub(crate) struct Scheduler {
     interruptible: RefCell<Slab>,
     /// `SIGNALS` as of the last check.
     signals_seen: Cell<(u32, u32)>,
+    /// Set in the child of a `fork`: this is the parent's scheduler, copied.
+    /// It must never run again (its epoll instance is the parent's).
+    orphaned: Cell<bool>,
     _altstack: Option<AltStack>,
 }
 
@@ -147,6 +150,7 @@ impl Scheduler {
             root_woken: Cell::new(false),
             interruptible: RefCell::new(Slab::default()),
             signals_seen: Cell::new((0, 0)),
+            orphaned: Cell::new(false),
             _altstack: AltStack::ensure(),
         })
     }
@@ -196,6 +200,7 @@ impl Scheduler {
             stack_size,
             canary,
             local: Cell::new(0),
+            scratch: std::cell::UnsafeCell::new(None),
             cancelled: Cell::new(false),
             exiting: Cell::new(false),
             deadline: Cell::new(None),
@@ -218,6 +223,12 @@ impl Scheduler {
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
         let result = co.resume(());
+        if self.orphaned.get() {
+            // The coroutine that called `fork` was the child's only thread and
+            // has ended: as when a process's last thread ends, it exits.
+            // SAFETY: exit has no preconditions.
+            unsafe { libc::exit(0) }
+        }
         // SAFETY: as above.
         task.errno.set(unsafe { errno_slot.replace(own_errno) });
         RUNNING.with(|r| r.set(ptr::null()));
@@ -447,6 +458,39 @@ pub(crate) fn spawn_at<F: FnOnce() + Send + 'static>(
 /// This thread's scheduler's mailbox, for other threads to reach it.
 pub(crate) fn current_home() -> io::Result<Arc<Remote>> {
     with_scheduler(|s| s.remote.clone())
+}
+
+/// Held across `fork`, so that no other thread is half-way through changing the
+/// registry of schedulers when the child's copy of it is taken.
+pub(crate) struct ForkGuard(MutexGuard<'static, Vec<Option<Arc<Remote>>>>);
+
+pub(crate) fn before_fork() -> ForkGuard {
+    ForkGuard(REMOTES.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// After `fork`, in both processes. The child keeps nothing of the parent's
+/// runtime: every scheduler, epoll instance and waker it inherited is shared
+/// with the parent, so it is leaked, never used, never dropped (dropping would
+/// run code that touches them). The calling code, on a coroutine's stack or
+/// not, goes on as a plain thread (hooks forward), which gets a fresh scheduler
+/// if it spawns again; the other coroutines never run in the child.
+pub(crate) fn after_fork(held: ForkGuard, child: bool) {
+    let ForkGuard(mut remotes) = held;
+    if !child {
+        return;
+    }
+    remotes.drain(..).for_each(std::mem::forget);
+    FD_REGS.for_each(|_, reg| reg.reactors.store(0, Ordering::Release));
+    if let Some(s) = current_scheduler() {
+        s.orphaned.set(true);
+    }
+    let _ = OWNER.try_with(|o| {
+        if let Ok(mut owned) = o.0.try_borrow_mut() {
+            std::mem::forget(owned.take());
+        }
+    });
+    let _ = CURRENT.try_with(|c| c.set(ptr::null()));
+    let _ = RUNNING.try_with(|r| r.set(ptr::null()));
 }
 
 /// The current thread's scheduler, created on first use.

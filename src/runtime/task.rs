@@ -1,5 +1,6 @@
 //! A coroutine as the scheduler sees it, and the handle that wakes it.
 
+use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,6 +71,9 @@ pub(crate) struct Task {
     pub(crate) canary: Option<Canary>,
     /// A word the layer above keeps per coroutine (a green thread's record).
     pub(crate) local: Cell<usize>,
+    /// Per-coroutine storage for calls whose C contract is a per-thread static
+    /// result (`gethostbyname`); freed with the task.
+    pub(crate) scratch: UnsafeCell<Option<Box<dyn Any + Send>>>,
     /// Set by `TaskHandle::cancel`; stays set.
     pub(crate) cancelled: Cell<bool>,
     /// Set by `exit_current`: the coroutine ends without returning.
@@ -88,6 +92,9 @@ impl Drop for Task {
         if let Some(co) = self.co.get_mut().take() {
             if co.started() && !co.done() {
                 std::mem::forget(co);
+                // It may be parked on an offloaded call that still writes
+                // into its scratch storage: leak that too.
+                std::mem::forget(self.scratch.get_mut().take());
             }
         }
     }

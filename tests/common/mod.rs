@@ -449,3 +449,30 @@ pub fn c_program(name: &str) -> PathBuf {
     );
     out
 }
+
+/// A command that runs one `#[ignore]`d test of this very test binary, alone
+/// and with its output shown: for a scenario that needs a process of its own
+/// (a `PATCHALL_*` setting, read once per process; a mount namespace). Run it
+/// with `run`, which keeps only the `PATCHALL_*` variables the command sets.
+pub fn ignored_test(name: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("current_exe"));
+    c.args([
+        "--ignored",
+        "--exact",
+        name,
+        "--test-threads=1",
+        "--nocapture",
+    ]);
+    c
+}
+
+/// Asserts that a run of `ignored_test` passed its one test.
+pub fn assert_passed(name: &str, out: &Outcome) {
+    assert!(
+        out.status.success() && out.stdout.contains("1 passed"),
+        "{name} failed in its own process ({}):\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}

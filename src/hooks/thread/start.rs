@@ -127,6 +127,12 @@ fn body(addr: usize, main: Main, argc: c_int, argv: usize, envp: usize) {
     rec.bind();
     // SAFETY: the program's main with glibc's arguments.
     let status = unsafe { main(argc, argv as *mut *mut c_char, envp as *mut *mut c_char) };
+    if !runtime::in_coroutine() {
+        // In the child of a fork made by main, the scheduler that ran main is
+        // the parent's and never runs again: exit here, as returning does.
+        // SAFETY: exit has no preconditions.
+        unsafe { libc::exit(status) }
+    }
     STATUS.store(status, Relaxed);
     RETURNED.store(true, Release);
     // Returning from main leads to exit(), which runs no key destructors.
