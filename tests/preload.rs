@@ -6,15 +6,14 @@
 //! two runs must match each other and the probe's `.expected` file. Real programs
 //! (python3, curl, git, ls) must give the same output and exit code too.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use common::{Outcome, TempDir, first_difference, preload_lib, root, run, same_outcome};
 
 /// Every symbol the library must export (DESIGN.md: "hook every alias").
 const REQUIRED_SYMBOLS: &[&str] = &[
@@ -117,189 +116,16 @@ const REQUIRED_SYMBOLS: &[&str] = &[
 ];
 
 /// Longest any single child process may run before the test kills it.
-const RUN_LIMIT: Duration = Duration::from_secs(120);
-
-/// The repository root (this package's manifest directory).
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Builds `libpatchall.so` with the same cargo, profile and target directory as
-/// this test binary (`<target>/<profile>/deps/preload-*`), so under plain
-/// `cargo test` it is a no-op or an incremental build, never a second tree.
-/// Cargo releases its build-directory lock before running tests, so the nested
-/// build does not wait on the outer one.
-fn preload_lib() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("<target>/<profile>");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile directory name");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "patchall-preload",
-            "--manifest-path",
-        ])
-        .arg(root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let out = cmd.output().expect("run cargo build -p patchall-preload");
-        assert!(
-            out.status.success(),
-            "cargo build -p patchall-preload failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = profile_dir.join("libpatchall.so");
-        assert!(lib.is_file(), "{} was not built", lib.display());
-        lib
-    })
-}
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "patchall-preload-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct Outcome {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` to completion (killing it after `RUN_LIMIT`), with `LD_PRELOAD` set
-/// to our library or removed, and no `PATCHALL_*` variables from the caller.
-fn run(mut cmd: Command, preload: bool) -> Outcome {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PATCHALL_") {
-            cmd.env_remove(&key);
-        }
-    }
-    if preload {
-        cmd.env("LD_PRELOAD", preload_lib());
-    } else {
-        cmd.env_remove("LD_PRELOAD");
-    }
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            String::from_utf8_lossy(&v).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for child") {
-            break s;
-        }
-        if start.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} (preload: {preload}) still running after {RUN_LIMIT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Outcome {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+/// `cmd` with our library preloaded.
+fn preloaded(mut cmd: Command) -> Command {
+    cmd.env("LD_PRELOAD", preload_lib());
+    cmd
 }
 
 /// Runs the command plain and preloaded; asserts identical status, stdout and
 /// stderr; returns the plain outcome.
 fn same_with_and_without(make: impl Fn() -> Command) -> Outcome {
-    let plain = run(make(), false);
-    let preloaded = run(make(), true);
-    assert_eq!(
-        plain,
-        preloaded,
-        "preloaded run differs from the plain one{}",
-        first_difference(&plain.stdout, &preloaded.stdout)
-    );
-    plain
-}
-
-/// A short pointer at the first differing line, for assertion messages.
-fn first_difference(want: &str, got: &str) -> String {
-    let (mut w, mut g) = (want.lines(), got.lines());
-    for n in 1.. {
-        match (w.next(), g.next()) {
-            (None, None) => return String::new(),
-            (a, b) if a == b => continue,
-            (a, b) => {
-                return format!(
-                    "\nfirst difference at stdout line {n}:\n  plain/expected: {a:?}\n  got:            {b:?}"
-                );
-            }
-        }
-    }
-    unreachable!()
-}
-
-/// A tool the do-no-harm tests need: missing is a failure, never a silent pass.
-fn require(tool: &str) {
-    match Command::new(tool).arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "`{tool} --version` failed ({}): the do-no-harm tests need a working {tool}",
-            out.status
-        ),
-        Err(e) => {
-            panic!("{tool} not found ({e}): the do-no-harm tests need {tool}; install it (CI does)")
-        }
-    }
+    same_outcome(make, &preloaded)
 }
 
 /// Undefined (`imported = true`) or defined dynamic symbols of an ELF file.
@@ -475,7 +301,7 @@ fn hooks_are_interposed_at_run_time() {
         cmd.arg(dir.path())
             .env("LD_DEBUG", "bindings")
             .env("LD_BIND_NOW", "1");
-        let out = run(cmd, true);
+        let out = run(preloaded(cmd));
         assert!(out.status.success(), "{out:?}");
         let from_probe = format!("binding file {} ", bin.display());
         let bound_to_us: BTreeSet<_> = out
@@ -499,7 +325,7 @@ fn constructor_warns_once_about_a_bad_variable() {
         let mut cmd = Command::new("true");
         cmd.env("PATCHALL_STACK_SIZE", value);
         // `run` drops inherited PATCHALL_* variables, not the ones set here.
-        let out = run(cmd, true);
+        let out = run(preloaded(cmd));
         assert!(out.status.success(), "{out:?}");
         out.stderr
     };
@@ -622,198 +448,22 @@ fn probe_signal_dispositions() {
     probe("probe_signal", &[(Variant::Plain, plain)], false);
 }
 
-const PYTHON_SCRIPT: &str = r#"
-import queue, select, socket, subprocess, threading, time
-
-srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-srv.bind(("127.0.0.1", 0))
-srv.listen(8)
-port = srv.getsockname()[1]
-
-def serve(n):
-    for _ in range(n):
-        conn, _ = srv.accept()
-        with conn:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(3)
-                if not chunk:
-                    break
-                data += chunk
-            conn.sendall(data.upper() * 1000)
-
-results = queue.Queue()
-
-def client(i):
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(b"hello %d\n" % i)
-        got = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            got += chunk
-        results.put((i, len(got), got[:8].decode()))
-
-server = threading.Thread(target=serve, args=(4,))
-server.start()
-clients = [threading.Thread(target=client, args=(i,)) for i in range(4)]
-for t in clients:
-    t.start()
-for t in clients:
-    t.join()
-server.join()
-print(sorted(results.get() for _ in range(4)))
-
-print(subprocess.run(["echo", "hi"], capture_output=True, text=True).stdout.strip())
-print(subprocess.run("exit 3", shell=True).returncode)
-
-a, b = socket.socketpair()
-b.sendall(b"x")
-print("select", select.select([a], [], [], 5)[0] == [a])
-print("poll", select.poll().poll(0))
-a.settimeout(0.05)
-print("recv", a.recv(1))
-try:
-    a.recv(1)
-except socket.timeout:
-    print("timeout")
-b.close()
-a.settimeout(None)
-print("eof", a.recv(1))
-
-closed = socket.socket()
-closed.bind(("127.0.0.1", 0))
-try:
-    socket.create_connection(closed.getsockname(), timeout=5)
-except ConnectionRefusedError:
-    print("refused")
-
-lock = threading.Lock()
-total = [0]
-def add(n):
-    for _ in range(n):
-        with lock:
-            total[0] += 1
-        time.sleep(0)
-adders = [threading.Thread(target=add, args=(500,)) for _ in range(4)]
-for t in adders:
-    t.start()
-for t in adders:
-    t.join()
-print("total", total[0])
-time.sleep(0.01)
-"#;
-
 #[test]
 fn do_no_harm_python() {
-    require("python3");
-    let out = same_with_and_without(|| {
-        let mut c = Command::new("python3");
-        c.args(["-c", PYTHON_SCRIPT]);
-        c
-    });
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        out.stdout,
-        "[(0, 8000, 'HELLO 0\\n'), (1, 8000, 'HELLO 1\\n'), (2, 8000, 'HELLO 2\\n'), (3, 8000, 'HELLO 3\\n')]\n\
-         hi\n3\nselect True\npoll []\nrecv b'x'\ntimeout\neof b''\nrefused\ntotal 2000\n"
-    );
-}
-
-/// Serves `count` HTTP requests with a fixed response, then stops.
-fn http_server(count: usize) -> (u16, std::thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let port = listener.local_addr().expect("local addr").port();
-    let server = std::thread::spawn(move || {
-        for _ in 0..count {
-            let (mut conn, _) = listener.accept().expect("accept");
-            conn.set_read_timeout(Some(Duration::from_secs(30)))
-                .expect("set timeout");
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let body = "hello from patchall\n".repeat(500);
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (port, server)
+    common::do_no_harm_python(&preloaded);
 }
 
 #[test]
 fn do_no_harm_curl() {
-    require("curl");
-    let (port, server) = http_server(2);
-    let url = format!("http://127.0.0.1:{port}/hello");
-    let out = same_with_and_without(|| {
-        let mut c = Command::new("curl");
-        c.args(["-sS", "-i", "--max-time", "30", &url]);
-        c
-    });
-    server.join().expect("server thread");
-    assert!(out.status.success(), "{out:?}");
-    assert!(out.stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
-    assert_eq!(out.stdout.matches("hello from patchall\n").count(), 500);
-
-    // A refused connection: same exit code (7); the message holds a duration.
-    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let refused_url = format!("http://{}/", closed.local_addr().expect("addr"));
-    drop(closed);
-    let refused = |preload| {
-        let mut c = Command::new("curl");
-        c.args(["-sS", "--max-time", "30", &refused_url]);
-        run(c, preload).status
-    };
-    let plain = refused(false);
-    assert_eq!(plain.code(), Some(7), "curl should fail to connect");
-    assert_eq!(refused(true), plain);
+    common::do_no_harm_curl(&preloaded);
 }
 
 #[test]
 fn do_no_harm_git() {
-    require("git");
-    let out = same_with_and_without(|| {
-        let mut c = Command::new("git");
-        c.arg("--version");
-        c
-    });
-    assert!(out.status.success(), "{out:?}");
-    assert!(out.stdout.starts_with("git version "), "{out:?}");
+    common::do_no_harm_git(&preloaded);
 }
 
 #[test]
 fn do_no_harm_ls() {
-    let dir = TempDir::new("ls");
-    for (name, content) in [("alpha.txt", "a"), ("beta.bin", "bbbb"), ("gamma", "")] {
-        std::fs::write(dir.path().join(name), content).expect("write file");
-    }
-    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
-    let ls = |path: PathBuf| {
-        move || {
-            let mut c = Command::new("ls");
-            c.arg("-l").arg(&path).env("LC_ALL", "C").env("TZ", "UTC");
-            c
-        }
-    };
-    let out = same_with_and_without(ls(dir.path().to_owned()));
-    assert!(out.status.success(), "{out:?}");
-    let names: Vec<_> = out
-        .stdout
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().last())
-        .collect();
-    assert_eq!(names, ["alpha.txt", "beta.bin", "gamma", "sub"]);
-
-    let missing = same_with_and_without(ls(dir.path().join("missing")));
-    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    common::do_no_harm_ls(&preloaded);
 }
