@@ -50,6 +50,14 @@ fn would_block(e: i32) -> bool {
     e == libc::EAGAIN || e == libc::EWOULDBLOCK
 }
 
+/// True when a call on `fd` needs nothing from us: outside a coroutine, on an fd
+/// whose flags we never changed. The data hooks check this first: it is the
+/// whole cost a program pays for the calls it makes outside coroutines.
+#[inline(always)]
+pub(crate) fn passthrough(fd: libc::c_int) -> bool {
+    !runtime::in_coroutine() && !fdtable::we_set_nonblock(fd)
+}
+
 fn plan(fd: libc::c_int, user_flags: Option<libc::c_int>) -> Plan {
     // Checked first: on an fd we made non-blocking, a plain thread's MSG_DONTWAIT
     // call must still give EAGAIN, not block in poll.
