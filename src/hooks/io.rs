@@ -18,11 +18,7 @@ fn is_socket_attempt(a: Attempt) -> bool {
 
 hook! {
     /// `read(2)`: parks the coroutine until data, EOF or an error.
-    fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, buf, count) };
-        }
+    fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t as real passthrough(fd) {
         if let Some(r) = file::read_at_position(fd, buf, count, real) {
             return r;
         }
@@ -40,11 +36,7 @@ hook! {
 
 hook! {
     /// `write(2)`: parks as often as needed until every byte is written.
-    fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, buf, count) };
-        }
+    fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t as real passthrough(fd) {
         // SAFETY: forwarding the caller's arguments.
         if let Some(r) = file::write(fd, count, &mut || unsafe { real(fd, buf, count) }) {
             return r;
@@ -67,11 +59,7 @@ hook! {
 
 hook! {
     /// `readv(2)`.
-    fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, iov, iovcnt) };
-        }
+    fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t as real passthrough(fd) {
         if let Some(r) = file::readv_at_position(fd, iov, iovcnt, real) {
             return r;
         }
@@ -90,11 +78,7 @@ hook! {
 
 hook! {
     /// `writev(2)`: completes partial writes as the blocking call would.
-    fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, iov, iovcnt) };
-        }
+    fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t as real passthrough(fd) {
         let Some(total) = iov_total(iov, iovcnt) else {
             // SAFETY: invalid arguments: let the kernel report them.
             return unsafe { real(fd, iov, iovcnt) };

@@ -178,11 +178,7 @@ fn finish_connect(
 
 hook! {
     /// `recv(2)`; with MSG_WAITALL it waits for the whole length, as blocking.
-    fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, buf, len, flags) };
-        }
+    fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t as real passthrough(fd) {
         let op = |done: usize, a: blocking::Attempt| {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags) }
@@ -197,11 +193,7 @@ hook! {
 
 hook! {
     /// `recvfrom(2)`.
-    fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, buf, len, flags, addr, alen) };
-        }
+    fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t as real passthrough(fd) {
         let op = |done: usize, a: blocking::Attempt| {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags, addr, alen) }
@@ -217,11 +209,7 @@ hook! {
 hook! {
     /// `recvmsg(2)`; with MSG_WAITALL on a stream it fills every iovec, as
     /// blocking, unless control data is asked for (which must not be split).
-    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, msg, flags) };
-        }
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t as real passthrough(fd) {
         // SAFETY: a non-null msghdr is the caller's, readable as the kernel reads
         // it (a bad one gives EFAULT below); only its iovec fields are copied out.
         let iov = unsafe { msg.as_ref() }
@@ -314,11 +302,7 @@ hook! {
 
 hook! {
     /// `send(2)`: parks as often as needed until every byte is sent.
-    fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, buf, len, flags) };
-        }
+    fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t as real passthrough(fd) {
         blocking::all(fd, Direction::Write, Some(flags), len, |done, a| {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags) }
@@ -328,11 +312,7 @@ hook! {
 
 hook! {
     /// `sendto(2)`.
-    fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, buf, len, flags, addr, alen) };
-        }
+    fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t as real passthrough(fd) {
         blocking::all(fd, Direction::Write, Some(flags), len, |done, a| {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags, addr, alen) }
@@ -342,11 +322,7 @@ hook! {
 
 hook! {
     /// `sendmsg(2)`: completes partial sends of a stream socket.
-    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t as real {
-        if blocking::passthrough(fd) {
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real(fd, msg, flags) };
-        }
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t as real passthrough(fd) {
         // SAFETY: the caller passes a valid msghdr (or the kernel reports EFAULT).
         let Some(total) = (!msg.is_null()).then(|| unsafe { iov_total((*msg).msg_iov, (*msg).msg_iovlen as c_int) }).flatten() else {
             // SAFETY: forwarding the caller's (invalid) arguments for the kernel to judge.

@@ -124,6 +124,37 @@ macro_rules! hook {
             $body
         }
     };
+    // The data calls: a call outside a coroutine, on an fd whose flags we never
+    // changed, goes straight to libc from a frame that holds nothing else; the
+    // rest of the hook lives in its own function, so this frame stays small.
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident passthrough($fd:ident) $body:block) => {
+        $(#[$meta])*
+        ///
+        /// # Safety
+        /// The C function's contract: pointers valid for the sizes given, fds the
+        /// caller owns.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            static ORIGINAL: $crate::hooks::Original = $crate::hooks::Original::new(
+                // SAFETY: the literal ends in exactly one NUL.
+                unsafe { ::std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) }
+            );
+            let Some(addr) = ORIGINAL.addr() else {
+                $crate::sys::set_errno(libc::ENOSYS);
+                return (-1_i64) as $ret;
+            };
+            // SAFETY: dlsym found libc's definition of this very symbol, whose C
+            // signature is the one declared here.
+            let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { ::std::mem::transmute(addr) };
+            if $crate::hooks::blocking::passthrough($fd) {
+                // SAFETY: forwarding the caller's arguments.
+                return unsafe { $real($($arg),*) };
+            }
+            #[inline(never)]
+            fn slow($($arg: $ty,)* $real: unsafe extern "C" fn($($ty),*) -> $ret) -> $ret $body
+            slow($($arg,)* $real)
+        }
+    };
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {
         hook! { @define "C" $(#[$meta])* $name($($arg: $ty),*) -> $ret as $real $body }
     };
