@@ -468,6 +468,7 @@ pub fn sleep(dur: Duration) {
 /// patchall::join_all(hs);
 /// assert_eq!(*log.lock().unwrap(), ["a0", "b0", "a1", "b1"]);
 /// ```
+#[inline]
 pub fn yield_now() {
     if runtime::in_coroutine() {
         runtime::yield_now();
