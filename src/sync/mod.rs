@@ -41,3 +41,12 @@ pub use event::Event;
 pub use mutex::{Mutex, MutexGuard};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{Permit, Semaphore};
+
+/// `value` as std's locks hand it out: `Err` carrying it when the lock is poisoned.
+fn poison_result<T>(poisoned: bool, value: T) -> std::sync::LockResult<T> {
+    if poisoned {
+        Err(std::sync::PoisonError::new(value))
+    } else {
+        Ok(value)
+    }
+}

@@ -6,7 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+use std::sync::{LockResult, TryLockError, TryLockResult};
 
 use super::semaphore::Semaphore;
 
@@ -97,12 +97,7 @@ impl<T> Mutex<T> {
     /// ```
     pub fn into_inner(self) -> LockResult<T> {
         let poisoned = self.is_poisoned();
-        let value = self.data.into_inner();
-        if poisoned {
-            Err(PoisonError::new(value))
-        } else {
-            Ok(value)
-        }
+        super::poison_result(poisoned, self.data.into_inner())
     }
 }
 
@@ -144,11 +139,7 @@ impl<T: ?Sized> Mutex<T> {
             panicking: std::thread::panicking(),
             _not_send: PhantomData,
         };
-        if self.is_poisoned() {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
-        }
+        super::poison_result(self.is_poisoned(), guard)
     }
 
     /// True if a holder panicked.
@@ -186,12 +177,7 @@ impl<T: ?Sized> Mutex<T> {
     /// ```
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
         let poisoned = self.is_poisoned();
-        let value = self.data.get_mut();
-        if poisoned {
-            Err(PoisonError::new(value))
-        } else {
-            Ok(value)
-        }
+        super::poison_result(poisoned, self.data.get_mut())
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LockResult, Mutex, PoisonError, TryLockError, TryLockResult};
+use std::sync::{LockResult, Mutex, TryLockError, TryLockResult};
 
 use super::waiter::{WaitQueue, block, lock};
 use crate::runtime::Breaks;
@@ -144,12 +144,7 @@ impl<T> RwLock<T> {
     /// ```
     pub fn into_inner(self) -> LockResult<T> {
         let poisoned = self.is_poisoned();
-        let value = self.data.into_inner();
-        if poisoned {
-            Err(PoisonError::new(value))
-        } else {
-            Ok(value)
-        }
+        super::poison_result(poisoned, self.data.into_inner())
     }
 }
 
@@ -245,12 +240,7 @@ impl<T: ?Sized> RwLock<T> {
     /// ```
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
         let poisoned = self.is_poisoned();
-        let value = self.data.get_mut();
-        if poisoned {
-            Err(PoisonError::new(value))
-        } else {
-            Ok(value)
-        }
+        super::poison_result(poisoned, self.data.get_mut())
     }
 
     fn write_guard(&self) -> RwLockWriteGuard<'_, T> {
@@ -262,11 +252,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     fn poison_check<G>(&self, guard: G) -> LockResult<G> {
-        if self.is_poisoned() {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
-        }
+        super::poison_result(self.is_poisoned(), guard)
     }
 
     fn try_enter(&self, access: Access) -> bool {
