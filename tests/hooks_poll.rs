@@ -4,7 +4,10 @@
 //! This binary links patchall, so `libc::poll`… reach the hooks; libc's own
 //! definitions are found with `dlsym(RTLD_NEXT)` for comparison.
 
-use std::ffi::CStr;
+mod waits;
+
+use waits::{HANDLED, clear_errno, errno, keep_signalling, real, restarting_signal, ticker};
+
 use std::os::fd::RawFd;
 use std::ptr;
 use std::sync::Arc;
@@ -35,15 +38,6 @@ unsafe extern "C" {
 
 /// A closed fd number beyond any this process can open: poll reports POLLNVAL.
 const NEVER_OPEN: RawFd = 1 << 30;
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn clear_errno() {
-    // SAFETY: writing this thread's errno.
-    unsafe { *libc::__errno_location() = 0 };
-}
 
 fn pipe() -> (RawFd, RawFd) {
     let mut fds = [0; 2];
@@ -200,20 +194,6 @@ const WAITS: [(&str, Wait); 11] = [
         })
     }),
 ];
-
-/// Counts every millisecond, on this thread's scheduler, until `stop`.
-fn ticker(count: Arc<AtomicUsize>, stop: Arc<AtomicBool>) -> patchall::JoinHandle<()> {
-    patchall::spawn(move || {
-        for _ in 0..20_000 {
-            if stop.load(SeqCst) {
-                return;
-            }
-            count.fetch_add(1, SeqCst);
-            patchall::sleep(Duration::from_millis(1));
-        }
-    })
-    .unwrap()
-}
 
 #[test]
 fn each_call_parks_until_another_coroutine_writes() {
@@ -466,16 +446,6 @@ const HOOKED: Calls = Calls {
     epoll_pwait2: libc::epoll_pwait2,
 };
 
-/// libc's own definition of `name`, past the hooks linked into this binary.
-fn real<F: Copy>(name: &CStr) -> F {
-    assert_eq!(size_of::<F>(), size_of::<*mut libc::c_void>());
-    // SAFETY: dlsym takes a NUL-terminated name.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-    assert!(!p.is_null(), "libc defines {name:?}");
-    // SAFETY: F is the C signature of `name`, a function pointer of this size.
-    unsafe { std::mem::transmute_copy(&p) }
-}
-
 fn libcs() -> Calls {
     Calls {
         poll: real(c"poll"),
@@ -620,40 +590,6 @@ fn outside_a_coroutine_calls_block_the_thread_as_libcs() {
     assert!(ran.load(SeqCst));
     close(r);
     close(w);
-}
-
-static HANDLED: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn count(_sig: c_int) {
-    HANDLED.fetch_add(1, SeqCst);
-}
-
-/// A real-time signal whose handler only counts, installed with SA_RESTART: the
-/// poll family is never restarted all the same (signal(7)).
-fn restarting_signal() -> c_int {
-    let sig = libc::SIGRTMIN();
-    // SAFETY: a zeroed sigaction with an empty mask and our handler.
-    unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = count as *const () as libc::sighandler_t;
-        act.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut act.sa_mask);
-        assert_eq!(libc::sigaction(sig, &act, ptr::null_mut()), 0);
-    }
-    sig
-}
-
-/// Signals `thread` every 20 ms until `done` reaches `calls` (a signal that falls
-/// between two calls interrupts nothing, the next one will), or 10 s pass.
-fn keep_signalling(thread: libc::pthread_t, sig: c_int, done: &AtomicUsize, calls: usize) {
-    for _ in 0..500 {
-        if done.load(SeqCst) >= calls {
-            return;
-        }
-        // SAFETY: the target thread lives until `done` reaches `calls`.
-        assert_eq!(unsafe { libc::pthread_kill(thread, sig) }, 0);
-        patchall::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

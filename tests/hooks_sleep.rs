@@ -3,7 +3,10 @@
 //! This binary links patchall, so `libc::nanosleep`, `std::thread::sleep`… reach
 //! the hooks; libc's own definitions are found with `dlsym(RTLD_NEXT)`.
 
-use std::ffi::CStr;
+mod waits;
+
+use waits::{HANDLED, clear_errno, errno, keep_signalling, real, restarting_signal, ticker};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,25 +20,6 @@ type ClockNanosleepFn =
 unsafe extern "C" {
     /// glibc's exported alias, hooked too.
     fn __nanosleep(req: *const timespec, rem: *mut timespec) -> c_int;
-}
-
-/// libc's own definition of `name`, past the hooks linked into this binary.
-fn real<F: Copy>(name: &CStr) -> F {
-    assert_eq!(size_of::<F>(), size_of::<*mut libc::c_void>());
-    // SAFETY: dlsym takes a NUL-terminated name.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-    assert!(!p.is_null(), "libc defines {name:?}");
-    // SAFETY: F is the C signature of `name`, a function pointer of this size.
-    unsafe { std::mem::transmute_copy(&p) }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn clear_errno() {
-    // SAFETY: writing this thread's errno.
-    unsafe { *libc::__errno_location() = 0 };
 }
 
 fn ts(sec: i64, nsec: i64) -> timespec {
@@ -60,20 +44,6 @@ fn clock_now(clock: clockid_t) -> Duration {
     // SAFETY: clock_gettime writes one timespec.
     assert_eq!(unsafe { libc::clock_gettime(clock, &mut t) }, 0);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// Counts every millisecond, on this thread's scheduler, until `stop`.
-fn ticker(count: Arc<AtomicUsize>, stop: Arc<AtomicBool>) -> patchall::JoinHandle<()> {
-    patchall::spawn(move || {
-        for _ in 0..20_000 {
-            if stop.load(SeqCst) {
-                return;
-            }
-            count.fetch_add(1, SeqCst);
-            patchall::sleep(Duration::from_millis(1));
-        }
-    })
-    .unwrap()
 }
 
 #[test]
@@ -363,27 +333,6 @@ fn outside_a_coroutine_sleeps_are_libcs() {
     assert!(ran.load(SeqCst));
 }
 
-static HANDLED: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn count(_sig: c_int) {
-    HANDLED.fetch_add(1, SeqCst);
-}
-
-/// A real-time signal whose handler only counts, installed with SA_RESTART: the
-/// sleep calls are never restarted all the same (signal(7)).
-fn restarting_signal() -> c_int {
-    let sig = libc::SIGRTMIN();
-    // SAFETY: a zeroed sigaction with an empty mask and our handler.
-    unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = count as *const () as libc::sighandler_t;
-        act.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut act.sa_mask);
-        assert_eq!(libc::sigaction(sig, &act, std::ptr::null_mut()), 0);
-    }
-    sig
-}
-
 /// What an interrupted sleep gave: (result, errno, whole seconds in `rem` or
 /// None if `rem` was left alone).
 type Interrupted = (i64, i32, Option<u64>);
@@ -436,19 +385,6 @@ const LONG_SLEEPS: [(&str, LongSleep); 5] = [
         (r.into(), errno(), None)
     }),
 ];
-
-/// Signals `thread` every 20 ms until `done` reaches `calls` (a signal that falls
-/// between two calls interrupts nothing, the next one will), or 10 s pass.
-fn keep_signalling(thread: libc::pthread_t, sig: c_int, done: &AtomicUsize, calls: usize) {
-    for _ in 0..500 {
-        if done.load(SeqCst) >= calls {
-            return;
-        }
-        // SAFETY: the target thread lives until `done` reaches `calls`.
-        assert_eq!(unsafe { libc::pthread_kill(thread, sig) }, 0);
-        patchall::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn a_signal_ends_a_sleep_with_eintr_and_the_time_left_as_outside() {
