@@ -7,7 +7,7 @@ use libc::{
 };
 
 use super::blocking::{self, block_in_poll, deadline_for};
-use super::iov::{IovCursor, iov_total};
+use super::iov::{IovCursor, iov_total, msghdr_for};
 use super::real::Guard;
 use crate::fdtable::{self, Kind, Timeout};
 use crate::runtime::{self, Direction, Wake};
@@ -232,10 +232,7 @@ hook! {
             }
             // The sender's address came with the first bytes; the rest is data.
             let (iov, cnt) = rest.tail_at(done, usize::MAX);
-            // SAFETY: a zeroed msghdr is valid; we point it at the live tail.
-            let mut tail: msghdr = unsafe { std::mem::zeroed() };
-            tail.msg_iov = iov.cast_mut();
-            tail.msg_iovlen = cnt as _;
+            let mut tail = msghdr_for(iov, cnt);
             // SAFETY: `tail` describes live memory of the caller's buffers.
             unsafe { real(fd, &mut tail, flags | a.msg_flags) }
         })
@@ -337,10 +334,7 @@ hook! {
             }
             // Ancillary data went with the first bytes; the rest is plain data.
             let (iov, cnt) = rest.tail_at(done, usize::MAX);
-            // SAFETY: a zeroed msghdr is valid; we point it at the live tail.
-            let mut tail: msghdr = unsafe { std::mem::zeroed() };
-            tail.msg_iov = iov.cast_mut();
-            tail.msg_iovlen = cnt as _;
+            let tail = msghdr_for(iov, cnt);
             // SAFETY: `tail` describes live memory of the caller's buffers.
             unsafe { real(fd, &tail, flags | a.msg_flags) }
         })
