@@ -4,9 +4,9 @@
 pub(crate) mod control;
 pub(crate) mod offload;
 mod overflow;
-#[allow(dead_code)] // first used by green threads (issue 4)
 pub(crate) mod parking;
 pub(crate) mod reactor;
+mod runq;
 mod scheduler;
 pub(crate) mod stack;
 mod task;

@@ -143,16 +143,16 @@ pub(crate) fn unpark_all(addr: usize) -> usize {
     n
 }
 
-/// True if any coroutine is parked on `addr`.
-pub(crate) fn has_waiters(addr: usize) -> bool {
-    shard(addr).as_ref().is_some_and(|t| t.contains_key(&addr))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+
+    /// True if any coroutine is parked on `addr`.
+    fn has_waiters(addr: usize) -> bool {
+        shard(addr).as_ref().is_some_and(|t| t.contains_key(&addr))
+    }
 
     #[test]
     fn waiters_wake_in_fifo_order_and_none_is_lost() {

@@ -3,7 +3,6 @@
 //! main greenlet blocks into the hub.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::ptr;
@@ -15,8 +14,9 @@ use corosensei::{Coroutine, CoroutineResult};
 
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
+use super::runq::RunQueue;
 use super::stack::{self, Stack, StackCache};
-use super::task::{State, Task, Unparker, Wake};
+use super::task::{StackFacts, State, Task, Unparker, Wake};
 use super::timer::Timers;
 use crate::config::config;
 
@@ -89,7 +89,7 @@ static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct Scheduler {
     pub(super) remote: Arc<Remote>,
-    runq: RefCell<VecDeque<Arc<Task>>>,
+    runq: RunQueue,
     timers: RefCell<Timers>,
     reactor: RefCell<Reactor>,
     stacks: RefCell<StackCache>,
@@ -107,6 +107,9 @@ pub(crate) struct Scheduler {
     /// Set in the child of a `fork`: this is the parent's scheduler, copied.
     /// It must never run again (its epoll instance is the parent's).
     orphaned: Cell<bool>,
+    /// This thread's errno: its address is fixed for the thread's life, and
+    /// every switch saves and restores it.
+    errno_slot: *mut libc::c_int,
     _altstack: Option<AltStack>,
 }
 
@@ -141,7 +144,7 @@ impl Scheduler {
         let cfg = config();
         Ok(Scheduler {
             remote,
-            runq: RefCell::new(VecDeque::new()),
+            runq: RunQueue::new(),
             timers: RefCell::new(Timers::default()),
             reactor: RefCell::new(reactor),
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
@@ -151,6 +154,9 @@ impl Scheduler {
             interruptible: RefCell::new(Slab::default()),
             signals_seen: Cell::new((0, 0)),
             orphaned: Cell::new(false),
+            // SAFETY: __errno_location has no preconditions and returns this
+            // thread's errno, which outlives the scheduler (owned by this thread).
+            errno_slot: unsafe { libc::__errno_location() },
             _altstack: AltStack::ensure(),
         })
     }
@@ -179,45 +185,23 @@ impl Scheduler {
 
     /// Creates coroutine `id` on `stack` and queues it; cannot fail.
     fn start<F: FnOnce() + 'static>(&self, id: u64, name: Option<Arc<str>>, stack: Stack, body: F) {
-        let guard = stack.guard_range();
-        let stack_size = stack.size();
-        let canary = stack.canary();
+        let facts = StackFacts::of(&stack);
         let co = Coroutine::with_stack(stack, move |yielder, ()| {
             let task = current_task().expect("a coroutine body runs as the current task");
             task.yielder.set(yielder);
             body();
         });
-        let task = Arc::new(Task {
-            id,
-            name,
-            co: std::cell::UnsafeCell::new(Some(co)),
-            yielder: Cell::new(ptr::null()),
-            errno: Cell::new(0),
-            state: Cell::new(State::Runnable),
-            park_seq: Cell::new(0),
-            wake: Cell::new(Wake::Ready),
-            guard,
-            stack_size,
-            canary,
-            local: Cell::new(0),
-            scratch: std::cell::UnsafeCell::new(None),
-            cancelled: Cell::new(false),
-            exiting: Cell::new(false),
-            deadline: Cell::new(None),
-        });
+        let task = Arc::new(Task::new(id, name, Some(co), facts));
         self.live.set(self.live.get() + 1);
-        self.runq.borrow_mut().push_back(task);
+        self.runq.push_back(task);
     }
 
     fn resume(&self, task: Arc<Task>) {
         task.state.set(State::Running);
         RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
-        // One lookup instead of four per switch: the coroutine runs on this
-        // thread, whose errno stays at this address for the thread's life.
-        // SAFETY: __errno_location always returns a valid pointer to this
-        // thread's errno.
-        let errno_slot = unsafe { libc::__errno_location() };
-        // SAFETY: `errno_slot` is valid (above); nothing else holds a reference.
+        let errno_slot = self.errno_slot;
+        // SAFETY: the scheduler runs only on the thread whose errno this is
+        // (see `errno_slot`); nothing else holds a reference to it.
         let own_errno = unsafe { errno_slot.replace(task.errno.get()) };
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
@@ -249,7 +233,7 @@ impl Scheduler {
             // reference-count traffic of a clone per yield.
             CoroutineResult::Yield(()) => {
                 if task.state.get() == State::Runnable {
-                    self.runq.borrow_mut().push_back(task);
+                    self.runq.push_back(task);
                 }
             }
             CoroutineResult::Return(()) => self.finish(&task),
@@ -284,7 +268,7 @@ impl Scheduler {
         if task.state.get() == State::Parked && task.park_seq.get() == seq {
             task.wake.set(wake);
             task.state.set(State::Runnable);
-            self.runq.borrow_mut().push_back(task);
+            self.runq.push_back(task);
         }
     }
 
@@ -293,9 +277,17 @@ impl Scheduler {
         // A plain load first: this runs every round, and mail is rare; a swap
         // is a locked instruction. Mail posted after the load is seen next
         // round, or by `poll`'s check before it blocks.
-        if !self.remote.has_mail.load(Ordering::SeqCst)
-            || !self.remote.has_mail.swap(false, Ordering::SeqCst)
-        {
+        if self.remote.has_mail.load(Ordering::SeqCst) {
+            self.read_mail();
+        }
+    }
+
+    /// `drain_mail`'s rare half, out of line so that the check inlined into
+    /// every round saves no registers.
+    #[cold]
+    #[inline(never)]
+    fn read_mail(&self) {
+        if !self.remote.has_mail.swap(false, Ordering::SeqCst) {
             return;
         }
         let mail =
@@ -312,12 +304,18 @@ impl Scheduler {
 
     /// Wakes every interruptibly parked coroutine if a signal handler ran on this
     /// thread since the last check, as the kernel interrupts a blocked call.
+    #[inline]
     fn check_signals(&self) {
         let now = SIGNALS.try_with(|s| s.get()).unwrap_or_default();
-        let seen = self.signals_seen.replace(now);
-        if now == seen {
-            return;
+        if now != self.signals_seen.get() {
+            self.interrupt_parked(now);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn interrupt_parked(&self, now: (u32, u32)) {
+        let seen = self.signals_seen.replace(now);
         let restart = now.1 == seen.1;
         let parked = std::mem::take(&mut *self.interruptible.borrow_mut());
         for who in parked.into_entries() {
@@ -341,20 +339,30 @@ impl Scheduler {
 
     /// Drives this scheduler until `done()` holds or `deadline` passes.
     pub(crate) fn run_until(&self, deadline: Option<Instant>, done: &mut dyn FnMut() -> bool) {
+        // Whether `done()` was asked since the last thing that could change it
+        // ran here: two coroutines yielding to each other ask it once a round.
+        let mut asked = false;
         loop {
-            self.root_woken.set(false);
-            if done() {
-                return;
+            if !asked {
+                self.root_woken.set(false);
+                if done() {
+                    return;
+                }
             }
-            let batch = self.runq.borrow().len();
+            asked = false;
+            let batch = self.runq.len();
             for _ in 0..batch {
-                let Some(task) = self.runq.borrow_mut().pop_front() else {
+                let Some(task) = self.runq.pop_front() else {
                     break;
                 };
                 self.resume(task);
             }
-            if batch > 0 && done() {
-                return;
+            if batch > 0 {
+                self.root_woken.set(false);
+                if done() {
+                    return;
+                }
+                asked = true;
             }
             self.check_signals();
             self.drain_mail();
@@ -362,6 +370,7 @@ impl Scheduler {
             // The mail just read may be the wake-up `done()` waits for (set from
             // another thread after the check above): blocking now would lose it.
             if self.root_woken.get() {
+                asked = false;
                 continue;
             }
             let now = (deadline.is_some() || !self.timers.borrow().is_empty()).then(Instant::now);
@@ -370,13 +379,14 @@ impl Scheduler {
                     return;
                 }
             }
-            let busy = !self.runq.borrow().is_empty();
+            let busy = !self.runq.is_empty();
             let runs = self.runs_since_poll.get().saturating_add(batch as u32);
             if busy && runs < POLL_EVERY {
                 self.runs_since_poll.set(runs);
                 continue;
             }
             self.runs_since_poll.set(0);
+            asked = false;
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {

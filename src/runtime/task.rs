@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
+use std::ptr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,6 +82,50 @@ pub(crate) struct Task {
     /// The nearest deadline of the `patchall::timeout` bodies this coroutine is
     /// in; stoppable parks end at it with `Wake::Expired`.
     pub(crate) deadline: Cell<Option<Instant>>,
+    /// The next task in the run queue this one is in (see `runq`).
+    pub(crate) next: Cell<*const Task>,
+}
+
+impl Task {
+    /// A runnable task that has not run yet; `co` is None only in tests.
+    pub(crate) fn new(id: u64, name: Option<Arc<str>>, co: Option<Co>, stack: StackFacts) -> Task {
+        Task {
+            id,
+            name,
+            co: UnsafeCell::new(co),
+            yielder: Cell::new(ptr::null()),
+            errno: Cell::new(0),
+            state: Cell::new(State::Runnable),
+            park_seq: Cell::new(0),
+            wake: Cell::new(Wake::Ready),
+            guard: stack.guard,
+            stack_size: stack.size,
+            canary: stack.canary,
+            local: Cell::new(0),
+            scratch: UnsafeCell::new(None),
+            cancelled: Cell::new(false),
+            exiting: Cell::new(false),
+            deadline: Cell::new(None),
+            next: Cell::new(ptr::null()),
+        }
+    }
+}
+
+/// What a task keeps of its stack, for overflow reports and checks.
+pub(crate) struct StackFacts {
+    pub(crate) guard: (usize, usize),
+    pub(crate) size: usize,
+    pub(crate) canary: Option<Canary>,
+}
+
+impl StackFacts {
+    pub(crate) fn of(stack: &Stack) -> StackFacts {
+        StackFacts {
+            guard: stack.guard_range(),
+            size: stack.size(),
+            canary: stack.canary(),
+        }
+    }
 }
 
 impl Drop for Task {
@@ -127,5 +172,20 @@ impl Unparker {
             (None, None) => Arc::ptr_eq(&self.home, &other.home),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A task with no coroutine, for tests of the structures that hold tasks.
+    pub(crate) fn plain_task(id: u64) -> Arc<Task> {
+        let stack = StackFacts {
+            guard: (0, 0),
+            size: 0,
+            canary: None,
+        };
+        Arc::new(Task::new(id, None, None, stack))
     }
 }
