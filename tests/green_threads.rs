@@ -150,6 +150,13 @@ fn main_may_end_with_pthread_exit() {
 }
 
 #[test]
+fn a_vfork_child_closing_fds_leaves_the_parents_waiters_alone() {
+    // Before vfork ran as fork, the green reader's first read failed with
+    // EBADF: the child's `close` ran our hook on the parent's scheduler.
+    same_everywhere("green_vfork", 0);
+}
+
+#[test]
 fn exit_in_a_thread_flushes_stdio_and_runs_atexit_handlers() {
     same_everywhere("green_thread_exit", 3);
 }

@@ -22,10 +22,18 @@
 //! forking coroutine ends, the child exits with status 0, as a process whose
 //! last thread ends. Every fd is now shared with the other process, so none is
 //! ours to make non-blocking any more (in the parent, those without
-//! FD_CLOEXEC, which the child keeps across an exec). `vfork` is not touched:
-//! its child borrows the parent's stack, and a hook's frame would be gone
-//! when the parent resumes. `posix_spawn` (glibc's `system`, `popen`, Rust's
-//! `Command`, Python's `subprocess`) clones without running fork handlers.
+//! FD_CLOEXEC, which the child keeps across an exec).
+//!
+//! **vfork is a fork here.** A vfork child borrows the parent's memory and
+//! stack until it execs or exits, and runs hooks meanwhile (Python's
+//! `subprocess` closes and dup2s fds in it): a `close` there would drop the
+//! parent's reactor registrations and wake its coroutines with EBADF. Nor can
+//! a hook call the real `vfork`: the child, returning through the hook's
+//! frame and calling on, overwrites the frame the parent then returns
+//! through. So `vfork` runs `fork`, which POSIX allows (a vfork child may
+//! only exec or `_exit`, and both behave the same after a fork); the price is
+//! copying the parent's page tables. `posix_spawn` (glibc's `system`,
+//! `popen`, Rust's `Command`) clones inside glibc, where no hook runs.
 //!
 //! **exec.** patchall's own fds (epoll, eventfd, pidfd) are all close-on-exec.
 //! Before a program is exec'd (the exec family here, `posix_spawn`), every fd
@@ -304,6 +312,16 @@ hook! {
 alias! {
     /// glibc's exported alias of `fork`.
     fn __fork() -> pid_t = fork
+}
+
+alias! {
+    /// `vfork(2)`, made a `fork` (see the module's documentation).
+    fn vfork() -> pid_t = fork
+}
+
+alias! {
+    /// glibc's exported alias of `vfork`.
+    fn __vfork() -> pid_t = fork
 }
 
 /// Before a program replaces this one: the fds it keeps get the user's flags.
