@@ -458,10 +458,29 @@ fn cond_wait_with_an_unowned_errorcheck_mutex_is_eperm() {
     assert_eq!(unsafe { libc::pthread_cond_destroy(c.ptr()) }, 0);
 }
 
-#[test]
-fn rwlock_waiting_writers_block_new_readers() {
-    green();
+/// glibc's `PTHREAD_RWLOCK_PREFER_*_NP` kinds (not in the libc crate).
+const PREFER_READER: c_int = 0;
+const PREFER_WRITER_NONRECURSIVE: c_int = 2;
+
+/// An rwlock initialised by glibc with the given kind.
+fn rwlock_of_kind(kind: c_int) -> Arc<Obj<libc::pthread_rwlock_t>> {
     let rw = Obj::new(libc::PTHREAD_RWLOCK_INITIALIZER);
+    // SAFETY: an all-zero attr is a valid out-parameter for init; each call
+    // gets valid pointers, and the attr is destroyed after use.
+    unsafe {
+        let mut attr: libc::pthread_rwlockattr_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_rwlockattr_init(&mut attr), 0);
+        assert_eq!(libc::pthread_rwlockattr_setkind_np(&mut attr, kind), 0);
+        assert_eq!(libc::pthread_rwlock_init(rw.ptr(), &attr), 0);
+        assert_eq!(libc::pthread_rwlockattr_destroy(&mut attr), 0);
+    }
+    rw
+}
+
+#[test]
+fn rwlock_of_the_writer_preferring_kind_blocks_new_readers_while_writers_wait() {
+    green();
+    let rw = rwlock_of_kind(PREFER_WRITER_NONRECURSIVE);
     let log = Arc::new(Mutex::new(Vec::new()));
     let push = |log: &Arc<Mutex<Vec<&'static str>>>, s| log.lock().unwrap().push(s);
     let r1 = {
@@ -520,6 +539,74 @@ fn rwlock_waiting_writers_block_new_readers() {
     unsafe {
         assert_eq!(libc::pthread_rwlock_unlock(rw.ptr()), EPERM);
         assert_eq!(libc::pthread_rwlock_destroy(rw.ptr()), 0);
+    }
+}
+
+/// glibc's default kind lets readers in while a writer waits, so a thread that
+/// holds a read lock may take it again (POSIX requires that readers may
+/// recurse); the writer gets the lock when the last reader leaves. With
+/// writers first this deadlocked: the second `rdlock` waited for the writer,
+/// which waited for the first.
+#[test]
+fn rwlock_of_the_default_kind_lets_readers_recurse_while_a_writer_waits() {
+    green();
+    for rw in [
+        Obj::new(libc::PTHREAD_RWLOCK_INITIALIZER),
+        rwlock_of_kind(PREFER_READER),
+    ] {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let push = |log: &Arc<Mutex<Vec<&'static str>>>, s| log.lock().unwrap().push(s);
+        let reader = {
+            let (rw, log) = (rw.clone(), log.clone());
+            patchall::spawn(move || {
+                // SAFETY: valid rwlock, unlocked as often as locked.
+                unsafe {
+                    assert_eq!(libc::pthread_rwlock_rdlock(rw.ptr()), 0);
+                    push(&log, "r in");
+                    // Let the writer start waiting.
+                    patchall::sleep(Duration::from_millis(20));
+                    // Timed, so that a deadlock fails the test instead of hanging it.
+                    let soon = after(libc::CLOCK_REALTIME, Duration::from_secs(10));
+                    let again = (
+                        libc::pthread_rwlock_tryrdlock(rw.ptr()),
+                        sync::pthread_rwlock_timedrdlock(rw.ptr(), &soon),
+                    );
+                    push(&log, "r again");
+                    for r in [again.0, again.1] {
+                        if r == 0 {
+                            assert_eq!(libc::pthread_rwlock_unlock(rw.ptr()), 0);
+                        }
+                    }
+                    patchall::sleep(Duration::from_millis(5));
+                    push(&log, "r out");
+                    assert_eq!(libc::pthread_rwlock_unlock(rw.ptr()), 0);
+                    again
+                }
+            })
+            .unwrap()
+        };
+        let writer = {
+            let (rw, log) = (rw.clone(), log.clone());
+            patchall::spawn(move || {
+                // SAFETY: valid rwlock.
+                unsafe {
+                    assert_eq!(libc::pthread_rwlock_trywrlock(rw.ptr()), EBUSY);
+                    assert_eq!(libc::pthread_rwlock_wrlock(rw.ptr()), 0);
+                    push(&log, "w in");
+                    assert_eq!(libc::pthread_rwlock_unlock(rw.ptr()), 0);
+                }
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            reader.join().unwrap(),
+            (0, 0),
+            "read again while a writer waited"
+        );
+        writer.join().unwrap();
+        assert_eq!(*log.lock().unwrap(), ["r in", "r again", "r out", "w in"]);
+        // SAFETY: unlocked.
+        assert_eq!(unsafe { libc::pthread_rwlock_destroy(rw.ptr()) }, 0);
     }
 }
 

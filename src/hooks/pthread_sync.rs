@@ -36,9 +36,10 @@
 //! Known differences from glibc: a coroutine's `sem_wait` is not interrupted by
 //! signal handlers (a native thread's still is, with EINTR); a coroutine waiting
 //! with a `CLOCK_REALTIME` deadline does not follow later jumps of that clock;
-//! rwlocks always prefer writers (glibc's default prefers readers), so a thread
-//! that read-locks twice while a writer waits deadlocks, as with
-//! `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP`.
+//! rwlocks honour the kind of `pthread_rwlockattr_setkind_np` as glibc does
+//! (readers first by default, writers first for
+//! `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP`), but which of several
+//! waiting writers or readers goes first may differ.
 //! `sem_post` stays async-signal-safe only while no coroutine waits on that
 //! semaphore (waking one takes the parking lot's lock); condvar waits are not
 //! cancellation points here (a cancel is acted on at the next one).
@@ -734,8 +735,15 @@ struct RwLock {
     _elision: u64,
     /// `me()` of the write holder, for EDEADLK.
     writer: AtomicU64,
-    _flags: [u32; 2],
+    /// glibc's `__flags`: the kind set by `pthread_rwlockattr_setkind_np`.
+    kind: AtomicU32,
+    _pad2: u32,
 }
+
+/// glibc's `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP`; the other kinds
+/// (the default `PREFER_READER_NP`, and `PREFER_WRITER_NP`, which glibc treats
+/// as reader-preferring) let a reader in while writers wait.
+const PREFER_WRITER_NONRECURSIVE: u32 = 2;
 
 const READ_LOCKED: u32 = 1;
 const RW_MASK: u32 = (1 << 30) - 1;
@@ -752,22 +760,32 @@ fn is_write_locked(s: u32) -> bool {
     s & RW_MASK == WRITE_LOCKED
 }
 
-fn is_read_lockable(s: u32) -> bool {
-    // Waiting writers (or readers queued behind them) block new readers.
-    s & RW_MASK < MAX_READERS && s & (READERS_WAITING | WRITERS_WAITING) == 0
-}
-
 impl RwLock {
     #[inline]
     fn ours<'a>(rw: *mut pthread_rwlock_t) -> Option<&'a RwLock> {
         overlay(rw, |x: &RwLock| x.shared.load(Relaxed) == 0)
     }
 
+    /// Whether a reader may take the lock in state `s`. Readers queued behind a
+    /// writer's hold always block newcomers (their wake-up clears the bit
+    /// before anyone reads again); waiting writers block them only for the
+    /// writer-preferring kind: glibc's default lets a thread that holds a read
+    /// lock take it again while a writer waits, as POSIX requires.
+    #[inline]
+    fn read_lockable(&self, s: u32) -> bool {
+        let blockers = if self.kind.load(Relaxed) == PREFER_WRITER_NONRECURSIVE {
+            READERS_WAITING | WRITERS_WAITING
+        } else {
+            READERS_WAITING
+        };
+        s & RW_MASK < MAX_READERS && s & blockers == 0
+    }
+
     #[inline]
     fn try_read(&self) -> c_int {
         let mut s = self.state.load(Relaxed);
         loop {
-            if !is_read_lockable(s) {
+            if !self.read_lockable(s) {
                 return if s & RW_MASK >= MAX_READERS && !is_write_locked(s) {
                     EAGAIN
                 } else {
@@ -800,7 +818,7 @@ impl RwLock {
         let waiter = Waiter::new();
         let mut s = self.state.load(Relaxed);
         loop {
-            if is_read_lockable(s) {
+            if self.read_lockable(s) {
                 match self
                     .state
                     .compare_exchange_weak(s, s + READ_LOCKED, Acquire, Relaxed)
@@ -828,7 +846,7 @@ impl RwLock {
             s = self.state.load(Relaxed);
             if r == Err(ETIMEDOUT) {
                 // Readers are woken all at once: a timeout consumes nothing.
-                return if is_read_lockable(s)
+                return if self.read_lockable(s)
                     && self
                         .state
                         .compare_exchange(s, s + READ_LOCKED, Acquire, Relaxed)
@@ -975,7 +993,8 @@ impl RwLock {
         let wake = if release == WRITE_LOCKED {
             s & (READERS_WAITING | WRITERS_WAITING) != 0
         } else {
-            // Readers never wait on a read-locked lock unless a writer does.
+            // Readers never wait on a read-locked lock: they wait only while
+            // it is write-locked, or queued behind readers who did.
             is_unlocked(s) && s & WRITERS_WAITING != 0
         };
         if wake {
