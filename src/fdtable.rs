@@ -223,6 +223,7 @@ pub(crate) fn make_nonblocking(fd: i32) -> bool {
     if !f.ours {
         return false;
     }
+    crate::runtime::engage();
     let flags = raw_fcntl(fd, libc::F_GETFL, 0);
     if flags < 0 || raw_fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK as libc::c_long) < 0 {
         return false;

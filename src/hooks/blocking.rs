@@ -51,7 +51,8 @@ fn would_block(e: i32) -> bool {
 }
 
 /// True when a call on `fd` needs nothing from us: outside a coroutine, on an fd
-/// whose flags we never changed. The data hooks check this first: it is the
+/// whose flags we never changed. The data hooks check this first (once the
+/// process is `runtime::engaged`; before, nothing can need us): it is the
 /// whole cost a program pays for the calls it makes outside coroutines.
 #[inline(always)]
 pub(crate) fn passthrough(fd: libc::c_int) -> bool {

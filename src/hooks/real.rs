@@ -31,6 +31,13 @@ impl Original {
         }
     }
 
+    /// The address if already resolved, else 0: for a fast path that leaves
+    /// resolving (a call) to its slow path.
+    #[inline(always)]
+    pub(crate) fn cached(&self) -> usize {
+        self.addr.load(Ordering::Relaxed)
+    }
+
     #[cold]
     fn resolve(&self) -> Option<usize> {
         // SAFETY: `name` is NUL-terminated; dlsym has no other preconditions.
@@ -124,9 +131,14 @@ macro_rules! hook {
             $body
         }
     };
-    // The data calls: a call outside a coroutine, on an fd whose flags we never
-    // changed, goes straight to libc from a frame that holds nothing else; the
-    // rest of the hook lives in its own function, so this frame stays small.
+    // The data calls. Until the process engages the hooks (`runtime::engaged`),
+    // a call loads two globals and jumps to libc with the caller's arguments
+    // still in place. No thread-local is read there: rustc compiles that as a
+    // call (`__tls_get_addr`, which the linker turns into a load only in an
+    // executable), so the frame would save and restore every argument. Once
+    // engaged, `checked` makes the pass-through test (`blocking::passthrough`)
+    // in a frame of its own, and only the calls that need us reach `slow`, the
+    // hook proper.
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident passthrough($fd:ident) $body:block) => {
         $(#[$meta])*
         ///
@@ -135,24 +147,43 @@ macro_rules! hook {
         /// caller owns.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            type Real = unsafe extern "C" fn($($ty),*) -> $ret;
             static ORIGINAL: $crate::hooks::Original = $crate::hooks::Original::new(
                 // SAFETY: the literal ends in exactly one NUL.
                 unsafe { ::std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) }
             );
-            let Some(addr) = ORIGINAL.addr() else {
-                $crate::sys::set_errno(libc::ENOSYS);
-                return (-1_i64) as $ret;
-            };
-            // SAFETY: dlsym found libc's definition of this very symbol, whose C
-            // signature is the one declared here.
-            let $real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { ::std::mem::transmute(addr) };
-            if $crate::hooks::blocking::passthrough($fd) {
-                // SAFETY: forwarding the caller's arguments.
-                return unsafe { $real($($arg),*) };
+            // Tested first: an engaged process spends 3 instructions here, not 6.
+            if !$crate::runtime::engaged() {
+                let addr = ORIGINAL.cached();
+                if addr != 0 {
+                    // SAFETY: dlsym found libc's definition of this very symbol,
+                    // whose C signature is the one declared here; the caller's
+                    // arguments.
+                    return unsafe { ::std::mem::transmute::<usize, Real>(addr)($($arg),*) };
+                }
+            }
+            // `extern "C"` (it cannot unwind) lets the hook jump to it.
+            #[inline(never)]
+            extern "C" fn checked($($arg: $ty),*) -> $ret {
+                // The address is read after the test, so that it is not one more
+                // value to keep across the test's thread-local read.
+                let real = || {
+                    // SAFETY: as above.
+                    ORIGINAL.addr().map(|addr| unsafe { ::std::mem::transmute::<usize, Real>(addr) })
+                };
+                let unresolved = || {
+                    $crate::sys::set_errno(libc::ENOSYS);
+                    (-1_i64) as $ret
+                };
+                if $crate::hooks::blocking::passthrough($fd) {
+                    // SAFETY: forwarding the caller's arguments.
+                    return real().map_or_else(unresolved, |$real| unsafe { $real($($arg),*) });
+                }
+                real().map_or_else(unresolved, |$real| slow($($arg,)* $real))
             }
             #[inline(never)]
-            fn slow($($arg: $ty,)* $real: unsafe extern "C" fn($($ty),*) -> $ret) -> $ret $body
-            slow($($arg,)* $real)
+            fn slow($($arg: $ty,)* $real: Real) -> $ret $body
+            checked($($arg),*)
         }
     };
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {

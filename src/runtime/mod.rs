@@ -21,3 +21,35 @@ pub(crate) use scheduler::{
     yield_now,
 };
 pub(crate) use task::{Unparker, Wake};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Alone on its cache line: every hooked data call on every thread reads it, so
+/// a neighbour written often would make each of those reads a cache miss.
+#[repr(align(64))]
+struct Engaged(AtomicBool);
+
+static ENGAGED: Engaged = Engaged(AtomicBool::new(false));
+
+/// Records, for good, that hooked calls may now need us: a coroutine stack is
+/// about to be mapped (no coroutine runs without one) or O_NONBLOCK set on an fd
+/// behind the user's back. Called before either happens.
+pub(crate) fn engage() {
+    // Written once: a store per call would pull the line away from every reader.
+    // SeqCst: visible to every thread before the mmap or fcntl that follows.
+    if !engaged() {
+        ENGAGED.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// False while this process has never mapped a coroutine stack nor changed an
+/// fd's flags: then no thread is in a coroutine and every hooked call is libc's,
+/// which one load of a global decides (a thread-local read is a call in a
+/// shared library). A coroutine reaches its thread through the scheduler's
+/// synchronisation, after its stack was mapped, so its thread sees the flag; a
+/// plain thread racing a coroutine's first wait on the same fd is no worse off
+/// than with the fd table's own bit, which is set after the fcntl.
+#[inline(always)]
+pub(crate) fn engaged() -> bool {
+    ENGAGED.0.load(Ordering::Relaxed)
+}

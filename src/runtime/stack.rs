@@ -205,6 +205,7 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
     if len >= 1 << 46 {
         return Err(io::Error::from_raw_os_error(libc::ENOMEM));
     }
+    super::engage();
     let hint = chunk_hint(len);
     // SAFETY: a new private anonymous mapping; the kernel picks the address if the
     // hint is taken. MAP_NORESERVE: stacks are address space, committed as touched.
