@@ -6,6 +6,7 @@
 //! binary runs with it on, as a preloaded program with PATCHALL_GREEN_THREADS=1).
 
 mod common;
+mod waits;
 
 use std::cell::UnsafeCell;
 use std::process::{Command, Stdio};
@@ -770,6 +771,96 @@ fn semaphore_counts_and_times_out() {
     assert_eq!(unsafe { libc::sem_post(full.ptr()) }, -1);
     assert_eq!(errno(), EOVERFLOW);
     assert_eq!(value(&full), i32::MAX);
+}
+
+/// A real-time signal whose handler only counts, installed without SA_RESTART.
+fn interrupting_signal() -> c_int {
+    let sig = libc::SIGRTMIN() + 1;
+    // SAFETY: a zeroed sigaction with an empty mask and a counting handler.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = waits::count as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut act.sa_mask);
+        assert_eq!(libc::sigaction(sig, &act, std::ptr::null_mut()), 0);
+    }
+    sig
+}
+
+/// What a `sem_wait` that a signal handler interrupts returns, with a poster
+/// 300 ms later: on Linux, glibc's futex wait gives EINTR after a handler
+/// without SA_RESTART and is restarted after one with it (signal(7) lists
+/// `sem_wait` as never restarted; the kernel restarts FUTEX_WAIT). `signal`
+/// signals the waiting thread.
+fn interrupted_sem_wait(coroutine: bool, sig: c_int) -> (c_int, c_int, usize) {
+    let s = new_sem(0);
+    let (s1, s2) = (s.clone(), s.clone());
+    let tid = Arc::new(AtomicU64::new(0));
+    let t1 = tid.clone();
+    let wait = move || {
+        // SAFETY: gettid has no preconditions; valid semaphore.
+        unsafe {
+            t1.store(libc::gettid() as u64, SeqCst);
+            let r = libc::sem_wait(s1.ptr());
+            (r, errno())
+        }
+    };
+    let before = waits::HANDLED.load(SeqCst);
+    let (r, e) = if coroutine {
+        // A sibling on the same OS thread signals it while it waits.
+        let waiter = patchall::spawn(wait).unwrap();
+        let poster = patchall::spawn(move || {
+            patchall::sleep(Duration::from_millis(50));
+            signal_thread(tid.load(SeqCst) as libc::pid_t, sig);
+            patchall::sleep(Duration::from_millis(250));
+            // SAFETY: valid semaphore.
+            unsafe { libc::sem_post(s2.ptr()) }
+        })
+        .unwrap();
+        assert_eq!(poster.join().unwrap(), 0);
+        waiter.join().unwrap()
+    } else {
+        let waiter = std::thread::spawn(wait);
+        std::thread::sleep(Duration::from_millis(50));
+        signal_thread(tid.load(SeqCst) as libc::pid_t, sig);
+        std::thread::sleep(Duration::from_millis(250));
+        // SAFETY: valid semaphore.
+        assert_eq!(unsafe { libc::sem_post(s2.ptr()) }, 0);
+        waiter.join().unwrap()
+    };
+    let handled = waits::HANDLED.load(SeqCst) - before;
+    // A post the interrupted wait did not take stays for the next one.
+    let left = value(&s);
+    assert_eq!(left, if r == 0 { 0 } else { 1 });
+    (r, e, handled)
+}
+
+fn signal_thread(tid: libc::pid_t, sig: c_int) {
+    assert_ne!(tid, 0, "the waiter has started");
+    // SAFETY: tgkill to a thread of ours with a signal whose handler only counts.
+    unsafe {
+        assert_eq!(libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig), 0);
+    }
+}
+
+#[test]
+fn sem_wait_interrupted_by_a_signal_handler_as_glibc() {
+    green();
+    let plain = interrupting_signal();
+    let restarting = waits::restarting_signal();
+    for coroutine in [false, true] {
+        // The native face first: what the coroutine must match.
+        assert_eq!(
+            interrupted_sem_wait(coroutine, plain),
+            (-1, libc::EINTR, 1),
+            "no SA_RESTART, in a coroutine: {coroutine}"
+        );
+        let (r, _, handled) = interrupted_sem_wait(coroutine, restarting);
+        assert_eq!(
+            (r, handled),
+            (0, 1),
+            "SA_RESTART, in a coroutine: {coroutine}"
+        );
+    }
 }
 
 #[test]

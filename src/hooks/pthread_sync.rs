@@ -33,10 +33,8 @@
 //! `futex(2)` on the object's word. Each object tells a releaser which kinds may
 //! be waiting, so the uncontended paths make no system call and take no lock.
 //!
-//! Known differences from glibc: a coroutine's `sem_wait` is not interrupted by
-//! signal handlers (a native thread's still is, with EINTR); a coroutine waiting
-//! with a `CLOCK_REALTIME` deadline does not follow later jumps of that clock;
-//! rwlocks honour the kind of `pthread_rwlockattr_setkind_np` as glibc does
+//! Known differences from glibc: a coroutine waiting with a `CLOCK_REALTIME`
+//! deadline does not follow later jumps of that clock; rwlocks honour the kind of `pthread_rwlockattr_setkind_np` as glibc does
 //! (readers first by default, writers first for
 //! `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP`), but which of several
 //! waiting writers or readers goes first may differ.
@@ -55,7 +53,7 @@ use libc::{
 
 use super::green;
 use super::real::Guard;
-use crate::runtime::{self, Wake, parking};
+use crate::runtime::{self, Breaks, Wake, parking};
 use crate::sys::{errno, set_errno};
 
 // ---------------------------------------------------------------------------
@@ -143,14 +141,16 @@ impl Waiter {
 
     /// Waits, keyed on `addr`, while `still_blocked()` — for a futex waiter,
     /// while the 32-bit word at `addr` holds `expected` — until woken, maybe
-    /// spuriously. Err(ETIMEDOUT) when `deadline` passed, Err(EINTR) when a
-    /// signal handler interrupted a futex wait.
+    /// spuriously. Err(ETIMEDOUT) when `deadline` passed; Err(EINTR) when a
+    /// signal handler without SA_RESTART interrupted a futex wait, or, with
+    /// `breaks` `Signal`, any wait.
     fn wait(
         &self,
         addr: usize,
         expected: u32,
         still_blocked: impl Fn() -> bool,
         deadline: Option<&Deadline>,
+        breaks: Breaks,
     ) -> Result<(), c_int> {
         if deadline.is_some_and(|d| d.abs.tv_sec < 0) {
             return Err(ETIMEDOUT);
@@ -158,15 +158,17 @@ impl Waiter {
         let at = deadline.map(|d| d.at);
         let wake = match self {
             Waiter::Park(guard) => {
-                guard.release_while(|| parking::park_on(addr, at, still_blocked))
+                guard.release_while(|| parking::park_on_as(addr, at, breaks, still_blocked))
             }
             Waiter::Drive(guard) => {
-                guard.release_while(|| parking::drive_on(addr, at, still_blocked))
+                guard.release_while(|| parking::drive_on(addr, at, breaks, still_blocked))
             }
             Waiter::Futex => return futex_wait(addr, expected, deadline),
         };
         match wake {
             Wake::TimedOut => Err(ETIMEDOUT),
+            // As a futex wait: restarted after SA_RESTART handlers.
+            Wake::Interrupted { restart: false } => Err(EINTR),
             _ => Ok(()),
         }
     }
@@ -182,6 +184,7 @@ impl Waiter {
             expected,
             || word.load(SeqCst) == expected,
             deadline,
+            Breaks::Never,
         )
     }
 }
@@ -1368,11 +1371,14 @@ impl Sem {
         }
         let addr = self.data.as_ptr() as usize;
         loop {
+            // EINTR after a handler without SA_RESTART, as glibc's futex wait
+            // gives it (signal(7) says never restarted; Linux restarts it).
             let r = waiter.wait(
                 addr,
                 0,
                 || self.data.load(SeqCst) & SEM_VALUE == 0,
                 deadline.as_ref(),
+                Breaks::Signal,
             );
             // Take a token and leave in one step; or, giving up, just leave.
             let mut d = self.data.load(Relaxed);

@@ -38,7 +38,7 @@ use libc::{c_char, c_int, c_void, clockid_t, pthread_attr_t, pthread_t, size_t, 
 use super::green;
 use crate::config::{StackMode, config};
 use crate::runtime::control::{self, TaskHandle, TaskHome};
-use crate::runtime::{self, Wake, parking, stack::GUARD_GAP};
+use crate::runtime::{self, Breaks, Wake, parking, stack::GUARD_GAP};
 
 mod keys;
 mod native;
@@ -548,7 +548,9 @@ fn wait_finished(rec: &GreenThread, deadline: Option<Instant>) -> Result<(), c_i
         // atexit handler on main's thread): the green thread may be one of
         // them, so run them meanwhile; its end on another worker comes as mail.
         while !finished() {
-            if parking::drive_on(addr, deadline, || !finished()) == Wake::TimedOut && !finished() {
+            if parking::drive_on(addr, deadline, Breaks::Never, || !finished()) == Wake::TimedOut
+                && !finished()
+            {
                 return Err(libc::ETIMEDOUT);
             }
         }

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::scheduler::{current_scheduler, park, root_unparker};
+use super::scheduler::{Breaks, current_scheduler, park_as, root_unparker, signal_counts};
 use super::task::{Unparker, Wake};
 
 const SHARDS: usize = 64;
@@ -33,8 +33,18 @@ pub(crate) fn park_on(
     deadline: Option<Instant>,
     still_blocked: impl FnOnce() -> bool,
 ) -> Wake {
+    park_on_as(addr, deadline, Breaks::Never, still_blocked)
+}
+
+/// `park_on`, also ended by what `breaks` names.
+pub(crate) fn park_on_as(
+    addr: usize,
+    deadline: Option<Instant>,
+    breaks: Breaks,
+    still_blocked: impl FnOnce() -> bool,
+) -> Wake {
     let mut me = None;
-    let wake = park(deadline, |who| {
+    let wake = park_as(deadline, breaks, |who| {
         me = Some(who.clone());
         enqueue(addr, who, still_blocked)
     });
@@ -50,9 +60,13 @@ pub(crate) fn park_on(
 /// be the one to wake it): queues the thread and runs its coroutines until an
 /// `unpark_*` on `addr` takes it off the queue, `still_blocked()` stops holding,
 /// or `deadline` passes.
+///
+/// With `breaks` `Signal`, a signal handler without SA_RESTART run on this
+/// thread ends the wait too (`Wake::Interrupted`), as it ends a futex wait.
 pub(crate) fn drive_on(
     addr: usize,
     deadline: Option<Instant>,
+    breaks: Breaks,
     still_blocked: impl Fn() -> bool,
 ) -> Wake {
     let Some(sched) = current_scheduler() else {
@@ -64,9 +78,18 @@ pub(crate) fn drive_on(
     if !enqueue(addr, me.clone(), &still_blocked) {
         return Wake::Ready;
     }
-    sched.run_until(deadline, &mut || !still_blocked() || !is_queued(addr, &me));
-    // Still queued means nobody woke us: the condition changed or time ran out.
-    if dequeue(addr, &me) && deadline.is_some_and(|d| Instant::now() >= d) {
+    let signals = signal_counts();
+    let interrupted = || breaks == Breaks::Signal && signal_counts().1 != signals.1;
+    sched.run_until(deadline, &mut || {
+        !still_blocked() || !is_queued(addr, &me) || interrupted()
+    });
+    // Still queued means nobody woke us: the condition changed, time ran out
+    // or a signal came.
+    if !dequeue(addr, &me) {
+        Wake::Ready
+    } else if interrupted() {
+        Wake::Interrupted { restart: false }
+    } else if deadline.is_some_and(|d| Instant::now() >= d) {
         Wake::TimedOut
     } else {
         Wake::Ready

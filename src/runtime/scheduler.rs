@@ -572,6 +572,9 @@ pub(crate) enum Breaks {
     /// `Stop`, and a signal handler run on this thread (`Wake::Interrupted`): a
     /// wait that stands in for a system call (I/O, sleep).
     Syscall,
+    /// A signal handler only, not `Stop`: a wait that stands in for a call
+    /// whose only early end is EINTR (`sem_wait`).
+    Signal,
 }
 
 /// Suspends the running coroutine until an `Unparker` made by `register` wakes it
@@ -591,7 +594,7 @@ pub(crate) fn park_as(
     let task = current_task().expect("park is only called in a coroutine");
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
     let expiry = match breaks {
-        Breaks::Never => None,
+        Breaks::Never | Breaks::Signal => None,
         Breaks::Stop | Breaks::Syscall => {
             if task.cancelled.get() {
                 return Wake::Cancelled;
@@ -614,8 +617,8 @@ pub(crate) fn park_as(
     if !register(me.clone()) {
         return Wake::Ready;
     }
-    let slot =
-        (breaks == Breaks::Syscall).then(|| sched.interruptible.borrow_mut().insert(me.clone()));
+    let slot = matches!(breaks, Breaks::Syscall | Breaks::Signal)
+        .then(|| sched.interruptible.borrow_mut().insert(me.clone()));
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
