@@ -409,7 +409,7 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 impl<T> Shared<T> {
     /// A new packet: (the handle's share, the body's share).
     fn pair() -> (Shared<T>, Shared<T>) {
-        let packet = NonNull::from(Box::leak(Box::new(Packet::new())));
+        let packet = spare::alloc(Packet::new());
         (
             Shared {
                 packet,
@@ -426,8 +426,9 @@ impl<T> Shared<T> {
     fn complete(self, result: Result<T>) {
         let this = ManuallyDrop::new(self);
         if this.finish(result) {
-            // SAFETY: both owner bits are clear: no one else holds the packet.
-            drop(unsafe { Box::from_raw(this.packet.as_ptr()) });
+            // SAFETY: both owner bits are clear: no one else holds the packet,
+            // which came from `spare::alloc`.
+            unsafe { spare::free(this.packet) };
         }
     }
 }
@@ -445,8 +446,9 @@ impl<T> std::ops::Deref for Shared<T> {
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
         if self.release(self.owner) {
-            // SAFETY: both owner bits are clear: no one else holds the packet.
-            drop(unsafe { Box::from_raw(self.packet.as_ptr()) });
+            // SAFETY: both owner bits are clear: no one else holds the packet,
+            // which came from `spare::alloc`.
+            unsafe { spare::free(self.packet) };
         }
     }
 }
@@ -711,4 +713,120 @@ pub fn current() -> Option<Coroutine> {
 /// ```
 pub fn in_coroutine() -> bool {
     runtime::in_coroutine()
+}
+
+/// Packets' memory, kept by each thread for its next spawns: a spawn+join would
+/// otherwise pay a malloc and a free (about a tenth of its cost) for a block
+/// that the next spawn on the same thread asks for again.
+mod spare {
+    use std::alloc::{self, Layout};
+    use std::cell::Cell;
+    use std::ptr::{self, NonNull};
+
+    /// The one block size kept; larger packets (a large `T`) use the heap as is.
+    const BLOCK: Layout = match Layout::from_size_align(128, 16) {
+        Ok(l) => l,
+        Err(_) => panic!("a valid layout"),
+    };
+    /// At most this many blocks wait per thread (4 KiB).
+    const KEEP: usize = 32;
+
+    struct Free {
+        next: *mut Free,
+    }
+
+    /// A list threaded through the free blocks themselves.
+    struct Spare {
+        head: Cell<*mut Free>,
+        len: Cell<usize>,
+    }
+
+    impl Drop for Spare {
+        fn drop(&mut self) {
+            let mut p = self.head.replace(ptr::null_mut());
+            while !p.is_null() {
+                // SAFETY: each listed block is an unused BLOCK allocation that
+                // starts with its `Free` link, and only this list holds it.
+                unsafe {
+                    let next = (*p).next;
+                    alloc::dealloc(p.cast(), BLOCK);
+                    p = next;
+                }
+            }
+        }
+    }
+
+    thread_local! {
+        static SPARE: Spare = const {
+            Spare {
+                head: Cell::new(ptr::null_mut()),
+                len: Cell::new(0),
+            }
+        };
+    }
+
+    const fn fits<T>() -> bool {
+        size_of::<T>() <= BLOCK.size() && align_of::<T>() <= BLOCK.align()
+    }
+
+    /// Moves `value` to the heap, into a kept block if one fits.
+    pub(super) fn alloc<T>(value: T) -> NonNull<T> {
+        if !fits::<T>() {
+            return NonNull::from(Box::leak(Box::new(value)));
+        }
+        let kept = SPARE
+            .try_with(|s| {
+                let p = s.head.get();
+                if !p.is_null() {
+                    // SAFETY: a listed block starts with its `Free` link.
+                    s.head.set(unsafe { (*p).next });
+                    s.len.set(s.len.get() - 1);
+                }
+                p
+            })
+            .unwrap_or(ptr::null_mut());
+        let block = match NonNull::new(kept) {
+            Some(p) => p.cast::<T>(),
+            None => {
+                // SAFETY: BLOCK has a non-zero size.
+                let p = unsafe { alloc::alloc(BLOCK) };
+                NonNull::new(p.cast::<T>()).unwrap_or_else(|| alloc::handle_alloc_error(BLOCK))
+            }
+        };
+        // SAFETY: the block is unused, and large and aligned enough for T.
+        unsafe { block.as_ptr().write(value) };
+        block
+    }
+
+    /// Drops the value `alloc` made and keeps or frees its memory.
+    ///
+    /// # Safety
+    /// `p` came from `alloc::<T>` and nothing uses it any more.
+    pub(super) unsafe fn free<T>(p: NonNull<T>) {
+        if !fits::<T>() {
+            // SAFETY: `alloc` made it with `Box::new` (the caller's promise).
+            drop(unsafe { Box::from_raw(p.as_ptr()) });
+            return;
+        }
+        // SAFETY: a live, unused value (the caller's promise).
+        unsafe { ptr::drop_in_place(p.as_ptr()) };
+        let block = p.cast::<Free>().as_ptr();
+        let kept = SPARE
+            .try_with(|s| {
+                if s.len.get() >= KEEP {
+                    return false;
+                }
+                // SAFETY: the block is a BLOCK allocation nobody uses any
+                // more, large and aligned enough for the link.
+                unsafe { block.write(Free { next: s.head.get() }) };
+                s.head.set(block);
+                s.len.set(s.len.get() + 1);
+                true
+            })
+            .unwrap_or(false);
+        if !kept {
+            // SAFETY: a BLOCK allocation (it fits) nobody uses any more.
+            unsafe { alloc::dealloc(block.cast(), BLOCK) };
+        }
+    }
 }

@@ -208,6 +208,49 @@ fn joins_from_other_threads_never_miss_the_completion() {
 }
 
 #[test]
+fn handles_dropped_on_another_thread_race_completion() {
+    within(Duration::from_secs(60), || {
+        let rt = patchall::Runtime::builder().workers(1).build().unwrap();
+        let mut rng = Rng(0x94d0_49bb_1331_11eb);
+        let created = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        for round in 0..20_000 {
+            if start.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            let (c, d, spins) = (created.clone(), dropped.clone(), rng.below(2000));
+            let h = rt
+                .spawn(move || {
+                    for _ in 0..spins {
+                        std::hint::spin_loop();
+                    }
+                    c.fetch_add(1, SeqCst);
+                    Tracked {
+                        round,
+                        kill_seen: false,
+                        dropped: d,
+                    }
+                })
+                .unwrap();
+            // Detached before it starts, while it runs, or after it ended:
+            // either side may be the packet's last owner.
+            for _ in 0..rng.below(4000) {
+                std::hint::spin_loop();
+            }
+            drop(h);
+        }
+        drop(rt); // stops the worker once it has run what it was sent
+        assert_eq!(
+            created.load(SeqCst),
+            dropped.load(SeqCst),
+            "every detached body's value is dropped exactly once"
+        );
+        assert!(created.load(SeqCst) > 0);
+    });
+}
+
+#[test]
 fn a_joiner_killed_while_it_waits_still_gets_the_value() {
     within(Duration::from_secs(60), || {
         let rt = patchall::Runtime::builder().workers(1).build().unwrap();
