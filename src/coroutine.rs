@@ -199,6 +199,8 @@ const BODY: u8 = 32;
 ///   set) to register again.
 ///
 /// Whoever clears the last owner bit frees it: no separate reference count.
+/// A detached coroutine (HANDLE clear: no kill or join can come) is the only
+/// owner and reads `state` without changing it.
 struct Packet<T> {
     state: AtomicU8,
     result: UnsafeCell<Option<Result<T>>>,
@@ -232,6 +234,12 @@ impl<T> Packet<T> {
     /// Called first thing in the coroutine: publishes it as the target of
     /// `kill`. False if killed already: the body must not run.
     fn start(&self) -> bool {
+        let seen = self.state.load(Ordering::Acquire);
+        if seen & HANDLE == 0 {
+            // Detached: with the handle gone no kill can come any more (one
+            // that came before is in `seen`), so there is nothing to publish.
+            return seen & KILLED == 0;
+        }
         // SAFETY: nobody reads `target` before seeing STARTED, set below with
         // Release after this write; nobody else ever writes it.
         unsafe { *self.target.get() = control::current_handle() };
@@ -272,10 +280,16 @@ impl<T> Packet<T> {
     /// handle had let go already: the caller, the last owner, frees the packet.
     #[must_use]
     fn finish(&self, result: Result<T>) -> bool {
+        let mut seen = self.state.load(Ordering::Acquire);
+        if seen & HANDLE == 0 {
+            // Detached (the handle let go with Release, seen with Acquire):
+            // the body is the last owner, and no one will ask for the outcome.
+            drop(result);
+            return true;
+        }
         // SAFETY: the joiner reads `result` only after seeing DONE, set below
         // with Release after this write; no one else touches it before DONE.
         unsafe { *self.result.get() = Some(result) };
-        let mut seen = self.state.load(Ordering::Relaxed);
         let mut alone;
         loop {
             // Nothing to do after DONE (no waiter to wake, no killed value to
