@@ -1,12 +1,14 @@
 //! Spawning, joining and sleeping: the std::thread-shaped face of the runtime.
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::mem::ManuallyDrop;
+use std::panic::{self, AssertUnwindSafe, RefUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::runtime::control::{self, TaskHandle, TaskHome};
@@ -92,9 +94,8 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let packet = Arc::new(Packet::new());
+        let (packet, theirs) = Shared::pair();
         let name: Option<Arc<str>> = self.name.map(Into::into);
-        let theirs = packet.clone();
         let body = move || {
             if theirs.start() {
                 if let Some(d) = delay {
@@ -169,96 +170,219 @@ impl fmt::Display for Killed {
 
 impl std::error::Error for Killed {}
 
-struct Slot<T> {
-    result: Option<Result<T>>,
-    waiter: Option<Unparker>,
-    /// Set by `kill` before the coroutine finished: its result becomes `Killed`.
-    killed: bool,
-    /// The running coroutine, for `kill` to cancel; None before it starts.
-    target: Option<(TaskHandle, TaskHome)>,
+/// The coroutine has published its `target` (the first thing it does).
+const STARTED: u8 = 1;
+/// `kill` came before the coroutine completed. Never set once DONE is: with
+/// DONE, it says the outcome is `Killed`.
+const KILLED: u8 = 2;
+/// The coroutine completed: the outcome is final.
+const DONE: u8 = 4;
+/// The joiner's `waiter` is in its cell, for the coroutine to take at DONE.
+const WAITER: u8 = 8;
+/// Owner bits, the reference count of a packet on the heap: the `JoinHandle`
+/// holds it…
+const HANDLE: u8 = 16;
+/// …and so does the coroutine's body, until it completes (or is dropped unrun).
+const BODY: u8 = 32;
+
+/// What a coroutine and the handles on it share: its outcome, the joiner's
+/// wake-up and, for `kill`, the coroutine itself.
+///
+/// Lock-free. Every read-modify-write of `state` is one step in a single total
+/// order, and who may touch a cell is decided by the bits they saw:
+/// - `target`: written by the coroutine before STARTED, then only read (by
+///   killers that set KILLED before DONE), until the packet is freed;
+/// - `result`: written by the coroutine before DONE; after DONE the joiner's if
+///   not KILLED, else the coroutine takes its value back to drop it;
+/// - `waiter`: the joiner's while WAITER is clear; the coroutine's once its DONE
+///   step saw WAITER. The joiner clears WAITER (a step that fails once DONE is
+///   set) to register again.
+///
+/// Whoever clears the last owner bit frees it: no separate reference count.
+/// A detached coroutine (HANDLE clear: no kill or join can come) is the only
+/// owner and reads `state` without changing it.
+struct Packet<T> {
+    state: AtomicU8,
+    result: UnsafeCell<Option<Result<T>>>,
+    waiter: UnsafeCell<Option<Unparker>>,
+    target: UnsafeCell<Option<(TaskHandle, TaskHome)>>,
 }
 
-struct Packet<T> {
-    done: AtomicBool,
-    slot: Mutex<Slot<T>>,
-}
+// SAFETY: the cells are only touched by the party `state` gives them to (see
+// `Packet`), and each hand-over is a release/acquire pair on `state`. The
+// result moves from the coroutine's thread to the joiner's, hence `T: Send`;
+// no `&T` is ever shared, so `T: Sync` is not needed. The handles and unparkers
+// are Send + Sync.
+unsafe impl<T: Send> Send for Packet<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Packet<T> {}
+// As with the Mutex this replaced (and so `JoinHandle` stays unwind-safe): a
+// panic never leaves a transition half-seen, each is one atomic step and the
+// cells are moved in and out whole.
+impl<T> RefUnwindSafe for Packet<T> {}
 
 impl<T> Packet<T> {
     fn new() -> Packet<T> {
         Packet {
-            done: AtomicBool::new(false),
-            slot: Mutex::new(Slot {
-                result: None,
-                waiter: None,
-                killed: false,
-                target: None,
-            }),
+            state: AtomicU8::new(HANDLE | BODY),
+            result: UnsafeCell::new(None),
+            waiter: UnsafeCell::new(None),
+            target: UnsafeCell::new(None),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Called first thing in the coroutine: publishes it as the target of `kill`,
-    /// under the lock `kill` takes, so no kill falls between. False if already killed.
+    /// Called first thing in the coroutine: publishes it as the target of
+    /// `kill`. False if killed already: the body must not run.
     fn start(&self) -> bool {
-        let mut slot = self.lock();
-        slot.target = control::current_handle();
-        !slot.killed
+        let seen = self.state.load(Ordering::Acquire);
+        if seen & HANDLE == 0 {
+            // Detached: with the handle gone no kill can come any more (one
+            // that came before is in `seen`), so there is nothing to publish.
+            return seen & KILLED == 0;
+        }
+        // SAFETY: nobody reads `target` before seeing STARTED, set below with
+        // Release after this write; nobody else ever writes it.
+        unsafe { *self.target.get() = control::current_handle() };
+        self.state.fetch_or(STARTED, Ordering::Release) & KILLED == 0
     }
 
     fn kill(&self) {
-        let target = {
-            let mut slot = self.lock();
-            if self.is_done() {
+        let mut seen = self.state.load(Ordering::Acquire);
+        loop {
+            // Finished: nothing to change. Killed: that kill cancels it.
+            if seen & (DONE | KILLED) != 0 {
                 return;
             }
-            slot.killed = true;
-            slot.target.clone()
-        };
-        if let Some((task, home)) = target {
-            task.cancel(&home);
+            match self.state.compare_exchange_weak(
+                seen,
+                seen | KILLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
+        }
+        // Not started: `start` sees KILLED and the body never runs.
+        if seen & STARTED == 0 {
+            return;
+        }
+        // SAFETY: STARTED was read with Acquire from the coroutine's Release
+        // step in `start`, so its write of `target` is visible, and no one
+        // writes it again before the packet is freed, which `&self` prevents.
+        if let Some((task, home)) = unsafe { &*self.target.get() } {
+            task.cancel(home);
         }
     }
 
-    fn complete(&self, result: Result<T>) {
-        let (waiter, dropped) = {
-            let mut slot = self.lock();
-            let dropped = if slot.killed {
-                slot.result.replace(Err(Box::new(Killed)));
-                Some(result)
+    /// Records the body's outcome (`Killed` instead if a kill came first),
+    /// wakes the joiner and gives up the body's share (BODY). True if the
+    /// handle had let go already: the caller, the last owner, frees the packet.
+    #[must_use]
+    fn finish(&self, result: Result<T>) -> bool {
+        let mut seen = self.state.load(Ordering::Acquire);
+        if seen & HANDLE == 0 {
+            // Detached (the handle let go with Release, seen with Acquire):
+            // the body is the last owner, and no one will ask for the outcome.
+            drop(result);
+            return true;
+        }
+        // SAFETY: the joiner reads `result` only after seeing DONE, set below
+        // with Release after this write; no one else touches it before DONE.
+        unsafe { *self.result.get() = Some(result) };
+        let mut alone;
+        loop {
+            // Nothing to do after DONE (no waiter to wake, no killed value to
+            // drop): let go in the same step.
+            alone = seen & (WAITER | KILLED) == 0;
+            let next = if alone {
+                (seen | DONE) & !BODY
             } else {
-                slot.result = Some(result);
-                None
+                seen | DONE
             };
-            slot.target = None;
-            self.done.store(true, Ordering::Release);
-            (slot.waiter.take(), dropped)
+            match self
+                .state
+                .compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
+        }
+        if alone {
+            return seen & HANDLE == 0;
+        }
+        // The body's own outcome of a killed coroutine, dropped below: it may
+        // run arbitrary code.
+        let dropped = if seen & KILLED != 0 {
+            // SAFETY: with KILLED the joiner never reads `result` (it reports
+            // `Killed`), and BODY, still ours, keeps the packet alive.
+            unsafe { (*self.result.get()).take() }
+        } else {
+            None
         };
-        // The body's own result may run arbitrary code as it drops: not under the lock.
+        let waiter = if seen & WAITER != 0 {
+            // SAFETY: WAITER was set with Release after the joiner wrote the
+            // cell, and read here with Acquire. The joiner gives the cell up
+            // while WAITER is set, and can no longer clear it (DONE is set).
+            unsafe { (*self.waiter.get()).take() }
+        } else {
+            None
+        };
+        let last = self.release(BODY);
         drop(dropped);
         if let Some(w) = waiter {
             w.unpark(Wake::Ready);
         }
+        last
+    }
+
+    /// Gives up `owner`'s share; true if it was the last: the caller frees.
+    fn release(&self, owner: u8) -> bool {
+        let other = (HANDLE | BODY) & !owner;
+        // The other owner let go already (with Release, never to come back):
+        // we are alone, and need no read-modify-write.
+        self.state.load(Ordering::Acquire) & other == 0
+            || self.state.fetch_and(!owner, Ordering::AcqRel) & other == 0
     }
 
     fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & DONE != 0
     }
 
-    /// Registers `who` to be woken at completion; false if already complete.
+    /// Registers `who` to be woken at completion (replacing an earlier
+    /// registration); false if already complete. Called by the joiner only.
     fn watch(&self, who: Unparker) -> bool {
-        let mut slot = self.lock();
-        if self.is_done() {
+        let mut seen = self.state.load(Ordering::Acquire);
+        // Take the cell back from an earlier registration, unless the
+        // coroutine has completed (and so may be taking it).
+        while seen & WAITER != 0 {
+            if seen & DONE != 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                seen,
+                seen & !WAITER,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => seen &= !WAITER,
+                Err(now) => seen = now,
+            }
+        }
+        if seen & DONE != 0 {
             return false;
         }
-        slot.waiter = Some(who);
-        true
+        // SAFETY: WAITER is clear, so the cell is the joiner's (the coroutine
+        // takes it only when its DONE step sees WAITER); the joiner is us.
+        unsafe { *self.waiter.get() = Some(who) };
+        // Completed meanwhile: the coroutine did not see WAITER and leaves the
+        // cell alone; the unused unparker is dropped with the packet.
+        self.state.fetch_or(WAITER, Ordering::AcqRel) & DONE == 0
     }
 
     /// Waits until complete (parking, or driving this plain thread) and takes the
-    /// result. `home` is the coroutine's scheduler, if known.
+    /// result. `home` is the coroutine's scheduler, if known. Called once, by
+    /// the joiner.
     fn wait(&self, home: Option<usize>) -> Result<T> {
         if runtime::in_coroutine() {
             while !self.is_done() {
@@ -273,10 +397,73 @@ impl<T> Packet<T> {
                 self.watch(who);
             });
         }
-        self.lock()
-            .result
-            .take()
-            .expect("a finished coroutine left its result")
+        // Read after DONE: KILLED can no longer change.
+        if self.state.load(Ordering::Acquire) & KILLED != 0 {
+            return Err(Box::new(Killed));
+        }
+        // SAFETY: DONE (seen above with Acquire, after the coroutine's Release)
+        // without KILLED: the coroutine is done with `result`, and it is the
+        // joiner's alone; the joiner takes it once.
+        unsafe { (*self.result.get()).take() }.expect("a finished coroutine left its result")
+    }
+}
+
+/// One owner's share of a packet on the heap: the handle's or the body's.
+struct Shared<T> {
+    packet: NonNull<Packet<T>>,
+    owner: u8,
+}
+
+// SAFETY: a `Shared` is a reference to a `Packet`, which is Send + Sync for
+// `T: Send` (above); the owner bits make its lifetime right across threads.
+unsafe impl<T: Send> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// A new packet: (the handle's share, the body's share).
+    fn pair() -> (Shared<T>, Shared<T>) {
+        let packet = spare::alloc(Packet::new());
+        (
+            Shared {
+                packet,
+                owner: HANDLE,
+            },
+            Shared {
+                packet,
+                owner: BODY,
+            },
+        )
+    }
+
+    /// The body's last act: `Packet::finish`, which gives up its share.
+    fn complete(self, result: Result<T>) {
+        let this = ManuallyDrop::new(self);
+        if this.finish(result) {
+            // SAFETY: both owner bits are clear: no one else holds the packet,
+            // which came from `spare::alloc`.
+            unsafe { spare::free(this.packet) };
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = Packet<T>;
+
+    fn deref(&self) -> &Packet<T> {
+        // SAFETY: the packet lives while an owner bit is set, and this share's
+        // bit stays set until it is dropped (or completes, consuming it).
+        unsafe { self.packet.as_ref() }
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        if self.release(self.owner) {
+            // SAFETY: both owner bits are clear: no one else holds the packet,
+            // which came from `spare::alloc`.
+            unsafe { spare::free(self.packet) };
+        }
     }
 }
 
@@ -284,7 +471,7 @@ impl<T> Packet<T> {
 ///
 /// Dropping the handle detaches the coroutine: it keeps running.
 pub struct JoinHandle<T> {
-    packet: Arc<Packet<T>>,
+    packet: Shared<T>,
     /// The scheduler the coroutine runs on (`Scheduler::id`).
     home: usize,
     coroutine: Coroutine,
@@ -368,12 +555,15 @@ where
     let f = Cell::new(Some(f));
     let body: Box<dyn FnOnce() + '_> = Box::new(|| {
         let f = f.take().expect("a coroutine body runs once");
-        packet.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+        // The frame keeps the handle's share: never the last owner.
+        let last = packet.finish(panic::catch_unwind(AssertUnwindSafe(f)));
+        debug_assert!(!last);
     });
     // SAFETY: `body` borrows `f` and `packet` from this frame, which outlives its
     // run: the coroutine runs only on this thread, only while this thread drives
-    // the scheduler, and `packet.wait()` below drives until `complete` has run.
-    // After `complete` the body touches neither borrow and never suspends again
+    // the scheduler, and `packet.wait()` below drives until `finish` has run
+    // (the body does not suspend inside `finish`, so the driver cannot see DONE
+    // before `finish` returns). After it the body touches neither borrow and never suspends again
     // (nothing can kill it: no handle to it exists), so this frame may end. If
     // `spawn` fails, `body` is dropped unrun, touching nothing.
     let body: Box<dyn FnOnce() + 'static> = unsafe { std::mem::transmute(body) };
@@ -537,4 +727,120 @@ pub fn current() -> Option<Coroutine> {
 /// ```
 pub fn in_coroutine() -> bool {
     runtime::in_coroutine()
+}
+
+/// Packets' memory, kept by each thread for its next spawns: a spawn+join would
+/// otherwise pay a malloc and a free (about a tenth of its cost) for a block
+/// that the next spawn on the same thread asks for again.
+mod spare {
+    use std::alloc::{self, Layout};
+    use std::cell::Cell;
+    use std::ptr::{self, NonNull};
+
+    /// The one block size kept; larger packets (a large `T`) use the heap as is.
+    const BLOCK: Layout = match Layout::from_size_align(128, 16) {
+        Ok(l) => l,
+        Err(_) => panic!("a valid layout"),
+    };
+    /// At most this many blocks wait per thread (4 KiB).
+    const KEEP: usize = 32;
+
+    struct Free {
+        next: *mut Free,
+    }
+
+    /// A list threaded through the free blocks themselves.
+    struct Spare {
+        head: Cell<*mut Free>,
+        len: Cell<usize>,
+    }
+
+    impl Drop for Spare {
+        fn drop(&mut self) {
+            let mut p = self.head.replace(ptr::null_mut());
+            while !p.is_null() {
+                // SAFETY: each listed block is an unused BLOCK allocation that
+                // starts with its `Free` link, and only this list holds it.
+                unsafe {
+                    let next = (*p).next;
+                    alloc::dealloc(p.cast(), BLOCK);
+                    p = next;
+                }
+            }
+        }
+    }
+
+    thread_local! {
+        static SPARE: Spare = const {
+            Spare {
+                head: Cell::new(ptr::null_mut()),
+                len: Cell::new(0),
+            }
+        };
+    }
+
+    const fn fits<T>() -> bool {
+        size_of::<T>() <= BLOCK.size() && align_of::<T>() <= BLOCK.align()
+    }
+
+    /// Moves `value` to the heap, into a kept block if one fits.
+    pub(super) fn alloc<T>(value: T) -> NonNull<T> {
+        if !fits::<T>() {
+            return NonNull::from(Box::leak(Box::new(value)));
+        }
+        let kept = SPARE
+            .try_with(|s| {
+                let p = s.head.get();
+                if !p.is_null() {
+                    // SAFETY: a listed block starts with its `Free` link.
+                    s.head.set(unsafe { (*p).next });
+                    s.len.set(s.len.get() - 1);
+                }
+                p
+            })
+            .unwrap_or(ptr::null_mut());
+        let block = match NonNull::new(kept) {
+            Some(p) => p.cast::<T>(),
+            None => {
+                // SAFETY: BLOCK has a non-zero size.
+                let p = unsafe { alloc::alloc(BLOCK) };
+                NonNull::new(p.cast::<T>()).unwrap_or_else(|| alloc::handle_alloc_error(BLOCK))
+            }
+        };
+        // SAFETY: the block is unused, and large and aligned enough for T.
+        unsafe { block.as_ptr().write(value) };
+        block
+    }
+
+    /// Drops the value `alloc` made and keeps or frees its memory.
+    ///
+    /// # Safety
+    /// `p` came from `alloc::<T>` and nothing uses it any more.
+    pub(super) unsafe fn free<T>(p: NonNull<T>) {
+        if !fits::<T>() {
+            // SAFETY: `alloc` made it with `Box::new` (the caller's promise).
+            drop(unsafe { Box::from_raw(p.as_ptr()) });
+            return;
+        }
+        // SAFETY: a live, unused value (the caller's promise).
+        unsafe { ptr::drop_in_place(p.as_ptr()) };
+        let block = p.cast::<Free>().as_ptr();
+        let kept = SPARE
+            .try_with(|s| {
+                if s.len.get() >= KEEP {
+                    return false;
+                }
+                // SAFETY: the block is a BLOCK allocation nobody uses any
+                // more, large and aligned enough for the link.
+                unsafe { block.write(Free { next: s.head.get() }) };
+                s.head.set(block);
+                s.len.set(s.len.get() + 1);
+                true
+            })
+            .unwrap_or(false);
+        if !kept {
+            // SAFETY: a BLOCK allocation (it fits) nobody uses any more.
+            unsafe { alloc::dealloc(block.cast(), BLOCK) };
+        }
+    }
 }

@@ -100,6 +100,17 @@ fn killed_before_it_starts_it_never_runs() {
 }
 
 #[test]
+fn killed_then_detached_before_it_starts_it_never_runs() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let h = patchall::spawn(move || r.store(true, SeqCst)).unwrap();
+    h.kill();
+    drop(h);
+    patchall::run();
+    assert!(!ran.load(SeqCst));
+}
+
+#[test]
 fn kill_after_the_end_changes_nothing() {
     let h = patchall::spawn(|| 5).unwrap();
     patchall::yield_now();
