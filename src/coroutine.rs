@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::runtime::control::{self, TaskHandle, TaskHome};
+use crate::runtime::control::{self, TaskHandle};
 use crate::runtime::{self, Remote, Unparker, Wake};
 
 /// What a coroutine's `join` gives: its value, or the payload of its panic.
@@ -110,20 +110,24 @@ impl Builder {
             // before it started.
             theirs.complete(Err(Box::new(Killed)));
         };
-        let (id, home) = match home {
+        let (task, home) = match home {
             None => runtime::with_scheduler(|s| {
-                let id = s.spawn(name.clone(), self.stack_size, body)?;
-                Ok::<_, io::Error>((id, s.id()))
+                let task = s.spawn(name.clone(), self.stack_size, body)?;
+                Ok::<_, io::Error>((task, s.id()))
             })??,
             Some(home) => (
                 runtime::spawn_at(home, name.clone(), self.stack_size, body)?,
-                home.id_addr(),
+                home.serial(),
             ),
         };
         Ok(JoinHandle {
             packet,
+            coroutine: Coroutine {
+                id: task.id(),
+                name,
+            },
+            task,
             home,
-            coroutine: Coroutine { id, name },
         })
     }
 }
@@ -170,8 +174,6 @@ impl fmt::Display for Killed {
 
 impl std::error::Error for Killed {}
 
-/// The coroutine has published its `target` (the first thing it does).
-const STARTED: u8 = 1;
 /// `kill` came before the coroutine completed. Never set once DONE is: with
 /// DONE, it says the outcome is `Killed`.
 const KILLED: u8 = 2;
@@ -185,13 +187,11 @@ const HANDLE: u8 = 16;
 /// …and so does the coroutine's body, until it completes (or is dropped unrun).
 const BODY: u8 = 32;
 
-/// What a coroutine and the handles on it share: its outcome, the joiner's
-/// wake-up and, for `kill`, the coroutine itself.
+/// What a coroutine and its handle share: its outcome and the joiner's
+/// wake-up. (The handle names the coroutine itself, for `kill`.)
 ///
 /// Lock-free. Every read-modify-write of `state` is one step in a single total
 /// order, and who may touch a cell is decided by the bits they saw:
-/// - `target`: written by the coroutine before STARTED, then only read (by
-///   killers that set KILLED before DONE), until the packet is freed;
 /// - `result`: written by the coroutine before DONE; after DONE the joiner's if
 ///   not KILLED, else the coroutine takes its value back to drop it;
 /// - `waiter`: the joiner's while WAITER is clear; the coroutine's once its DONE
@@ -205,14 +205,13 @@ struct Packet<T> {
     state: AtomicU8,
     result: UnsafeCell<Option<Result<T>>>,
     waiter: UnsafeCell<Option<Unparker>>,
-    target: UnsafeCell<Option<(TaskHandle, TaskHome)>>,
 }
 
 // SAFETY: the cells are only touched by the party `state` gives them to (see
 // `Packet`), and each hand-over is a release/acquire pair on `state`. The
 // result moves from the coroutine's thread to the joiner's, hence `T: Send`;
-// no `&T` is ever shared, so `T: Sync` is not needed. The handles and unparkers
-// are Send + Sync.
+// no `&T` is ever shared, so `T: Sync` is not needed. Unparkers are
+// Send + Sync.
 unsafe impl<T: Send> Send for Packet<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for Packet<T> {}
@@ -227,31 +226,23 @@ impl<T> Packet<T> {
             state: AtomicU8::new(HANDLE | BODY),
             result: UnsafeCell::new(None),
             waiter: UnsafeCell::new(None),
-            target: UnsafeCell::new(None),
         }
     }
 
-    /// Called first thing in the coroutine: publishes it as the target of
-    /// `kill`. False if killed already: the body must not run.
+    /// Called first thing in the coroutine: false if killed already, and the
+    /// body must not run. A kill that comes later cancels the running body.
     fn start(&self) -> bool {
-        let seen = self.state.load(Ordering::Acquire);
-        if seen & HANDLE == 0 {
-            // Detached: with the handle gone no kill can come any more (one
-            // that came before is in `seen`), so there is nothing to publish.
-            return seen & KILLED == 0;
-        }
-        // SAFETY: nobody reads `target` before seeing STARTED, set below with
-        // Release after this write; nobody else ever writes it.
-        unsafe { *self.target.get() = control::current_handle() };
-        self.state.fetch_or(STARTED, Ordering::Release) & KILLED == 0
+        self.state.load(Ordering::Acquire) & KILLED == 0
     }
 
-    fn kill(&self) {
+    /// Marks the outcome `Killed` unless the coroutine completed first; true
+    /// if this call did (the caller then cancels the coroutine).
+    fn kill(&self) -> bool {
         let mut seen = self.state.load(Ordering::Acquire);
         loop {
             // Finished: nothing to change. Killed: that kill cancels it.
             if seen & (DONE | KILLED) != 0 {
-                return;
+                return false;
             }
             match self.state.compare_exchange_weak(
                 seen,
@@ -259,19 +250,9 @@ impl<T> Packet<T> {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => break,
+                Ok(_) => return true,
                 Err(now) => seen = now,
             }
-        }
-        // Not started: `start` sees KILLED and the body never runs.
-        if seen & STARTED == 0 {
-            return;
-        }
-        // SAFETY: STARTED was read with Acquire from the coroutine's Release
-        // step in `start`, so its write of `target` is visible, and no one
-        // writes it again before the packet is freed, which `&self` prevents.
-        if let Some((task, home)) = unsafe { &*self.target.get() } {
-            task.cancel(home);
         }
     }
 
@@ -472,6 +453,9 @@ impl<T> Drop for Shared<T> {
 /// Dropping the handle detaches the coroutine: it keeps running.
 pub struct JoinHandle<T> {
     packet: Shared<T>,
+    /// The coroutine, for `kill`: held from the spawn, so no kill can reach a
+    /// freed task, and the coroutine need publish nothing when it starts.
+    task: TaskHandle,
     /// The scheduler the coroutine runs on (`Scheduler::id`).
     home: usize,
     coroutine: Coroutine,
@@ -521,7 +505,11 @@ impl<T> JoinHandle<T> {
     /// assert!(start.elapsed() < Duration::from_secs(60));
     /// ```
     pub fn kill(&self) {
-        self.packet.kill();
+        // Before the body began, it never will (`Packet::start`); cancelling
+        // then only marks the task, which ends unrun at its first step.
+        if self.packet.kill() {
+            self.task.cancel_at(self.home);
+        }
     }
 
     /// True once the coroutine has returned, panicked, or ended killed.

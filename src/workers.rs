@@ -253,7 +253,7 @@ impl Handle {
             .min_by_key(|w| w.load.load(Ordering::Relaxed))
             .ok_or_else(|| io::Error::other("patchall: a runtime without workers"))?;
         w.load.fetch_add(1, Ordering::Relaxed);
-        let here = runtime::current_scheduler_id() == Some(w.home.id_addr());
+        let here = runtime::current_scheduler_id() == Some(w.home.serial());
         Ok(((!here).then(|| w.home.clone()), w.load.clone()))
     }
 

@@ -8,17 +8,30 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::scheduler::{Mail, Remote, current_arc, current_scheduler, current_task};
+use super::scheduler::{Mail, Remote, current_arc, current_scheduler, current_task, remote_of};
 use super::task::Task;
 
 /// A coroutine other code can name from any thread: to cancel it, or to store
 /// it as the identity of a green thread.
 #[derive(Clone)]
-pub(crate) struct TaskHandle(Arc<Task>);
+pub(crate) struct TaskHandle(pub(super) Arc<Task>);
 
 impl TaskHandle {
     pub(crate) fn id(&self) -> u64 {
         self.0.id
+    }
+
+    /// `cancel`, for a coroutine of the scheduler whose `Scheduler::id` is
+    /// `home`; nothing if that scheduler is gone (its coroutines with it).
+    pub(crate) fn cancel_at(&self, home: usize) {
+        match current_scheduler() {
+            Some(s) if s.id() == home => s.cancel_local(self.0.clone()),
+            _ => {
+                if let Some(remote) = remote_of(home) {
+                    remote.post(Mail::Cancel(self.0.clone()));
+                }
+            }
+        }
     }
 
     /// Marks the coroutine cancelled and, if it is parked, wakes it with

@@ -6,12 +6,13 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::RawFd;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use corosensei::{Coroutine, CoroutineResult};
 
+use super::control::TaskHandle;
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
 use super::runq::RunQueue;
@@ -57,6 +58,8 @@ pub(crate) enum Mail {
 /// The part of a scheduler other threads may touch.
 pub(crate) struct Remote {
     pub(crate) id: usize,
+    /// Unique in the process's life (`id`, a slot, and the address are reused).
+    serial: usize,
     inbox: Mutex<Vec<Mail>>,
     has_mail: AtomicBool,
     /// True while the owner may be blocked in `epoll_wait`.
@@ -67,8 +70,8 @@ pub(crate) struct Remote {
 
 impl Remote {
     /// The `Scheduler::id` of the scheduler this mailbox belongs to.
-    pub(crate) fn id_addr(&self) -> usize {
-        self as *const Remote as usize
+    pub(crate) fn serial(&self) -> usize {
+        self.serial
     }
 
     pub(crate) fn post(&self, mail: Mail) {
@@ -86,6 +89,10 @@ impl Remote {
 /// Live schedulers by id, so that `close` on any thread can reach every reactor.
 static REMOTES: Mutex<Vec<Option<Arc<Remote>>>> = Mutex::new(Vec::new());
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+/// How many ids a scheduler takes from `NEXT_TASK_ID` at once.
+const ID_BLOCK: u64 = 1024;
+/// Names schedulers for as long as the process lives (`Remote::serial`).
+static NEXT_SCHEDULER: AtomicUsize = AtomicUsize::new(1);
 
 pub(crate) struct Scheduler {
     pub(super) remote: Arc<Remote>,
@@ -110,6 +117,8 @@ pub(crate) struct Scheduler {
     /// This thread's errno: its address is fixed for the thread's life, and
     /// every switch saves and restores it.
     errno_slot: *mut libc::c_int,
+    /// Task ids taken from `NEXT_TASK_ID` a block at a time: (next, end).
+    ids: Cell<(u64, u64)>,
     _altstack: Option<AltStack>,
 }
 
@@ -129,6 +138,7 @@ impl Scheduler {
         let reactor = Reactor::new(id)?;
         let remote = Arc::new(Remote {
             id,
+            serial: NEXT_SCHEDULER.fetch_add(1, Ordering::Relaxed),
             inbox: Mutex::new(Vec::new()),
             has_mail: AtomicBool::new(false),
             polling: AtomicBool::new(false),
@@ -157,13 +167,14 @@ impl Scheduler {
             // SAFETY: __errno_location has no preconditions and returns this
             // thread's errno, which outlives the scheduler (owned by this thread).
             errno_slot: unsafe { libc::__errno_location() },
+            ids: Cell::new((0, 0)),
             _altstack: AltStack::ensure(),
         })
     }
 
-    /// Names this scheduler for as long as it lives (the address of its mailbox).
+    /// Names this scheduler, never another, for as long as the process lives.
     pub(crate) fn id(&self) -> usize {
-        self.remote.id_addr()
+        self.remote.serial()
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -176,22 +187,29 @@ impl Scheduler {
         name: Option<Arc<str>>,
         stack_size: Option<usize>,
         body: F,
-    ) -> io::Result<u64> {
+    ) -> io::Result<TaskHandle> {
         let stack = self.stacks.borrow_mut().get(stack_size)?;
-        let id = next_task_id();
-        self.start(id, name, stack, body);
-        Ok(id)
+        let task = new_task(self.next_id(), name, stack, body);
+        let handle = TaskHandle(task.clone());
+        self.start(task);
+        Ok(handle)
     }
 
-    /// Creates coroutine `id` on `stack` and queues it; cannot fail.
-    fn start<F: FnOnce() + 'static>(&self, id: u64, name: Option<Arc<str>>, stack: Stack, body: F) {
-        let facts = StackFacts::of(&stack);
-        let co = Coroutine::with_stack(stack, move |yielder, ()| {
-            let task = current_task().expect("a coroutine body runs as the current task");
-            task.yielder.set(yielder);
-            body();
-        });
-        let task = Arc::new(Task::new(id, name, Some(co), facts));
+    /// A task id unique in the process: a shared counter bumped once per spawn
+    /// would be a locked instruction on a line every spawning thread writes.
+    fn next_id(&self) -> u64 {
+        let (next, end) = self.ids.get();
+        if next < end {
+            self.ids.set((next + 1, end));
+            return next;
+        }
+        let base = NEXT_TASK_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+        self.ids.set((base + 1, base + ID_BLOCK));
+        base
+    }
+
+    /// Queues a task `new_task` made.
+    fn start(&self, task: Arc<Task>) {
         self.live.set(self.live.get() + 1);
         self.runq.push_back(task);
     }
@@ -440,10 +458,6 @@ impl Drop for Scheduler {
     }
 }
 
-fn next_task_id() -> u64 {
-    NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed)
-}
-
 /// Spawns `body` as a coroutine on the scheduler `home` (usually another thread's).
 /// The stack is taken here, so running out of memory is the caller's error; the
 /// coroutine starts when `home` reads its mail.
@@ -452,17 +466,42 @@ pub(crate) fn spawn_at<F: FnOnce() + Send + 'static>(
     name: Option<Arc<str>>,
     stack_size: Option<usize>,
     body: F,
-) -> io::Result<u64> {
+) -> io::Result<TaskHandle> {
     let cfg = config();
     let size = stack::round_size(stack_size.unwrap_or(cfg.stack_size))
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
     let stack = stack::allocate(size, cfg.stack_mode)?;
-    let id = next_task_id();
+    let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+    let task = new_task(id, name, stack, body);
+    let handle = TaskHandle(task.clone());
     home.post(Mail::Run(Box::new(move || {
         let s = current_scheduler().expect("mail is read by its scheduler's thread");
-        s.start(id, name, stack, body);
+        s.start(task);
     })));
-    Ok(id)
+    Ok(handle)
+}
+
+/// A coroutine that will run `body` on `stack`, not queued anywhere yet. Only
+/// the scheduler that queues it touches it afterwards (see `Task`).
+fn new_task<F: FnOnce() + 'static>(
+    id: u64,
+    name: Option<Arc<str>>,
+    stack: Stack,
+    body: F,
+) -> Arc<Task> {
+    let facts = StackFacts::of(&stack);
+    let co = Coroutine::with_stack(stack, move |yielder, ()| {
+        let task = current_task().expect("a coroutine body runs as the current task");
+        task.yielder.set(yielder);
+        body();
+    });
+    Arc::new(Task::new(id, name, Some(co), facts))
+}
+
+/// The mailbox of the live scheduler whose `Scheduler::id` is `id`.
+pub(crate) fn remote_of(id: usize) -> Option<Arc<Remote>> {
+    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+    remotes.iter().flatten().find(|r| r.serial == id).cloned()
 }
 
 /// This thread's scheduler's mailbox, for other threads to reach it.
