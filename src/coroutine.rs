@@ -476,7 +476,9 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
     /// ```
     pub fn join(self) -> Result<T> {
-        self.packet.wait(Some(self.home))
+        let result = self.packet.wait(Some(self.home));
+        self.task.release();
+        result
     }
 
     /// Kills the coroutine, as gevent's `Greenlet.kill`: its current or next

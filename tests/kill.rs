@@ -132,3 +132,44 @@ fn a_killed_coroutine_finishing_on_its_own_still_reports_killed() {
     h.kill();
     assert!(h.join().unwrap_err().is::<Killed>());
 }
+
+/// A finished task's allocation serves a later spawn on the same thread: the
+/// new coroutine must inherit nothing of the old one (its kill, its name, its
+/// `timeout` deadline), whichever allocation it gets.
+#[test]
+fn coroutines_after_killed_named_and_timed_out_ones_start_afresh() {
+    for round in 0..200 {
+        let killed = patchall::spawn(|| patchall::sleep(Duration::from_secs(3600))).unwrap();
+        patchall::yield_now();
+        killed.kill();
+        assert!(killed.join().unwrap_err().is::<Killed>());
+        let named = patchall::Builder::new()
+            .name("old")
+            .spawn(|| patchall::current().map(|c| c.name().map(String::from)))
+            .unwrap();
+        assert_eq!(named.join().unwrap(), Some(Some("old".to_string())));
+        let timed_out = patchall::spawn(|| {
+            patchall::timeout(Duration::from_millis(1), || {
+                patchall::sleep(Duration::from_secs(3600))
+            })
+        })
+        .unwrap();
+        assert!(timed_out.join().unwrap().is_err());
+
+        // Sleeps its whole time (not cancelled, no deadline) and has no name.
+        let fresh = patchall::spawn(|| {
+            let start = Instant::now();
+            patchall::sleep(Duration::from_millis(2));
+            let me = patchall::current().unwrap();
+            (start.elapsed(), me.name().map(String::from), me.id())
+        })
+        .unwrap();
+        let id = fresh.coroutine().id();
+        let (slept, name, seen_id) = fresh.join().unwrap();
+        assert!(
+            slept >= Duration::from_millis(2),
+            "round {round}: {slept:?}"
+        );
+        assert_eq!((name, seen_id), (None, id), "round {round}");
+    }
+}

@@ -21,6 +21,14 @@ impl TaskHandle {
         self.0.id
     }
 
+    /// Lets go of the task; a finished one's allocation may serve a later
+    /// spawn on this thread.
+    pub(crate) fn release(self) {
+        if let Some(s) = current_scheduler() {
+            s.keep_task(self.0);
+        }
+    }
+
     /// `cancel`, for a coroutine of the scheduler whose `Scheduler::id` is
     /// `home`; nothing if that scheduler is gone (its coroutines with it).
     pub(crate) fn cancel_at(&self, home: usize) {
