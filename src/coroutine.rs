@@ -5,7 +5,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::panic::{self, AssertUnwindSafe, RefUnwindSafe};
+use std::panic::{self, AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -215,10 +215,6 @@ struct Packet<T> {
 unsafe impl<T: Send> Send for Packet<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for Packet<T> {}
-// As with the Mutex this replaced (and so `JoinHandle` stays unwind-safe): a
-// panic never leaves a transition half-seen, each is one atomic step and the
-// cells are moved in and out whole.
-impl<T> RefUnwindSafe for Packet<T> {}
 
 impl<T> Packet<T> {
     fn new() -> Packet<T> {
@@ -524,6 +520,15 @@ impl<T> JoinHandle<T> {
         &self.coroutine
     }
 }
+
+// Unwind-safe, as `std::thread::JoinHandle`: a panic never leaves the packet
+// half-changed (each transition is one atomic step, the cells are moved in and
+// out whole), and through `&JoinHandle` only `kill`, `is_finished` and the
+// coroutine's id and name can be reached, none of which a panic elsewhere can
+// leave inconsistent. (Its task is full of `Cell`s, which only its own
+// scheduler's thread touches.)
+impl<T> UnwindSafe for JoinHandle<T> {}
+impl<T> RefUnwindSafe for JoinHandle<T> {}
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -842,8 +842,55 @@ fn signal_thread(tid: libc::pid_t, sig: c_int) {
     }
 }
 
+/// Taken by the tests that count handled signals: the count is process-wide.
+static SIGNAL_TESTS: Mutex<()> = Mutex::new(());
+
+/// A handler that ran before the call interrupts nothing: the kernel only
+/// interrupts a wait in progress. (The scheduler notices handlers once a
+/// round; a park that began after one, in the same round, was blamed for it.)
+#[test]
+fn a_signal_handled_before_sem_wait_does_not_interrupt_it() {
+    let _serial = SIGNAL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    green();
+    let sig = interrupting_signal();
+    for coroutine in [false, true] {
+        let s = new_sem(0);
+        let (s1, s2) = (s.clone(), s.clone());
+        let wait = move || {
+            // SAFETY: gettid has no preconditions; valid semaphore.
+            unsafe {
+                signal_thread(libc::gettid(), sig);
+                let r = libc::sem_wait(s1.ptr());
+                (r, if r == 0 { 0 } else { errno() })
+            }
+        };
+        let post = move || {
+            // SAFETY: valid semaphore.
+            assert_eq!(unsafe { libc::sem_post(s2.ptr()) }, 0);
+        };
+        let got = if coroutine {
+            let waiter = patchall::spawn(wait).unwrap();
+            patchall::spawn(move || {
+                patchall::sleep(Duration::from_millis(100));
+                post();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+            waiter.join().unwrap()
+        } else {
+            let waiter = std::thread::spawn(wait);
+            std::thread::sleep(Duration::from_millis(100));
+            post();
+            waiter.join().unwrap()
+        };
+        assert_eq!(got, (0, 0), "in a coroutine: {coroutine}");
+    }
+}
+
 #[test]
 fn sem_wait_interrupted_by_a_signal_handler_as_glibc() {
+    let _serial = SIGNAL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     green();
     let plain = interrupting_signal();
     let restarting = waits::restarting_signal();

@@ -9,6 +9,22 @@ fn a_value_comes_back_through_join() {
     assert_eq!(h.join().unwrap(), "hello world");
 }
 
+/// As `std::thread::JoinHandle`: movable to and shareable with other threads,
+/// and usable inside `catch_unwind` without `AssertUnwindSafe`.
+#[test]
+fn a_join_handle_is_send_sync_and_unwind_safe() {
+    fn send_sync_unwind_safe<
+        T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+    >(
+        t: T,
+    ) -> T {
+        t
+    }
+    let h = send_sync_unwind_safe(patchall::spawn(|| 5).unwrap());
+    let joined = std::panic::catch_unwind(|| h.join().unwrap());
+    assert_eq!(joined.unwrap(), 5);
+}
+
 #[test]
 fn a_panic_is_delivered_to_the_joiner() {
     let n = std::hint::black_box(7);

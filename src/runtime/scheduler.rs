@@ -691,8 +691,13 @@ pub(crate) fn park_as(
     if !register(me.clone()) {
         return Wake::Ready;
     }
-    let slot = matches!(breaks, Breaks::Syscall | Breaks::Signal)
-        .then(|| sched.interruptible.borrow_mut().insert(me.clone()));
+    let slot = matches!(breaks, Breaks::Syscall | Breaks::Signal).then(|| {
+        // A handler that ran before this park began interrupts the parks
+        // that were waiting then, never this one (the kernel would not
+        // interrupt a call made after the handler): account for it first.
+        sched.check_signals();
+        sched.interruptible.borrow_mut().insert(me.clone())
+    });
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
