@@ -10,38 +10,8 @@ mod data_calls;
 
 use data_calls::{
     BAD_FD, Face, Outcome, after, close, errno, in_coroutine, outcome, raw_getfl, raw_write_all,
+    read, recv,
 };
-
-fn read(face: Face, fd: i32, buf: &mut [u8]) -> Outcome {
-    outcome(match face {
-        // SAFETY: the buffer is live and writable for its length.
-        Face::Hooked => unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
-        // SAFETY: as above, by the raw system call.
-        Face::Raw => unsafe {
-            libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) as isize
-        },
-    })
-}
-
-fn recv(face: Face, fd: i32, buf: &mut [u8]) -> Outcome {
-    outcome(match face {
-        // SAFETY: the buffer is live and writable for its length.
-        Face::Hooked => unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) },
-        // SAFETY: as above, by the raw system call (recv is recvfrom without an
-        // address).
-        Face::Raw => unsafe {
-            libc::syscall(
-                libc::SYS_recvfrom,
-                fd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                0,
-                std::ptr::null_mut::<libc::sockaddr>(),
-                std::ptr::null_mut::<libc::socklen_t>(),
-            ) as isize
-        },
-    })
-}
 
 fn send(face: Face, fd: i32, buf: &[u8]) -> Outcome {
     outcome(match face {

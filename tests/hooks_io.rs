@@ -5,19 +5,9 @@ mod data_calls;
 
 use data_calls::{
     BAD_FD, Face, Outcome, check_reader, check_writer, close, in_coroutine, outcome, raw_getfl,
+    read,
 };
 use libc::{c_int, c_void, iovec};
-
-fn read(face: Face, fd: i32, buf: &mut [u8]) -> Outcome {
-    outcome(match face {
-        // SAFETY: the buffer is live and writable for its length.
-        Face::Hooked => unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
-        // SAFETY: as above, by the raw system call.
-        Face::Raw => unsafe {
-            libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) as isize
-        },
-    })
-}
 
 /// `buf` as two iovecs, the first of at most 3 bytes.
 fn readv(face: Face, fd: i32, buf: &mut [u8]) -> Outcome {

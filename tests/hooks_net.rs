@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use data_calls::{
     BAD_FD, Face, Outcome, after, check_reader, check_writer, close, errno, in_coroutine, outcome,
-    pattern, raw_getfl, raw_write_all,
+    pattern, raw_getfl, raw_write_all, recv, recv_flags,
 };
 use libc::{c_int, c_void, iovec, mmsghdr, msghdr, sockaddr, sockaddr_in, socklen_t};
 
@@ -38,30 +38,6 @@ fn from_sin(sa: &sockaddr_in) -> SocketAddrV4 {
         Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
         u16::from_be(sa.sin_port),
     )
-}
-
-fn recv_flags(face: Face, fd: i32, buf: &mut [u8], flags: c_int) -> Outcome {
-    let (p, n) = (buf.as_mut_ptr(), buf.len());
-    outcome(match face {
-        // SAFETY: the buffer is live and writable for its length.
-        Face::Hooked => unsafe { libc::recv(fd, p.cast(), n, flags) },
-        // SAFETY: as above; recv(2) is recvfrom(2) without an address.
-        Face::Raw => unsafe {
-            libc::syscall(
-                libc::SYS_recvfrom,
-                fd,
-                p,
-                n,
-                flags,
-                null_mut::<sockaddr>(),
-                null_mut::<socklen_t>(),
-            ) as isize
-        },
-    })
-}
-
-fn recv(face: Face, fd: i32, buf: &mut [u8]) -> Outcome {
-    recv_flags(face, fd, buf, 0)
 }
 
 /// recvfrom(2), also giving the sender's IPv4 address when there is one.

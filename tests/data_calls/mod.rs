@@ -306,3 +306,40 @@ pub fn check_writer(name: &str, write: WriteFn, pair: PairFn) {
     );
     close(r);
 }
+
+/// read(2), through the hook or as the raw system call.
+pub fn read(face: Face, fd: i32, buf: &mut [u8]) -> Outcome {
+    outcome(match face {
+        // SAFETY: the buffer is live and writable for its length.
+        Face::Hooked => unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
+        // SAFETY: as above, by the raw system call.
+        Face::Raw => unsafe {
+            libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) as isize
+        },
+    })
+}
+
+/// recv(2) with `flags`.
+pub fn recv_flags(face: Face, fd: i32, buf: &mut [u8], flags: libc::c_int) -> Outcome {
+    let (p, n) = (buf.as_mut_ptr(), buf.len());
+    outcome(match face {
+        // SAFETY: the buffer is live and writable for its length.
+        Face::Hooked => unsafe { libc::recv(fd, p.cast(), n, flags) },
+        // SAFETY: as above; recv(2) is recvfrom(2) without an address.
+        Face::Raw => unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                fd,
+                p,
+                n,
+                flags,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>(),
+            ) as isize
+        },
+    })
+}
+
+pub fn recv(face: Face, fd: i32, buf: &mut [u8]) -> Outcome {
+    recv_flags(face, fd, buf, 0)
+}
