@@ -786,12 +786,15 @@ fn interrupting_signal() -> c_int {
     sig
 }
 
-/// What a `sem_wait` that a signal handler interrupts returns, with a poster
-/// 300 ms later: on Linux, glibc's futex wait gives EINTR after a handler
-/// without SA_RESTART and is restarted after one with it (signal(7) lists
-/// `sem_wait` as never restarted; the kernel restarts FUTEX_WAIT). `signal`
-/// signals the waiting thread.
-fn interrupted_sem_wait(coroutine: bool, sig: c_int) -> (c_int, c_int, usize) {
+/// What a `sem_wait` that signal handlers interrupt returns: on Linux,
+/// glibc's futex wait gives EINTR after a handler without SA_RESTART and is
+/// restarted after one with it (signal(7) lists `sem_wait` as never
+/// restarted; the kernel restarts FUTEX_WAIT). The waiting thread is signalled
+/// every 20 ms: until the wait ends (`restart` false; posted only if 10 s of
+/// signals did not end it), or five times and then the semaphore is posted
+/// (`restart` true). Returns the wait's result and errno, and how many
+/// handlers ran.
+fn interrupted_sem_wait(coroutine: bool, sig: c_int, restart: bool) -> (c_int, c_int, usize) {
     let s = new_sem(0);
     let (s1, s2) = (s.clone(), s.clone());
     let tid = Arc::new(AtomicU64::new(0));
@@ -801,36 +804,44 @@ fn interrupted_sem_wait(coroutine: bool, sig: c_int) -> (c_int, c_int, usize) {
         unsafe {
             t1.store(libc::gettid() as u64, SeqCst);
             let r = libc::sem_wait(s1.ptr());
-            (r, errno())
+            (r, if r == 0 { 0 } else { errno() })
+        }
+    };
+    // Bounded: 500 rounds of 20 ms.
+    let signal = move |nap: &dyn Fn(Duration), finished: &dyn Fn() -> bool| {
+        while tid.load(SeqCst) == 0 {
+            nap(Duration::from_millis(1));
+        }
+        for round in 0..500 {
+            if finished() || (restart && round == 5) {
+                break;
+            }
+            signal_thread(tid.load(SeqCst) as libc::pid_t, sig);
+            nap(Duration::from_millis(20));
+        }
+        // Posted in the restart case, and to end a wait that no signal ended.
+        if restart || !finished() {
+            // SAFETY: valid semaphore.
+            assert_eq!(unsafe { libc::sem_post(s2.ptr()) }, 0);
         }
     };
     let before = waits::HANDLED.load(SeqCst);
     let (r, e) = if coroutine {
         // A sibling on the same OS thread signals it while it waits.
-        let waiter = patchall::spawn(wait).unwrap();
-        let poster = patchall::spawn(move || {
-            patchall::sleep(Duration::from_millis(50));
-            signal_thread(tid.load(SeqCst) as libc::pid_t, sig);
-            patchall::sleep(Duration::from_millis(250));
-            // SAFETY: valid semaphore.
-            unsafe { libc::sem_post(s2.ptr()) }
-        })
-        .unwrap();
-        assert_eq!(poster.join().unwrap(), 0);
-        waiter.join().unwrap()
+        let waiter = Arc::new(patchall::spawn(wait).unwrap());
+        let w = waiter.clone();
+        patchall::spawn(move || signal(&patchall::sleep, &|| w.is_finished()))
+            .unwrap()
+            .join()
+            .unwrap();
+        Arc::into_inner(waiter).unwrap().join().unwrap()
     } else {
         let waiter = std::thread::spawn(wait);
-        std::thread::sleep(Duration::from_millis(50));
-        signal_thread(tid.load(SeqCst) as libc::pid_t, sig);
-        std::thread::sleep(Duration::from_millis(250));
-        // SAFETY: valid semaphore.
-        assert_eq!(unsafe { libc::sem_post(s2.ptr()) }, 0);
+        signal(&std::thread::sleep, &|| waiter.is_finished());
         waiter.join().unwrap()
     };
     let handled = waits::HANDLED.load(SeqCst) - before;
-    // A post the interrupted wait did not take stays for the next one.
-    let left = value(&s);
-    assert_eq!(left, if r == 0 { 0 } else { 1 });
+    assert_eq!(value(&s), 0, "the post, if any, was taken");
     (r, e, handled)
 }
 
@@ -896,15 +907,17 @@ fn sem_wait_interrupted_by_a_signal_handler_as_glibc() {
     let restarting = waits::restarting_signal();
     for coroutine in [false, true] {
         // The native face first: what the coroutine must match.
+        let (r, e, handled) = interrupted_sem_wait(coroutine, plain, false);
         assert_eq!(
-            interrupted_sem_wait(coroutine, plain),
-            (-1, libc::EINTR, 1),
+            (r, e),
+            (-1, libc::EINTR),
             "no SA_RESTART, in a coroutine: {coroutine}"
         );
-        let (r, _, handled) = interrupted_sem_wait(coroutine, restarting);
+        assert!(handled >= 1);
+        let (r, _, handled) = interrupted_sem_wait(coroutine, restarting, true);
         assert_eq!(
             (r, handled),
-            (0, 1),
+            (0, 5),
             "SA_RESTART, in a coroutine: {coroutine}"
         );
     }
