@@ -196,6 +196,9 @@ impl Scheduler {
     ) -> io::Result<TaskHandle> {
         let stack = self.stacks.borrow_mut().get(stack_size)?;
         let (id, facts, co) = coroutine(self.next_id(), stack, body);
+        // `Task::new` is written in each arm so that it is built where it
+        // ends up: built once before the match and moved in, it cost 19
+        // instructions more per spawn+join (callgrind; a copy of the task).
         let spare = self.spare_tasks.borrow_mut().pop();
         let task = match spare {
             Some(mut spare) => match Arc::get_mut(&mut spare) {
