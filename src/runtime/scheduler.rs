@@ -195,7 +195,8 @@ impl Scheduler {
         body: F,
     ) -> io::Result<TaskHandle> {
         let stack = self.stacks.borrow_mut().get(stack_size)?;
-        let (id, facts, co) = coroutine(self.next_id(), stack, body);
+        let id = self.next_id();
+        let (facts, co) = coroutine(stack, body);
         // `Task::new` is written in each arm so that it is built where it
         // ends up: built once before the match and moved in, it cost 19
         // instructions more per spawn+join (callgrind; a copy of the task).
@@ -521,19 +522,19 @@ fn new_task<F: FnOnce() + 'static>(
     stack: Stack,
     body: F,
 ) -> Arc<Task> {
-    let (id, facts, co) = coroutine(id, stack, body);
+    let (facts, co) = coroutine(stack, body);
     Arc::new(Task::new(id, name, Some(co), facts))
 }
 
-/// The coroutine of task `id`, running `body` on `stack`, and its stack's facts.
-fn coroutine<F: FnOnce() + 'static>(id: u64, stack: Stack, body: F) -> (u64, StackFacts, Co) {
+/// A coroutine running `body` on `stack`, and the stack's facts.
+fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
     let facts = StackFacts::of(&stack);
     let co = Coroutine::with_stack(stack, move |yielder, ()| {
         let task = current_task().expect("a coroutine body runs as the current task");
         task.yielder.set(yielder);
         body();
     });
-    (id, facts, co)
+    (facts, co)
 }
 
 /// The mailbox of the live scheduler whose `Scheduler::id` is `id`.
