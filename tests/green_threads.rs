@@ -145,6 +145,25 @@ fn pthread_semantics_are_those_of_native_threads() {
 }
 
 #[test]
+fn condvar_and_semaphore_waits_are_cancellation_points() {
+    // Cleanup handlers innermost first, the condvar's mutex held in them, join
+    // giving PTHREAD_CANCELED; disabled, the wait goes on; a cancellation due
+    // before the wait acts at once (sem_clockwait takes its token first).
+    same_everywhere("green_cancel_waits", 0);
+    let program = c_program("green_cancel_waits");
+    let want = expected("green_cancel_waits");
+    for workers in ["1", "2"] {
+        let got = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
+        assert!(got.status.success(), "{workers} workers: {got:?}");
+        assert_eq!(
+            got.stdout, want,
+            "{workers} workers, stderr: {}",
+            got.stderr
+        );
+    }
+}
+
+#[test]
 fn main_may_end_with_pthread_exit() {
     same_everywhere("green_main_exit", 0);
 }
