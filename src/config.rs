@@ -62,6 +62,11 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 pub(crate) const DEFAULT_OFFLOAD_THREADS: usize = 64;
 /// More threads than this is a typo, not a plan (each reserves a stack).
 const MAX_OFFLOAD_THREADS: usize = 4096;
+/// The most workers a runtime may have (`PATCHALL_WORKERS`,
+/// `RuntimeBuilder::workers`). Each is an OS thread with its own scheduler,
+/// epoll and eventfd; a thousand is far past any machine's use for them, and a
+/// bound keeps a typo (`99999999999`) from exhausting memory.
+pub const MAX_WORKERS: usize = 1024;
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
@@ -98,7 +103,9 @@ impl Config {
             })
             .unwrap_or_default();
         let workers = parse_or_warn(get("PATCHALL_WORKERS"), "PATCHALL_WORKERS", |v| {
-            v.parse::<usize>().ok().filter(|&n| n >= 1)
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_WORKERS).contains(n))
         });
         let offload_threads = parse_or_warn(
             get("PATCHALL_OFFLOAD_THREADS"),
@@ -202,8 +209,10 @@ mod tests {
             "PATCHALL_GREEN_THREADS" => Some("maybe".into()),
             "PATCHALL_OFFLOAD_THREADS" => Some("0".into()),
             "PATCHALL_OFFLOAD_FILES" => Some("sometimes".into()),
+            "PATCHALL_WORKERS" => Some("99999999999".into()),
             _ => None,
         });
+        assert_eq!(c.workers, None);
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
         assert_eq!(c.stack_mode, StackMode::Guarded);
         assert!(!c.green_threads);
@@ -224,6 +233,18 @@ mod tests {
         assert_eq!(c.stack_mode, StackMode::Dense);
         assert!(c.green_threads);
         assert_eq!(c.native_threads, ["worker_main", "libfoo.so"]);
+    }
+
+    #[test]
+    fn workers_are_bounded() {
+        let workers = |v: &str| {
+            Config::from_lookup(|name| (name == "PATCHALL_WORKERS").then(|| v.into())).workers
+        };
+        assert_eq!(workers("1"), Some(1));
+        assert_eq!(workers(" 1024 "), Some(MAX_WORKERS));
+        for bad in ["0", "1025", "18446744073709551616", "-1", "2x"] {
+            assert_eq!(workers(bad), None, "{bad}");
+        }
     }
 
     #[test]

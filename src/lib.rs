@@ -41,7 +41,9 @@ mod sys;
 mod timeout;
 mod workers;
 
-pub use config::{Config, MIN_STACK_SIZE, OffloadFiles, StackMode, config, parse_bool, parse_size};
+pub use config::{
+    Config, MAX_WORKERS, MIN_STACK_SIZE, OffloadFiles, StackMode, config, parse_bool, parse_size,
+};
 pub use coroutine::{
     Builder, Coroutine, JoinHandle, Killed, Result, current, in_coroutine, join_all, run, sleep,
     spawn, spawn_later, yield_now,
