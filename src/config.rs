@@ -59,6 +59,10 @@ pub struct Config {
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest stack we hand out: a signal handler plus a libc call need this much.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
+/// Largest stack size accepted (`PATCHALL_STACK_SIZE`, `patchall run
+/// --stack-size`): 1 GiB, 128 times glibc's default thread stack; beyond it a
+/// value is a typo, and no coroutine could get such a stack anyway.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
 pub(crate) const DEFAULT_OFFLOAD_THREADS: usize = 64;
 /// More threads than this is a typo, not a plan (each reserves a stack).
 const MAX_OFFLOAD_THREADS: usize = 4096;
@@ -78,7 +82,7 @@ pub fn config() -> &'static Config {
 impl Config {
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
         let stack_size = parse_or_warn(get("PATCHALL_STACK_SIZE"), "PATCHALL_STACK_SIZE", |v| {
-            parse_size(v).filter(|&n| n >= MIN_STACK_SIZE)
+            parse_size(v).filter(|n| (MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(n))
         })
         .unwrap_or(DEFAULT_STACK_SIZE);
         let stack_mode = parse_or_warn(get("PATCHALL_STACKS"), "PATCHALL_STACKS", |v| match v {
@@ -248,8 +252,14 @@ mod tests {
     }
 
     #[test]
-    fn tiny_stacks_are_refused() {
+    fn stack_sizes_out_of_range_are_refused() {
         let c = Config::from_lookup(|name| (name == "PATCHALL_STACK_SIZE").then(|| "1k".into()));
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
+        let size = |v: &str| {
+            Config::from_lookup(|name| (name == "PATCHALL_STACK_SIZE").then(|| v.into())).stack_size
+        };
+        assert_eq!(size("1g"), MAX_STACK_SIZE);
+        assert_eq!(size("1073741825"), DEFAULT_STACK_SIZE);
+        assert_eq!(size("18446744073709551615"), DEFAULT_STACK_SIZE);
     }
 }
