@@ -1295,30 +1295,56 @@ fn plain_thread_connect_on_our_nonblocking_socket_blocks() {
     close(l);
 }
 
+/// Makes the socket a connect scenario connects: (domain, type) to fd.
+type MakeSocket = fn(c_int, c_int) -> i32;
+
+fn fresh_socket(domain: c_int, ty: c_int) -> i32 {
+    socket(Face::Hooked, domain, ty).unwrap() as i32
+}
+
+/// A socket a coroutine touched first (an accept on it, which fails), so that
+/// we made it non-blocking: a plain thread's connect on it must still block.
+fn our_socket(domain: c_int, ty: c_int) -> i32 {
+    let fd = fresh_socket(domain, ty);
+    let _ = in_coroutine(move || accept(Face::Hooked, fd, None).0);
+    assert_ne!(raw_getfl(fd) & libc::O_NONBLOCK, 0);
+    fd
+}
+
 /// Runs a connect scenario natively (raw system calls on a plain thread), then
-/// through the hook on a plain thread and in a coroutine: each answers `want`.
-/// In the coroutine the scenario's waits must let the others run when `parks`.
-fn same_connect_answers(scenario: fn(Face) -> Vec<Outcome>, want: &[Outcome], parks: bool) {
-    assert_eq!(scenario(Face::Raw), want, "natively");
-    assert_eq!(scenario(Face::Hooked), want, "hooked, on a plain thread");
-    let (got, ticks) = in_coroutine(move || scenario(Face::Hooked));
+/// through the hook: on a plain thread, on a plain thread with sockets we made
+/// non-blocking, and in a coroutine; each answers `want`. In the coroutine the
+/// scenario's waits must let the others run when `parks`.
+fn same_connect_answers(
+    scenario: fn(Face, MakeSocket) -> Vec<Outcome>,
+    want: &[Outcome],
+    parks: bool,
+) {
+    assert_eq!(scenario(Face::Raw, fresh_socket), want, "natively");
+    assert_eq!(
+        scenario(Face::Hooked, fresh_socket),
+        want,
+        "hooked, on a plain thread"
+    );
+    assert_eq!(
+        scenario(Face::Hooked, our_socket),
+        want,
+        "hooked, on a plain thread, sockets we made non-blocking"
+    );
+    let (got, ticks) = in_coroutine(move || scenario(Face::Hooked, fresh_socket));
     assert_eq!(got, want, "hooked, in a coroutine");
     if parks {
         assert!(ticks > 0, "the thread blocked in connect");
     }
 }
 
-fn tcp_socket(flags: c_int) -> i32 {
-    socket(Face::Hooked, libc::AF_INET, libc::SOCK_STREAM | flags).unwrap() as i32
-}
-
 /// A refused connect leaves the socket unconnected: refused again, then it
 /// connects once a listener is up, then EISCONN (issue 13: ECONNABORTED, 0).
 #[test]
 fn connect_refused_then_retried_answers_as_natively() {
-    fn scenario(face: Face) -> Vec<Outcome> {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
         let to = closed_port();
-        let fd = tcp_socket(0);
+        let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
         let mut got = vec![connect(face, fd, to), connect(face, fd, to)];
         let (l, _) = tcp_listener_at(to, 8);
         got.extend([connect(face, fd, to), connect(face, fd, to)]);
@@ -1346,11 +1372,11 @@ fn nonblocking_connect_sequence_answers_as_natively() {
         // SAFETY: one live pollfd.
         assert_eq!(unsafe { libc::poll(&mut p, 1, 5000) }, 1);
     }
-    fn scenario(face: Face) -> Vec<Outcome> {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
         let (l, addr) = tcp_listener(8);
         let mut got = vec![];
         for to in [addr, closed_port()] {
-            let fd = tcp_socket(libc::SOCK_NONBLOCK);
+            let fd = socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
             got.push(connect(face, fd, to));
             writable(fd);
             got.extend([connect(face, fd, to), connect(face, fd, to)]);
@@ -1373,11 +1399,11 @@ fn nonblocking_connect_sequence_answers_as_natively() {
 /// the retransmitted SYN gets through: 0, then EISCONN.
 #[test]
 fn connect_after_so_sndtimeo_answers_as_natively() {
-    fn scenario(face: Face) -> Vec<Outcome> {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
         let (l, addr) = tcp_listener(0);
         let first = TcpStream::connect(addr).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        let fd = tcp_socket(0);
+        let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
         assert_eq!(
             set_timeout(Face::Hooked, fd, libc::SO_SNDTIMEO, 0, 150_000),
             Ok(0)
@@ -1411,11 +1437,29 @@ fn connect_after_so_sndtimeo_answers_as_natively() {
     same_connect_answers(scenario, &want, true);
 }
 
+/// The user's non-blocking socket and a listener that drops SYNs: EINPROGRESS,
+/// then EALREADY while the handshake is pending, at once each time.
+#[test]
+fn nonblocking_connect_while_pending_gives_ealready() {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
+        let (l, addr) = tcp_listener(0);
+        let first = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let fd = socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
+        let got = vec![connect(face, fd, addr), connect(face, fd, addr)];
+        drop(first);
+        [fd, l].into_iter().for_each(close);
+        got
+    }
+    let want = [Err(libc::EINPROGRESS), Err(libc::EALREADY)];
+    same_connect_answers(scenario, &want, false);
+}
+
 /// UDP connect only sets the peer: 0 each time, even where nobody listens.
 #[test]
 fn udp_connect_answers_as_natively() {
-    fn scenario(face: Face) -> Vec<Outcome> {
-        let fd = socket(Face::Hooked, libc::AF_INET, libc::SOCK_DGRAM).unwrap() as i32;
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM);
         let to = closed_port();
         let got = vec![connect(face, fd, to), connect(face, fd, to)];
         close(fd);
@@ -1428,7 +1472,7 @@ fn udp_connect_answers_as_natively() {
 /// listen, then 0 and EISCONN once it listens.
 #[test]
 fn unix_connect_sequence_answers_as_natively() {
-    fn scenario(face: Face) -> Vec<Outcome> {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
         let path =
             std::env::temp_dir().join(format!("patchall-connect-{}-{face:?}", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -1442,7 +1486,7 @@ fn unix_connect_sequence_answers_as_natively() {
             (&raw const sun).cast::<sockaddr>(),
             std::mem::size_of::<libc::sockaddr_un>() as socklen_t,
         );
-        let fd = socket(Face::Hooked, libc::AF_UNIX, libc::SOCK_STREAM).unwrap() as i32;
+        let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM);
         let dial = || {
             outcome(match face {
                 // SAFETY: the address is a live local of the given length.
@@ -1452,7 +1496,7 @@ fn unix_connect_sequence_answers_as_natively() {
             })
         };
         let mut got = vec![dial()];
-        let l = socket(Face::Hooked, libc::AF_UNIX, libc::SOCK_STREAM).unwrap() as i32;
+        let l = fresh_socket(libc::AF_UNIX, libc::SOCK_STREAM);
         // SAFETY: binding our own socket to the live address.
         assert_eq!(unsafe { libc::bind(l, sa, len) }, 0);
         got.push(dial());
