@@ -30,7 +30,8 @@ use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t, timespe
 
 use super::real::Guard;
 use super::sleep::{coroutine_guard, deadline_after, timespec_duration, to_timespec};
-use crate::runtime::{self, Direction, Wake};
+use crate::runtime::signals::kernel_set;
+use crate::runtime::{self, Breaks, Direction, Wake};
 use crate::sys::set_errno;
 
 /// The time left until `deadline`, None for "no deadline".
@@ -43,6 +44,7 @@ fn left(deadline: Option<Instant>) -> Option<Duration> {
 fn cooperate(
     guard: &Guard,
     deadline: Option<Instant>,
+    breaks: Breaks,
     watched: impl FnOnce() -> Vec<(RawFd, Direction)>,
     mut attempt: impl FnMut(Option<Duration>) -> c_int,
 ) -> c_int {
@@ -53,7 +55,7 @@ fn cooperate(
     }
     let fds = watched();
     loop {
-        let wake = match guard.release_while(|| runtime::wait_any(&fds, deadline)) {
+        let wake = match guard.release_while(|| runtime::wait_any_as(&fds, deadline, breaks)) {
             Ok(wake) => wake,
             // An fd the reactor refuses: block the thread for the time left.
             Err(_) => return attempt(left(deadline)),
@@ -85,6 +87,18 @@ fn cooperate(
             set_errno(libc::EINTR);
             return -1;
         }
+    }
+}
+
+/// How signals end a wait made with `sigmask`: the caller's mask, or the
+/// thread's when it gave none.
+fn breaks_for(sigmask: *const sigset_t) -> Breaks {
+    if sigmask.is_null() {
+        Breaks::Syscall
+    } else {
+        // SAFETY: non-null: the caller's readable sigset, as the real call
+        // requires (the zero-timeout call already read it).
+        Breaks::Masked(unsafe { kernel_set(sigmask) })
     }
 }
 
@@ -162,7 +176,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(fds, nfds, timeout) };
         };
-        cooperate(&guard, ms_deadline(timeout), || poll_watched(fds, nfds), |t| {
+        cooperate(&guard, ms_deadline(timeout), Breaks::Syscall, || poll_watched(fds, nfds), |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(fds, nfds, to_ms(t)) }
         })
@@ -204,7 +218,7 @@ hook! {
         };
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
-        cooperate(&guard, deadline, || poll_watched(fds, nfds), |t| {
+        cooperate(&guard, deadline, breaks_for(sigmask), || poll_watched(fds, nfds), |t| {
             // SAFETY: the caller's arguments, another timeout.
             with_timespec(t, |ts| unsafe { real(fds, nfds, ts, sigmask) })
         })
@@ -319,7 +333,7 @@ hook! {
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timeval_deadline(timeout) else { return forward() };
         let Some(sets) = FdSets::save(nfds, [readfds, writefds, exceptfds]) else { return forward() };
-        let n = cooperate(&guard, deadline, || sets.watched(), |t| {
+        let n = cooperate(&guard, deadline, Breaks::Syscall, || sets.watched(), |t| {
             sets.restore();
             let mut tv = t.map(to_timeval);
             let tv = tv.as_mut().map_or(ptr::null_mut(), ptr::from_mut);
@@ -355,7 +369,7 @@ hook! {
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
         let Some(sets) = FdSets::save(nfds, [readfds, writefds, exceptfds]) else { return forward() };
-        cooperate(&guard, deadline, || sets.watched(), |t| {
+        cooperate(&guard, deadline, breaks_for(sigmask), || sets.watched(), |t| {
             sets.restore();
             // SAFETY: the caller's sets and mask, our own timeout.
             with_timespec(t, |ts| unsafe { real(nfds, readfds, writefds, exceptfds, ts, sigmask) })
@@ -373,7 +387,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(epfd, events, maxevents, timeout) };
         };
-        cooperate(&guard, ms_deadline(timeout), || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&guard, ms_deadline(timeout), Breaks::Syscall, || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(epfd, events, maxevents, to_ms(t)) }
         })
@@ -390,7 +404,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(epfd, events, maxevents, timeout, sigmask) };
         };
-        cooperate(&guard, ms_deadline(timeout), || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&guard, ms_deadline(timeout), breaks_for(sigmask), || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(epfd, events, maxevents, to_ms(t), sigmask) }
         })
@@ -409,7 +423,7 @@ hook! {
         };
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
-        cooperate(&guard, deadline, || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&guard, deadline, breaks_for(sigmask), || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             with_timespec(t, |ts| unsafe { real(epfd, events, maxevents, ts, sigmask) })
         })
