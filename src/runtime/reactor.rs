@@ -199,7 +199,9 @@ impl Reactor {
         let ms = timeout.map_or(-1, |d| {
             libc::c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
         });
-        let mask = sigmask.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+        let mask = sigmask
+            .as_ref()
+            .map_or(std::ptr::null(), std::ptr::from_ref);
         // SAFETY: our epoll fd, a buffer of `EVENTS` entries, a kernel-sized
         // sigset (8 bytes) or null.
         let n = unsafe {

@@ -69,6 +69,29 @@ pub(crate) fn thread_mask() -> u64 {
     old
 }
 
+/// Delivers the pending signals that `mask` lets in, as a call made with that
+/// mask would on its way in: their handlers run now, with `mask` in force.
+/// True if one did.
+pub(crate) fn deliver_pending(mask: u64) -> bool {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: no fds, our timespec and kernel-sized set: the call only swaps
+    // the mask, delivers what it lets in (failing with EINTR), and swaps it back.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ppoll,
+            std::ptr::null::<libc::pollfd>(),
+            0,
+            &zero,
+            &mask,
+            size_of::<u64>(),
+        )
+    };
+    r < 0
+}
+
 /// Records, from a signal handler, that the handler for `sig` ran on this thread.
 /// Only touches const thread-locals: async-signal-safe.
 pub(crate) fn note_signal(sig: libc::c_int, restart: bool) {
@@ -195,22 +218,7 @@ impl Signals {
     /// After a wait that could not deliver signals (zero timeout), delivers
     /// those pending that `mask` lets in: their handlers run now.
     pub(super) fn let_in(&self, mask: u64) {
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: no fds, our timespec and kernel-sized set: the call only
-        // swaps the mask, delivers what it lets in, and swaps it back.
-        unsafe {
-            libc::syscall(
-                libc::SYS_ppoll,
-                std::ptr::null::<libc::pollfd>(),
-                0,
-                &zero,
-                &mask,
-                size_of::<u64>(),
-            )
-        };
+        deliver_pending(mask);
     }
 
     /// Makes the signalfd watch every set waited for, before the scheduler's
