@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 use libc::{c_int, sigset_t, timespec};
 use waits::{clear_errno, errno, ticker};
 
+unsafe extern "C" {
+    /// What `<signal.h>` names `sigpause` under X/Open.
+    fn __xpg_sigpause(sig: c_int) -> c_int;
+}
+
 /// Handlers run, per SIGRTMIN+n.
 static HANDLED: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
 
@@ -308,6 +313,18 @@ fn a_pending_signal_the_mask_lets_in_ends_the_wait_at_once() {
         assert_eq!(got, (-1, libc::EINTR), "{name}");
         assert_eq!(handled(let_in), i + 1, "{name}");
     }
+    // X/Open sigpause: the thread's mask less the one signal.
+    send(me(), let_in);
+    let got = patchall::spawn(move || {
+        clear_errno();
+        // SAFETY: glibc's X/Open sigpause, a valid signal.
+        outcome(unsafe { __xpg_sigpause(let_in) })
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert_eq!(got, (-1, libc::EINTR));
+    assert_eq!(handled(let_in), MASKED.len() + 1);
     close(r);
     close(w);
     unblock(&[let_in]);

@@ -9,13 +9,13 @@
 //!
 //! A signal handler that runs on the thread while the coroutine is parked makes
 //! the call fail with EINTR, SA_RESTART or not (signal(7)), unless an fd is
-//! ready by then; a cancelled coroutine's call fails with ECANCELED.
+//! ready by then, if the call's mask lets that signal in: the thread's, or the
+//! one ppoll, pselect, epoll_pwait and epoll_pwait2 were given, which stays in
+//! force while the coroutine is parked (the scheduler waits with it, see
+//! `runtime::signals`: pselect's classic SIGCHLD pattern works). A cancelled
+//! coroutine's call fails with ECANCELED. select takes sets of any size.
 //!
 //! Known differences from the blocking call, inside a coroutine only:
-//! - the signal mask of ppoll/pselect/epoll_pwait/epoll_pwait2 is applied to the
-//!   zero-timeout calls, not while the coroutine is parked: a signal the mask
-//!   would unblock, pending but blocked in the thread's own mask (pselect's
-//!   classic SIGCHLD pattern), does not interrupt the wait;
 //! - POLLPRI and select's `exceptfds` are waited for as readability: urgent
 //!   data that arrives without a readable edge is seen at the next edge or at
 //!   the timeout;
