@@ -245,20 +245,23 @@ impl Signals {
                 libc::SFD_NONBLOCK | libc::SFD_CLOEXEC,
             )
         } as RawFd;
-        if r < 0 {
-            crate::sys::diag(&[b"patchall: signalfd failed: signal waits block\n"]);
-            return;
-        }
-        if fd < 0 {
-            let registered =
-                reactor
+        let registered = r >= 0
+            && (fd >= 0
+                || reactor
                     .registry()
-                    .register(&mut SourceFd(&r), SIGNAL_TOKEN, Interest::READABLE);
-            if registered.is_err() {
-                // SAFETY: closing the fd just made.
+                    .register(&mut SourceFd(&r), SIGNAL_TOKEN, Interest::READABLE)
+                    .is_ok());
+        if !registered {
+            if r >= 0 {
+                // SAFETY: closing the fd just made, which the reactor refused.
                 unsafe { libc::close(r) };
-                return;
             }
+            // Said once: the waits then end only by timeout or handler.
+            crate::sys::diag(&[
+                b"patchall: no signalfd: sigwait in coroutines never sees its signal\n",
+            ]);
+            self.signalfd.set(Some((fd, u64::MAX)));
+            return;
         }
         self.signalfd.set(Some((r, set)));
     }
@@ -274,7 +277,7 @@ impl Signals {
 
 impl Drop for Signals {
     fn drop(&mut self) {
-        if let Some((fd, _)) = self.signalfd.get() {
+        if let Some((fd, _)) = self.signalfd.get().filter(|&(fd, _)| fd >= 0) {
             // SAFETY: our own signalfd, closed once (its epoll goes with it).
             unsafe { libc::close(fd) };
         }
