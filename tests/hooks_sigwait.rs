@@ -24,7 +24,7 @@ unsafe extern "C" {
 }
 
 /// Handlers run, per SIGRTMIN+n.
-static HANDLED: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
+static HANDLED: [AtomicUsize; 17] = [const { AtomicUsize::new(0) }; 17];
 
 extern "C" fn count(sig: c_int) {
     HANDLED[(sig - libc::SIGRTMIN()) as usize].fetch_add(1, SeqCst);
@@ -513,4 +513,42 @@ fn signal_waits_consume_the_signal_inside_and_outside() {
     assert_eq!(handled(handled_sig), 2);
     assert!(!pending(waited));
     unblock(&[waited]);
+}
+
+#[test]
+fn a_busy_scheduler_still_lets_the_signal_in() {
+    // A coroutine that only yields keeps the scheduler from ever blocking: the
+    // signal is let in by its zero-timeout polls.
+    let let_in = counted(16);
+    block(&[let_in]);
+    let (r, w) = pipe();
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = done.clone();
+    let waiter = patchall::spawn(move || {
+        let got = MASKED[1].1(r, &set_of(&[]));
+        finished.store(true, SeqCst);
+        got
+    })
+    .unwrap();
+    let busy = patchall::spawn(move || {
+        let start = Instant::now();
+        let mut yields = 0u64;
+        while !done.load(SeqCst) && start.elapsed() < Duration::from_secs(5) {
+            patchall::yield_now();
+            yields += 1;
+        }
+        yields
+    })
+    .unwrap();
+    let thread = me();
+    patchall::spawn(move || send(thread, let_in))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(waiter.join().unwrap(), (-1, libc::EINTR));
+    assert!(busy.join().unwrap() > 0);
+    assert_eq!(handled(let_in), 1);
+    close(r);
+    close(w);
+    unblock(&[let_in]);
 }

@@ -218,6 +218,7 @@ impl Reactor {
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
+                polled.interrupted = true;
                 Ok(polled)
             } else {
                 Err(e)
@@ -279,6 +280,8 @@ pub(crate) struct Polled {
     pub(crate) woken: bool,
     /// The scheduler's signalfd became readable.
     pub(crate) signalled: bool,
+    /// A signal handler ended the wait (EINTR).
+    pub(crate) interrupted: bool,
 }
 
 fn wake_all(slot: Slot, why: Wake) {
