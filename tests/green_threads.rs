@@ -181,6 +181,27 @@ fn exit_in_a_thread_flushes_stdio_and_runs_atexit_handlers() {
 }
 
 #[test]
+fn a_dedicated_signal_thread_sigwaits_while_the_others_run() {
+    // Every thread blocks SIGUSR1 and SIGTERM, one waits for them (sigtimedwait,
+    // sigwaitinfo, sigwait) while a ticker runs; main sends with pthread_kill,
+    // kill and sigqueue. The output (with the kernel's si_codes) is the native
+    // one, on one OS thread and on two.
+    let program = c_program("green_sigwait");
+    let native = run(&program, Mode::Plain, &[]);
+    assert!(native.status.success(), "{native:?}");
+    assert!(native.stdout.ends_with("done\n"), "{native:?}");
+    assert!(
+        native.stdout.contains("others ran meanwhile: yes"),
+        "{native:?}"
+    );
+    for workers in ["1", "2"] {
+        let green = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
+        assert_eq!(green.status.code(), Some(0), "{workers} workers: {green:?}");
+        assert_eq!(green.stdout, native.stdout, "{workers} workers: {green:?}");
+    }
+}
+
+#[test]
 fn start_routines_named_in_patchall_native_threads_stay_native() {
     let program = c_program("green_native_routine");
     let own = |mode, env: &[(&str, &str)]| {

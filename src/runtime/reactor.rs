@@ -8,18 +8,22 @@
 //! and a reused fd number never receives it.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 
 use super::task::{Unparker, Wake};
 use crate::fdmap::{FdMap, Zeroable};
 
 /// The token of the cross-thread waker.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+/// The token of the scheduler's signalfd (signal waits).
+pub(crate) const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+/// Events taken per wait.
+const EVENTS: usize = 1024;
 
 /// Which direction a coroutine waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +77,7 @@ impl Slot {
 
 pub(crate) struct Reactor {
     poll: Poll,
-    events: Events,
+    events: Box<[libc::epoll_event]>,
     slots: Vec<Option<Box<Slot>>>,
     bit: u64,
 }
@@ -94,7 +98,7 @@ impl Reactor {
     pub(crate) fn new(id: usize) -> io::Result<Reactor> {
         Ok(Reactor {
             poll: Poll::new()?,
-            events: Events::with_capacity(1024),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS].into_boxed_slice(),
             slots: Vec::new(),
             bit: reactor_bit(id),
         })
@@ -181,22 +185,54 @@ impl Reactor {
     }
 
     /// Waits for events up to `timeout` and hands every woken waiter to `wake`.
-    /// Returns true if the cross-thread waker fired.
+    /// With `sigmask`, the wait is made with that signal mask (`epoll_pwait`), so
+    /// that the signals parked coroutines let in are delivered meanwhile.
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
+        sigmask: Option<u64>,
         mut wake: impl FnMut(Unparker),
-    ) -> io::Result<bool> {
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
-            Err(e) => return Err(e),
+    ) -> io::Result<Polled> {
+        let mut polled = Polled::default();
+        // mio has no `epoll_pwait`: its `Poll` is an epoll fd whose event data
+        // are its tokens, so the wait is made here, with mio's readiness rules.
+        let ms = timeout.map_or(-1, |d| {
+            libc::c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+        });
+        let mask = sigmask
+            .as_ref()
+            .map_or(std::ptr::null(), std::ptr::from_ref);
+        // SAFETY: our epoll fd, a buffer of `EVENTS` entries, a kernel-sized
+        // sigset (8 bytes) or null.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait,
+                self.poll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                EVENTS as libc::c_int,
+                ms,
+                mask,
+                size_of::<u64>(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                polled.interrupted = true;
+                Ok(polled)
+            } else {
+                Err(e)
+            };
         }
-        let mut woken = false;
-        for event in self.events.iter() {
-            let token = event.token();
+        for i in 0..n as usize {
+            let libc::epoll_event { events, u64: data } = self.events[i];
+            let token = Token(data as usize);
             if token == WAKER_TOKEN {
-                woken = true;
+                polled.woken = true;
+                continue;
+            }
+            if token == SIGNAL_TOKEN {
+                polled.signalled = true;
                 continue;
             }
             let fd = (token.0 & 0xffff_ffff) as RawFd;
@@ -211,14 +247,17 @@ impl Reactor {
             if slot.generation != generation {
                 continue;
             }
-            // Errors and hang-ups wake both directions: the retried call reports them.
-            let failed = event.is_error() || event.is_read_closed() || event.is_write_closed();
+            let has = |bits: libc::c_int| events & bits as u32 != 0;
+            // Errors and hang-ups wake both directions: the retried call reports
+            // them (mio's `is_error`, `is_read_closed`, `is_write_closed`).
+            let failed = has(libc::EPOLLERR | libc::EPOLLHUP)
+                || (has(libc::EPOLLIN) && has(libc::EPOLLRDHUP));
             for (dir, hit) in [
                 (
                     Direction::Read,
-                    event.is_readable() || event.is_priority() || failed,
+                    has(libc::EPOLLIN | libc::EPOLLPRI) || failed,
                 ),
-                (Direction::Write, event.is_writable() || failed),
+                (Direction::Write, has(libc::EPOLLOUT) || failed),
             ] {
                 if !hit {
                     continue;
@@ -230,8 +269,19 @@ impl Reactor {
                 waiters.into_iter().for_each(&mut wake);
             }
         }
-        Ok(woken)
+        Ok(polled)
     }
+}
+
+/// What a `Reactor::poll` saw besides fd events.
+#[derive(Default)]
+pub(crate) struct Polled {
+    /// The cross-thread waker fired.
+    pub(crate) woken: bool,
+    /// The scheduler's signalfd became readable.
+    pub(crate) signalled: bool,
+    /// A signal handler ended the wait (EINTR).
+    pub(crate) interrupted: bool,
 }
 
 fn wake_all(slot: Slot, why: Wake) {
