@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
+use super::monitor;
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
 use super::runq::RunQueue;
+use super::slice::Slice;
 use super::stack::{self, Stack, StackCache};
 use super::task::{Co, StackFacts, State, Task, Unparker, Wake};
 use super::timer::Timers;
@@ -66,6 +68,8 @@ pub(crate) struct Remote {
     polling: AtomicBool,
     waker: mio::Waker,
     registry: mio::Registry,
+    /// Switch counts the monitor reads (contract 12).
+    slice: Slice,
 }
 
 impl Remote {
@@ -149,6 +153,7 @@ impl Scheduler {
             polling: AtomicBool::new(false),
             waker: mio::Waker::new(reactor.registry(), WAKER_TOKEN)?,
             registry: reactor.registry().try_clone()?,
+            slice: Slice::default(),
         });
         if id == remotes.len() {
             remotes.push(None);
@@ -185,6 +190,16 @@ impl Scheduler {
 
     pub(crate) fn live(&self) -> usize {
         self.live.get()
+    }
+
+    pub(super) fn slice(&self) -> &Slice {
+        &self.remote.slice
+    }
+
+    /// Makes the next round poll I/O even if coroutines are runnable: one that
+    /// yields for its time slice must let the others' fds be seen.
+    pub(super) fn poll_soon(&self) {
+        self.runs_since_poll.set(POLL_EVERY);
     }
 
     /// Creates a coroutine running `body` and queues it. `body` must not unwind.
@@ -240,6 +255,7 @@ impl Scheduler {
 
     /// Queues a task `new_task` made.
     fn start(&self, task: Arc<Task>) {
+        monitor::ensure_started();
         self.live.set(self.live.get() + 1);
         self.runq.push_back(task);
     }
@@ -254,7 +270,9 @@ impl Scheduler {
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
+        self.remote.slice.switched();
         let result = co.resume(());
+        self.remote.slice.switched();
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
@@ -488,7 +506,15 @@ impl Drop for Scheduler {
         if let Some(slot) = remotes.get_mut(self.remote.id) {
             *slot = None;
         }
+        // Out of the monitor's sight now: a request left would be counted forever.
+        self.remote.slice.withdraw();
     }
+}
+
+/// Calls `f` on every live scheduler's slice counters (the monitor's look).
+pub(super) fn for_each_slice(mut f: impl FnMut(&Slice)) {
+    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+    remotes.iter().flatten().for_each(|r| f(&r.slice));
 }
 
 /// Spawns `body` as a coroutine on the scheduler `home` (usually another thread's).
@@ -568,6 +594,7 @@ pub(crate) fn after_fork(held: ForkGuard, child: bool) {
         return;
     }
     remotes.drain(..).for_each(std::mem::forget);
+    monitor::after_fork_child();
     FD_REGS.for_each(|_, reg| reg.reactors.store(0, Ordering::Release));
     if let Some(s) = current_scheduler() {
         s.orphaned.set(true);
