@@ -43,8 +43,7 @@ pub(crate) struct Slice {
 
 impl Slice {
     /// A coroutine starts or stops running (owner only). Not a read-modify-write
-    /// instruction: only the owner writes, and two plain stores cost nothing
-    /// measurable on the yield round trip.
+    /// instruction: only the owner writes.
     #[inline(always)]
     pub(crate) fn switched(&self) {
         self.switches
