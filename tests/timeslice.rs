@@ -9,10 +9,10 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{Outcome, assert_passed, c_program, ignored_test, preload_lib, root, run};
@@ -33,6 +33,13 @@ fn green(program: &Path, workers: usize) -> Command {
     c
 }
 
+/// The C program, compiled once: tests of this file run in parallel, and one
+/// must not run it while another rewrites it.
+fn accept_emfile() -> &'static Path {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| c_program("fair_accept_emfile"))
+}
+
 fn expected(name: &str) -> String {
     std::fs::read_to_string(root().join("tests/c").join(format!("{name}.expected")))
         .expect("the .expected file")
@@ -45,14 +52,14 @@ fn assert_reads(out: &Outcome, want: &str, what: &str) {
 
 #[test]
 fn a_thread_spinning_on_accept_emfile_lets_the_others_run() {
-    let program = c_program("fair_accept_emfile");
+    let program = accept_emfile();
     let want = expected("fair_accept_emfile");
-    assert_reads(&run(Command::new(&program)), &want, "native");
+    assert_reads(&run(Command::new(program)), &want, "native");
     // On one worker the client and the spinning server share the OS thread:
     // before time slices the client's usleep never ended (the program hung
     // until its alarm).
     for workers in [1, 2] {
-        let out = run(green(&program, workers));
+        let out = run(green(program, workers));
         assert_reads(&out, &want, &format!("green, {workers} workers"));
         assert_eq!(out.stderr, "", "green, {workers} workers");
     }
@@ -60,10 +67,10 @@ fn a_thread_spinning_on_accept_emfile_lets_the_others_run() {
 
 #[test]
 fn a_bad_timeslice_warns_once_and_the_default_applies() {
-    let program = c_program("fair_accept_emfile");
+    let program = accept_emfile();
     let want = expected("fair_accept_emfile");
     for bad in ["fast", "10us", "5 minutes"] {
-        let mut cmd = green(&program, 1);
+        let mut cmd = green(program, 1);
         cmd.env("PATCHALL_TIMESLICE", bad);
         let out = run(cmd);
         // The default slice is in force: the spinning server still yields.
@@ -219,4 +226,40 @@ fn short_timeslice_scenario() {
     assert_eq!(patchall::config().timeslice, Some(Duration::from_millis(1)));
     let (woke, _) = spin(poll_ready, SPIN_LIMIT);
     assert!(woke, "the sleeper never ran in {SPIN_LIMIT:?}");
+}
+
+#[test]
+fn printing_coroutines_in_a_process_of_their_own() {
+    let name = "printing_coroutines_scenario";
+    let mut cmd = ignored_test(name);
+    cmd.env("PATCHALL_TIMESLICE", "1ms");
+    let out = run(cmd);
+    assert_passed(name, &out);
+    assert_eq!(out.stdout.matches("printed by").count(), 20, "{out:?}");
+}
+
+#[test]
+#[ignore = "run by printing_coroutines_in_a_process_of_their_own"]
+fn printing_coroutines_scenario() {
+    // Each computes for longer than a slice, then prints to the real stdout
+    // (--nocapture): its write is the first hooked call after the request to
+    // yield. A yield inside `println!` would let the other coroutine into
+    // stdout's RefCell: "already borrowed".
+    let handles: Vec<_> = (0..2)
+        .map(|i| {
+            patchall::spawn(move || {
+                for round in 0..10 {
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_millis(3) {
+                        std::hint::spin_loop();
+                    }
+                    println!("printed by {i} in round {round}");
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    for h in patchall::join_all(handles) {
+        h.unwrap();
+    }
 }

@@ -317,7 +317,13 @@ pub(crate) fn all(
     op: impl FnMut(usize, Attempt) -> isize,
 ) -> isize {
     let r = all_of(fd, dir, user_flags, len, op);
-    end_of_call();
+    // Rust's `print!` and `eprint!` hold stdout's or stderr's lock across
+    // this write; it is reentrant per OS thread, so a yield here would let
+    // another coroutine of the thread into the same RefCell (a panic:
+    // "already borrowed"). Such a write yields only where it would block.
+    if !(dir == Direction::Write && (fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO)) {
+        end_of_call();
+    }
     r
 }
 
