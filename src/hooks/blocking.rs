@@ -269,10 +269,10 @@ fn drive_blocking(fd: libc::c_int, dir: Direction, op: &mut dyn FnMut(Attempt) -
 
 /// Called as a hooked call returns, its hook guard dropped: a coroutine whose
 /// calls keep completing at once yields here once its time slice is over
-/// (contract 12). One load of a global unless some scheduler was asked to.
+/// (contract 12).
 #[inline(always)]
 pub(crate) fn end_of_call() {
-    if runtime::slice_requested() {
+    if runtime::slice_over() {
         yield_for_slice();
     }
 }
@@ -281,8 +281,8 @@ pub(crate) fn end_of_call() {
 #[inline(never)]
 fn yield_for_slice() {
     // Not under another hook's guard (a hook that calls a hooked function):
-    // the other coroutines' calls would block the thread meanwhile. That
-    // hook yields as it returns.
+    // the other coroutines' calls would block the thread meanwhile. The
+    // clock is read again in a few calls.
     if let Some(guard) = Guard::enter() {
         drop(guard);
         runtime::yield_for_slice();

@@ -2,8 +2,6 @@
 //! libc calls: only "wait for this fd", "sleep until", "park until woken".
 
 pub(crate) mod control;
-pub(crate) mod monitor;
-mod native;
 pub(crate) mod offload;
 mod overflow;
 pub(crate) mod parking;
@@ -23,7 +21,7 @@ pub(crate) use scheduler::{
     root_unparker, signal_counts, sleep_until, spawn_at, wait_any, wait_fd, with_scheduler,
     yield_now,
 };
-pub(crate) use slice::{requested as slice_requested, yield_if_requested as yield_for_slice};
+pub(crate) use slice::{slice_over, yield_for_slice};
 pub(crate) use task::{Unparker, Wake};
 
 use std::sync::atomic::{AtomicBool, Ordering};

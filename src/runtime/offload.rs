@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::native;
 use super::scheduler::{in_coroutine, park, yield_now};
 use super::task::{Unparker, Wake};
 use crate::config::config;
@@ -278,8 +277,30 @@ fn spin_allowed() -> bool {
     n > 1
 }
 
+/// The real `pthread_create`, never the green-thread hook: a pool thread must
+/// be an OS thread even when the job comes from a coroutine.
+static PTHREAD_CREATE: crate::hooks::Original = crate::hooks::Original::new(c"pthread_create");
+
+type Start = extern "C" fn(*mut c_void) -> *mut c_void;
+type CreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    Start,
+    *mut c_void,
+) -> libc::c_int;
+
 extern "C" fn thread_main(pool: *mut c_void) -> *mut c_void {
-    native::block_async_signals();
+    // Asynchronous signals stay with the program's threads; faults are still
+    // delivered here, where they happen.
+    // SAFETY: a local set, filled and passed by pointer; masks only this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
+            libc::sigdelset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut());
+    }
     // SAFETY: `start_thread` passes a leaked `&'static Pool`.
     let pool = unsafe { &*pool.cast::<Pool>() };
     pool.serve();
@@ -287,7 +308,20 @@ extern "C" fn thread_main(pool: *mut c_void) -> *mut c_void {
 }
 
 fn start_thread(pool: &'static Pool) -> bool {
-    native::start(thread_main, pool as *const Pool as *mut c_void)
+    let Some(addr) = PTHREAD_CREATE.addr() else {
+        return false;
+    };
+    // SAFETY: dlsym found libc's pthread_create, whose signature this is.
+    let create = unsafe { std::mem::transmute::<usize, CreateFn>(addr) };
+    let mut thread: libc::pthread_t = 0;
+    let arg = pool as *const Pool as *mut c_void;
+    // SAFETY: default attributes; `thread_main` takes the leaked pool.
+    if unsafe { create(&mut thread, ptr::null(), thread_main, arg) } != 0 {
+        return false;
+    }
+    // SAFETY: a thread we just created and never join.
+    unsafe { libc::pthread_detach(thread) };
+    true
 }
 
 /// Runs `job` on a pool thread while the running coroutine parks, and returns

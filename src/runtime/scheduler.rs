@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
-use super::monitor;
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
 use super::runq::RunQueue;
@@ -68,8 +67,6 @@ pub(crate) struct Remote {
     polling: AtomicBool,
     waker: mio::Waker,
     registry: mio::Registry,
-    /// Switch counts the monitor reads (contract 12).
-    slice: Slice,
 }
 
 impl Remote {
@@ -110,6 +107,8 @@ pub(crate) struct Scheduler {
     live: Cell<usize>,
     /// Coroutine runs since the reactor was last polled.
     runs_since_poll: Cell<u32>,
+    /// Time slices (contract 12).
+    slice: Slice,
     /// A wake for the driving plain thread arrived since `run_until` last asked
     /// `done()`: it must ask again before blocking in the reactor.
     root_woken: Cell<bool>,
@@ -153,7 +152,6 @@ impl Scheduler {
             polling: AtomicBool::new(false),
             waker: mio::Waker::new(reactor.registry(), WAKER_TOKEN)?,
             registry: reactor.registry().try_clone()?,
-            slice: Slice::default(),
         });
         if id == remotes.len() {
             remotes.push(None);
@@ -170,6 +168,7 @@ impl Scheduler {
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
             live: Cell::new(0),
             runs_since_poll: Cell::new(0),
+            slice: Slice::new(),
             root_woken: Cell::new(false),
             interruptible: RefCell::new(Slab::default()),
             signals_seen: Cell::new((0, 0)),
@@ -193,7 +192,7 @@ impl Scheduler {
     }
 
     pub(super) fn slice(&self) -> &Slice {
-        &self.remote.slice
+        &self.slice
     }
 
     /// Makes the next round poll I/O even if coroutines are runnable: one that
@@ -255,7 +254,6 @@ impl Scheduler {
 
     /// Queues a task `new_task` made.
     fn start(&self, task: Arc<Task>) {
-        monitor::ensure_started();
         self.live.set(self.live.get() + 1);
         self.runq.push_back(task);
     }
@@ -270,9 +268,8 @@ impl Scheduler {
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
-        self.remote.slice.switched();
+        self.slice.started();
         let result = co.resume(());
-        self.remote.slice.switched();
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
@@ -506,15 +503,7 @@ impl Drop for Scheduler {
         if let Some(slot) = remotes.get_mut(self.remote.id) {
             *slot = None;
         }
-        // Out of the monitor's sight now: a request left would be counted forever.
-        self.remote.slice.withdraw();
     }
-}
-
-/// Calls `f` on every live scheduler's slice counters (the monitor's look).
-pub(super) fn for_each_slice(mut f: impl FnMut(&Slice)) {
-    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
-    remotes.iter().flatten().for_each(|r| f(&r.slice));
 }
 
 /// Spawns `body` as a coroutine on the scheduler `home` (usually another thread's).
@@ -594,7 +583,6 @@ pub(crate) fn after_fork(held: ForkGuard, child: bool) {
         return;
     }
     remotes.drain(..).for_each(std::mem::forget);
-    monitor::after_fork_child();
     FD_REGS.for_each(|_, reg| reg.reactors.store(0, Ordering::Release));
     if let Some(s) = current_scheduler() {
         s.orphaned.set(true);

@@ -1,109 +1,106 @@
 //! Time slices (contract 12 of DESIGN.md): a coroutine whose hooked calls keep
 //! completing at once — an event loop whose `epoll_wait` always finds an fd
 //! ready, an accept loop on EMFILE — yields at least once per slice
-//! (`PATCHALL_TIMESLICE`), as Go's sysmon asks a goroutine to after 10 ms.
+//! (`PATCHALL_TIMESLICE`), as Go asks a goroutine to after 10 ms.
 //!
-//! Each scheduler counts the starts and ends of coroutine runs (odd while one
-//! runs): two stores per switch, on a line only it writes. The monitor thread
-//! ([`super::monitor`]) looks every half slice; a scheduler whose count is odd
-//! and unchanged since its last look has run one coroutine for at least that
-//! long, and is asked to yield. Hooks test [`requested`], one relaxed load of
-//! a global that is zero while nobody is asked, whenever a call completes
-//! without parking; only then does [`yield_if_requested`] find out whether
-//! the request is for this thread's coroutine.
+//! No thread watches the schedulers: Go's sysmon would make every process
+//! that runs a coroutine multi-threaded, and glibc's system call wrappers cost
+//! about a fifth more then (BENCHMARKS.md), a price a process with a single
+//! scheduler would pay on every call. Instead each scheduler counts the runs it
+//! starts, and every [`CHECK_EVERY`]th hooked call that completes without
+//! parking reads the clock: a run that has lasted half a slice since the clock
+//! was first read in it yields.
 //!
 //! A coroutine that makes no hooked call is not interrupted: there is no
-//! preemption, only a yield at the next call that would not have parked.
+//! preemption, only a yield at a call that would not have parked.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use super::scheduler::{current_scheduler, current_task, yield_now};
+use crate::config::config;
 
-/// Alone on its cache line: every completed hooked call reads it.
-#[repr(align(64))]
-struct Pending(AtomicUsize);
+/// Completed calls between two reads of the clock (about 25 ns each). Calls that
+/// complete at once take a microsecond or more: 32 of them are a small part of
+/// a slice, and the clock costs under a nanosecond per call.
+const CHECK_EVERY: u32 = 32;
 
-/// How many schedulers have a request outstanding. Changed only by whoever
-/// turns a request on or off (by `swap`), so it counts exactly; a decrement may
-/// briefly run ahead of its increment (a wrapped value is still "not zero").
-static PENDING: Pending = Pending(AtomicUsize::new(0));
-
-/// One scheduler's side of the slice: written by its owner at every switch,
-/// read by the monitor. Its own line, apart from the mailbox other threads write.
-#[repr(align(64))]
-#[derive(Default)]
+/// One scheduler's time-slice bookkeeping; touched only by its own thread.
 pub(crate) struct Slice {
-    /// Bumped as a coroutine starts running and as it stops: odd while one runs.
-    switches: AtomicU64,
-    /// The monitor's: `switches` when it last looked.
-    seen: AtomicU64,
-    /// The odd `switches` value of the run asked to yield; 0 for none.
-    asked: AtomicU64,
+    /// Coroutine runs started: a mark from another run is stale.
+    runs: Cell<u64>,
+    /// Completed calls left before the clock is read again.
+    countdown: Cell<u32>,
+    /// (the run, when the clock was first read in it).
+    mark: Cell<Option<(u64, Instant)>>,
+    /// How long a run may last before it yields; None: time slices are off.
+    limit: Option<Duration>,
 }
 
 impl Slice {
-    /// A coroutine starts or stops running (owner only). Not a read-modify-write
-    /// instruction: only the owner writes.
+    pub(crate) fn new() -> Slice {
+        Slice {
+            runs: Cell::new(0),
+            countdown: Cell::new(0),
+            mark: Cell::new(None),
+            // The clock is first read up to CHECK_EVERY calls into a run and
+            // then every CHECK_EVERY calls: half a slice keeps runs under one.
+            limit: config().timeslice.map(|s| s / 2),
+        }
+    }
+
+    /// A coroutine starts running.
     #[inline(always)]
-    pub(crate) fn switched(&self) {
-        self.switches
-            .store(self.switches.load(Relaxed).wrapping_add(1), Relaxed);
+    pub(crate) fn started(&self) {
+        self.runs.set(self.runs.get().wrapping_add(1));
     }
 
-    /// The monitor's look: asks the running coroutine to yield if it has run
-    /// since the last look, withdraws a request for a run that has ended.
-    pub(super) fn look(&self) {
-        let now = self.switches.load(Relaxed);
-        let before = self.seen.swap(now, Relaxed);
-        if now == before && now & 1 == 1 {
-            if self.asked.swap(now, Relaxed) == 0 {
-                PENDING.0.fetch_add(1, Relaxed);
+    /// Counts a completed call; true if the running coroutine's slice is over.
+    #[inline(always)]
+    fn over(&self) -> bool {
+        let left = self.countdown.get();
+        if left != 0 {
+            self.countdown.set(left - 1);
+            return false;
+        }
+        self.look()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn look(&self) -> bool {
+        let Some(limit) = self.limit else {
+            self.countdown.set(u32::MAX);
+            return false;
+        };
+        self.countdown.set(CHECK_EVERY - 1);
+        let now = Instant::now();
+        let run = self.runs.get();
+        match self.mark.get() {
+            Some((r, since)) if r == run => now.saturating_duration_since(since) >= limit,
+            _ => {
+                self.mark.set(Some((run, now)));
+                false
             }
-        } else if self.asked.load(Relaxed) != 0 {
-            self.withdraw();
         }
-    }
-
-    /// Clears the request; returns what it was (0: none).
-    pub(super) fn withdraw(&self) -> u64 {
-        let was = self.asked.swap(0, Relaxed);
-        if was != 0 {
-            PENDING.0.fetch_sub(1, Relaxed);
-        }
-        was
     }
 }
 
-/// True while some scheduler has been asked to yield: the one test a hook makes
-/// when a call completes without parking.
+/// Called as a hooked call completes without parking: true if the coroutine
+/// running here has had its slice and should yield (`yield_now_for_slice`).
 #[inline(always)]
-pub(crate) fn requested() -> bool {
-    PENDING.0.load(Relaxed) != 0
+pub(crate) fn slice_over() -> bool {
+    current_scheduler().is_some_and(|s| s.slice().over()) && current_task().is_some()
 }
 
-/// Yields if this thread's scheduler was asked to and the running coroutine is
-/// the one that has held it since. The next round polls I/O first, so that
-/// what the others wait for is seen (a busy scheduler otherwise polls every
-/// few hundred runs). The caller holds no hook guard.
+/// Yields the running coroutine at the end of its slice. The next round polls
+/// I/O first, so that what the others wait for is seen (a busy scheduler
+/// otherwise polls every few hundred runs). The caller holds no hook guard.
 #[cold]
 #[inline(never)]
-pub(crate) fn yield_if_requested() {
-    let (Some(sched), Some(_)) = (current_scheduler(), current_task()) else {
-        return;
-    };
-    let slice = sched.slice();
-    if slice.asked.load(Relaxed) == 0 {
-        return;
+pub(crate) fn yield_for_slice() {
+    if let Some(s) = current_scheduler() {
+        s.poll_soon();
+        yield_now();
     }
-    if slice.withdraw() != slice.switches.load(Relaxed) {
-        // Meant for an earlier run, which has yielded or parked since.
-        return;
-    }
-    sched.poll_soon();
-    yield_now();
-}
-
-/// In the child of `fork`: no scheduler of the parent's runs here.
-pub(super) fn after_fork_child() {
-    PENDING.0.store(0, Relaxed);
 }
