@@ -68,7 +68,7 @@ pub(crate) const DEFAULT_OFFLOAD_THREADS: usize = 64;
 /// Go's scheduler preempts after 10 ms; we ask half that, since a yield here
 /// costs a few microseconds, not a signal.
 pub(crate) const DEFAULT_TIMESLICE: Duration = Duration::from_millis(5);
-/// Shorter slices than this would keep the monitor thread busy for nothing.
+/// Shorter slices than this would spend more time switching than running.
 const MIN_TIMESLICE: Duration = Duration::from_micros(100);
 /// Longer than this is a typo (a unit forgotten), not a plan.
 const MAX_TIMESLICE: Duration = Duration::from_secs(60);

@@ -87,7 +87,7 @@ impl Slice {
 }
 
 /// Called as a hooked call completes without parking: true if the coroutine
-/// running here has had its slice and should yield (`yield_now_for_slice`).
+/// running here has had its slice and should yield (`yield_for_slice`).
 #[inline(always)]
 pub(crate) fn slice_over() -> bool {
     current_scheduler().is_some_and(|s| s.slice().over()) && current_task().is_some()
