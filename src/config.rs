@@ -4,6 +4,7 @@
 //! a typo in an environment variable must never take a program down.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::sys::diag;
 
@@ -54,6 +55,10 @@ pub struct Config {
     pub offload_threads: usize,
     /// `PATCHALL_OFFLOAD_FILES`: `auto`, `always` or `off`.
     pub offload_files: OffloadFiles,
+    /// `PATCHALL_TIMESLICE`: how long a coroutine whose hooked calls keep
+    /// completing at once may hold its thread before one of them yields
+    /// (`5ms`, `500us`; a bare number is milliseconds). None (`0`, `off`): never.
+    pub timeslice: Option<Duration>,
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -64,6 +69,13 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 /// value is a typo, and no coroutine could get such a stack anyway.
 pub const MAX_STACK_SIZE: usize = 1 << 30;
 pub(crate) const DEFAULT_OFFLOAD_THREADS: usize = 64;
+/// Go's scheduler preempts after 10 ms; we ask half that, since a yield here
+/// costs a few microseconds, not a signal.
+pub(crate) const DEFAULT_TIMESLICE: Duration = Duration::from_millis(5);
+/// Shorter slices than this would spend more time switching than running.
+const MIN_TIMESLICE: Duration = Duration::from_micros(100);
+/// Longer than this is a typo (a unit forgotten), not a plan.
+const MAX_TIMESLICE: Duration = Duration::from_secs(60);
 /// More threads than this is a typo, not a plan (each reserves a stack).
 const MAX_OFFLOAD_THREADS: usize = 4096;
 /// The most workers a runtime may have (`PATCHALL_WORKERS`,
@@ -132,6 +144,16 @@ impl Config {
             },
         )
         .unwrap_or(OffloadFiles::Auto);
+        let timeslice = parse_or_warn(get("PATCHALL_TIMESLICE"), "PATCHALL_TIMESLICE", |v| match v
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "0" | "off" => Some(None),
+            v => parse_duration(v)
+                .filter(|d| (MIN_TIMESLICE..=MAX_TIMESLICE).contains(d))
+                .map(Some),
+        })
+        .unwrap_or(Some(DEFAULT_TIMESLICE));
         Config {
             workers,
             stack_size,
@@ -140,6 +162,7 @@ impl Config {
             native_threads,
             offload_threads,
             offload_files,
+            timeslice,
         }
     }
 }
@@ -191,6 +214,22 @@ pub fn parse_size(text: &str) -> Option<usize> {
     num.checked_mul(mult)
 }
 
+/// Parses `5ms`, `500us`, `2s`; a bare number is milliseconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(digits);
+    let num: u64 = num.parse().ok()?;
+    match unit.trim() {
+        "" | "ms" => Some(Duration::from_millis(num)),
+        "us" | "µs" => Some(Duration::from_micros(num)),
+        "s" => Some(Duration::from_secs(num)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +276,25 @@ mod tests {
         assert_eq!(c.stack_mode, StackMode::Dense);
         assert!(c.green_threads);
         assert_eq!(c.native_threads, ["worker_main", "libfoo.so"]);
+    }
+
+    #[test]
+    fn timeslices_parse_and_bad_ones_fall_back() {
+        let slice = |v: &str| {
+            let v = v.to_string();
+            Config::from_lookup(|name| (name == "PATCHALL_TIMESLICE").then(|| v.clone())).timeslice
+        };
+        assert_eq!(slice("5ms"), Some(Duration::from_millis(5)));
+        assert_eq!(slice(" 2 "), Some(Duration::from_millis(2)));
+        assert_eq!(slice("500us"), Some(Duration::from_micros(500)));
+        assert_eq!(slice("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(slice("0"), None);
+        assert_eq!(slice("OFF"), None);
+        for bad in ["fast", "5 min", "10us", "2h", "-1ms", "3600s", ""] {
+            assert_eq!(slice(bad), Some(DEFAULT_TIMESLICE), "{bad:?}");
+        }
+        let unset = Config::from_lookup(|_| None);
+        assert_eq!(unset.timeslice, Some(DEFAULT_TIMESLICE));
     }
 
     #[test]

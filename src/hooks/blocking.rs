@@ -267,6 +267,28 @@ fn drive_blocking(fd: libc::c_int, dir: Direction, op: &mut dyn FnMut(Attempt) -
     }
 }
 
+/// Called as a hooked call returns, its hook guard dropped: a coroutine whose
+/// calls keep completing at once yields here once its time slice is over
+/// (contract 12).
+#[inline(always)]
+pub(crate) fn end_of_call() {
+    if runtime::slice_over() {
+        yield_for_slice();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn yield_for_slice() {
+    // Not under another hook's guard (a hook that calls a hooked function):
+    // the other coroutines' calls would block the thread meanwhile. The
+    // clock is read again in a few calls.
+    if let Some(guard) = Guard::enter() {
+        drop(guard);
+        runtime::yield_for_slice();
+    }
+}
+
 /// A call that completes as soon as it moves anything (read, recv, accept…).
 /// `user_flags` are the socket call's own flags, `None` for calls that take none.
 pub(crate) fn once(
@@ -275,17 +297,37 @@ pub(crate) fn once(
     user_flags: Option<libc::c_int>,
     mut op: impl FnMut(Attempt) -> isize,
 ) -> isize {
-    match plan(fd, user_flags) {
+    let r = match plan(fd, user_flags) {
         Plan::Forward => op(PLAIN),
         Plan::BlockThread => drive_blocking(fd, dir, &mut op),
         Plan::Park(guard, how) => drive(&guard, fd, dir, how, deadline_for(fd, dir), &mut op),
-    }
+    };
+    end_of_call();
+    r
 }
 
 /// A call that, blocking, moves all `len` bytes before it returns (write, send,
 /// `recv(MSG_WAITALL)`). `op(done, attempt)` moves bytes from offset `done`. Stops
 /// early, as the kernel does, at end of file or on an error after some progress.
 pub(crate) fn all(
+    fd: libc::c_int,
+    dir: Direction,
+    user_flags: Option<libc::c_int>,
+    len: usize,
+    op: impl FnMut(usize, Attempt) -> isize,
+) -> isize {
+    let r = all_of(fd, dir, user_flags, len, op);
+    // Rust's `print!` and `eprint!` hold stdout's or stderr's lock across
+    // this write; it is reentrant per OS thread, so a yield here would let
+    // another coroutine of the thread into the same RefCell (a panic:
+    // "already borrowed"). Such a write yields only where it would block.
+    if !(dir == Direction::Write && (fd == libc::STDOUT_FILENO || fd == libc::STDERR_FILENO)) {
+        end_of_call();
+    }
+    r
+}
+
+fn all_of(
     fd: libc::c_int,
     dir: Direction,
     user_flags: Option<libc::c_int>,

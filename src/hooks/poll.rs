@@ -50,6 +50,9 @@ fn cooperate(
     let done = |n: c_int| n != 0 || left(deadline) == Some(Duration::ZERO);
     let n = attempt(Some(Duration::ZERO));
     if done(n) {
+        // Found ready at once: a busy event loop's call, which must not hold
+        // the thread past its time slice (contract 12).
+        guard.release_while(super::blocking::end_of_call);
         return n;
     }
     let fds = watched();

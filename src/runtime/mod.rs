@@ -9,6 +9,7 @@ pub(crate) mod reactor;
 mod runq;
 mod scheduler;
 pub(crate) mod signals;
+mod slice;
 pub(crate) mod stack;
 mod task;
 mod timer;
@@ -21,6 +22,7 @@ pub(crate) use scheduler::{
     sleep_until, spawn_at, wait_any_as, wait_fd, wait_signal, with_scheduler, yield_now,
 };
 pub(crate) use signals::{note_signal, signal_counts};
+pub(crate) use slice::{slice_over, yield_for_slice};
 pub(crate) use task::{Unparker, Wake};
 
 use std::sync::atomic::{AtomicBool, Ordering};

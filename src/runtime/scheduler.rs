@@ -17,6 +17,7 @@ use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
 use super::runq::RunQueue;
 use super::signals::Signals;
+use super::slice::Slice;
 use super::stack::{self, Stack, StackCache};
 use super::task::{Co, StackFacts, State, Task, Unparker, Wake};
 use super::timer::Timers;
@@ -104,6 +105,8 @@ pub(crate) struct Scheduler {
     live: Cell<usize>,
     /// Coroutine runs since the reactor was last polled.
     runs_since_poll: Cell<u32>,
+    /// Time slices (contract 12).
+    slice: Slice,
     /// A wake for the driving plain thread arrived since `run_until` last asked
     /// `done()`: it must ask again before blocking in the reactor.
     root_woken: Cell<bool>,
@@ -162,6 +165,7 @@ impl Scheduler {
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
             live: Cell::new(0),
             runs_since_poll: Cell::new(0),
+            slice: Slice::new(),
             root_woken: Cell::new(false),
             signals: Signals::default(),
             orphaned: Cell::new(false),
@@ -181,6 +185,16 @@ impl Scheduler {
 
     pub(crate) fn live(&self) -> usize {
         self.live.get()
+    }
+
+    pub(super) fn slice(&self) -> &Slice {
+        &self.slice
+    }
+
+    /// Makes the next round poll I/O even if coroutines are runnable: one that
+    /// yields for its time slice must let the others' fds be seen.
+    pub(super) fn poll_soon(&self) {
+        self.runs_since_poll.set(POLL_EVERY);
     }
 
     /// Creates a coroutine running `body` and queues it. `body` must not unwind.
@@ -250,6 +264,7 @@ impl Scheduler {
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
+        self.slice.started();
         let result = co.resume(());
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
