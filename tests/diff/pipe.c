@@ -9,7 +9,7 @@ static void *write_after(void *arg)
 {
     msleep(50);
     say("writer: writing");
-    CALL("writer: write", write(P[1], arg, strlen(arg)));
+    MUST(write(P[1], arg, strlen(arg)) == (ssize_t)strlen(arg));
     return NULL;
 }
 
