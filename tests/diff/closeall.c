@@ -49,7 +49,7 @@ static void use_everything(void)
 
 static void close_loop_to_1024(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     int closed = 0;
     for (int fd = 3; fd < 1024; fd++)
         closed += close(fd) == 0;
@@ -59,21 +59,21 @@ static void close_loop_to_1024(void)
 
 static void close_range_all(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     CALL("close_range(3, ~0U, 0)", syscall(SYS_close_range, 3, ~0U, 0));
     use_everything();
 }
 
 static void close_range_glibc(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     CALL("close_range(3, ~0U, 0)", close_range(3, ~0U, 0));
     use_everything();
 }
 
 static void closefrom_3(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     closefrom(3);
     say("closefrom(3) done");
     use_everything();
@@ -81,14 +81,14 @@ static void closefrom_3(void)
 
 static void close_range_cloexec(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     CALL("close_range CLOEXEC", close_range(3, ~0U, CLOSE_RANGE_CLOEXEC));
     use_everything();
 }
 
 static void threads_then_close_loop(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     join(spawn(pinger_noop, NULL));
     say("threads started once");
     for (int fd = 3; fd < 1024; fd++)
@@ -98,7 +98,7 @@ static void threads_then_close_loop(void)
 
 static void threads_then_closefrom(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     MUST(pipe(P) == 0);
     join(spawn(pinger, NULL));
     say("threads started once");
@@ -108,7 +108,7 @@ static void threads_then_closefrom(void)
 
 static void threads_then_close_range(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     MUST(pipe(P) == 0);
     join(spawn(pinger, NULL));
     say("threads started once");
@@ -118,7 +118,7 @@ static void threads_then_close_range(void)
 
 static void dup2_devnull_over_all(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     MUST(pipe(P) == 0);
     join(spawn(pinger, NULL));
     int n = open("/dev/null", O_RDWR);
@@ -135,7 +135,7 @@ static void dup2_devnull_over_all(void)
 
 static void dup3_over_all_then_close(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     MUST(pipe(P) == 0);
     join(spawn(pinger, NULL));
     int n = open("/dev/null", O_RDWR);
@@ -150,7 +150,7 @@ static void dup3_over_all_then_close(void)
 
 static void closed_fds_look_closed(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     MUST(pipe(P) == 0);
     join(spawn(pinger, NULL));
     closefrom(3);
@@ -168,7 +168,7 @@ static void closed_fds_look_closed(void)
 
 static void proc_self_fd_listing_then_close(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     MUST(pipe(P) == 0);
     join(spawn(pinger, NULL));
     /* As shells do: close what /proc/self/fd lists. */
@@ -190,7 +190,7 @@ static void proc_self_fd_listing_then_close(void)
 
 static void epoll_after_closefrom(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     join(spawn(pinger_noop, NULL));
     closefrom(3);
     MUST(pipe(P) == 0);
@@ -211,7 +211,7 @@ static void *sleeper(void *arg)
 
 static void sleeping_threads_after_close_loop(void)
 {
-    alarm(4); /* a hang must not hold the suite for its 20 s limit */
+    alarm(2); /* a hang must not hold the suite for its 20 s limit */
     for (int fd = 3; fd < 1024; fd++)
         close(fd);
     pthread_t t[5];

@@ -8,7 +8,7 @@ static int P[2], Q[2];
 
 static void dup_shares_nonblock(void)
 {
-    alarm(3); /* a read that should say EAGAIN must not hang the suite */
+    alarm(2); /* a read that should say EAGAIN must not hang the suite */
     MUST(pipe(P) == 0);
     int d = dup(P[0]);
     MUST(fcntl(d, F_SETFL, O_NONBLOCK) == 0);

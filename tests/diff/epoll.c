@@ -244,7 +244,7 @@ static void pwait_mask_unblocks_signal(void)
     setup(EPOLLIN);
     pthread_t t = spawn(kill_main_after, NULL);
     struct epoll_event out;
-    CALL("main: epoll_pwait, SIGUSR1 unblocked", epoll_pwait(EP, &out, 1, 5000, &empty));
+    CALL("main: epoll_pwait, SIGUSR1 unblocked", epoll_pwait(EP, &out, 1, 1000, &empty));
     say("handler ran %d", (int)GOT);
     join(t);
 }

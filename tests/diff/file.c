@@ -186,7 +186,7 @@ static void *drain(void *arg)
 
 static void sendfile_to_socket_reader_thread(void)
 {
-    alarm(3);
+    alarm(2);
     int f = tmpfile_fd("sf");
     unlink(PATH);
     static char data[1 << 20];
@@ -222,7 +222,7 @@ static void *pipe_filler(void *arg)
 
 static void splice_pipe_to_file(void)
 {
-    alarm(3);
+    alarm(2);
     int p[2];
     MUST(pipe(p) == 0);
     int f = tmpfile_fd("sp");
@@ -280,7 +280,7 @@ static void *fifo_writer(void *arg)
 
 static void fifo_open_waits_for_writer(void)
 {
-    alarm(3);
+    alarm(2);
     snprintf(PATH, sizeof PATH, "/tmp/patchall-diff-fifo-%d", (int)getpid());
     unlink(PATH);
     MUST(mkfifo(PATH, 0600) == 0);

@@ -310,7 +310,7 @@ static void ppoll_mask_unblocks_signal(void)
     MUST(pipe(P) == 0);
     pthread_t t = spawn(kill_main_after, NULL);
     struct pollfd p = {P[0], POLLIN, 0};
-    struct timespec ts = {5, 0};
+    struct timespec ts = {1, 0};
     CALL("main: ppoll with SIGUSR1 unblocked", ppoll(&p, 1, &ts, &empty));
     say("handler ran %d", (int)GOT);
     join(t);
@@ -355,7 +355,7 @@ static void poll_busy_loop_lets_others_run(void)
     struct pollfd p = {P[0], POLLIN, 0};
     long spins = 0;
     long long t0 = now_ms();
-    while (poll(&p, 1, 0) == 0 && now_ms() - t0 < 3000)
+    while (poll(&p, 1, 0) == 0 && now_ms() - t0 < 1000)
         spins++;
     say("main: %s after spinning (%s)", p.revents ? "ready" : "not ready",
         spins > 0 ? "spun" : "no spin");

@@ -309,7 +309,7 @@ static void pselect_mask_unblocks_signal(void)
     fd_set r;
     FD_ZERO(&r);
     FD_SET(P[0], &r);
-    struct timespec ts = {5, 0};
+    struct timespec ts = {1, 0};
     CALL("main: pselect, SIGUSR1 unblocked", pselect(P[0] + 1, &r, NULL, NULL, &ts, &empty));
     say("handler ran %d", (int)GOT);
     join(t);

@@ -230,7 +230,7 @@ static void *shutdown_listener(void *arg)
 
 static void shutdown_unix_listener_wakes_accept(void)
 {
-    alarm(3);
+    alarm(2);
     abstract_addr("sl");
     int l = listener(SOCK_STREAM);
     pthread_t t = spawn(shutdown_listener, (void *)(long)l);
