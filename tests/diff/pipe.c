@@ -2,6 +2,7 @@
  * thread, non-blocking flags, large transfers. */
 #include "diff.h"
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 
 static int P[2];
 
@@ -259,9 +260,73 @@ static void pipe_fionread(void)
     say("available %d", n);
 }
 
+static void nonblocking_partial_write(void)
+{
+    MUST(pipe2(P, O_NONBLOCK) == 0);
+    static char big[1 << 20];
+    CALL("write 1 MiB into an empty non-blocking pipe", write(P[1], big, sizeof big));
+    CALL("write again", write(P[1], big, sizeof big));
+}
+
+static volatile int TICKS, DONE;
+
+static void *ticker(void *arg)
+{
+    (void)arg;
+    while (!DONE) {
+        msleep(10);
+        TICKS++;
+    }
+    return NULL;
+}
+
+/* Run as `pipe stdin_child` by inherited_pipe_stdin, with a pipe from the
+ * parent as stdin (run alone, stdin is /dev/null: it reads EOF). */
+static void stdin_child(void)
+{
+    long f = syscall(SYS_fcntl, 0, F_GETFL);
+    say("child: stdin kernel flags %s", f & O_NONBLOCK ? "NONBLOCK" : "-");
+    pthread_t t = spawn(ticker, NULL);
+    char buf[8] = {0};
+    long r = read(0, buf, sizeof buf - 1);
+    DONE = 1;
+    join(t);
+    if (r > 0)
+        say("child: read = %ld %s, the other thread ran meanwhile: %s", r, buf,
+            TICKS > 2 ? "yes" : "no");
+    else
+        say("child: read = %ld", r);
+    f = syscall(SYS_fcntl, 0, F_GETFL);
+    say("child: stdin kernel flags %s", f & O_NONBLOCK ? "NONBLOCK" : "-");
+}
+
+static void inherited_pipe_stdin(void)
+{
+    alarm(5);
+    MUST(pipe(P) == 0);
+    pid_t pid = fork();
+    MUST(pid >= 0);
+    if (pid == 0) {
+        dup2(P[0], 0);
+        close(P[0]);
+        close(P[1]);
+        execl("/proc/self/exe", "pipe", "stdin_child", (char *)NULL);
+        _exit(127);
+    }
+    close(P[0]);
+    msleep(150);
+    say("parent: writing");
+    MUST(write(P[1], "in", 2) == 2);
+    close(P[1]);
+    int st;
+    MUST(waitpid(pid, &st, 0) == pid);
+    say("parent: child %s", status_of(st));
+}
+
 DIFF_MAIN(S(read_waits_for_writer), S(eof_after_close), S(epipe_sigpipe_ignored),
           S(epipe_sigpipe_default), S(large_transfer_reader_thread),
           S(write_blocks_on_full_pipe), S(nonblocking_empty_read), S(nonblocking_full_write),
           S(set_nonblock_after_creation), S(ping_pong_two_pipes), S(read_zero_bytes),
           S(wrong_direction), S(many_readers_one_eof), S(atomic_small_writes_threads),
-          S(pipe_fionread))
+          S(pipe_fionread), S(nonblocking_partial_write), S(stdin_child),
+          S(inherited_pipe_stdin))

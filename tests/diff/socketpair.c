@@ -343,6 +343,75 @@ static void fionbio_on_pair(void)
     join(t);
 }
 
+static void rcvtimeo_zero_is_infinite(void)
+{
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, SP) == 0);
+    struct timeval tv = {0, 0};
+    MUST(setsockopt(SP[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+    pthread_t t = spawn(send_after, "z");
+    char c = 0;
+    CALL("main: recv with a zero timeout (none)", recv(SP[0], &c, 1, 0));
+    join(t);
+}
+
+static void *send_three(void *arg)
+{
+    (void)arg;
+    msleep(30);
+    say("sender: 3 bytes");
+    MUST(send(SP[1], "abc", 3, 0) == 3);
+    return NULL;
+}
+
+static void waitall_timeout_partial(void)
+{
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, SP) == 0);
+    struct timeval tv = {0, 150000};
+    MUST(setsockopt(SP[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+    pthread_t t = spawn(send_three, NULL);
+    char buf[9] = {0};
+    long long t0 = now_ms();
+    CALL("main: recv MSG_WAITALL 8 with a 150 ms timeout", recv(SP[0], buf, 8, MSG_WAITALL));
+    say("main: got %s, after the timeout %s", buf, took(t0, 130, 2000));
+    join(t);
+}
+
+static void *set_timeout_later(void *arg)
+{
+    (void)arg;
+    msleep(30);
+    say("other: setting SO_RCVTIMEO 50ms while main waits");
+    struct timeval tv = {0, 50000};
+    MUST(setsockopt(SP[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+    msleep(170);
+    say("other: sending");
+    MUST(send(SP[1], "l", 1, 0) == 1);
+    return NULL;
+}
+
+static void rcvtimeo_set_while_waiting(void)
+{
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, SP) == 0);
+    pthread_t t = spawn(set_timeout_later, NULL);
+    char c = 0;
+    CALL("main: recv (no timeout when it began)", recv(SP[0], &c, 1, 0));
+    join(t);
+}
+
+static void negative_timeout_rejected(void)
+{
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, SP) == 0);
+    struct timeval tv = {0, -5};
+    CALL("SO_RCVTIMEO usec -5", setsockopt(SP[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv));
+    struct timeval neg = {-1, 0};
+    CALL("SO_RCVTIMEO sec -1", setsockopt(SP[0], SOL_SOCKET, SO_RCVTIMEO, &neg, sizeof neg));
+    struct timeval back;
+    socklen_t len = sizeof back;
+    MUST(getsockopt(SP[0], SOL_SOCKET, SO_RCVTIMEO, &back, &len) == 0);
+    say("now %ld.%06ld", (long)back.tv_sec, (long)back.tv_usec);
+    CALL("SO_RCVTIMEO short optlen", setsockopt(SP[0], SOL_SOCKET, SO_RCVTIMEO, &tv, 4));
+}
+
 DIFF_MAIN(S(recv_waits_for_sender), S(recv_timeout_expires), S(recv_timeout_data_in_time),
           S(send_timeout_expires), S(msg_dontwait_empty), S(msg_peek_then_read),
           S(msg_waitall_pieces), S(msg_waitall_short_on_eof), S(shutdown_wakes_reader),
@@ -350,4 +419,5 @@ DIFF_MAIN(S(recv_waits_for_sender), S(recv_timeout_expires), S(recv_timeout_data
           S(send_after_peer_close_sigpipe), S(large_send_reader_thread),
           S(seqpacket_boundaries), S(dgram_pair_thread), S(nonblock_pair_flag),
           S(echo_thread_many_rounds), S(readv_writev_pair), S(sendmsg_recvmsg_fd_passing),
-          S(fionbio_on_pair))
+          S(fionbio_on_pair), S(rcvtimeo_zero_is_infinite), S(waitall_timeout_partial),
+          S(rcvtimeo_set_while_waiting), S(negative_timeout_rejected))
