@@ -157,13 +157,14 @@ static void *reader(void *a)
 static void nonblock_set_while_other_waits(void)
 {
     MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, SP) == 0);
-    pthread_t t = spawn(send_after, (void *)(long)SP[1]);
     pthread_t r = spawn(reader, NULL);
-    msleep(20);
+    msleep(30);
     say("main: setting O_NONBLOCK while the reader waits");
     MUST(fcntl(SP[0], F_SETFL, O_NONBLOCK) == 0);
+    msleep(30);
+    say("main: sending");
+    MUST(send(SP[1], "s", 1, 0) == 1);
     join(r);
-    join(t);
     say("reader: recv = %ld", GOT);
 }
 
