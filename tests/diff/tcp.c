@@ -420,6 +420,39 @@ static void getpeername_unconnected(void)
     say("listening flags %s", flags_of(s));
 }
 
+static void *acceptor(void *arg)
+{
+    (void)arg;
+    int s = accept(L, NULL, NULL);
+    if (s < 0)
+        return (void *)-1L;
+    char c = 0;
+    ssize_t r = recv(s, &c, 1, 0);
+    close(s);
+    return (void *)(long)(r == 1 ? c : -2);
+}
+
+static void accept_pool_threads(void)
+{
+    L = tcp_listener(&PORT);
+    enum { N = 8 };
+    pthread_t t[N];
+    for (int i = 0; i < N; i++)
+        t[i] = spawn(acceptor, NULL);
+    msleep(30);
+    for (int i = 0; i < N; i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = loopback(PORT);
+        MUST(connect(s, (struct sockaddr *)&a, sizeof a) == 0);
+        MUST(send(s, "a", 1, 0) == 1);
+        close(s);
+    }
+    int served = 0;
+    for (int i = 0; i < N; i++)
+        served += (long)join(t[i]) == 'a';
+    say("each of %d acceptors served one: %d", N, served);
+}
+
 DIFF_MAIN(S(accept_waits_for_client), S(accept_then_echo), S(accept4_nonblock_flags),
           S(accept_plain_not_nonblock), S(accept_timeout_rcvtimeo),
           S(shutdown_listener_wakes_accept), S(large_send_reader_thread),
@@ -427,4 +460,5 @@ DIFF_MAIN(S(accept_waits_for_client), S(accept_then_echo), S(accept4_nonblock_fl
           S(epipe_after_reset), S(sigpipe_default_after_close), S(eof_then_write_peer),
           S(rcvtimeo_on_tcp), S(sndtimeo_on_tcp), S(waitall_across_segments),
           S(peek_dontwait_tcp), S(thread_per_client), S(sockopt_roundtrip),
-          S(readv_writev_tcp), S(recv_zero_len), S(getpeername_unconnected))
+          S(readv_writev_tcp), S(recv_zero_len), S(getpeername_unconnected),
+          S(accept_pool_threads))
