@@ -188,7 +188,18 @@ static void fionread_socket(void)
     say("outq nonzero %d", n > 0);
 }
 
+static void fionbio_listener_accept(void)
+{
+    int port;
+    int l = tcp_listener(&port);
+    int on = 1;
+    CALL("FIONBIO on listener", ioctl(l, FIONBIO, &on));
+    CALL("accept", accept(l, NULL, NULL));
+    CALL("accept4", accept4(l, NULL, NULL, SOCK_CLOEXEC));
+    say("listener flags %s", flags_of(l));
+}
+
 DIFF_MAIN(S(getfl_raw_values), S(getfl_after_blocking_recv), S(setfl_nonblock_then_eagain),
           S(clear_nonblock_then_waits), S(fionbio_round_trip), S(append_and_nonblock_on_file),
           S(errors), S(inherited_stdio_never_nonblocking), S(stdio_kernel_flags_after_threads),
-          S(nonblock_set_while_other_waits), S(getfd_setfd_round_trip), S(fionread_socket))
+          S(nonblock_set_while_other_waits), S(getfd_setfd_round_trip), S(fionread_socket), S(fionbio_listener_accept))

@@ -2,6 +2,7 @@
  * POLLNVAL, POLLHUP, many fds, signals during the wait. */
 #include "diff.h"
 #include <poll.h>
+#include <sys/resource.h>
 
 static int P[2];
 static pthread_t MAIN;
@@ -364,6 +365,31 @@ static void poll_busy_loop_lets_others_run(void)
     join(t);
 }
 
+
+static void poll_more_than_1024_fds(void)
+{
+    struct rlimit rl;
+    MUST(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
+    MUST(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    enum { N = 1100 };
+    static struct pollfd p[N];
+    static int w[N];
+    for (int i = 0; i < N; i++) {
+        int fds[2];
+        MUST(pipe(fds) == 0);
+        p[i] = (struct pollfd){fds[0], POLLIN, 0};
+        w[i] = fds[1];
+    }
+    P[1] = w[1077];
+    pthread_t t = spawn(write_after, NULL);
+    CALL("main: poll 1100 fds", poll(p, N, 2000));
+    for (int i = 0; i < N; i++)
+        if (p[i].revents)
+            say("ready: %d %s", i, ev(p[i].revents));
+    join(t);
+}
+
 DIFF_MAIN(S(timeout_zero_empty), S(timeout_finite_expires), S(timeout_infinite_thread_writes),
           S(timeout_finite_thread_writes), S(pollnval_closed_fd), S(negative_fd_ignored),
           S(pollhup_pipe), S(pollhup_woken_by_close), S(pollerr_pipe_write_end),
@@ -371,4 +397,4 @@ DIFF_MAIN(S(timeout_zero_empty), S(timeout_finite_expires), S(timeout_infinite_t
           S(nfds_zero_sleeps), S(nfds_too_many), S(two_threads_poll_same_fd),
           S(listener_pollin_on_connect), S(ppoll_timeouts), S(ppoll_bad_timeout),
           S(ppoll_mask_unblocks_signal), S(ppoll_mask_blocks_signal),
-          S(poll_eintr_no_restart), S(poll_busy_loop_lets_others_run))
+          S(poll_eintr_no_restart), S(poll_busy_loop_lets_others_run), S(poll_more_than_1024_fds))

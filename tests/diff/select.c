@@ -374,10 +374,24 @@ static void listener_readable_on_connect(void)
     close((int)(long)join(t));
 }
 
+static void nfds_beyond_fd_setsize_low_fd(void)
+{
+    raise_nofile();
+    MUST(pipe(P) == 0);
+    size_t words = (HIGH + 64) / 64;
+    unsigned long *r = calloc(words, sizeof *r);
+    r[P[0] / 64] |= 1UL << (P[0] % 64);
+    pthread_t t = spawn(write_high, NULL);
+    struct timeval tv = {1, 0};
+    CALL("main: select nfds 1501, a low fd", select(HIGH + 1, (fd_set *)r, NULL, NULL, &tv));
+    say("main: bit set %d", (r[P[0] / 64] >> (P[0] % 64)) & 1 ? 1 : 0);
+    join(t);
+}
+
 DIFF_MAIN(S(timeout_zero), S(timeout_finite_expires), S(timeout_infinite_thread_writes),
           S(timeout_left_after_early_wake), S(ebadf_closed_fd), S(negative_nfds),
           S(empty_sets_sleep), S(writefds_full_then_drained), S(readable_at_eof),
           S(exceptfds_oob), S(many_fds_one_ready), S(nfds_beyond_fd_setsize),
           S(nfds_beyond_fd_setsize_timeout), S(two_threads_same_fd), S(pselect_timeouts),
           S(pselect_mask_unblocks_signal), S(pselect_mask_blocks_signal),
-          S(select_eintr_even_with_restart), S(listener_readable_on_connect))
+          S(select_eintr_even_with_restart), S(listener_readable_on_connect), S(nfds_beyond_fd_setsize_low_fd))

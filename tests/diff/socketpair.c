@@ -412,6 +412,48 @@ static void negative_timeout_rejected(void)
     CALL("SO_RCVTIMEO short optlen", setsockopt(SP[0], SOL_SOCKET, SO_RCVTIMEO, &tv, 4));
 }
 
+static void *recvmsg_reader(void *arg)
+{
+    (void)arg;
+    static char buf[1 << 20];
+    struct iovec v[2] = {{buf, 1000}, {buf + 1000, sizeof buf - 1000}};
+    struct msghdr m = {.msg_iov = v, .msg_iovlen = 2};
+    long got = recvmsg(SP[1], &m, MSG_WAITALL);
+    long sum = 0;
+    for (long i = 0; i < got; i++)
+        sum += (unsigned char)buf[i];
+    say("reader: recvmsg MSG_WAITALL = %ld sum %ld", got, sum);
+    return NULL;
+}
+
+static void sendmsg_large_recvmsg_waitall(void)
+{
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, SP) == 0);
+    static char data[1 << 20];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (char)(i % 101);
+    pthread_t t = spawn(recvmsg_reader, NULL);
+    struct iovec v[3] = {{data, 10}, {data + 10, 500000}, {data + 500010, sizeof data - 500010}};
+    struct msghdr m = {.msg_iov = v, .msg_iovlen = 3};
+    CALL("main: sendmsg 1 MiB in 3 pieces", sendmsg(SP[0], &m, 0));
+    join(t);
+}
+
+static void socket_misc_errors(void)
+{
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, SP) == 0);
+    char c;
+    CALL("pread on a socket", pread(SP[0], &c, 1, 0));
+    CALL("lseek on a socket", lseek(SP[0], 0, SEEK_SET));
+    CALL("recv on a pipe", ({
+             int p[2];
+             MUST(pipe(p) == 0);
+             recv(p[0], &c, 1, MSG_DONTWAIT);
+         }));
+    CALL("send bad flags", send(SP[0], "x", 1, 0x40000000));
+    CALL("recv MSG_OOB on unix", recv(SP[0], &c, 1, MSG_OOB | MSG_DONTWAIT));
+}
+
 DIFF_MAIN(S(recv_waits_for_sender), S(recv_timeout_expires), S(recv_timeout_data_in_time),
           S(send_timeout_expires), S(msg_dontwait_empty), S(msg_peek_then_read),
           S(msg_waitall_pieces), S(msg_waitall_short_on_eof), S(shutdown_wakes_reader),
@@ -420,4 +462,4 @@ DIFF_MAIN(S(recv_waits_for_sender), S(recv_timeout_expires), S(recv_timeout_data
           S(seqpacket_boundaries), S(dgram_pair_thread), S(nonblock_pair_flag),
           S(echo_thread_many_rounds), S(readv_writev_pair), S(sendmsg_recvmsg_fd_passing),
           S(fionbio_on_pair), S(rcvtimeo_zero_is_infinite), S(waitall_timeout_partial),
-          S(rcvtimeo_set_while_waiting), S(negative_timeout_rejected))
+          S(rcvtimeo_set_while_waiting), S(negative_timeout_rejected), S(sendmsg_large_recvmsg_waitall), S(socket_misc_errors))
