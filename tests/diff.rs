@@ -374,11 +374,10 @@ fn differential_suite() {
                 l.line
             ));
         }
-        let short = name.split_once('/').map_or(name.as_str(), |(_, s)| s);
         if l.kind == "by-design" && !readme.contains(name.as_str()) {
             problems.push(format!(
                 "differences.txt:{}: {name} is by-design but README.md does not name it \
-                 (its list of differences kept by design must hold `{name}`; scenario `{short}`)",
+                 (its list of differences kept by design must hold `{name}`)",
                 l.line
             ));
         }
