@@ -1,9 +1,10 @@
 //! The differential suite (issue 13): every scenario of `tests/diff/*.c` runs
 //! natively, under `LD_PRELOAD`, and under `patchall run --green-threads` on 1
 //! and 2 workers; each mode's stdout and exit status must equal the native
-//! run's, unless `tests/diff/differences.txt` lists the difference.
+//! run's, unless `tests/diff/differences*.txt` lists the difference (one file
+//! per group of scenario files, so that parallel work never edits one list).
 //!
-//! `differences.txt`, one line per known difference (`#` comments allowed):
+//! `differences*.txt`, one line per known difference (`#` comments allowed):
 //!
 //! ```text
 //! <file>/<scenario> <modes: preload,green1,green2> <by-design|bug> <reason>
@@ -249,69 +250,82 @@ struct Listed {
     /// Modes marked `?`: they differ only sometimes.
     sometimes: BTreeSet<String>,
     kind: String,
-    line: usize,
+    /// "differences.txt:12", for messages.
+    at: String,
 }
 
-/// Parses differences.txt; panics on a malformed line (a clear error).
-fn read_differences(path: &Path) -> BTreeMap<String, Listed> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+/// Parses every `differences*.txt` in `dir`; panics on a malformed line (a
+/// clear error).
+fn read_differences(dir: &Path) -> BTreeMap<String, Listed> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read tests/diff")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("differences") && n.ends_with(".txt"))
+        })
+        .collect();
+    files.sort();
     let mut map = BTreeMap::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+    for file in files {
+        let fname = file.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&file).expect("read a differences file");
+        for (i, raw) in text.lines().enumerate() {
+            read_line(&mut map, format!("{fname}:{}", i + 1), raw);
         }
-        let n = i + 1;
-        let mut f = line.split_whitespace();
-        let (Some(name), Some(modes), Some(kind)) = (f.next(), f.next(), f.next()) else {
-            panic!(
-                "differences.txt:{n}: want `<file>/<scenario> <modes> <by-design|bug> <reason>`: {raw:?}"
-            );
-        };
-        assert!(
-            f.next().is_some(),
-            "differences.txt:{n}: a line needs a reason: {raw:?}"
-        );
-        assert!(
-            name.contains('/'),
-            "differences.txt:{n}: scenario is <file>/<name>: {name:?}"
-        );
-        assert!(
-            kind == "by-design" || kind == "bug",
-            "differences.txt:{n}: kind is by-design or bug, not {kind:?}"
-        );
-        let mut sometimes = BTreeSet::new();
-        let modes: BTreeSet<String> = modes
-            .split(',')
-            .map(|m| match m.strip_suffix('?') {
-                Some(m) => {
-                    sometimes.insert(m.to_owned());
-                    m.to_owned()
-                }
-                None => m.to_owned(),
-            })
-            .collect();
-        for m in &modes {
-            assert!(
-                MODES.contains(&m.as_str()),
-                "differences.txt:{n}: unknown mode {m:?} (preload, green1, green2)"
-            );
-        }
-        let prev = map.insert(
-            name.to_owned(),
-            Listed {
-                modes,
-                sometimes,
-                kind: kind.to_owned(),
-                line: n,
-            },
-        );
-        assert!(
-            prev.is_none(),
-            "differences.txt:{n}: {name} listed twice (one line per scenario)"
-        );
     }
     map
+}
+
+fn read_line(map: &mut BTreeMap<String, Listed>, n: String, raw: &str) {
+    let line = raw.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return;
+    }
+    let mut f = line.split_whitespace();
+    let (Some(name), Some(modes), Some(kind)) = (f.next(), f.next(), f.next()) else {
+        panic!("{n}: want `<file>/<scenario> <modes> <by-design|bug> <reason>`: {raw:?}");
+    };
+    assert!(f.next().is_some(), "{n}: a line needs a reason: {raw:?}");
+    assert!(
+        name.contains('/'),
+        "{n}: scenario is <file>/<name>: {name:?}"
+    );
+    assert!(
+        kind == "by-design" || kind == "bug",
+        "{n}: kind is by-design or bug, not {kind:?}"
+    );
+    let mut sometimes = BTreeSet::new();
+    let modes: BTreeSet<String> = modes
+        .split(',')
+        .map(|m| match m.strip_suffix('?') {
+            Some(m) => {
+                sometimes.insert(m.to_owned());
+                m.to_owned()
+            }
+            None => m.to_owned(),
+        })
+        .collect();
+    for m in &modes {
+        assert!(
+            MODES.contains(&m.as_str()),
+            "{n}: unknown mode {m:?} (preload, green1, green2)"
+        );
+    }
+    let prev = map.insert(
+        name.to_owned(),
+        Listed {
+            modes,
+            sometimes,
+            kind: kind.to_owned(),
+            at: n.clone(),
+        },
+    );
+    assert!(
+        prev.is_none(),
+        "{n}: {name} listed twice (one line per scenario)"
+    );
 }
 
 /// The first differing stdout lines of two runs, with a line of context.
@@ -364,21 +378,18 @@ fn differential_suite() {
     let names: BTreeSet<&str> = all.iter().map(|(n, _, _)| n.as_str()).collect();
     assert_eq!(names.len(), all.len(), "a scenario name is listed twice");
 
-    let differences = read_differences(&root().join("tests/diff/differences.txt"));
+    let differences = read_differences(&root().join("tests/diff"));
     let readme = std::fs::read_to_string(root().join("README.md")).expect("read README.md");
     let mut problems: Vec<String> = Vec::new();
     for (name, l) in &differences {
         if !names.contains(name.as_str()) {
-            problems.push(format!(
-                "differences.txt:{}: {name} is no scenario: remove it",
-                l.line
-            ));
+            problems.push(format!("{}: {name} is no scenario: remove it", l.at));
         }
         if l.kind == "by-design" && !readme.contains(name.as_str()) {
             problems.push(format!(
-                "differences.txt:{}: {name} is by-design but README.md does not name it \
+                "{}: {name} is by-design but README.md does not name it \
                  (its list of differences kept by design must hold `{name}`)",
-                l.line
+                l.at
             ));
         }
     }
@@ -511,7 +522,7 @@ fn differential_suite() {
         if !unlisted.is_empty() {
             *counts.entry("not listed").or_insert(0) += 1;
             problems.push(format!(
-                "{full}: differs in {} (not in differences.txt)\n{report}",
+                "{full}: differs in {} (not in tests/diff/differences*.txt)\n{report}",
                 unlisted
                     .iter()
                     .map(|s| s.as_str())
@@ -523,8 +534,8 @@ fn differential_suite() {
             *counts.entry("stale").or_insert(0) += 1;
             let l = listed.unwrap();
             problems.push(format!(
-                "differences.txt:{}: {full} no longer differs in {}: remove it{}",
-                l.line,
+                "{}: {full} no longer differs in {}: remove it{}",
+                l.at,
                 stale
                     .iter()
                     .map(|s| s.as_str())
