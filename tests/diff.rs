@@ -106,6 +106,14 @@ fn compile_all() -> Vec<(String, PathBuf)> {
         .collect();
     sources.sort();
     assert!(!sources.is_empty(), "no scenarios in {}", src_dir.display());
+    // A program newer than its source and every header is up to date.
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let headers = std::fs::read_dir(&src_dir)
+        .expect("read tests/diff")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "h"))
+        .filter_map(|p| mtime(&p))
+        .max();
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..2 {
@@ -114,9 +122,16 @@ fn compile_all() -> Vec<(String, PathBuf)> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(src) = sources.get(i) else { break };
                     let stem = src.file_stem().unwrap().to_string_lossy();
+                    let out = out_dir.join(&*stem);
+                    let fresh = mtime(&out).is_some_and(|built| {
+                        mtime(src).is_some_and(|t| t < built) && headers.is_none_or(|t| t < built)
+                    });
+                    if fresh {
+                        continue;
+                    }
                     cc(
                         src,
-                        &out_dir.join(&*stem),
+                        &out,
                         &[
                             "-O1",
                             "-g",
