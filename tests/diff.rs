@@ -473,6 +473,10 @@ fn differential_suite() {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_mode: BTreeMap<&str, usize> = BTreeMap::new();
     let mut slow: Vec<(Duration, String)> = Vec::new();
+    let mut mode_time: BTreeMap<&str, Duration> = BTreeMap::new();
+    for ((_, mode), r) in &results {
+        *mode_time.entry(mode.as_str()).or_default() += r.took;
+    }
     for (i, (full, _, _)) in selected.iter().enumerate() {
         let native = &results[&(i, "native".to_owned())];
         slow.push((native.took, full.clone()));
@@ -585,6 +589,11 @@ fn differential_suite() {
         .map(|(d, n)| format!("{n} {} ms", d.as_millis()))
         .collect();
     println!("  slowest natively: {}", slowest.join(", "));
+    let per_mode: Vec<String> = mode_time
+        .iter()
+        .map(|(m, d)| format!("{m} {:.1} s", d.as_secs_f64()))
+        .collect();
+    println!("  time in runs per mode: {}", per_mode.join(", "));
     if !problems.is_empty() {
         for p in &problems {
             println!("{p}");
