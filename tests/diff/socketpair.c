@@ -422,8 +422,9 @@ static void *recvmsg_reader(void *arg)
     long sum = 0;
     for (long i = 0; i < got; i++)
         sum += (unsigned char)buf[i];
-    say("reader: recvmsg MSG_WAITALL = %ld sum %ld", got, sum);
-    return NULL;
+    static char out[96];
+    snprintf(out, sizeof out, "reader: recvmsg MSG_WAITALL = %ld sum %ld", got, sum);
+    return out;
 }
 
 static void sendmsg_large_recvmsg_waitall(void)
@@ -436,7 +437,7 @@ static void sendmsg_large_recvmsg_waitall(void)
     struct iovec v[3] = {{data, 10}, {data + 10, 500000}, {data + 500010, sizeof data - 500010}};
     struct msghdr m = {.msg_iov = v, .msg_iovlen = 3};
     CALL("main: sendmsg 1 MiB in 3 pieces", sendmsg(SP[0], &m, 0));
-    join(t);
+    say("%s", (char *)join(t));
 }
 
 static void socket_misc_errors(void)
