@@ -41,11 +41,10 @@ impl fmt::Display for Mode {
 }
 
 impl Mode {
-    fn wrap(self, cmd: Command) -> Command {
+    fn wrap(self, mut cmd: Command) -> Command {
         match self {
             Mode::Native => cmd,
             Mode::Preload => {
-                let mut cmd = cmd;
                 cmd.env("LD_PRELOAD", preload_lib());
                 cmd
             }
@@ -144,27 +143,32 @@ a.o b.o: %.o: %.c
 %.o: %.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-# -k: the compile error of bad.o, and the other jobs still run.
-broken: bad.o c.o d.o
+# -k: bad.o does not compile, e.o and f.o (not built before) still are.
+broken: bad.o e.o f.o
 	$(CC) -o $@ $^
 "#;
 
-/// A small C project in `dir`: five sources compiled in parallel, and one
-/// that does not compile.
+/// A small C project in `dir`: five sources compiled in parallel into `prog`,
+/// and a target `broken` with one source that does not compile.
 fn write_c_project(dir: &Path) {
     let files = [
         ("Makefile", MAKEFILE.to_owned()),
         (
             "main.c",
             "#include <stdio.h>\nint fa(void); int fb(void); int fc(void); int fd(void);\n\
-             int main(void) { printf(\"sum %d\\n\", fa() + fb() + fc() + fd()); return fa() + fd() == 5 ? 0 : 1; }\n"
+             int main(void) { printf(\"sum %d\\n\", fa() + fb() + fc() + fd()); return 0; }\n"
                 .to_owned(),
         ),
         ("a.c", "int fa(void) { return 1; }\n".to_owned()),
         ("b.c", "int fb(void) { return 20; }\n".to_owned()),
         ("c.c", "int fc(void) { return 300; }\n".to_owned()),
         ("d.c", "int fd(void) { return 4; }\n".to_owned()),
-        ("bad.c", "int bad(void) { return missing_name; }\n".to_owned()),
+        ("e.c", "int fe(void) { return 5; }\n".to_owned()),
+        ("f.c", "int ff(void) { return 6; }\n".to_owned()),
+        (
+            "bad.c",
+            "int bad(void) { return missing_name; }\n".to_owned(),
+        ),
     ];
     for (name, text) in files {
         std::fs::write(dir.join(name), text).expect("write the C project");
@@ -224,6 +228,7 @@ fn make_j2_builds_a_c_project() {
                     return Err(format!("make -j2: {build:?}"));
                 }
                 if broken.status.code() != Some(2)
+                    || !broken.stdout.contains("-o f.o f.c")
                     || !broken.stderr.contains("missing_name")
                     || !broken.stderr.contains("Target 'broken' not remade")
                 {
