@@ -72,6 +72,8 @@ const WRAPPED: [Mode; 3] = [
 /// Runs `check` natively (it must pass: else the test, not patchall, is
 /// wrong), then in every wrapped mode; fails listing every mode that failed.
 fn in_every_mode(what: &str, mut check: impl FnMut(Mode) -> Result<(), String>) {
+    // Built (by cargo) before anything is timed.
+    preload_lib();
     if let Err(e) = check(Mode::Native) {
         panic!("{what}, natively: {e}");
     }
