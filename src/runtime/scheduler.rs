@@ -37,12 +37,26 @@ struct Owner(RefCell<Option<Box<Scheduler>>>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        // `exit()` called in a coroutine runs this thread's thread-local
+        // destructors on the coroutine's stack, then the atexit handlers and
+        // destructors, which may join or wait for other coroutines of this
+        // scheduler (contract 13): it must outlive them. The process is
+        // ending: it is leaked, and the coroutine stays one.
+        if in_coroutine() {
+            if let Ok(mut owned) = self.0.try_borrow_mut() {
+                if let Some(s) = owned.take() {
+                    Box::leak(s);
+                }
+            }
+            return;
+        }
+        // A kept scheduler (`keep_scheduler`) is not ours to forget.
+        let Some(owned) = self.0.borrow_mut().take() else {
+            return;
+        };
         let _ = CURRENT.try_with(|c| c.set(ptr::null()));
-        // `exit()` called in a coroutine runs thread-local destructors on the
-        // coroutine's stack, then atexit handlers: with the scheduler gone, the
-        // hooks they reach must see a plain thread.
         let _ = RUNNING.try_with(|r| r.set(ptr::null()));
-        self.0.borrow_mut().take();
+        drop(owned);
     }
 }
 
@@ -594,6 +608,20 @@ pub(crate) fn with_scheduler<R>(f: impl FnOnce(&Scheduler) -> R) -> io::Result<R
     CURRENT.with(|c| c.set(ptr));
     // SAFETY: the box is owned by OWNER until thread exit, which clears CURRENT first.
     Ok(f(unsafe { &*ptr }))
+}
+
+/// Keeps this thread's scheduler for the rest of the process's life: not
+/// dropped with the thread's locals, which `exit()` destroys before it runs
+/// the atexit handlers and destructors that may still need it (green `main`'s
+/// thread: exit handlers that join green threads drive it).
+pub(crate) fn keep_scheduler() {
+    let _ = OWNER.try_with(|o| {
+        if let Ok(mut owned) = o.0.try_borrow_mut() {
+            if let Some(s) = owned.take() {
+                Box::leak(s);
+            }
+        }
+    });
 }
 
 /// This thread's scheduler, if it has one. Never allocates: safe in hooks.
