@@ -5,16 +5,25 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::{c_program, preload_lib, same_outcome};
+
+/// The C program, compiled once: tests run in parallel, and one compiling
+/// over the file another is starting fails with ETXTBSY.
+fn program() -> &'static Path {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| c_program("green_exit_paths"))
+}
 
 /// Runs scenario `what` natively, then in every preloaded mode: identical
 /// status, stdout and stderr. Returns the native stdout and status code.
 fn same_everywhere(what: &str) -> (String, Option<i32>) {
-    let program = c_program("green_exit_paths");
+    let program = program();
     let make = || {
-        let mut c = Command::new(&program);
+        let mut c = Command::new(program);
         c.arg(what);
         c
     };

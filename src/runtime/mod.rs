@@ -4,6 +4,7 @@
 pub(crate) mod control;
 pub(crate) mod offload;
 mod overflow;
+pub(crate) mod ownfd;
 pub(crate) mod parking;
 pub(crate) mod reactor;
 mod runq;
@@ -16,9 +17,9 @@ pub use reactor::Direction;
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
     Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,
-    current_scheduler_id, current_task, fd_closing, fd_created, keep_scheduler, note_signal, park,
-    park_as, root_unparker, signal_counts, sleep_until, spawn_at, wait_any, wait_fd,
-    with_scheduler, yield_now,
+    current_scheduler_id, current_task, fd_closing, fd_created, fds_closing, keep_scheduler,
+    note_signal, park, park_as, root_unparker, signal_counts, sleep_until, spawn_at, wait_any,
+    wait_fd, with_scheduler, yield_now,
 };
 pub(crate) use task::{Unparker, Wake};
 

@@ -1,5 +1,8 @@
-//! The readiness reactor: one mio `Poll` per scheduler, fds registered once,
-//! edge-triggered, for both directions (Go's netpoll model).
+//! The readiness reactor: one epoll instance per scheduler, fds registered once,
+//! edge-triggered, for both directions (Go's netpoll model). Its epoll and
+//! waker fds are `OwnFd`s, whose numbers may change under it (a program's
+//! `dup2` onto them): hence epoll by hand rather than mio, whose `Poll`
+//! keeps one number for life.
 //!
 //! A readiness edge that arrives while nobody waits is remembered in the slot and
 //! consumed by the next waiter, which then retries its call instead of parking.
@@ -9,17 +12,122 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
-
+use super::ownfd::OwnFd;
 use super::task::{Unparker, Wake};
 use crate::fdmap::{FdMap, Zeroable};
 
 /// The token of the cross-thread waker.
-pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+const WAKER_TOKEN: u64 = u64::MAX;
+/// What a waiter's fd is registered for, edge-triggered: readiness both ways,
+/// and TCP urgent data and other EPOLLPRI conditions (poll's POLLPRI,
+/// select's exceptfds), which wake readers too.
+const INTEREST: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// Events taken from the kernel per wait.
+const EVENTS: usize = 1024;
+
+/// An epoll instance whose fd is one of the runtime's own (`OwnFd`): shared
+/// by a scheduler and the threads that deregister fds from it.
+pub(crate) struct Epoll(OwnFd);
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes flags and returns a new fd.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll(OwnFd::adopt(fd)))
+    }
+
+    fn ctl(&self, op: i32, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: a valid epoll_event for the duration of the call.
+        let r = self
+            .0
+            .with(|ep| unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) });
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Removes `fd`'s registration, if any.
+    pub(crate) fn deregister(&self, fd: RawFd) {
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
+    /// Waits for events into `events`; how many came.
+    fn wait(
+        &self,
+        events: &mut Vec<libc::epoll_event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        // Rounded up to whole milliseconds: waking early would only spin.
+        let ms = timeout.map_or(-1, |t| {
+            t.checked_add(Duration::from_nanos(999_999))
+                .unwrap_or(t)
+                .as_millis()
+                .min(i32::MAX as u128) as i32
+        });
+        events.clear();
+        loop {
+            let ep = self.0.raw();
+            // SAFETY: the buffer has room for `capacity` events.
+            let n =
+                unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.capacity() as i32, ms) };
+            if n >= 0 {
+                // SAFETY: the kernel wrote `n` events.
+                unsafe { events.set_len(n as usize) };
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            // A `dup2` moved our epoll while this was about to wait on its
+            // old number: wait on the new one.
+            if matches!(e.raw_os_error(), Some(libc::EBADF | libc::EINVAL)) && self.0.raw() != ep {
+                continue;
+            }
+            return Err(e);
+        }
+    }
+}
+
+/// The cross-thread waker: an eventfd registered in a scheduler's epoll.
+pub(crate) struct Waker(OwnFd);
+
+impl Waker {
+    pub(crate) fn new(epoll: &Epoll) -> io::Result<Waker> {
+        // SAFETY: eventfd takes an initial value and flags, returns a new fd.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let waker = Waker(OwnFd::adopt(fd));
+        let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        epoll.ctl(libc::EPOLL_CTL_ADD, waker.0.raw(), events, WAKER_TOKEN)?;
+        Ok(waker)
+    }
+
+    /// Makes the scheduler's epoll wait return (each write is an edge).
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        self.0.with(|fd| {
+            // SAFETY: writes 8 bytes from a local, to our own eventfd.
+            let w = || unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+            if w() < 0 {
+                // The counter is full (EAGAIN): empty it and write again.
+                let mut sink: u64 = 0;
+                // SAFETY: reads 8 bytes into a local, from our own eventfd.
+                unsafe { libc::read(fd, (&mut sink as *mut u64).cast(), 8) };
+                w();
+            }
+        });
+    }
+}
 
 /// Which direction a coroutine waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,8 +180,8 @@ impl Slot {
 }
 
 pub(crate) struct Reactor {
-    poll: Poll,
-    events: Events,
+    epoll: Arc<Epoll>,
+    events: Vec<libc::epoll_event>,
     slots: Vec<Option<Box<Slot>>>,
     bit: u64,
 }
@@ -86,22 +194,23 @@ pub(crate) enum Prepared {
     Queued,
 }
 
-fn token(fd: RawFd, generation: u32) -> Token {
-    Token((fd as u32 as usize) | ((generation as usize) << 32))
+fn token(fd: RawFd, generation: u32) -> u64 {
+    u64::from(fd as u32) | (u64::from(generation) << 32)
 }
 
 impl Reactor {
     pub(crate) fn new(id: usize) -> io::Result<Reactor> {
         Ok(Reactor {
-            poll: Poll::new()?,
-            events: Events::with_capacity(1024),
+            epoll: Arc::new(Epoll::new()?),
+            events: Vec::with_capacity(EVENTS),
             slots: Vec::new(),
             bit: reactor_bit(id),
         })
     }
 
-    pub(crate) fn registry(&self) -> &mio::Registry {
-        self.poll.registry()
+    /// The epoll instance, for the waker and for other threads' deregistering.
+    pub(crate) fn epoll(&self) -> &Arc<Epoll> {
+        &self.epoll
     }
 
     fn slot_mut(&mut self, fd: RawFd) -> Option<&mut Slot> {
@@ -147,14 +256,11 @@ impl Reactor {
     }
 
     fn register(&self, fd: RawFd, generation: u32) -> io::Result<()> {
-        // PRIORITY: TCP urgent data and other EPOLLPRI conditions wake readers too
-        // (poll's POLLPRI, select's exceptfds).
-        let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
-        let registry = self.poll.registry();
-        match registry.register(&mut SourceFd(&fd), token(fd, generation), interest) {
+        let data = token(fd, generation);
+        match self.epoll.ctl(libc::EPOLL_CTL_ADD, fd, INTEREST, data) {
             // The same open file under the same number from an unseen close and reopen.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                registry.reregister(&mut SourceFd(&fd), token(fd, generation), interest)
+                self.epoll.ctl(libc::EPOLL_CTL_MOD, fd, INTEREST, data)
             }
             other => other,
         }
@@ -175,7 +281,7 @@ impl Reactor {
         };
         if entry.as_ref().is_some_and(|s| s.generation == generation) {
             let slot = entry.take().expect("checked above");
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.epoll.deregister(fd);
             wake_all(*slot, Wake::Closed);
         }
     }
@@ -187,20 +293,20 @@ impl Reactor {
         timeout: Option<Duration>,
         mut wake: impl FnMut(Unparker),
     ) -> io::Result<bool> {
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
+        match self.epoll.wait(&mut self.events, timeout) {
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
             Err(e) => return Err(e),
         }
         let mut woken = false;
-        for event in self.events.iter() {
-            let token = event.token();
-            if token == WAKER_TOKEN {
+        for event in &self.events {
+            let (bits, data) = (event.events, event.u64);
+            if data == WAKER_TOKEN {
                 woken = true;
                 continue;
             }
-            let fd = (token.0 & 0xffff_ffff) as RawFd;
-            let generation = (token.0 >> 32) as u32;
+            let fd = (data & 0xffff_ffff) as RawFd;
+            let generation = (data >> 32) as u32;
             let Some(slot) = self
                 .slots
                 .get_mut(fd as usize)
@@ -212,13 +318,15 @@ impl Reactor {
                 continue;
             }
             // Errors and hang-ups wake both directions: the retried call reports them.
-            let failed = event.is_error() || event.is_read_closed() || event.is_write_closed();
+            let has = |b: i32| bits & b as u32 != 0;
+            let failed = has(libc::EPOLLERR | libc::EPOLLHUP)
+                || (has(libc::EPOLLIN) && has(libc::EPOLLRDHUP));
             for (dir, hit) in [
                 (
                     Direction::Read,
-                    event.is_readable() || event.is_priority() || failed,
+                    has(libc::EPOLLIN | libc::EPOLLPRI) || failed,
                 ),
-                (Direction::Write, event.is_writable() || failed),
+                (Direction::Write, has(libc::EPOLLOUT) || failed),
             ] {
                 if !hit {
                     continue;

@@ -14,7 +14,7 @@ use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
 use super::overflow::{self, AltStack};
-use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
+use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
 use super::runq::RunQueue;
 use super::stack::{self, Stack, StackCache};
 use super::task::{Co, StackFacts, State, Task, Unparker, Wake};
@@ -78,8 +78,8 @@ pub(crate) struct Remote {
     has_mail: AtomicBool,
     /// True while the owner may be blocked in `epoll_wait`.
     polling: AtomicBool,
-    waker: mio::Waker,
-    registry: mio::Registry,
+    waker: Waker,
+    epoll: Arc<Epoll>,
 }
 
 impl Remote {
@@ -95,7 +95,7 @@ impl Remote {
             .push(mail);
         self.has_mail.store(true, Ordering::SeqCst);
         if self.polling.swap(false, Ordering::SeqCst) {
-            let _ = self.waker.wake();
+            self.waker.wake();
         }
     }
 }
@@ -161,8 +161,8 @@ impl Scheduler {
             inbox: Mutex::new(Vec::new()),
             has_mail: AtomicBool::new(false),
             polling: AtomicBool::new(false),
-            waker: mio::Waker::new(reactor.registry(), WAKER_TOKEN)?,
-            registry: reactor.registry().try_clone()?,
+            waker: Waker::new(reactor.epoll())?,
+            epoll: reactor.epoll().clone(),
         });
         if id == remotes.len() {
             remotes.push(None);
@@ -817,11 +817,24 @@ pub(crate) fn fd_closing(fd: RawFd) {
             _ => {
                 // Deregister before the fd number can be reused; the owner wakes
                 // the waiters when it reads its mail.
-                let _ = remote.registry.deregister(&mut mio::unix::SourceFd(&fd));
+                remote.epoll.deregister(fd);
                 remote.post(Mail::Closed(fd, old));
             }
         }
     }
+}
+
+/// `fd_closing` for every fd in `first..=last` that some reactor registered
+/// and `skip` does not exclude (`close_range`, `closefrom`).
+pub(crate) fn fds_closing(first: u32, last: u32, skip: impl Fn(RawFd) -> bool) {
+    FD_REGS.for_each(|fd, reg| {
+        if (first..=last).contains(&(fd as u32))
+            && reg.reactors.load(Ordering::Acquire) != 0
+            && !skip(fd)
+        {
+            fd_closing(fd);
+        }
+    });
 }
 
 /// Called when a hook hands out a new fd: a registration left by a close we never
