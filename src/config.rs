@@ -59,9 +59,18 @@ pub struct Config {
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Smallest stack we hand out: a signal handler plus a libc call need this much.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
+/// Largest stack size accepted (`PATCHALL_STACK_SIZE`, `patchall run
+/// --stack-size`): 1 GiB, 128 times glibc's default thread stack; beyond it a
+/// value is a typo, and no coroutine could get such a stack anyway.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
 pub(crate) const DEFAULT_OFFLOAD_THREADS: usize = 64;
 /// More threads than this is a typo, not a plan (each reserves a stack).
 const MAX_OFFLOAD_THREADS: usize = 4096;
+/// The most workers a runtime may have (`PATCHALL_WORKERS`,
+/// `RuntimeBuilder::workers`). Each is an OS thread with its own scheduler,
+/// epoll and eventfd; a thousand is far past any machine's use for them, and a
+/// bound keeps a typo (`99999999999`) from exhausting memory.
+pub const MAX_WORKERS: usize = 1024;
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
@@ -73,7 +82,7 @@ pub fn config() -> &'static Config {
 impl Config {
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
         let stack_size = parse_or_warn(get("PATCHALL_STACK_SIZE"), "PATCHALL_STACK_SIZE", |v| {
-            parse_size(v).filter(|&n| n >= MIN_STACK_SIZE)
+            parse_size(v).filter(|n| (MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(n))
         })
         .unwrap_or(DEFAULT_STACK_SIZE);
         let stack_mode = parse_or_warn(get("PATCHALL_STACKS"), "PATCHALL_STACKS", |v| match v {
@@ -98,7 +107,9 @@ impl Config {
             })
             .unwrap_or_default();
         let workers = parse_or_warn(get("PATCHALL_WORKERS"), "PATCHALL_WORKERS", |v| {
-            v.parse::<usize>().ok().filter(|&n| n >= 1)
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_WORKERS).contains(n))
         });
         let offload_threads = parse_or_warn(
             get("PATCHALL_OFFLOAD_THREADS"),
@@ -202,8 +213,10 @@ mod tests {
             "PATCHALL_GREEN_THREADS" => Some("maybe".into()),
             "PATCHALL_OFFLOAD_THREADS" => Some("0".into()),
             "PATCHALL_OFFLOAD_FILES" => Some("sometimes".into()),
+            "PATCHALL_WORKERS" => Some("99999999999".into()),
             _ => None,
         });
+        assert_eq!(c.workers, None);
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
         assert_eq!(c.stack_mode, StackMode::Guarded);
         assert!(!c.green_threads);
@@ -227,8 +240,26 @@ mod tests {
     }
 
     #[test]
-    fn tiny_stacks_are_refused() {
+    fn workers_are_bounded() {
+        let workers = |v: &str| {
+            Config::from_lookup(|name| (name == "PATCHALL_WORKERS").then(|| v.into())).workers
+        };
+        assert_eq!(workers("1"), Some(1));
+        assert_eq!(workers(" 1024 "), Some(MAX_WORKERS));
+        for bad in ["0", "1025", "18446744073709551616", "-1", "2x"] {
+            assert_eq!(workers(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stack_sizes_out_of_range_are_refused() {
         let c = Config::from_lookup(|name| (name == "PATCHALL_STACK_SIZE").then(|| "1k".into()));
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
+        let size = |v: &str| {
+            Config::from_lookup(|name| (name == "PATCHALL_STACK_SIZE").then(|| v.into())).stack_size
+        };
+        assert_eq!(size("1g"), MAX_STACK_SIZE);
+        assert_eq!(size("1073741825"), DEFAULT_STACK_SIZE);
+        assert_eq!(size("18446744073709551615"), DEFAULT_STACK_SIZE);
     }
 }

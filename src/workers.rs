@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use crate::config::config;
+use crate::config::{MAX_WORKERS, config};
 use crate::coroutine::{Builder as CoBuilder, JoinHandle};
 use crate::runtime::{self, Remote};
 
@@ -42,8 +42,9 @@ pub struct RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
-    /// Worker threads (at least 1). Default: `PATCHALL_WORKERS`, else the CPUs
-    /// this process may run on.
+    /// Worker threads (0 counts as 1). Default: `PATCHALL_WORKERS`, else the
+    /// CPUs this process may run on. More than [`MAX_WORKERS`](crate::MAX_WORKERS)
+    /// makes `build` fail with `InvalidInput`.
     pub fn workers(mut self, n: usize) -> RuntimeBuilder {
         self.workers = Some(n.max(1));
         self
@@ -57,9 +58,16 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Starts the workers. Fails if a thread or a scheduler cannot be made.
+    /// Starts the workers. Fails if a thread or a scheduler cannot be made, or
+    /// with `InvalidInput` for more than [`MAX_WORKERS`](crate::MAX_WORKERS).
     pub fn build(self) -> io::Result<Runtime> {
         let n = self.workers.unwrap_or_else(default_workers);
+        if n > MAX_WORKERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("patchall: {n} workers asked for; at most {MAX_WORKERS}"),
+            ));
+        }
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             workers: Mutex::new(Vec::new()),
@@ -110,11 +118,11 @@ impl RuntimeBuilder {
     }
 }
 
-/// `PATCHALL_WORKERS`, else the CPUs this process may run on.
+/// `PATCHALL_WORKERS`, else the CPUs this process may run on (within the bound).
 fn default_workers() -> usize {
     config()
         .workers
-        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)))
 }
 
 struct Worker {

@@ -145,6 +145,25 @@ fn pthread_semantics_are_those_of_native_threads() {
 }
 
 #[test]
+fn condvar_and_semaphore_waits_are_cancellation_points() {
+    // Cleanup handlers innermost first, the condvar's mutex held in them, join
+    // giving PTHREAD_CANCELED; disabled, the wait goes on; a cancellation due
+    // before the wait acts at once (sem_clockwait takes its token first).
+    same_everywhere("green_cancel_waits", 0);
+    let program = c_program("green_cancel_waits");
+    let want = expected("green_cancel_waits");
+    for workers in ["1", "2"] {
+        let got = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
+        assert!(got.status.success(), "{workers} workers: {got:?}");
+        assert_eq!(
+            got.stdout, want,
+            "{workers} workers, stderr: {}",
+            got.stderr
+        );
+    }
+}
+
+#[test]
 fn main_may_end_with_pthread_exit() {
     same_everywhere("green_main_exit", 0);
 }
@@ -159,6 +178,27 @@ fn a_vfork_child_closing_fds_leaves_the_parents_waiters_alone() {
 #[test]
 fn exit_in_a_thread_flushes_stdio_and_runs_atexit_handlers() {
     same_everywhere("green_thread_exit", 3);
+}
+
+#[test]
+fn a_dedicated_signal_thread_sigwaits_while_the_others_run() {
+    // Every thread blocks SIGUSR1 and SIGTERM, one waits for them (sigtimedwait,
+    // sigwaitinfo, sigwait) while a ticker runs; main sends with pthread_kill,
+    // kill and sigqueue. The output (with the kernel's si_codes) is the native
+    // one, on one OS thread and on two.
+    let program = c_program("green_sigwait");
+    let native = run(&program, Mode::Plain, &[]);
+    assert!(native.status.success(), "{native:?}");
+    assert!(native.stdout.ends_with("done\n"), "{native:?}");
+    assert!(
+        native.stdout.contains("others ran meanwhile: yes"),
+        "{native:?}"
+    );
+    for workers in ["1", "2"] {
+        let green = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
+        assert_eq!(green.status.code(), Some(0), "{workers} workers: {green:?}");
+        assert_eq!(green.stdout, native.stdout, "{workers} workers: {green:?}");
+    }
 }
 
 #[test]

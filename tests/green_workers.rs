@@ -184,6 +184,23 @@ fn pthread_semantics_hold_across_two_workers() {
     assert_eq!(out.stdout, want, "stderr: {}", out.stderr);
 }
 
+/// A typo in PATCHALL_WORKERS (it used to abort on a capacity overflow) warns
+/// once and leaves green threads on their default, one OS thread.
+#[test]
+fn an_absurd_worker_count_warns_and_uses_the_default() {
+    let out = common::run({
+        let mut cmd = green("green_sleepers", 1);
+        cmd.env("PATCHALL_WORKERS", "99999999999");
+        cmd
+    });
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(field(&out.stdout, "finished"), 1000, "{out:?}");
+    assert_eq!(field(&out.stdout, "threads while sleeping"), 1, "{out:?}");
+    let warning =
+        "patchall: ignoring bad value PATCHALL_WORKERS=\"99999999999\"; using the default\n";
+    assert_eq!(out.stderr.matches(warning).count(), 1, "{out:?}");
+}
+
 #[test]
 fn green_threads_spread_over_the_workers() {
     // A thousand sleeping threads: main's OS thread and one worker hold them.

@@ -335,10 +335,21 @@ fn local_addr(fd: i32) -> SocketAddrV4 {
 
 /// A TCP listener on 127.0.0.1 with the given backlog (made through the hooks).
 fn tcp_listener(backlog: c_int) -> (i32, SocketAddrV4) {
+    tcp_listener_at(localhost(), backlog)
+}
+
+/// A TCP listener bound to `addr` (port 0: any free port).
+fn tcp_listener_at(addr: SocketAddrV4, backlog: c_int) -> (i32, SocketAddrV4) {
     let fd = socket(Face::Hooked, libc::AF_INET, libc::SOCK_STREAM).unwrap() as i32;
-    let sa = sin(localhost());
+    let sa = sin(addr);
+    let one: c_int = 1;
     // SAFETY: binding and listening on our own socket, the address a live local.
     unsafe {
+        let p = (&raw const one).cast::<c_void>();
+        assert_eq!(
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, p, 4),
+            0
+        );
         assert_eq!(libc::bind(fd, (&raw const sa).cast(), SIN_LEN), 0);
         assert_eq!(libc::listen(fd, backlog), 0);
     }
@@ -1282,6 +1293,227 @@ fn plain_thread_connect_on_our_nonblocking_socket_blocks() {
         close(fd);
     }
     close(l);
+}
+
+/// Makes the socket a connect scenario connects: (domain, type) to fd.
+type MakeSocket = fn(c_int, c_int) -> i32;
+
+fn fresh_socket(domain: c_int, ty: c_int) -> i32 {
+    socket(Face::Hooked, domain, ty).unwrap() as i32
+}
+
+/// A socket a coroutine touched first (an accept on it, which fails), so that
+/// we made it non-blocking: a plain thread's connect on it must still block.
+fn our_socket(domain: c_int, ty: c_int) -> i32 {
+    let fd = fresh_socket(domain, ty);
+    let _ = in_coroutine(move || accept(Face::Hooked, fd, None).0);
+    assert_ne!(raw_getfl(fd) & libc::O_NONBLOCK, 0);
+    fd
+}
+
+/// Runs a connect scenario natively (raw system calls on a plain thread), then
+/// through the hook: on a plain thread, on a plain thread with sockets we made
+/// non-blocking, and in a coroutine; each answers `want`. In the coroutine the
+/// scenario's waits must let the others run when `parks`.
+fn same_connect_answers(
+    scenario: fn(Face, MakeSocket) -> Vec<Outcome>,
+    want: &[Outcome],
+    parks: bool,
+) {
+    assert_eq!(scenario(Face::Raw, fresh_socket), want, "natively");
+    assert_eq!(
+        scenario(Face::Hooked, fresh_socket),
+        want,
+        "hooked, on a plain thread"
+    );
+    assert_eq!(
+        scenario(Face::Hooked, our_socket),
+        want,
+        "hooked, on a plain thread, sockets we made non-blocking"
+    );
+    let (got, ticks) = in_coroutine(move || scenario(Face::Hooked, fresh_socket));
+    assert_eq!(got, want, "hooked, in a coroutine");
+    if parks {
+        assert!(ticks > 0, "the thread blocked in connect");
+    }
+}
+
+/// A refused connect leaves the socket unconnected: refused again, then it
+/// connects once a listener is up, then EISCONN (issue 13: ECONNABORTED, 0).
+#[test]
+fn connect_refused_then_retried_answers_as_natively() {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
+        let to = closed_port();
+        let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+        let mut got = vec![connect(face, fd, to), connect(face, fd, to)];
+        let (l, _) = tcp_listener_at(to, 8);
+        got.extend([connect(face, fd, to), connect(face, fd, to)]);
+        [fd, l].into_iter().for_each(close);
+        got
+    }
+    let refused = Err(libc::ECONNREFUSED);
+    same_connect_answers(
+        scenario,
+        &[refused, refused, Ok(0), Err(libc::EISCONN)],
+        false,
+    );
+}
+
+/// The user's non-blocking socket: EINPROGRESS, then once writable the result,
+/// then EISCONN after success or a fresh EINPROGRESS after a refusal.
+#[test]
+fn nonblocking_connect_sequence_answers_as_natively() {
+    fn writable(fd: i32) {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 5000) }, 1);
+    }
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
+        let (l, addr) = tcp_listener(8);
+        let mut got = vec![];
+        for to in [addr, closed_port()] {
+            let fd = socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
+            got.push(connect(face, fd, to));
+            writable(fd);
+            got.extend([connect(face, fd, to), connect(face, fd, to)]);
+            close(fd);
+        }
+        close(l);
+        got
+    }
+    let (pending, isconn) = (Err(libc::EINPROGRESS), Err(libc::EISCONN));
+    let refused = Err(libc::ECONNREFUSED);
+    same_connect_answers(
+        scenario,
+        &[pending, Ok(0), isconn, pending, refused, pending],
+        false,
+    );
+}
+
+/// SO_SNDTIMEO ends a connect to a full listener with EINPROGRESS; the next
+/// blocking connect waits again and gives EALREADY; once the listener accepts,
+/// the retransmitted SYN gets through: 0, then EISCONN.
+#[test]
+fn connect_after_so_sndtimeo_answers_as_natively() {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
+        let (l, addr) = tcp_listener(0);
+        let first = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+        assert_eq!(
+            set_timeout(Face::Hooked, fd, libc::SO_SNDTIMEO, 0, 150_000),
+            Ok(0)
+        );
+        let mut got = vec![connect(face, fd, addr)];
+        let t = Instant::now();
+        got.push(connect(face, fd, addr));
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(140) && took < Duration::from_secs(3),
+            "{face:?} {took:?}"
+        );
+        let (queued, _) = accept(Face::Hooked, l, None);
+        // The SYN is retransmitted after about 1 s (then 3 s): bounded retries.
+        let t = Instant::now();
+        let mut last = connect(face, fd, addr);
+        while last == Err(libc::EALREADY) && t.elapsed() < Duration::from_secs(10) {
+            last = connect(face, fd, addr);
+        }
+        got.extend([last, connect(face, fd, addr)]);
+        drop(first);
+        [fd, l, queued.unwrap() as i32].into_iter().for_each(close);
+        got
+    }
+    let want = [
+        Err(libc::EINPROGRESS),
+        Err(libc::EALREADY),
+        Ok(0),
+        Err(libc::EISCONN),
+    ];
+    same_connect_answers(scenario, &want, true);
+}
+
+/// The user's non-blocking socket and a listener that drops SYNs: EINPROGRESS,
+/// then EALREADY while the handshake is pending, at once each time.
+#[test]
+fn nonblocking_connect_while_pending_gives_ealready() {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
+        let (l, addr) = tcp_listener(0);
+        let first = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let fd = socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
+        let got = vec![connect(face, fd, addr), connect(face, fd, addr)];
+        drop(first);
+        [fd, l].into_iter().for_each(close);
+        got
+    }
+    let want = [Err(libc::EINPROGRESS), Err(libc::EALREADY)];
+    same_connect_answers(scenario, &want, false);
+}
+
+/// UDP connect only sets the peer: 0 each time, even where nobody listens.
+#[test]
+fn udp_connect_answers_as_natively() {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM);
+        let to = closed_port();
+        let got = vec![connect(face, fd, to), connect(face, fd, to)];
+        close(fd);
+        got
+    }
+    same_connect_answers(scenario, &[Ok(0), Ok(0)], false);
+}
+
+/// AF_UNIX by path: ENOENT, ECONNREFUSED for a bound socket that does not
+/// listen, then 0 and EISCONN once it listens.
+#[test]
+fn unix_connect_sequence_answers_as_natively() {
+    fn scenario(face: Face, socket: MakeSocket) -> Vec<Outcome> {
+        let path =
+            std::env::temp_dir().join(format!("patchall-connect-{}-{face:?}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        // SAFETY: an all-zero sockaddr_un is valid; the path fits and ends in NUL.
+        let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (dst, src) in sun.sun_path.iter_mut().zip(path.to_str().unwrap().bytes()) {
+            *dst = src as libc::c_char;
+        }
+        let (sa, len) = (
+            (&raw const sun).cast::<sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_un>() as socklen_t,
+        );
+        let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM);
+        let dial = || {
+            outcome(match face {
+                // SAFETY: the address is a live local of the given length.
+                Face::Hooked => unsafe { libc::connect(fd, sa, len) as isize },
+                // SAFETY: as above.
+                Face::Raw => unsafe { libc::syscall(libc::SYS_connect, fd, sa, len) as isize },
+            })
+        };
+        let mut got = vec![dial()];
+        let l = fresh_socket(libc::AF_UNIX, libc::SOCK_STREAM);
+        // SAFETY: binding our own socket to the live address.
+        assert_eq!(unsafe { libc::bind(l, sa, len) }, 0);
+        got.push(dial());
+        // SAFETY: listening on our own bound socket.
+        assert_eq!(unsafe { libc::listen(l, 8) }, 0);
+        got.extend([dial(), dial()]);
+        [fd, l].into_iter().for_each(close);
+        let _ = std::fs::remove_file(&path);
+        got
+    }
+    let want = [
+        Err(libc::ENOENT),
+        Err(libc::ECONNREFUSED),
+        Ok(0),
+        Err(libc::EISCONN),
+    ];
+    same_connect_answers(scenario, &want, false);
 }
 
 // ---- setsockopt: SO_RCVTIMEO, SO_SNDTIMEO ----

@@ -644,3 +644,80 @@ fn a_signal_ends_each_wait_with_eintr_inside_and_outside() {
     close(r);
     close(w);
 }
+
+/// select with `nfds` past FD_SETSIZE (bitmaps larger than `fd_set`, legal on
+/// Linux): the real call outside, a park inside, the same answers.
+#[test]
+fn select_past_fd_setsize_parks_and_answers_as_libc() {
+    const HIGH: RawFd = 1500;
+    const WORDS: usize = (HIGH as usize + 1).div_ceil(64);
+    // SAFETY: raising this process's soft fd limit to its hard one.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur <= HIGH as u64 {
+            assert!(lim.rlim_max > HIGH as u64, "the hard fd limit is too low");
+            lim.rlim_cur = lim.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    let (r, w) = pipe();
+    // SAFETY: placing the read end at a high number this test owns.
+    assert_eq!(unsafe { libc::dup2(r, HIGH) }, HIGH);
+    let bitmap = || {
+        let mut words = [0u64; WORDS];
+        words[HIGH as usize / 64] |= 1 << (HIGH % 64);
+        words
+    };
+    let select = |words: &mut [u64; WORDS], ms: c_int| {
+        clear_errno();
+        let none = ptr::null_mut();
+        // SAFETY: a bitmap of HIGH + 1 bits, as nfds says; a local timeval.
+        let n = unsafe {
+            libc::select(
+                HIGH + 1,
+                words.as_mut_ptr().cast(),
+                none,
+                none,
+                &mut tv_ms(ms),
+            )
+        };
+        (n, if n < 0 { errno() } else { 0 })
+    };
+    // Outside: the real call times out, then sees the byte.
+    let mut words = bitmap();
+    assert_eq!(select(&mut words, 20), (0, 0));
+    assert_eq!(words, [0; WORDS]);
+    // Inside: parks while a ticker runs, until a sibling writes.
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clock = ticker(ticks.clone(), stop.clone());
+    let waiter = patchall::spawn(move || {
+        let mut words = bitmap();
+        let timed_out = select(&mut words, 20);
+        let mut words = bitmap();
+        let got = select(&mut words, 5000);
+        (timed_out, got, words == bitmap())
+    })
+    .unwrap();
+    patchall::spawn(move || {
+        patchall::sleep(Duration::from_millis(50));
+        write_byte(w);
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert_eq!(waiter.join().unwrap(), ((0, 0), (1, 0), true));
+    stop.store(true, SeqCst);
+    clock.join().unwrap();
+    assert!(
+        ticks.load(SeqCst) >= 10,
+        "the other coroutines ran meanwhile"
+    );
+    let mut words = bitmap();
+    assert_eq!(select(&mut words, 0), (1, 0), "the real call agrees");
+    assert_eq!(words, bitmap());
+    close(HIGH);
+    close(r);
+    close(w);
+}

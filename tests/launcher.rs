@@ -92,8 +92,42 @@ fn usage_errors_exit_2() {
             "unknown option `--bogus`",
         ),
         (&["run", "--green-threads=1", "true"], "unknown option"),
-        (&["run", "--stack-size", "1k", "true"], "at least 16384"),
+        (
+            &["run", "--stack-size", "1k", "true"],
+            "too small; at least 16384",
+        ),
         (&["run", "--stack-size=lots", "true"], "--stack-size lots"),
+        // Too large, whether or not it fits in 64 bits (it said "at least").
+        (
+            &["run", "--stack-size", "99999999999999999999", "true"],
+            "too large; at most 1073741824",
+        ),
+        (
+            &["run", "--stack-size", "18446744073709551615", "true"],
+            "too large; at most 1073741824",
+        ),
+        (&["run", "--stack-size", "2g", "true"], "too large"),
+        // Only what the help documents: digits, then k, m or g.
+        (
+            &["run", "--stack-size", "64kb", "true"],
+            "expected a number of bytes",
+        ),
+        (
+            &["run", "--stack-size", " 64k", "true"],
+            "expected a number of bytes",
+        ),
+        (
+            &["run", "--stack-size", "64 k", "true"],
+            "expected a number of bytes",
+        ),
+        (
+            &["run", "--stack-size", "0x10000", "true"],
+            "expected a number of bytes",
+        ),
+        (
+            &["run", "--stack-size=", "true"],
+            "expected a number of bytes",
+        ),
         (
             &["run", "--stacks", "sparse", "true"],
             "`guarded` or `dense`",
@@ -155,6 +189,16 @@ fn options_set_the_variables() {
         env_of(&["--stack-size=1M"], "PATCHALL_STACK_SIZE").stdout,
         "1048576\n"
     );
+    for (given, bytes) in [
+        ("16384", "16384\n"),
+        ("1g", "1073741824\n"),
+        ("64K", "65536\n"),
+    ] {
+        assert_eq!(
+            env_of(&["--stack-size", given], "PATCHALL_STACK_SIZE").stdout,
+            bytes
+        );
+    }
     assert_eq!(
         env_of(&["--stacks", "dense"], "PATCHALL_STACKS").stdout,
         "dense\n"
@@ -472,6 +516,49 @@ fn library_location() {
         125,
         &["is not an ELF shared library"],
     );
+
+    // ELF files that are not libpatchall.so: preloaded, the command would run
+    // silently unpatched.
+    let src = dir.path().join("main.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").expect("write");
+    let (pie, exe, obj) = (
+        dir.path().join("pie"),
+        dir.path().join("exe"),
+        dir.path().join("main.o"),
+    );
+    cc(&src, &pie, &["-fPIE", "-pie"]);
+    cc(&src, &exe, &["-no-pie"]);
+    cc(&src, &obj, &["-c"]);
+    let not_ours = "PATCHALL_LIB must name libpatchall.so";
+    refused(
+        &run_alone(Some(&pie)),
+        125,
+        &["is a program", "does not define pa_spawn", not_ours],
+    );
+    refused(
+        &run_alone(Some(&exe)),
+        125,
+        &["is an ELF executable, not a shared library", not_ours],
+    );
+    refused(
+        &run_alone(Some(&obj)),
+        125,
+        &["is an ELF object file", not_ours],
+    );
+    let libz = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.exists());
+    if let Some(other) = libz {
+        refused(
+            &run_alone(Some(other)),
+            125,
+            &["is a shared library but not libpatchall.so", not_ours],
+        );
+    }
 }
 
 /// The command sees the signal mask, SIGPIPE disposition and standard fds it

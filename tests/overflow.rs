@@ -332,9 +332,9 @@ fn overrun_stack() {
 fn dense_smash(then: fn()) -> ! {
     no_core_dumps();
     assert_eq!(patchall::config().stack_mode, StackMode::Dense);
-    // Dense stacks of a fresh size class are handed out from the lowest address
-    // up: the neighbour's stack lies right below the smasher's and absorbs the
-    // overrun (no fault), as a real neighbour would.
+    // Dense stacks of a fresh size class are handed out from the highest
+    // address down: the stack right below the smasher's (a free one) absorbs
+    // the overrun without a fault, as a live neighbour's would.
     let neighbour = Builder::new()
         .stack_size(64 * 1024)
         .spawn(|| patchall::sleep(Duration::from_secs(60)))
@@ -375,4 +375,57 @@ fn dense_overrun_is_reported_when_the_coroutine_returns() {
         &[("PATCHALL_STACKS", "dense")],
     );
     assert_reported(&out, "smash", "64 KiB");
+}
+
+/// Child part of the dense overflow tests that fault: `sleepers` coroutines
+/// take the first stacks of a fresh 1 MiB size class (32 to a chunk), then a
+/// coroutine named "deep" recurses forever on the next one.
+fn dense_deep(sleepers: usize) -> ! {
+    no_core_dumps();
+    assert_eq!(patchall::config().stack_mode, StackMode::Dense);
+    let sleeping: Vec<_> = (0..sleepers)
+        .map(|_| {
+            Builder::new()
+                .stack_size(1 << 20)
+                .spawn(|| patchall::sleep(Duration::from_secs(60)))
+                .unwrap()
+        })
+        .collect();
+    let deep = Builder::new()
+        .name("deep")
+        .stack_size(1 << 20)
+        .spawn(|| recurse(0))
+        .unwrap();
+    eprintln!("child: deep is coroutine {}", deep.coroutine().id());
+    let result = deep.join();
+    drop(sleeping);
+    panic!("the overflow went unnoticed: join gave {result:?}");
+}
+
+/// The first stack of a chunk has free stacks below it: the recursion runs
+/// down through them into the chunk's guard, and is reported there.
+#[test]
+fn dense_overflow_through_free_stacks_is_reported() {
+    if is_child() {
+        dense_deep(0);
+    }
+    let out = run_child(
+        "dense_overflow_through_free_stacks_is_reported",
+        &[("PATCHALL_STACKS", "dense")],
+    );
+    assert_reported(&out, "deep", "1024 KiB");
+}
+
+/// The last stack of a chunk is its lowest: its overflow faults in the
+/// chunk's guard at once (it died by a bare SIGSEGV before).
+#[test]
+fn dense_overflow_of_the_lowest_stack_is_reported() {
+    if is_child() {
+        dense_deep(31);
+    }
+    let out = run_child(
+        "dense_overflow_of_the_lowest_stack_is_reported",
+        &[("PATCHALL_STACKS", "dense")],
+    );
+    assert_reported(&out, "deep", "1024 KiB");
 }

@@ -64,6 +64,17 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "signal",
     "sysv_signal",
     "siginterrupt",
+    "sigsuspend",
+    "__sigsuspend",
+    "pause",
+    "sigpause",
+    "__sigpause",
+    "__xpg_sigpause",
+    "sigwait",
+    "sigwaitinfo",
+    "sigtimedwait",
+    "__sigtimedwait",
+    "epoll_pwait2",
     "getaddrinfo",
     "getnameinfo",
     "gethostbyname",
@@ -444,7 +455,18 @@ fn probe_offloadable_calls() {
 
 #[test]
 fn probe_signal_dispositions() {
-    let plain: &[&str] = &["sigaction", "signal", "sysv_signal", "siginterrupt"];
+    let plain: &[&str] = &[
+        "sigaction",
+        "signal",
+        "sysv_signal",
+        "siginterrupt",
+        "sigtimedwait",
+        "sigwaitinfo",
+        "sigwait",
+        "sigsuspend",
+        "__xpg_sigpause",
+        "pause",
+    ];
     probe("probe_signal", &[(Variant::Plain, plain)], false);
 }
 

@@ -74,3 +74,13 @@ fn spawn_after_drop_is_refused_and_drop_does_not_hang() {
     assert!(!parked.is_finished());
     assert!(handle.spawn(|| ()).is_err());
 }
+
+#[test]
+fn too_many_workers_is_an_error_not_an_abort() {
+    for n in [usize::MAX, patchall::MAX_WORKERS + 1] {
+        let err = patchall::Runtime::builder().workers(n).build().err();
+        let err = err.unwrap_or_else(|| panic!("{n} workers were accepted"));
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("at most 1024"), "{err}");
+    }
+}

@@ -25,6 +25,7 @@ pub mod poll;
 pub mod process;
 pub mod pthread_sync;
 pub mod signal;
+pub mod sigwait;
 pub mod sleep;
 pub mod thread;
 

@@ -81,9 +81,9 @@ fn accepted(listener: c_int, fd: c_int, user_nonblock: bool) {
 }
 
 hook! {
-    /// `connect(2)`: a blocking connect parks until the handshake ends, then reports
-    /// `SO_ERROR` (ECONNREFUSED…); SO_SNDTIMEO expiry gives EINPROGRESS, as Linux
-    /// does. A non-blocking socket still gets EINPROGRESS at once.
+    /// `connect(2)`: a blocking connect parks until the handshake ends, then
+    /// reports its result (ECONNREFUSED…); SO_SNDTIMEO expiry gives EINPROGRESS,
+    /// as Linux does. The user's non-blocking socket gets the kernel's answers.
     fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int as real {
         // SAFETY: forwarding the caller's arguments (each call below likewise).
         let call = || unsafe { real(fd, addr, len) };
@@ -91,7 +91,7 @@ hook! {
             if !fdtable::we_set_nonblock(fd) {
                 return call();
             }
-            return finish_connect(fd, call(), |deadline| block_in_poll(fd, Direction::Write, deadline));
+            return finish_connect(fd, call(), call, |deadline| block_in_poll(fd, Direction::Write, deadline));
         }
         let Some(guard) = Guard::enter() else { return call() };
         let eligible = fdtable::facts(fd).is_some_and(|f| f.kind == Kind::Socket && !f.user_nonblock);
@@ -132,48 +132,40 @@ hook! {
             pause = (pause * 2).min(Duration::from_millis(20));
             r = call();
         }
-        finish_connect(fd, r, |deadline| blocking::wait(&guard, fd, Direction::Write, deadline))
+        finish_connect(fd, r, call, |deadline| blocking::wait(&guard, fd, Direction::Write, deadline))
     }
 }
 
-/// After a non-blocking connect: waits for the handshake and reports its result.
+/// After a non-blocking attempt left the handshake pending (EINPROGRESS, or
+/// EALREADY when an earlier call's timeout left it so): waits, then connects
+/// again, as the kernel's blocking connect does after its own wait. Asking
+/// connect again rather than reading SO_ERROR leaves the socket in the state the
+/// blocking call leaves: connected (a later connect gives EISCONN), or
+/// unconnected after a failure (a retry connects afresh; SO_ERROR read here
+/// would make it ECONNABORTED). SO_SNDTIMEO expiry reports the pending state as
+/// the kernel's call does: EINPROGRESS, or EALREADY for an already pending one.
 fn finish_connect(
     fd: c_int,
     r: c_int,
-    wait: impl FnOnce(Option<Instant>) -> Result<(), i32>,
+    call: impl Fn() -> c_int,
+    mut wait: impl FnMut(Option<Instant>) -> Result<(), i32>,
 ) -> c_int {
-    if r == 0 || errno() != libc::EINPROGRESS {
+    let pending = errno();
+    if r == 0 || (pending != libc::EINPROGRESS && pending != libc::EALREADY) {
         return r;
     }
-    if let Err(e) = wait(deadline_for(fd, Direction::Write)) {
-        set_errno(if e == libc::EAGAIN {
-            libc::EINPROGRESS
-        } else {
-            e
-        });
-        return -1;
+    let deadline = deadline_for(fd, Direction::Write);
+    loop {
+        if let Err(e) = wait(deadline) {
+            set_errno(if e == libc::EAGAIN { pending } else { e });
+            return -1;
+        }
+        let r = call();
+        // EALREADY: woken before the handshake ended (a stale readiness).
+        if r == 0 || errno() != libc::EALREADY {
+            return r;
+        }
     }
-    let mut err: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `err`.
-    let ok = unsafe {
-        libc::syscall(
-            libc::SYS_getsockopt,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            &mut err,
-            &mut len,
-        )
-    };
-    if ok < 0 {
-        return -1;
-    }
-    if err != 0 {
-        set_errno(err);
-        return -1;
-    }
-    0
 }
 
 hook! {

@@ -9,17 +9,16 @@
 //!
 //! A signal handler that runs on the thread while the coroutine is parked makes
 //! the call fail with EINTR, SA_RESTART or not (signal(7)), unless an fd is
-//! ready by then; a cancelled coroutine's call fails with ECANCELED.
+//! ready by then, if the call's mask lets that signal in: the thread's, or the
+//! one ppoll, pselect, epoll_pwait and epoll_pwait2 were given, which stays in
+//! force while the coroutine is parked (the scheduler waits with it, see
+//! `runtime::signals`: pselect's classic SIGCHLD pattern works). A cancelled
+//! coroutine's call fails with ECANCELED. select takes sets of any size.
 //!
 //! Known differences from the blocking call, inside a coroutine only:
-//! - the signal mask of ppoll/pselect/epoll_pwait/epoll_pwait2 is applied to the
-//!   zero-timeout calls, not while the coroutine is parked: a signal the mask
-//!   would unblock, pending but blocked in the thread's own mask (pselect's
-//!   classic SIGCHLD pattern), does not interrupt the wait;
 //! - POLLPRI and select's `exceptfds` are waited for as readability: urgent
 //!   data that arrives without a readable edge is seen at the next edge or at
 //!   the timeout;
-//! - select with `nfds > FD_SETSIZE` blocks the thread (the real call);
 //! - an fd the reactor cannot watch makes the rest of the wait a real blocking call.
 
 use std::os::fd::RawFd;
@@ -30,7 +29,8 @@ use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t, timespe
 
 use super::real::Guard;
 use super::sleep::{coroutine_guard, deadline_after, timespec_duration, to_timespec};
-use crate::runtime::{self, Direction, Wake};
+use crate::runtime::signals::kernel_set;
+use crate::runtime::{self, Breaks, Direction, Wake};
 use crate::sys::set_errno;
 
 /// The time left until `deadline`, None for "no deadline".
@@ -43,6 +43,7 @@ fn left(deadline: Option<Instant>) -> Option<Duration> {
 fn cooperate(
     guard: &Guard,
     deadline: Option<Instant>,
+    breaks: Breaks,
     watched: impl FnOnce() -> Vec<(RawFd, Direction)>,
     mut attempt: impl FnMut(Option<Duration>) -> c_int,
 ) -> c_int {
@@ -53,7 +54,7 @@ fn cooperate(
     }
     let fds = watched();
     loop {
-        let wake = match guard.release_while(|| runtime::wait_any(&fds, deadline)) {
+        let wake = match guard.release_while(|| runtime::wait_any_as(&fds, deadline, breaks)) {
             Ok(wake) => wake,
             // An fd the reactor refuses: block the thread for the time left.
             Err(_) => return attempt(left(deadline)),
@@ -85,6 +86,18 @@ fn cooperate(
             set_errno(libc::EINTR);
             return -1;
         }
+    }
+}
+
+/// How signals end a wait made with `sigmask`: the caller's mask, or the
+/// thread's when it gave none.
+fn breaks_for(sigmask: *const sigset_t) -> Breaks {
+    if sigmask.is_null() {
+        Breaks::Syscall
+    } else {
+        // SAFETY: non-null: the caller's readable sigset, as the real call
+        // requires (the zero-timeout call already read it).
+        Breaks::Masked(unsafe { kernel_set(sigmask) })
     }
 }
 
@@ -162,7 +175,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(fds, nfds, timeout) };
         };
-        cooperate(&guard, ms_deadline(timeout), || poll_watched(fds, nfds), |t| {
+        cooperate(&guard, ms_deadline(timeout), Breaks::Syscall, || poll_watched(fds, nfds), |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(fds, nfds, to_ms(t)) }
         })
@@ -204,7 +217,7 @@ hook! {
         };
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
-        cooperate(&guard, deadline, || poll_watched(fds, nfds), |t| {
+        cooperate(&guard, deadline, breaks_for(sigmask), || poll_watched(fds, nfds), |t| {
             // SAFETY: the caller's arguments, another timeout.
             with_timespec(t, |ts| unsafe { real(fds, nfds, ts, sigmask) })
         })
@@ -228,50 +241,116 @@ hook! {
 
 /// Bits per long: `fd_set` is an array of longs, in the kernel's layout.
 const BITS: usize = libc::c_ulong::BITS as usize;
-type Words = [libc::c_ulong; libc::FD_SETSIZE / BITS];
+/// Longs in an `fd_set`.
+const SET_WORDS: usize = libc::FD_SETSIZE / BITS;
+/// The size of this process's fd table (`FDSize` in /proc/self/status), read
+/// with raw system calls: the kernel reads no more than this many bits of a
+/// select set, so neither may we. None if it cannot be read.
+fn fd_table_size() -> Option<usize> {
+    let path = c"/proc/self/status";
+    // SAFETY: a NUL-terminated path; the flags ask for nothing but reading.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    } as c_int;
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: reading into the unfilled rest of our buffer.
+        let n =
+            unsafe { libc::syscall(libc::SYS_read, fd, buf[len..].as_mut_ptr(), buf.len() - len) };
+        if n <= 0 {
+            break;
+        }
+        len += n as usize;
+    }
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+    let text = &buf[..len];
+    let at = text.windows(7).position(|w| w == b"FDSize:")? + 7;
+    let digits = text[at..].iter().skip_while(|c| c.is_ascii_whitespace());
+    digits
+        .take_while(|c| c.is_ascii_digit())
+        .try_fold(0usize, |n, &c| {
+            n.checked_mul(10)?.checked_add(usize::from(c - b'0'))
+        })
+}
 
 /// select's three in/out sets: the caller's input, kept to be restored before
 /// every attempt, since each call overwrites them with its result. Only the
 /// longs covering `nfds` bits are touched, as the kernel does: a caller may pass
-/// sets smaller than `fd_set`.
+/// sets smaller than `fd_set`, or larger ones for fds past `FD_SETSIZE`.
 struct FdSets {
     nfds: usize,
     words: usize,
     sets: [*mut libc::c_ulong; 3],
-    input: [Words; 3],
+    /// The input of sets that fit an `fd_set`, without allocating.
+    input: [[libc::c_ulong; SET_WORDS]; 3],
+    /// The input of larger sets, `words` longs each.
+    large: Vec<libc::c_ulong>,
 }
 
 impl FdSets {
-    /// None when `nfds` is out of what fits an `fd_set`: the real call then
-    /// judges it (EINVAL for a negative one).
+    /// None when `nfds` is negative (the real call then reports EINVAL) or,
+    /// past `FD_SETSIZE`, when the fd table's size cannot be read.
     fn save(nfds: c_int, sets: [*mut fd_set; 3]) -> Option<FdSets> {
-        let nfds = usize::try_from(nfds).ok()?;
+        let mut nfds = usize::try_from(nfds).ok()?;
         if nfds > libc::FD_SETSIZE {
-            return None;
+            // As the kernel: bits past the fd table are not read.
+            nfds = nfds.min(fd_table_size()?);
         }
         let words = nfds.div_ceil(BITS);
         let sets = sets.map(<*mut fd_set>::cast::<libc::c_ulong>);
-        let mut input = [[0; libc::FD_SETSIZE / BITS]; 3];
-        for (saved, &set) in input.iter_mut().zip(&sets) {
-            if !set.is_null() {
-                // SAFETY: the caller's set holds `nfds` bits, as the real call
-                // requires (a wild pointer faults here instead of giving EFAULT).
-                unsafe { ptr::copy_nonoverlapping(set, saved.as_mut_ptr(), words) };
-            }
-        }
-        Some(FdSets {
+        let mut saved = FdSets {
             nfds,
             words,
             sets,
-            input,
-        })
+            input: [[0; SET_WORDS]; 3],
+            large: if words > SET_WORDS {
+                vec![0; 3 * words]
+            } else {
+                Vec::new()
+            },
+        };
+        for (i, set) in sets.into_iter().enumerate() {
+            if !set.is_null() {
+                // SAFETY: the caller's set holds `nfds` bits, as the real call
+                // requires (a wild pointer faults here instead of giving EFAULT).
+                unsafe { ptr::copy_nonoverlapping(set, saved.input_mut(i).as_mut_ptr(), words) };
+            }
+        }
+        Some(saved)
+    }
+
+    /// The saved input of set `i`.
+    fn input(&self, i: usize) -> &[libc::c_ulong] {
+        if self.large.is_empty() {
+            &self.input[i][..self.words]
+        } else {
+            &self.large[i * self.words..(i + 1) * self.words]
+        }
+    }
+
+    fn input_mut(&mut self, i: usize) -> &mut [libc::c_ulong] {
+        if self.large.is_empty() {
+            &mut self.input[i][..self.words]
+        } else {
+            &mut self.large[i * self.words..(i + 1) * self.words]
+        }
     }
 
     fn restore(&self) {
-        for (words, &set) in self.input.iter().zip(&self.sets) {
+        for (i, &set) in self.sets.iter().enumerate() {
             if !set.is_null() {
                 // SAFETY: the caller's set, read in `save`, writable as select needs.
-                unsafe { ptr::copy_nonoverlapping(words.as_ptr(), set, self.words) };
+                unsafe { ptr::copy_nonoverlapping(self.input(i).as_ptr(), set, self.words) };
             }
         }
     }
@@ -280,10 +359,11 @@ impl FdSets {
     fn watched(&self) -> Vec<(RawFd, Direction)> {
         let dirs = [Direction::Read, Direction::Write, Direction::Read];
         let mut out = Vec::new();
-        for ((words, set), dir) in self.input.iter().zip(&self.sets).zip(dirs) {
+        for (i, (set, dir)) in self.sets.iter().zip(dirs).enumerate() {
             if set.is_null() {
                 continue;
             }
+            let words = self.input(i);
             for fd in (0..self.nfds).filter(|fd| words[fd / BITS] >> (fd % BITS) & 1 != 0) {
                 out.push((fd as RawFd, dir));
             }
@@ -319,7 +399,7 @@ hook! {
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timeval_deadline(timeout) else { return forward() };
         let Some(sets) = FdSets::save(nfds, [readfds, writefds, exceptfds]) else { return forward() };
-        let n = cooperate(&guard, deadline, || sets.watched(), |t| {
+        let n = cooperate(&guard, deadline, Breaks::Syscall, || sets.watched(), |t| {
             sets.restore();
             let mut tv = t.map(to_timeval);
             let tv = tv.as_mut().map_or(ptr::null_mut(), ptr::from_mut);
@@ -355,7 +435,7 @@ hook! {
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
         let Some(sets) = FdSets::save(nfds, [readfds, writefds, exceptfds]) else { return forward() };
-        cooperate(&guard, deadline, || sets.watched(), |t| {
+        cooperate(&guard, deadline, breaks_for(sigmask), || sets.watched(), |t| {
             sets.restore();
             // SAFETY: the caller's sets and mask, our own timeout.
             with_timespec(t, |ts| unsafe { real(nfds, readfds, writefds, exceptfds, ts, sigmask) })
@@ -373,7 +453,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(epfd, events, maxevents, timeout) };
         };
-        cooperate(&guard, ms_deadline(timeout), || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&guard, ms_deadline(timeout), Breaks::Syscall, || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(epfd, events, maxevents, to_ms(t)) }
         })
@@ -390,7 +470,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(epfd, events, maxevents, timeout, sigmask) };
         };
-        cooperate(&guard, ms_deadline(timeout), || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&guard, ms_deadline(timeout), breaks_for(sigmask), || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(epfd, events, maxevents, to_ms(t), sigmask) }
         })
@@ -409,7 +489,7 @@ hook! {
         };
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
-        cooperate(&guard, deadline, || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&guard, deadline, breaks_for(sigmask), || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             with_timespec(t, |ts| unsafe { real(epfd, events, maxevents, ts, sigmask) })
         })

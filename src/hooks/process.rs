@@ -35,7 +35,7 @@
 //! copying the parent's page tables. `posix_spawn` (glibc's `system`,
 //! `popen`, Rust's `Command`) clones inside glibc, where no hook runs.
 //!
-//! **exec.** patchall's own fds (epoll, eventfd, pidfd) are all close-on-exec.
+//! **exec.** patchall's own fds (epoll, eventfd, signalfd, pidfd) are all close-on-exec.
 //! Before a program is exec'd (the exec family here, `posix_spawn`), every fd
 //! without FD_CLOEXEC on which we set O_NONBLOCK gets the user's flags back,
 //! as does the source of a `posix_spawn_file_actions_adddup2`. The open file

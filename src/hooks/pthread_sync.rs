@@ -39,20 +39,23 @@
 //! `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP`), but which of several
 //! waiting writers or readers goes first may differ.
 //! `sem_post` stays async-signal-safe only while no coroutine waits on that
-//! semaphore (waking one takes the parking lot's lock); condvar waits are not
-//! cancellation points here (a cancel is acted on at the next one).
+//! semaphore (waking one takes the parking lot's lock). Condvar and semaphore
+//! waits are cancellation points for green threads, as glibc's (cleanup
+//! handlers of a condvar waiter run with the mutex held again); a native
+//! thread's wait on one of our objects is a futex(2) call, not one.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use libc::{
-    EAGAIN, EBUSY, EDEADLK, EINTR, EINVAL, EOVERFLOW, EPERM, ETIMEDOUT, c_int, clockid_t,
-    pthread_barrier_t, pthread_cond_t, pthread_mutex_t, pthread_rwlock_t, sem_t, timespec,
+    EAGAIN, EBUSY, ECANCELED, EDEADLK, EINTR, EINVAL, EOVERFLOW, EPERM, ETIMEDOUT, c_int,
+    clockid_t, pthread_barrier_t, pthread_cond_t, pthread_mutex_t, pthread_rwlock_t, sem_t,
+    timespec,
 };
 
-use super::green;
 use super::real::Guard;
+use super::{green, thread};
 use crate::runtime::{self, Breaks, Wake, parking};
 use crate::sys::{errno, set_errno};
 
@@ -143,7 +146,8 @@ impl Waiter {
     /// while the 32-bit word at `addr` holds `expected` — until woken, maybe
     /// spuriously. Err(ETIMEDOUT) when `deadline` passed; Err(EINTR) when a
     /// signal handler without SA_RESTART interrupted a futex wait, or, with
-    /// `breaks` `Signal`, any wait.
+    /// `breaks` `Signal`, any wait; Err(ECANCELED) when a cancellation woke a
+    /// coroutine (a cancellation point acts on it, other waits wait again).
     fn wait(
         &self,
         addr: usize,
@@ -169,6 +173,7 @@ impl Waiter {
             Wake::TimedOut => Err(ETIMEDOUT),
             // As a futex wait: restarted after SA_RESTART handlers.
             Wake::Interrupted { restart: false } => Err(EINTR),
+            Wake::Cancelled => Err(ECANCELED),
             _ => Ok(()),
         }
     }
@@ -582,14 +587,26 @@ impl Cond {
             self.leave();
             return r;
         }
-        let waited = waiter.wait_word(&self.seq, seq, deadline.as_ref());
+        // A cancellation point: one already due acts without waiting.
+        let waited = if thread::cancel_due() {
+            Err(ECANCELED)
+        } else {
+            waiter.wait_word(&self.seq, seq, deadline.as_ref())
+        };
         // A signal that came with the timeout is taken, not lost.
         let timed_out = waited == Err(ETIMEDOUT) && self.seq.load(SeqCst) == seq;
         self.leave();
         // Our guard must be gone before the relock, which may have to wait.
         drop(waiter);
         // SAFETY: as above.
-        match unsafe { pthread_mutex_lock(m) } {
+        let r = unsafe { pthread_mutex_lock(m) };
+        if waited == Err(ECANCELED) && r == 0 {
+            // As glibc: the cleanup handlers run with the mutex held again.
+            // Deferred (disabled) or not a green thread, it is a spurious wake-up.
+            // SAFETY: no guard is held, and these frames own nothing to drop.
+            unsafe { thread::act_on_cancel() };
+        }
+        match r {
             0 if timed_out => ETIMEDOUT,
             r => r,
         }
@@ -1351,7 +1368,22 @@ impl Sem {
         }
     }
 
+    /// A cancellation point: a coroutine cancelled while it waits leaves
+    /// without a token and acts on it; deferred, it waits again.
     fn wait(&self, deadline: Option<Deadline>) -> Result<(), c_int> {
+        loop {
+            match self.wait_until_cancelled(deadline.as_ref()) {
+                // SAFETY: no guard is held (the waiter is gone) and these frames
+                // own nothing to drop.
+                Err(ECANCELED) => unsafe {
+                    thread::act_on_cancel();
+                },
+                r => return r,
+            }
+        }
+    }
+
+    fn wait_until_cancelled(&self, deadline: Option<&Deadline>) -> Result<(), c_int> {
         if self.try_take() {
             return Ok(());
         }
@@ -1377,7 +1409,7 @@ impl Sem {
                 addr,
                 0,
                 || self.data.load(SeqCst) & SEM_VALUE == 0,
-                deadline.as_ref(),
+                deadline,
                 Breaks::Signal,
             );
             // Take a token and leave in one step; or, giving up, just leave.
@@ -1385,6 +1417,7 @@ impl Sem {
             loop {
                 let left = Self::leave(d);
                 let (new, result) = match (d & SEM_VALUE, r) {
+                    (_, Err(ECANCELED)) => (left, Err(ECANCELED)),
                     (0, Ok(())) => break,
                     (0, Err(e)) => (left, Err(e)),
                     _ => (left - 1, Ok(())),
@@ -1434,11 +1467,21 @@ fn sem_timed(s: &Sem, clock: clockid_t, abs: *const timespec) -> c_int {
     sem_result(Deadline::new(clock, abs).and_then(|d| s.wait(Some(d))))
 }
 
+/// glibc's `sem_wait` and `sem_timedwait` (not `sem_clockwait`) act on a due
+/// cancellation before they look for a token.
+fn sem_testcancel() {
+    // SAFETY: called first thing in a hook: no guard held, nothing to drop.
+    unsafe { thread::pthread_testcancel() }
+}
+
 hook! {
     /// `sem_wait(3)`.
     fn sem_wait(s: *mut sem_t) -> c_int as real {
         match Sem::ours(s) {
-            Some(sem) => sem_result(sem.wait(None)),
+            Some(sem) => {
+                sem_testcancel();
+                sem_result(sem.wait(None))
+            }
             // SAFETY: forwarding the caller's argument.
             None => unsafe { real(s) },
         }
@@ -1461,7 +1504,10 @@ hook! {
     /// even when a token is there, as glibc.
     fn sem_timedwait(s: *mut sem_t, abstime: *const timespec) -> c_int as real {
         match Sem::ours(s) {
-            Some(sem) => sem_timed(sem, libc::CLOCK_REALTIME, abstime),
+            Some(sem) => {
+                sem_testcancel();
+                sem_timed(sem, libc::CLOCK_REALTIME, abstime)
+            }
             // SAFETY: forwarding the caller's arguments.
             None => unsafe { real(s, abstime) },
         }

@@ -57,7 +57,7 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut libc::c_voi
     };
     let handler = user.handler.load(Ordering::Acquire);
     let flags = user.flags.load(Ordering::Acquire);
-    runtime::note_signal(flags & libc::SA_RESTART != 0);
+    runtime::note_signal(sig, flags & libc::SA_RESTART != 0);
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         return;
     }

@@ -341,6 +341,12 @@ pub(crate) unsafe fn act_on_cancel() -> bool {
     true
 }
 
+/// True if the calling green thread has a pending, enabled cancellation: a
+/// cancellation point that must act before it waits asks this.
+pub(crate) fn cancel_due() -> bool {
+    current().is_some_and(GreenThread::cancel_due)
+}
+
 /// glibc's handle of the calling OS thread (our `pthread_self` would give a
 /// green handle).
 fn os_self() -> pthread_t {

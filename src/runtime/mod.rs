@@ -9,6 +9,7 @@ pub(crate) mod parking;
 pub(crate) mod reactor;
 mod runq;
 mod scheduler;
+pub(crate) mod signals;
 pub(crate) mod stack;
 mod task;
 mod timer;
@@ -17,10 +18,11 @@ pub use reactor::Direction;
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
     Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,
-    current_scheduler_id, current_task, fd_closing, fd_created, fds_closing, keep_scheduler,
-    note_signal, park, park_as, root_unparker, signal_counts, sleep_until, spawn_at, wait_any,
-    wait_fd, with_scheduler, yield_now,
+    current_scheduler_id, current_task, fd_closing, fd_created, fds_closing, keep_scheduler, park,
+    park_as, root_unparker, sleep_until, spawn_at, wait_any_as, wait_fd, wait_signal,
+    with_scheduler, yield_now,
 };
+pub(crate) use signals::{note_signal, signal_counts};
 pub(crate) use task::{Unparker, Wake};
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,4 @@
-//! The runtime's own fds (each scheduler's epoll and waker eventfd, the pidfds
+//! The runtime's own fds (each scheduler's epoll, waker eventfd and signalfd, the pidfds
 //! a child wait parks on), kept out of the program's way (contract 10).
 //!
 //! Programs close every fd they did not open (daemons, bind9, shells: a close

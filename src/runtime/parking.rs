@@ -10,7 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::scheduler::{Breaks, current_scheduler, park_as, root_unparker, signal_counts};
+use super::scheduler::{Breaks, current_scheduler, park_as, root_unparker};
+use super::signals::signal_counts;
 use super::task::{Unparker, Wake};
 
 const SHARDS: usize = 64;

@@ -22,6 +22,8 @@ use crate::fdmap::{FdMap, Zeroable};
 
 /// The token of the cross-thread waker.
 const WAKER_TOKEN: u64 = u64::MAX;
+/// The token of the scheduler's signalfd (signal waits).
+pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 /// What a waiter's fd is registered for, edge-triggered: readiness both ways,
 /// and TCP urgent data and other EPOLLPRI conditions (poll's POLLPRI,
 /// select's exceptfds), which wake readers too.
@@ -56,30 +58,47 @@ impl Epoll {
         Ok(())
     }
 
+    /// Registers `fd` for readability under `token` (the signalfd).
+    pub(crate) fn register_readable(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, token)
+    }
+
     /// Removes `fd`'s registration, if any.
     pub(crate) fn deregister(&self, fd: RawFd) {
         let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
-    /// Waits for events into `events`; how many came.
+    /// Waits for events into `events`; how many came. With `sigmask`, the
+    /// wait is made with that signal mask (`epoll_pwait`).
     fn wait(
         &self,
         events: &mut Vec<libc::epoll_event>,
         timeout: Option<Duration>,
+        sigmask: Option<u64>,
     ) -> io::Result<usize> {
         // Rounded up to whole milliseconds: waking early would only spin.
-        let ms = timeout.map_or(-1, |t| {
-            t.checked_add(Duration::from_nanos(999_999))
-                .unwrap_or(t)
-                .as_millis()
-                .min(i32::MAX as u128) as i32
+        let ms = timeout.map_or(-1, |d| {
+            libc::c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
         });
+        let mask = sigmask
+            .as_ref()
+            .map_or(std::ptr::null(), std::ptr::from_ref);
         events.clear();
         loop {
             let ep = self.0.raw();
-            // SAFETY: the buffer has room for `capacity` events.
-            let n =
-                unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.capacity() as i32, ms) };
+            // SAFETY: our epoll fd, a buffer with room for `capacity` events, a
+            // kernel-sized sigset (8 bytes) or null.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait,
+                    ep,
+                    events.as_mut_ptr(),
+                    events.capacity() as libc::c_int,
+                    ms,
+                    mask,
+                    size_of::<u64>(),
+                )
+            };
             if n >= 0 {
                 // SAFETY: the kernel wrote `n` events.
                 unsafe { events.set_len(n as usize) };
@@ -287,22 +306,31 @@ impl Reactor {
     }
 
     /// Waits for events up to `timeout` and hands every woken waiter to `wake`.
-    /// Returns true if the cross-thread waker fired.
+    /// With `sigmask`, the wait is made with that signal mask (`epoll_pwait`), so
+    /// that the signals parked coroutines let in are delivered meanwhile.
     pub(crate) fn poll(
         &mut self,
         timeout: Option<Duration>,
+        sigmask: Option<u64>,
         mut wake: impl FnMut(Unparker),
-    ) -> io::Result<bool> {
-        match self.epoll.wait(&mut self.events, timeout) {
+    ) -> io::Result<Polled> {
+        let mut polled = Polled::default();
+        match self.epoll.wait(&mut self.events, timeout, sigmask) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                polled.interrupted = true;
+                return Ok(polled);
+            }
             Err(e) => return Err(e),
         }
-        let mut woken = false;
         for event in &self.events {
             let (bits, data) = (event.events, event.u64);
             if data == WAKER_TOKEN {
-                woken = true;
+                polled.woken = true;
+                continue;
+            }
+            if data == SIGNAL_TOKEN {
+                polled.signalled = true;
                 continue;
             }
             let fd = (data & 0xffff_ffff) as RawFd;
@@ -338,8 +366,19 @@ impl Reactor {
                 waiters.into_iter().for_each(&mut wake);
             }
         }
-        Ok(woken)
+        Ok(polled)
     }
+}
+
+/// What a `Reactor::poll` saw besides fd events.
+#[derive(Default)]
+pub(crate) struct Polled {
+    /// The cross-thread waker fired.
+    pub(crate) woken: bool,
+    /// The scheduler's signalfd became readable.
+    pub(crate) signalled: bool,
+    /// A signal handler ended the wait (EINTR).
+    pub(crate) interrupted: bool,
 }
 
 fn wake_all(slot: Slot, why: Wake) {

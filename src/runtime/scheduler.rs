@@ -16,6 +16,7 @@ use super::control::TaskHandle;
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
 use super::runq::RunQueue;
+use super::signals::Signals;
 use super::stack::{self, Stack, StackCache};
 use super::task::{Co, StackFacts, State, Task, Unparker, Wake};
 use super::timer::Timers;
@@ -26,9 +27,6 @@ thread_local! {
     static CURRENT: Cell<*const Scheduler> = const { Cell::new(ptr::null()) };
     /// The coroutine running on this thread, or null on the scheduler's own stack.
     pub(crate) static RUNNING: Cell<*const Task> = const { Cell::new(ptr::null()) };
-    /// Signal handlers run on this thread: (all, those without SA_RESTART).
-    /// Written from signal handlers: a plain const Cell, no destructor.
-    static SIGNALS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     /// Owns this thread's scheduler; dropping it at thread exit tears it down.
     static OWNER: Owner = const { Owner(RefCell::new(None)) };
 }
@@ -123,10 +121,9 @@ pub(crate) struct Scheduler {
     /// A wake for the driving plain thread arrived since `run_until` last asked
     /// `done()`: it must ask again before blocking in the reactor.
     root_woken: Cell<bool>,
-    /// Coroutines parked in a way a signal handler interrupts (I/O, sleep).
-    interruptible: RefCell<Slab>,
-    /// `SIGNALS` as of the last check.
-    signals_seen: Cell<(u32, u32)>,
+    /// Coroutines parked in a way a signal handler interrupts (I/O, sleep,
+    /// waits with a signal mask) or waiting for a signal.
+    signals: Signals,
     /// Set in the child of a `fork`: this is the parent's scheduler, copied.
     /// It must never run again (its epoll instance is the parent's).
     orphaned: Cell<bool>,
@@ -180,8 +177,7 @@ impl Scheduler {
             live: Cell::new(0),
             runs_since_poll: Cell::new(0),
             root_woken: Cell::new(false),
-            interruptible: RefCell::new(Slab::default()),
-            signals_seen: Cell::new((0, 0)),
+            signals: Signals::default(),
             orphaned: Cell::new(false),
             // SAFETY: __errno_location has no preconditions and returns this
             // thread's errno, which outlives the scheduler (owned by this thread).
@@ -367,25 +363,11 @@ impl Scheduler {
         }
     }
 
-    /// Wakes every interruptibly parked coroutine if a signal handler ran on this
-    /// thread since the last check, as the kernel interrupts a blocked call.
+    /// Interrupts the parks whose mask lets in a signal whose handler ran on
+    /// this thread since the last check, as the kernel interrupts a blocked call.
     #[inline]
     fn check_signals(&self) {
-        let now = SIGNALS.try_with(|s| s.get()).unwrap_or_default();
-        if now != self.signals_seen.get() {
-            self.interrupt_parked(now);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn interrupt_parked(&self, now: (u32, u32)) {
-        let seen = self.signals_seen.replace(now);
-        let restart = now.1 == seen.1;
-        let parked = std::mem::take(&mut *self.interruptible.borrow_mut());
-        for who in parked.into_entries() {
-            who.unpark(Wake::Interrupted { restart });
-        }
+        self.signals.check();
     }
 
     #[inline]
@@ -475,17 +457,31 @@ impl Scheduler {
             }
         }
         let mut woken = Vec::new();
-        let result = self
-            .reactor
-            .borrow_mut()
-            .poll(timeout, |who| woken.push(who));
+        let sigmask = self.signals.wait_mask();
+        let result = {
+            let mut reactor = self.reactor.borrow_mut();
+            self.signals.watch(&reactor);
+            reactor.poll(timeout, sigmask, |who| woken.push(who))
+        };
         self.remote.polling.store(false, Ordering::SeqCst);
-        if let Err(e) = result {
-            crate::sys::diag(&[
+        let mut delivered = false;
+        match result {
+            Ok(polled) => {
+                if polled.signalled {
+                    self.signals.wake_waiting();
+                }
+                delivered = polled.interrupted;
+            }
+            Err(e) => crate::sys::diag(&[
                 b"patchall: epoll_wait failed: ",
                 e.to_string().as_bytes(),
                 b"\n",
-            ]);
+            ]),
+        }
+        if let (Some(mask), false) = (sigmask, delivered) {
+            // A wait that found events at once (or had no time) delivered no
+            // signal: a signal pending all along would never be, under load.
+            self.signals.let_in(mask);
         }
         for who in woken {
             self.unpark_local(who.task, who.seq, Wake::Ready);
@@ -681,6 +677,11 @@ pub(crate) enum Breaks {
     /// A signal handler only, not `Stop`: a wait that stands in for a call
     /// whose only early end is EINTR (`sem_wait`).
     Signal,
+    /// `Syscall` for a call made with a signal mask of its own (`pselect`,
+    /// `sigsuspend`; the kernel's 64-bit set): a handler interrupts the park
+    /// if this mask, not the thread's, lets its signal in, and the scheduler's
+    /// own wait lets in what it does.
+    Masked(u64),
 }
 
 /// Suspends the running coroutine until an `Unparker` made by `register` wakes it
@@ -701,7 +702,7 @@ pub(crate) fn park_as(
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
     let expiry = match breaks {
         Breaks::Never | Breaks::Signal => None,
-        Breaks::Stop | Breaks::Syscall => {
+        Breaks::Stop | Breaks::Syscall | Breaks::Masked(_) => {
             if task.cancelled.get() {
                 return Wake::Cancelled;
             }
@@ -723,13 +724,20 @@ pub(crate) fn park_as(
     if !register(me.clone()) {
         return Wake::Ready;
     }
-    let slot = matches!(breaks, Breaks::Syscall | Breaks::Signal).then(|| {
+    let slot = match breaks {
+        Breaks::Never | Breaks::Stop => None,
         // A handler that ran before this park began interrupts the parks
         // that were waiting then, never this one (the kernel would not
         // interrupt a call made after the handler): account for it first.
-        sched.check_signals();
-        sched.interruptible.borrow_mut().insert(me.clone())
-    });
+        Breaks::Syscall | Breaks::Signal => {
+            sched.check_signals();
+            Some(sched.signals.insert_plain(me.clone()))
+        }
+        Breaks::Masked(mask) => {
+            sched.check_signals();
+            Some(sched.signals.insert_masked(me.clone(), mask))
+        }
+    };
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
@@ -741,7 +749,7 @@ pub(crate) fn park_as(
         sched.timers.borrow_mut().cancel(key);
     }
     if let Some(slot) = slot {
-        sched.interruptible.borrow_mut().remove(slot, seq);
+        sched.signals.remove(slot, seq);
     }
     match wake {
         Wake::TimedOut if expires_first => Wake::Expired,
@@ -759,11 +767,20 @@ pub(crate) fn wait_fd(fd: RawFd, dir: Direction, deadline: Option<Instant>) -> i
 /// on many fds), `deadline` passes, or one of them is closed. Fails, without
 /// parking, if an fd cannot be polled.
 pub(crate) fn wait_any(fds: &[(RawFd, Direction)], deadline: Option<Instant>) -> io::Result<Wake> {
+    wait_any_as(fds, deadline, Breaks::Syscall)
+}
+
+/// `wait_any`, ended by signals as `breaks` says (`Syscall` or `Masked`).
+pub(crate) fn wait_any_as(
+    fds: &[(RawFd, Direction)],
+    deadline: Option<Instant>,
+    breaks: Breaks,
+) -> io::Result<Wake> {
     let sched = current_scheduler().expect("wait_any is only called in a coroutine");
     let mut failed = None;
     let mut me = None;
     let mut queued = 0;
-    let wake = park_as(deadline, Breaks::Syscall, |who| {
+    let wake = park_as(deadline, breaks, |who| {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in fds {
             match reactor.prepare_wait(fd, dir, who.clone()) {
@@ -865,62 +882,22 @@ pub(crate) fn sleep_until(deadline: Instant) -> Wake {
     park_as(Some(deadline), Breaks::Syscall, |_| true)
 }
 
-/// Records, from a signal handler, that a handler ran on this thread. Only touches
-/// a const thread-local Cell: async-signal-safe.
-pub(crate) fn note_signal(restart: bool) {
-    let _ = SIGNALS.try_with(|s| {
-        let (all, no_restart) = s.get();
-        s.set((
-            all.wrapping_add(1),
-            no_restart.wrapping_add(u32::from(!restart)),
-        ));
+/// Parks the running coroutine until a signal of `set` (the kernel's 64-bit set)
+/// may be pending for this thread, `deadline` passes, or a signal handler runs
+/// (as for `Breaks::Syscall`). `Ready` may be spurious: the caller retries its
+/// call, which consumes the signal.
+pub(crate) fn wait_signal(set: u64, deadline: Option<Instant>) -> Wake {
+    let sched = current_scheduler().expect("wait_signal is only called in a coroutine");
+    let mut entry = None;
+    let wake = park_as(deadline, Breaks::Syscall, |who| {
+        let seq = who.seq;
+        entry = Some((sched.signals.insert_waiting(who, set), seq));
+        true
     });
-}
-
-/// (handlers run on this thread, those of them without SA_RESTART), for callers
-/// that block the thread themselves and must tell a restart from an EINTR.
-pub(crate) fn signal_counts() -> (u32, u32) {
-    SIGNALS.try_with(|s| s.get()).unwrap_or_default()
-}
-
-/// Unparkers by slot, with O(1) insert and remove.
-#[derive(Default)]
-struct Slab {
-    entries: Vec<Option<Unparker>>,
-    free: Vec<usize>,
-}
-
-impl Slab {
-    fn insert(&mut self, who: Unparker) -> usize {
-        match self.free.pop() {
-            Some(i) => {
-                self.entries[i] = Some(who);
-                i
-            }
-            None => {
-                self.entries.push(Some(who));
-                self.entries.len() - 1
-            }
-        }
+    if let Some((entry, seq)) = entry {
+        sched.signals.remove(entry, seq);
     }
-
-    /// Removes slot `i` if it still holds the park numbered `seq` (the slab may have
-    /// been drained and refilled meanwhile).
-    fn remove(&mut self, i: usize, seq: u64) {
-        if self
-            .entries
-            .get(i)
-            .and_then(Option::as_ref)
-            .is_some_and(|w| w.seq == seq)
-        {
-            self.entries[i] = None;
-            self.free.push(i);
-        }
-    }
-
-    fn into_entries(self) -> impl Iterator<Item = Unparker> {
-        self.entries.into_iter().flatten()
-    }
+    wake
 }
 
 /// A handle on the current thread's scheduler for a plain (non-coroutine) waiter.

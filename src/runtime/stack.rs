@@ -8,7 +8,10 @@
 //! far below the normal mmap area, where every other mapping finds room first.
 //!
 //! Dense stacks sit side by side with no gap; a canary word at the bottom of each is
-//! checked whenever the coroutine switches out.
+//! checked whenever the coroutine switches out. Below the lowest stack of a dense
+//! chunk lies one inaccessible guard: an overflow that runs down through the
+//! stacks below faults there, and is reported as the overflow of the running
+//! coroutine's stack.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,11 +31,14 @@ const CANARY: u64 = 0x7061_7463_6861_6c6c; // "patchall"
 /// `vm.max_map_count` cannot grow its heap: the next malloc would abort it.
 const MAP_RESERVE: usize = 2048;
 
-/// One coroutine stack: usable memory is `[bottom, top)`.
+/// One coroutine stack: usable memory is `[bottom, top)`; a fault in
+/// `[floor, bottom)` is its overflow (its guard gap; for a dense stack, the
+/// stacks below it in its chunk and the chunk's guard).
 #[derive(Debug)]
 pub(crate) struct Stack {
     top: usize,
     bottom: usize,
+    floor: usize,
     mode: StackMode,
 }
 
@@ -41,12 +47,11 @@ impl Stack {
         self.top - self.bottom
     }
 
-    /// The addresses whose access means this stack overflowed.
+    /// The addresses whose faulting access means this stack overflowed: only
+    /// guards fault there, and a dense stack's overflow runs over its
+    /// neighbours before it reaches its chunk's guard.
     pub(crate) fn guard_range(&self) -> (usize, usize) {
-        match self.mode {
-            StackMode::Guarded => (self.bottom - GUARD_GAP, self.bottom),
-            StackMode::Dense => (self.bottom, self.bottom),
-        }
+        (self.floor, self.bottom)
     }
 
     /// Where a dense stack keeps its canary word; None for guarded stacks.
@@ -69,7 +74,12 @@ unsafe impl corosensei::stack::Stack for Stack {
     }
 
     fn limit(&self) -> corosensei::stack::StackPointer {
-        corosensei::stack::StackPointer::new(self.guard_range().0).expect("stack limit is non-null")
+        // Its own guard gap included; a dense stack has none of its own.
+        let limit = match self.mode {
+            StackMode::Guarded => self.floor,
+            StackMode::Dense => self.bottom,
+        };
+        corosensei::stack::StackPointer::new(limit).expect("stack limit is non-null")
     }
 }
 
@@ -192,6 +202,9 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
         0
     };
     let slot = size + gap;
+    // A dense chunk keeps one guard below its lowest stack (a guarded one has
+    // a gap below each).
+    let floor_gap = GUARD_GAP - gap;
     let mut count = (CHUNK_BYTES / slot).max(1);
     if mode == StackMode::Guarded {
         count = count.min(guarded_room());
@@ -199,9 +212,9 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
     }
-    let len = count * slot;
     // No address space holds more (47-bit user space): refuse before any arithmetic
     // on addresses can overflow.
+    let len = count.saturating_mul(slot).saturating_add(floor_gap);
     if len >= 1 << 46 {
         return Err(io::Error::from_raw_os_error(libc::ENOMEM));
     }
@@ -222,10 +235,19 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
     if base == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let base = base as usize;
-    if base != hint {
+    let chunk = base as usize;
+    if chunk != hint {
         NEXT_HINT.store(0, Ordering::Relaxed);
     }
+    // SAFETY: the lowest `floor_gap` bytes of the mapping we just made; no stack
+    // uses them.
+    if floor_gap > 0 && unsafe { libc::mprotect(base, floor_gap, libc::PROT_NONE) } != 0 {
+        let err = io::Error::last_os_error();
+        // SAFETY: our own mapping, which nothing uses yet.
+        unsafe { libc::munmap(base, len) };
+        return Err(err);
+    }
+    let base = chunk + floor_gap;
     let mut stacks = Vec::with_capacity(count);
     for i in 0..count {
         let gap_lo = base + i * slot;
@@ -235,8 +257,8 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
             // a new chunk can still merge with its neighbour): a stack here would
             // have no guard. Give back the rest; trimming a tail needs no split.
             let err = io::Error::last_os_error();
-            // SAFETY: `[gap_lo, base + len)` is the part of our mapping no stack uses.
-            unsafe { libc::munmap(gap_lo as *mut _, base + len - gap_lo) };
+            // SAFETY: `[gap_lo, chunk + len)` is the part of our mapping no stack uses.
+            unsafe { libc::munmap(gap_lo as *mut _, chunk + len - gap_lo) };
             if stacks.is_empty() {
                 return Err(err);
             }
@@ -249,14 +271,15 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
         stacks.push(Stack {
             top: bottom + size,
             bottom,
+            floor: if gap > 0 { gap_lo } else { chunk },
             mode,
         });
     }
     if mode == StackMode::Guarded {
         GUARDED_CARVED.fetch_add(stacks.len(), Ordering::Relaxed);
     }
-    // Hand out low addresses last: `pop` takes from the end.
-    stacks.reverse();
+    // `pop` takes from the end: high addresses go first, so that the free
+    // stacks below a dense one take its overrun before a live one does.
     Ok(stacks)
 }
 
@@ -319,6 +342,21 @@ mod tests {
         unsafe { libc::mincore(page as *mut _, 1, &mut vec) == 0 }
     }
 
+    /// True if the page of `addr` can be read (mincore sees protection only
+    /// through the process's own view: ask /proc/self/maps).
+    fn readable(addr: usize) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().any(|l| {
+            let (range, rest) = l.split_once(' ').unwrap();
+            let (lo, hi) = range.split_once('-').unwrap();
+            let (lo, hi) = (
+                usize::from_str_radix(lo, 16).unwrap(),
+                usize::from_str_radix(hi, 16).unwrap(),
+            );
+            (lo..hi).contains(&addr) && rest.starts_with('r')
+        })
+    }
+
     #[test]
     fn guarded_stacks_have_unmapped_gaps() {
         let s = allocate(round_size(64 * 1024).unwrap(), StackMode::Guarded).unwrap();
@@ -328,6 +366,32 @@ mod tests {
         assert!(mapped(s.bottom) && mapped(s.top - 1));
         assert!(!mapped(lo) && !mapped(hi - 1));
         release([s]);
+    }
+
+    #[test]
+    fn a_dense_chunk_has_a_guard_below_its_lowest_stack() {
+        // A size class no other test uses: one fresh chunk.
+        let size = round_size(1 << 20).unwrap();
+        let mut chunk: Vec<Stack> = (0..CHUNK_BYTES / size)
+            .map(|_| allocate(size, StackMode::Dense).unwrap())
+            .collect();
+        let first_top = chunk[0].top;
+        chunk.sort_by_key(|s| s.bottom);
+        let lowest = &chunk[0];
+        assert_eq!(
+            first_top,
+            chunk.last().unwrap().top,
+            "the highest stack goes first"
+        );
+        let (floor, bottom) = lowest.guard_range();
+        assert_eq!(bottom, lowest.bottom);
+        assert_eq!(floor, lowest.bottom - GUARD_GAP);
+        assert!(mapped(floor) && !readable(floor) && !readable(bottom - 1));
+        assert!(readable(bottom));
+        // Every stack of the chunk shares that floor: an overflow running down
+        // through its neighbours faults in the guard.
+        assert!(chunk.iter().all(|s| s.guard_range() == (floor, s.bottom)));
+        release(chunk);
     }
 
     #[test]

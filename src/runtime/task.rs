@@ -22,8 +22,9 @@ pub(crate) enum Wake {
     TimedOut,
     /// The fd it waited on was closed (or `dup2`-ed over) by someone else.
     Closed,
-    /// A signal handler ran on this thread while it was parked; `restart` is true
-    /// if every handler that ran was installed with SA_RESTART.
+    /// A signal handler ran on this thread while it was parked, for a signal its
+    /// mask lets in (see `runtime::signals`); `restart` is true if every such
+    /// handler that ran was installed with SA_RESTART.
     Interrupted { restart: bool },
     /// Someone asked for this coroutine to be cancelled (`TaskHandle::cancel`,
     /// which `JoinHandle::kill` uses). Hooks map it to ECANCELED.

@@ -284,12 +284,53 @@ static void delivery(void)
     MUST(install(SIGUSR2, SIG_DFL, 0));
 }
 
+/* Signal waits, outside any coroutine: the real calls' results and errno. */
+static void waits(void)
+{
+    sigset_t usr1, none, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigemptyset(&none);
+    MUST(install(SIGUSR1, h_count, 0));
+    MUST(sigprocmask(SIG_BLOCK, &usr1, &old));
+    struct timespec brief = {0, 10 * 1000 * 1000}, bad = {0, 1000 * 1000 * 1000};
+    siginfo_t si;
+    CHECK("sigtimedwait_nothing", sigtimedwait(&usr1, &si, &brief));
+    CHECK("sigtimedwait_bad_timeout", sigtimedwait(&usr1, &si, &bad));
+    hits = 0;
+    raise(SIGUSR1);
+    memset(&si, 0, sizeof si);
+    CHECK("sigtimedwait_pending", sigtimedwait(&usr1, &si, &brief));
+    printf("sigtimedwait_info: signo_ok=%d\n", si.si_signo == SIGUSR1);
+    raise(SIGUSR1);
+    CHECK("sigwaitinfo_pending", sigwaitinfo(&usr1, NULL));
+    raise(SIGUSR1);
+    int sig = 0;
+    CHECK_RC("sigwait_pending", sigwait(&usr1, &sig));
+    printf("sigwait_sig: %d consumed_unhandled=%d\n", sig, hits == 0);
+    raise(SIGUSR1);
+    CHECK("sigsuspend_pending", sigsuspend(&none));
+    printf("sigsuspend_hits: %d\n", (int)hits);
+    raise(SIGUSR1);
+    CHECK("sigpause_pending", sigpause(SIGUSR1));
+    printf("sigpause_hits: %d\n", (int)hits);
+    arm_alarm(20, 0, -1);
+    CHECK("pause_alarm", pause());
+    printf("pause_alarms: %d\n", (int)alarms);
+    disarm_alarm();
+    sigset_t cur;
+    MUST(sigprocmask(SIG_SETMASK, &old, &cur));
+    FACT("mask_kept_after_waits", sigismember(&cur, SIGUSR1));
+    MUST(install(SIGUSR1, SIG_DFL, 0));
+}
+
 int main(void)
 {
     probe_start();
     dispositions();
     signal_functions();
     delivery();
+    waits();
     printf("done\n");
     return 0;
 }

@@ -1,6 +1,7 @@
 //! Just enough ELF to tell whether the dynamic loader will start a program, and
 //! so whether `LD_PRELOAD` can take effect: the program headers' `PT_INTERP` and
-//! `PT_DYNAMIC`, the class and the machine. 32- and 64-bit, either byte order.
+//! `PT_DYNAMIC`, the type, the class and the machine; and whether a library
+//! defines a symbol (`.dynsym`). 32- and 64-bit, either byte order.
 //! Tested through the launcher's refusals (`tests/launcher.rs`): the binary has
 //! no unit-test harness.
 
@@ -9,6 +10,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+pub const ET_REL: u16 = 1;
+pub const ET_EXEC: u16 = 2;
+pub const ET_DYN: u16 = 3;
+/// A symbol every libpatchall.so defines (the C API's).
+pub const MARKER: &str = "pa_spawn";
+const SHT_DYNSYM: u32 = 11;
+/// More bytes of symbols or names than any real library has: a corrupt size.
+const MAX_TABLE: u64 = 256 << 20;
 const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
 /// `e_phnum` value meaning "the count is in section header 0's `sh_info`".
@@ -28,6 +37,8 @@ pub enum Image {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Elf {
+    /// `e_type`: ET_EXEC, ET_DYN (a shared library or a PIE), ET_REL…
+    pub kind: u16,
     /// 32 or 64.
     pub bits: u8,
     /// `e_machine` (62: x86-64, 183: AArch64, 3: i386…).
@@ -88,6 +99,7 @@ pub fn inspect(path: &Path) -> io::Result<Image> {
         return Err(malformed("program header entries too small"));
     }
     let mut elf = Elf {
+        kind: r.u16(16)?,
         bits,
         machine: r.u16(18)?,
         interp: false,
@@ -107,6 +119,65 @@ pub fn inspect(path: &Path) -> io::Result<Image> {
     Ok(Image::Elf(elf))
 }
 
+/// True if the ELF file at `path` defines `name` in its dynamic symbol table
+/// (the one the loader resolves against). False for a file without one.
+pub fn defines(path: &Path, name: &str) -> io::Result<bool> {
+    let file = File::open(path)?;
+    let mut ident = [0u8; 16];
+    file.read_exact_at(&mut ident, 0)?;
+    let r = Reader {
+        file: &file,
+        big_endian: ident[5] == 2,
+    };
+    // Per class: e_shoff, e_shentsize, e_shnum; the section header's sh_type,
+    // sh_offset, sh_size, sh_link; the symbol's size, st_name and st_shndx.
+    let wide = ident[4] == 2;
+    let (shoff, shentsize, shnum) = if wide {
+        (r.u64(40)?, r.u16(58)?, r.u16(60)?)
+    } else {
+        (u64::from(r.u32(32)?), r.u16(46)?, r.u16(48)?)
+    };
+    let section = |i: u64| -> io::Result<(u32, u64, u64, u32)> {
+        let at = shoff + i * u64::from(shentsize);
+        Ok(if wide {
+            (
+                r.u32(at + 4)?,
+                r.u64(at + 24)?,
+                r.u64(at + 32)?,
+                r.u32(at + 40)?,
+            )
+        } else {
+            let (off, size) = (r.u32(at + 16)?, r.u32(at + 20)?);
+            (r.u32(at + 4)?, off.into(), size.into(), r.u32(at + 24)?)
+        })
+    };
+    let (symsize, shndx) = if wide { (24, 6) } else { (16, 14) };
+    for i in 0..u64::from(shnum) {
+        let (kind, offset, size, link) = section(i)?;
+        if kind != SHT_DYNSYM {
+            continue;
+        }
+        let (_, str_offset, str_size, _) = section(link.into())?;
+        if size > MAX_TABLE || str_size > MAX_TABLE {
+            return Err(malformed("symbol table too large"));
+        }
+        let names = r.vec(str_offset, str_size)?;
+        for sym in 0..size / symsize {
+            let at = offset + sym * symsize;
+            let (st_name, st_shndx) = (r.u32(at)? as usize, r.u16(at + shndx)?);
+            let found = names
+                .get(st_name..)
+                .and_then(|rest| rest.split(|&b| b == 0).next())
+                .is_some_and(|n| n == name.as_bytes());
+            // Section index 0 (SHN_UNDEF): a reference, not a definition.
+            if found && st_shndx != 0 {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 fn malformed(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("malformed ELF: {what}"))
 }
@@ -117,18 +188,30 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn bytes<const N: usize>(&self, at: u64) -> io::Result<[u8; N]> {
-        let mut buf = [0u8; N];
-        self.file.read_exact_at(&mut buf, at).map_err(|e| {
+    /// Fills `buf` from `at`; a short file is malformed.
+    fn read(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, at).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 malformed("truncated")
             } else {
                 e
             }
-        })?;
+        })
+    }
+
+    fn bytes<const N: usize>(&self, at: u64) -> io::Result<[u8; N]> {
+        let mut buf = [0u8; N];
+        self.read(&mut buf, at)?;
         if self.big_endian {
             buf.reverse();
         }
+        Ok(buf)
+    }
+
+    /// `len` bytes from `at`, as they are in the file.
+    fn vec(&self, at: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        self.read(&mut buf, at)?;
         Ok(buf)
     }
 

@@ -39,7 +39,8 @@ PATCHALL_* variables the options ask for and executes CMD in place of itself.
 Options:
   --green-threads          pthread_create starts a coroutine, main runs as one
                            (PATCHALL_GREEN_THREADS=1)
-  --stack-size N           coroutine stack size: 262144, 256k, 1M... (at least 16k)
+  --stack-size N           coroutine stack size in bytes, or with the suffix k, m
+                           or g: 262144, 256k, 1M... (16k to 1g)
                            (PATCHALL_STACK_SIZE)
   --stacks guarded|dense   guard gap per stack, or packed stacks with a canary
                            (PATCHALL_STACKS)
@@ -47,8 +48,9 @@ Options:
   -V, --version            patchall's version
 
 Environment:
-  PATCHALL_LIB   the library to preload; default: libpatchall.so in this
-                 executable's directory, then in ../lib next to it
+  PATCHALL_LIB   the library to preload (a libpatchall.so: other files are
+                 refused); default: libpatchall.so in this executable's
+                 directory, then in ../lib next to it
 
 Exit status:
   CMD's own status once it runs, or:
@@ -166,22 +168,7 @@ fn parse_run(args: &[OsString]) -> Result<Option<Run>, Failure> {
             "--green-threads" if inline.is_none() => run.green_threads = true,
             "--stack-size" => {
                 let given = value()?;
-                let size = patchall::parse_size(&given)
-                    .filter(|&n| n >= patchall::MIN_STACK_SIZE)
-                    .map_or_else(
-                        || {
-                            fail(
-                                status::USAGE,
-                                format!(
-                                    "--stack-size {given}: expected a size of at least {} \
-                                     bytes, such as 65536, 64k or 1M",
-                                    patchall::MIN_STACK_SIZE
-                                ),
-                            )
-                        },
-                        Ok,
-                    )?;
-                run.stack_size = Some(size);
+                run.stack_size = Some(stack_size(&given)?);
             }
             "--stacks" => {
                 run.stacks = Some(match value()?.as_str() {
@@ -211,6 +198,45 @@ fn parse_run(args: &[OsString]) -> Result<Option<Run>, Failure> {
         );
     }
     Ok(Some(run))
+}
+
+/// `--stack-size`'s value, as the help and README give it: a whole number of
+/// bytes, or of KiB, MiB or GiB with the suffix `k`, `m` or `g` (either case);
+/// nothing else (no spaces, no `kb`), from MIN_STACK_SIZE to MAX_STACK_SIZE.
+fn stack_size(given: &str) -> Result<usize, Failure> {
+    let (digits, shift) = match given.as_bytes().last() {
+        Some(b'k' | b'K') => (&given[..given.len() - 1], 10),
+        Some(b'm' | b'M') => (&given[..given.len() - 1], 20),
+        Some(b'g' | b'G') => (&given[..given.len() - 1], 30),
+        _ => (given, 0),
+    };
+    let (min, max) = (patchall::MIN_STACK_SIZE, patchall::MAX_STACK_SIZE);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return fail(
+            status::USAGE,
+            format!(
+                "--stack-size {given}: expected a number of bytes, optionally with the \
+                 suffix k, m or g, such as 65536, 64k or 1M"
+            ),
+        );
+    }
+    // Too many digits for u64 is too large, as is what the shift overflows.
+    let size = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .and_then(|n| usize::try_from(n).ok());
+    match size {
+        Some(n) if n < min => fail(
+            status::USAGE,
+            format!("--stack-size {given}: too small; at least {min} bytes (16k)"),
+        ),
+        Some(n) if n <= max => Ok(n),
+        _ => fail(
+            status::USAGE,
+            format!("--stack-size {given}: too large; at most {max} bytes (1g)"),
+        ),
+    }
 }
 
 /// Executes the command with the library preloaded; returns only on failure.
@@ -368,7 +394,10 @@ fn find_library() -> Result<(PathBuf, Elf), Failure> {
         );
     }
     match elf::inspect(&lib) {
-        Ok(Image::Elf(elf)) => Ok((lib, elf)),
+        Ok(Image::Elf(elf)) => {
+            is_patchall(&lib, &elf)?;
+            Ok((lib, elf))
+        }
         Ok(_) => fail(
             status::LIBRARY,
             format!("{} is not an ELF shared library", lib.display()),
@@ -377,6 +406,45 @@ fn find_library() -> Result<(PathBuf, Elf), Failure> {
             status::LIBRARY,
             format!("cannot read {}: {e}", lib.display()),
         ),
+    }
+}
+
+/// Refuses an ELF file that is not libpatchall.so: preloaded, a program or
+/// another library would leave the command running silently unpatched. Ours is
+/// a shared object (ET_DYN with a dynamic section) that defines `pa_spawn`.
+fn is_patchall(lib: &Path, elf: &Elf) -> Result<(), Failure> {
+    let shown = lib.display();
+    if elf.kind != elf::ET_DYN || !elf.dynamic {
+        let what = match elf.kind {
+            elf::ET_EXEC => "an ELF executable",
+            elf::ET_REL => "an ELF object file",
+            _ => "an ELF file",
+        };
+        return fail(
+            status::LIBRARY,
+            format!(
+                "{shown} is {what}, not a shared library: PATCHALL_LIB must name libpatchall.so"
+            ),
+        );
+    }
+    match elf::defines(lib, elf::MARKER) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let what = if elf.interp {
+                "a program (it has an ELF interpreter)"
+            } else {
+                "a shared library"
+            };
+            fail(
+                status::LIBRARY,
+                format!(
+                    "{shown} is {what} but not libpatchall.so (it does not define {}): \
+                     PATCHALL_LIB must name libpatchall.so",
+                    elf::MARKER
+                ),
+            )
+        }
+        Err(e) => fail(status::LIBRARY, format!("cannot read {shown}: {e}")),
     }
 }
 
