@@ -198,6 +198,16 @@ pub(crate) fn forget(fd: i32) {
     }
 }
 
+/// `forget` for every fd in `first..=last` (`close_range`, `closefrom`) that
+/// `skip` does not exclude; only numbers this table has pages for are visited.
+pub(crate) fn forget_range(first: u32, last: u32, skip: impl Fn(i32) -> bool) {
+    TABLE.for_each(|fd, _| {
+        if (first..=last).contains(&(fd as u32)) && !skip(fd) {
+            forget(fd);
+        }
+    });
+}
+
 /// Records the user's wish for (non-)blocking mode on `fd`. An fd we know nothing
 /// of is left alone: its real flags will be read when it is first examined.
 pub(crate) fn set_user_nonblock(fd: i32, on: bool) {
