@@ -63,17 +63,13 @@ enum Until {
 /// `pipe_flag`: the call takes `SPLICE_F_NONBLOCK`, and whether the user gave it.
 fn classify(fd: c_int, dir: Direction, pipe_flag: Option<bool>) -> Option<Side> {
     let facts = fdtable::facts(fd)?;
+    // Only a stream can be a pipe; an fstat tells, when it matters.
+    let pipe = || facts.kind == Kind::Stream && is_fifo(fd);
     let waits = if facts.kind == Kind::File {
         Waits::Never
-    } else if facts.user_nonblock {
+    } else if facts.user_nonblock || (pipe_flag == Some(true) && pipe()) {
         Waits::Users
-    } else if pipe_flag.is_some() && is_fifo(fd) {
-        if pipe_flag == Some(true) {
-            Waits::Users
-        } else {
-            Waits::Park
-        }
-    } else if fdtable::make_nonblocking(fd) {
+    } else if fdtable::make_nonblocking(fd) || (pipe_flag.is_some() && pipe()) {
         Waits::Park
     } else {
         Waits::PollFirst
