@@ -234,3 +234,41 @@ fn a_dup_sees_the_nonblock_we_set_and_a_plain_thread_still_waits_on_it() {
     assert_eq!(errno(), libc::EAGAIN);
     close(&[p[0], p[1], d]);
 }
+
+#[test]
+fn outside_on_a_pipe_we_made_nonblocking_splice_waits_unless_told_not_to() {
+    let (p, q) = (pipe(), pipe());
+    // A coroutine's read makes p[0] non-blocking behind the user's back.
+    let w = p[1];
+    let reader = patchall::spawn(move || {
+        let mut c = 0u8;
+        // SAFETY: one byte into a live buffer.
+        unsafe { libc::read(p[0], (&raw mut c).cast(), 1) }
+    })
+    .unwrap();
+    let writer = patchall::spawn(move || {
+        patchall::sleep(Duration::from_millis(10));
+        write_all(w, b"x");
+    })
+    .unwrap();
+    assert_eq!(reader.join().unwrap(), 1);
+    writer.join().unwrap();
+    let null = std::ptr::null_mut();
+    // The user's SPLICE_F_NONBLOCK on the empty pipe: EAGAIN at once.
+    clear_errno();
+    // SAFETY: two pipes of this test.
+    let r = unsafe { libc::splice(p[0], null, q[1], null, 8, libc::SPLICE_F_NONBLOCK) };
+    assert_eq!((r, errno()), (-1, libc::EAGAIN));
+    // SAFETY: as above.
+    let r = unsafe { libc::tee(p[0], q[1], 8, libc::SPLICE_F_NONBLOCK) };
+    assert_eq!((r, errno()), (-1, libc::EAGAIN));
+    // Without it, a plain thread's splice waits for data, as the blocking call.
+    let t = std::thread::spawn(move || {
+        // SAFETY: as above.
+        unsafe { libc::splice(p[0], std::ptr::null_mut(), q[1], std::ptr::null_mut(), 8, 0) }
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    write_all(p[1], b"yz");
+    assert_eq!(t.join().unwrap(), 2);
+    close(&[p[0], p[1], q[0], q[1]]);
+}

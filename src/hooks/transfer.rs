@@ -113,7 +113,7 @@ fn transfer(
     op: &mut dyn FnMut(usize, usize, c_uint) -> isize,
 ) -> isize {
     let Some(guard) = coroutine_guard() else {
-        return outside(sides, until, op);
+        return outside(sides, pipe_flag, until, op);
     };
     let (Some(a), Some(b)) = (
         classify(sides[0].0, sides[0].1, pipe_flag),
@@ -182,13 +182,18 @@ fn yield_with(guard: &Guard) {
     guard.release_while(runtime::yield_now);
 }
 
-/// Outside a coroutine: libc's call, unless we made a side non-blocking.
+/// Outside a coroutine: libc's call, unless we made a side non-blocking
+/// that the call would block on (a pipe side of a call given
+/// `SPLICE_F_NONBLOCK` would not).
 fn outside(
     sides: [(c_int, Direction); 2],
+    pipe_flag: Option<bool>,
     until: Until,
     op: &mut dyn FnMut(usize, usize, c_uint) -> isize,
 ) -> isize {
-    if !sides.iter().any(|&(fd, _)| fdtable::we_set_nonblock(fd)) {
+    let ours =
+        |fd: c_int| fdtable::we_set_nonblock(fd) && !(pipe_flag == Some(true) && is_fifo(fd));
+    if !sides.iter().any(|&(fd, _)| ours(fd)) {
         return op(0, usize::MAX, 0);
     }
     let mut done = 0usize;
@@ -211,10 +216,7 @@ fn outside(
         // The side we made non-blocking that is not ready; if both look ready,
         // the first of ours (as the blocking call waits in the kernel).
         let mut on = None;
-        for &(fd, dir) in sides
-            .iter()
-            .filter(|&&(fd, _)| fdtable::we_set_nonblock(fd))
-        {
+        for &(fd, dir) in sides.iter().filter(|&&(fd, _)| ours(fd)) {
             if block_in_poll(fd, dir, Some(Instant::now())) == Err(libc::EAGAIN) {
                 on = Some((fd, dir));
                 break;
