@@ -11,16 +11,20 @@ use crate::runtime;
 
 hook! {
     /// `sched_yield(2)`: in a coroutine, requeued behind the others; 0, as the
-    /// kernel's call always returns.
+    /// kernel's call always returns. A coroutine alone on its scheduler has
+    /// no one to yield to there: it yields its OS thread, as natively (a
+    /// spin-wait for another thread then leaves it the CPU).
     fn sched_yield() -> c_int as real {
-        match coroutine_guard() {
-            Some(guard) => {
-                guard.release_while(runtime::yield_now);
-                0
-            }
+        let Some(guard) = coroutine_guard() else {
             // SAFETY: no arguments to forward.
-            None => unsafe { real() },
+            return unsafe { real() };
+        };
+        if runtime::current_scheduler().is_some_and(|s| s.live() <= 1) {
+            // SAFETY: as above.
+            return unsafe { real() };
         }
+        guard.release_while(runtime::yield_now);
+        0
     }
 }
 
