@@ -575,8 +575,8 @@ static void *sleeper_thread(void *arg)
 static void *counter_thread(void *arg)
 {
     (void)arg;
-    for (int i = 0; i < 5; i++)
-        msleep(20);
+    for (int i = 0; i < 10; i++)
+        msleep(30);
     say("other thread kept running");
     return NULL;
 }
