@@ -91,12 +91,12 @@ static inline const char *pending(int sig)
     return sigismember(&s, sig) ? "yes" : "no";
 }
 
-/* A scenario that hangs in some mode ends by SIGALRM after 10 s instead of
- * costing the runner its 20 s limit (no native scenario takes 3 s). Scenarios
+/* A scenario that hangs in some mode ends by SIGALRM after 6 s instead of
+ * costing the runner its 20 s limit (no native scenario takes 1.2 s). Scenarios
  * that use alarm() themselves replace it. */
 __attribute__((constructor)) static void sync_kit_watchdog(void)
 {
-    alarm(10);
+    alarm(6);
 }
 
 /* Time for another thread to reach its blocking call. */
