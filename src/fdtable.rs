@@ -2,6 +2,12 @@
 //! for non-blocking mode, whether *we* set O_NONBLOCK, and the user's socket
 //! timeouts. Kept per fd number, reset when the fd is created or closed through a
 //! hook; an fd we never saw created is examined (fstat, F_GETFL) on first use.
+//!
+//! The kernel keeps file status flags and socket timeouts per open file
+//! description, which every `dup` of an fd shares. Each fd keeps its own copy
+//! (a data call reads one word, as before); fds that a hooked dup made share a
+//! group number, and a change made through one of them is written to all of
+//! them (`for_group`: a walk of the table, only on a flag change of a dup'ed fd).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +36,9 @@ const OURS: u32 = 1 << 5;
 
 pub(crate) struct FdEntry {
     bits: AtomicU32,
+    /// The open file description's group, shared with the fds dup'ed from or
+    /// to this one; 0 for none (never dup'ed, as far as we saw).
+    group: AtomicU32,
     /// SO_RCVTIMEO / SO_SNDTIMEO in microseconds, 0 for none.
     rcvtimeo_us: AtomicU64,
     sndtimeo_us: AtomicU64,
@@ -39,6 +48,25 @@ pub(crate) struct FdEntry {
 unsafe impl Zeroable for FdEntry {}
 
 static TABLE: FdMap<FdEntry> = FdMap::new();
+
+/// The next group number (0 means none).
+static NEXT_GROUP: AtomicU32 = AtomicU32::new(1);
+
+/// Calls `f` on the entry of `fd` and on those of every fd sharing its open
+/// file description.
+fn for_group(fd: i32, f: impl Fn(&FdEntry)) {
+    let Some(entry) = TABLE.get(fd) else { return };
+    f(entry);
+    let group = entry.group.load(Ordering::Acquire);
+    if group == 0 {
+        return;
+    }
+    TABLE.for_each(|other, e| {
+        if other != fd && e.group.load(Ordering::Acquire) == group {
+            f(e);
+        }
+    });
+}
 
 /// A snapshot of one fd's facts.
 #[derive(Clone, Copy, Debug)]
@@ -163,6 +191,7 @@ pub(crate) fn created(fd: i32, kind: Kind, user_nonblock: bool) {
         }
         entry.rcvtimeo_us.store(0, Ordering::Relaxed);
         entry.sndtimeo_us.store(0, Ordering::Relaxed);
+        entry.group.store(0, Ordering::Release);
         entry.bits.store(bits, Ordering::Release);
     }
 }
@@ -177,10 +206,25 @@ pub(crate) fn opened(fd: i32) {
 /// Records that `new` now refers to the same open file as `old` (dup family).
 pub(crate) fn duplicated(old: i32, new: i32) {
     crate::runtime::fd_created(new);
-    let (Some(from), Some(to)) = (TABLE.get(old), TABLE.get_or_create(new)) else {
+    // Known before it is shared, so that no member of the group is examined
+    // later (its F_GETFL would show an O_NONBLOCK we set as the user's).
+    let _ = facts(old);
+    let (Some(from), Some(to)) = (TABLE.get_or_create(old), TABLE.get_or_create(new)) else {
         forget(new);
         return;
     };
+    let mut group = from.group.load(Ordering::Acquire);
+    if group == 0 {
+        let fresh = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
+        group = match from
+            .group
+            .compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => fresh,
+            Err(theirs) => theirs,
+        };
+    }
+    to.group.store(group, Ordering::Release);
     to.rcvtimeo_us
         .store(from.rcvtimeo_us.load(Ordering::Relaxed), Ordering::Relaxed);
     to.sndtimeo_us
@@ -193,24 +237,39 @@ pub(crate) fn duplicated(old: i32, new: i32) {
 pub(crate) fn forget(fd: i32) {
     if let Some(entry) = TABLE.get(fd) {
         entry.bits.store(0, Ordering::Release);
+        entry.group.store(0, Ordering::Release);
         entry.rcvtimeo_us.store(0, Ordering::Relaxed);
         entry.sndtimeo_us.store(0, Ordering::Relaxed);
     }
 }
 
-/// Records the user's wish for (non-)blocking mode on `fd`. An fd we know nothing
-/// of is left alone: its real flags will be read when it is first examined.
+/// `forget` for every fd in `first..=last` (`close_range`, `closefrom`) that
+/// `skip` does not exclude; only numbers this table has pages for are visited.
+pub(crate) fn forget_range(first: u32, last: u32, skip: impl Fn(i32) -> bool) {
+    TABLE.for_each(|fd, _| {
+        if (first..=last).contains(&(fd as u32)) && !skip(fd) {
+            forget(fd);
+        }
+    });
+}
+
+/// Records the user's wish for (non-)blocking mode on `fd` and the fds sharing
+/// its open file description. An fd we know nothing of is left alone: its real
+/// flags will be read when it is first examined.
 pub(crate) fn set_user_nonblock(fd: i32, on: bool) {
     if known(fd).is_none() {
         return;
     }
-    if let Some(entry) = TABLE.get(fd) {
+    for_group(fd, |entry| {
+        if entry.bits.load(Ordering::Acquire) & KNOWN == 0 {
+            return;
+        }
         if on {
             entry.bits.fetch_or(USER_NONBLOCK, Ordering::AcqRel);
         } else {
             entry.bits.fetch_and(!USER_NONBLOCK, Ordering::AcqRel);
         }
-    }
+    });
 }
 
 /// Sets O_NONBLOCK on an fd that is ours and blocking, so a coroutine can wait for
@@ -228,9 +287,11 @@ pub(crate) fn make_nonblocking(fd: i32) -> bool {
     if flags < 0 || raw_fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK as libc::c_long) < 0 {
         return false;
     }
-    if let Some(entry) = TABLE.get(fd) {
-        entry.bits.fetch_or(WE_SET_NONBLOCK, Ordering::AcqRel);
-    }
+    for_group(fd, |entry| {
+        if entry.bits.load(Ordering::Acquire) & KNOWN != 0 {
+            entry.bits.fetch_or(WE_SET_NONBLOCK, Ordering::AcqRel);
+        }
+    });
     true
 }
 
@@ -286,9 +347,12 @@ pub(crate) fn release(fd: i32) {
             );
         }
     }
-    entry
-        .bits
-        .fetch_and(!(WE_SET_NONBLOCK | OURS), Ordering::AcqRel);
+    // The open file description is another program's too now.
+    for_group(fd, |entry| {
+        entry
+            .bits
+            .fetch_and(!(WE_SET_NONBLOCK | OURS), Ordering::AcqRel);
+    });
 }
 
 /// Which socket timeout.
@@ -298,14 +362,16 @@ pub(crate) enum Timeout {
     Send,
 }
 
+/// Records a socket timeout of `fd`, and of the fds sharing its socket.
 pub(crate) fn set_timeout(fd: i32, which: Timeout, value: Option<Duration>) {
-    if let Some(entry) = TABLE.get_or_create(fd) {
-        let us = value.map_or(0, |d| d.as_micros().clamp(1, u64::MAX as u128) as u64);
-        match which {
-            Timeout::Recv => entry.rcvtimeo_us.store(us, Ordering::Relaxed),
-            Timeout::Send => entry.sndtimeo_us.store(us, Ordering::Relaxed),
-        }
+    if TABLE.get_or_create(fd).is_none() {
+        return;
     }
+    let us = value.map_or(0, |d| d.as_micros().clamp(1, u64::MAX as u128) as u64);
+    for_group(fd, |entry| match which {
+        Timeout::Recv => entry.rcvtimeo_us.store(us, Ordering::Relaxed),
+        Timeout::Send => entry.sndtimeo_us.store(us, Ordering::Relaxed),
+    });
 }
 
 pub(crate) fn timeout(fd: i32, which: Timeout) -> Option<Duration> {

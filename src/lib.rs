@@ -17,7 +17,7 @@
 //! ```
 //!
 //! The runtime: one scheduler per OS thread, created on first use, stackful
-//! coroutines (corosensei) on pooled stacks, an epoll reactor (mio). A plain thread
+//! coroutines (corosensei) on pooled stacks, an epoll reactor. A plain thread
 //! that waits (`join`, `join_all`, `sleep`, `run`) drives its scheduler meanwhile.
 //! See `PATCHALL_*` variables in [`Config`].
 //!

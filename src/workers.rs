@@ -3,7 +3,7 @@
 //! address and thread-locals, so moving a suspended stack to another thread would
 //! break it (libgo's issue #256). Wake-ups across workers — joins, and anything
 //! built on the runtime's unparkers — travel through the target worker's mailbox
-//! and its mio `Waker`.
+//! and its waker (an eventfd).
 //!
 //! Placement: `Runtime::spawn` picks the worker with the fewest live coroutines
 //! it placed, the lowest index on a tie. `patchall::spawn` called *inside* a

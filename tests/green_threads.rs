@@ -164,6 +164,28 @@ fn condvar_and_semaphore_waits_are_cancellation_points() {
 }
 
 #[test]
+fn handovers_let_the_other_green_thread_run() {
+    // sched_yield and a contended pthread_spin_lock yield to the other green
+    // threads; sendfile, splice and tee wait for a socket or pipe that a green
+    // thread of the same OS thread drains or fills; O_NONBLOCK set through one
+    // dup is seen through the others; a FIFO's open waits for a green writer.
+    // Natively, preloaded without green threads (the calls made outside
+    // coroutines: libc's results and errnos), and green on 1 and 2 workers.
+    same_everywhere("green_handover", 0);
+    let program = c_program("green_handover");
+    let want = expected("green_handover");
+    for workers in ["1", "2"] {
+        let got = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
+        assert!(got.status.success(), "{workers} workers: {got:?}");
+        assert_eq!(
+            got.stdout, want,
+            "{workers} workers, stderr: {}",
+            got.stderr
+        );
+    }
+}
+
+#[test]
 fn main_may_end_with_pthread_exit() {
     same_everywhere("green_main_exit", 0);
 }

@@ -25,21 +25,9 @@ fn patchall(args: &[&str]) -> Command {
     c
 }
 
-/// `inner`, run through `patchall run --` with the same arguments, environment
-/// changes and working directory.
+/// `inner`, run through `patchall run --`.
 fn launched(inner: Command) -> Command {
-    let mut c = patchall(&["run", "--"]);
-    c.arg(inner.get_program()).args(inner.get_args());
-    for (key, value) in inner.get_envs() {
-        match value {
-            Some(v) => c.env(key, v),
-            None => c.env_remove(key),
-        };
-    }
-    if let Some(dir) = inner.get_current_dir() {
-        c.current_dir(dir);
-    }
-    c
+    common::launched_with(&[], inner)
 }
 
 /// Asserts patchall itself failed with `code` and a `patchall: ` message holding

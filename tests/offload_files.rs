@@ -524,3 +524,60 @@ fn reading_a_large_uncached_file_does_not_stall_an_echo() {
         "an echo round trip took {worst:?}"
     );
 }
+
+#[test]
+fn auto_mode_opens_a_fifo_on_the_pool_and_dev_null_inline() {
+    let dir = TempDir::new("fifo");
+    let fifo = cpath(&dir.path().join("fifo"));
+    // SAFETY: a NUL-terminated path in our own directory.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    // The reader's open waits for a writer that is a coroutine of the same
+    // thread: only if the open leaves the thread can the writer open its end.
+    let f = fifo.clone();
+    let reader = patchall::spawn(move || {
+        let before = patchall::offloaded_calls();
+        let fd = open(&f, libc::O_RDONLY).unwrap();
+        let offloaded = patchall::offloaded_calls() - before;
+        let got = read(fd, 8);
+        close(fd);
+        (got, offloaded)
+    })
+    .unwrap();
+    let f = fifo.clone();
+    let writer = patchall::spawn(move || {
+        patchall::sleep(Duration::from_millis(20));
+        let fd = open(&f, libc::O_WRONLY).unwrap();
+        assert_eq!(write(fd, b"fifo"), Ok(4));
+        close(fd);
+    })
+    .unwrap();
+    writer.join().unwrap();
+    let (got, offloaded) = reader.join().unwrap();
+    assert_eq!(got, Ok(b"fifo".to_vec()));
+    assert!(offloaded >= 1, "the FIFO's open was not offloaded");
+    // Both faces of what cannot wait: O_NONBLOCK on a FIFO (ENXIO for a writer
+    // without a reader), and a memory device, which stays inline.
+    let nb = |what, flags| {
+        let f = fifo.clone();
+        both_faces(what, move || {
+            let r = open(&f, flags);
+            if let Ok(fd) = r {
+                close(fd);
+            }
+            r.map(|_| 0)
+        })
+    };
+    let wr = nb(
+        "FIFO O_WRONLY|O_NONBLOCK",
+        libc::O_WRONLY | libc::O_NONBLOCK,
+    );
+    assert_eq!(wr.value, Err(libc::ENXIO));
+    let rd = nb(
+        "FIFO O_RDONLY|O_NONBLOCK",
+        libc::O_RDONLY | libc::O_NONBLOCK,
+    );
+    assert_eq!(rd.value, Ok(0));
+    let null = inside(|| open(&cpath(Path::new("/dev/null")), libc::O_RDONLY));
+    assert!(!null.sibling_ran, "/dev/null's open was offloaded");
+    close(null.value.unwrap());
+}

@@ -3,11 +3,30 @@
 //! `close` and `dup2` over a waited-on fd wake its waiters with EBADF before the
 //! number can be reused; `fcntl(F_GETFL)` shows the flags the user set, never the
 //! O_NONBLOCK we may have set on an fd we created.
+//!
+//! The runtime's own fds (`runtime::ownfd`) look closed to the program:
+//! `close`, `dup`, `fcntl` on one fail with EBADF, `close_range` and
+//! `closefrom` pass over them, and `dup2`/`dup3` onto one succeed after the
+//! runtime's fd has moved to another number. Until the process is engaged
+//! the runtime has none, and the check is not made.
 
-use libc::{c_int, c_ulong, c_void};
+use libc::{c_int, c_uint, c_ulong, c_void};
 
 use crate::fdtable::{self, Kind};
-use crate::runtime;
+use crate::runtime::{self, ownfd};
+use crate::sys::set_errno;
+
+/// True if `fd` is one of the runtime's own fds: the program sees it closed.
+#[inline]
+fn hidden(fd: c_int) -> bool {
+    runtime::engaged() && ownfd::is_ours(fd)
+}
+
+/// -1 with EBADF, as a call on a closed fd.
+fn ebadf() -> c_int {
+    set_errno(libc::EBADF);
+    -1
+}
 
 hook! {
     /// `pipe(2)`: both ends are ours until shared (fork, SCM_RIGHTS).
@@ -42,6 +61,9 @@ fn record_pair(r: c_int, fds: *mut c_int, nonblock: bool) {
 hook! {
     /// `close(2)`: coroutines waiting on `fd` (on any thread) wake with EBADF first.
     fn close(fd: c_int) -> c_int as real {
+        if hidden(fd) {
+            return ebadf();
+        }
         runtime::fd_closing(fd);
         fdtable::forget(fd);
         // SAFETY: forwarding the caller's argument.
@@ -54,9 +76,121 @@ alias! {
     fn __close(fd: c_int) -> c_int = close
 }
 
+/// `close_range` over `first..=last` made by `real`, passing over the
+/// runtime's fds: the gaps between them are closed one range at a time.
+/// Waiters on the fds it closes wake with EBADF first.
+fn close_range_around(
+    first: c_uint,
+    last: c_uint,
+    flags: c_int,
+    real: impl Fn(c_uint, c_uint, c_int) -> c_int,
+) -> c_int {
+    if !runtime::engaged() || first > last {
+        return real(first, last, flags);
+    }
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 {
+        // Marks, closes nothing; the runtime's fds are close-on-exec already.
+        return real(first, last, flags);
+    }
+    runtime::fds_closing(first, last, ownfd::is_ours);
+    fdtable::forget_range(first, last, ownfd::is_ours);
+    let mut from = first;
+    let mut result = 0;
+    let mut closed_any = false;
+    loop {
+        let mut ours = [0; 16];
+        let n = ownfd::ours_in(from, last, &mut ours);
+        let listed = &ours[..n.min(ours.len())];
+        for &fd in listed {
+            let fd = fd as c_uint;
+            if fd > from {
+                closed_any = true;
+                let r = real(from, fd - 1, flags);
+                if r != 0 && result == 0 {
+                    result = r;
+                }
+            }
+            from = fd.saturating_add(1);
+            if fd == c_uint::MAX {
+                return result;
+            }
+        }
+        if n <= ours.len() {
+            break;
+        }
+    }
+    if from <= last {
+        closed_any = true;
+        let r = real(from, last, flags);
+        if r != 0 && result == 0 {
+            result = r;
+        }
+    }
+    if !closed_any && flags & libc::CLOSE_RANGE_UNSHARE as c_int != 0 {
+        // Every fd in the range was ours: the table is still to be unshared
+        // (a range past any fd closes nothing).
+        return real(c_uint::MAX, c_uint::MAX, flags);
+    }
+    result
+}
+
+hook! {
+    /// `close_range(2)`: the runtime's own fds in the range stay open. With
+    /// green threads CLOSE_RANGE_UNSHARE is not passed on: green threads share
+    /// their OS threads (and the offload pool's) fd table, and one that starts
+    /// later, on another worker, would not see the fds its creator opens next.
+    fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int as real {
+        let flags = if super::green::enabled() {
+            flags & !(libc::CLOSE_RANGE_UNSHARE as c_int)
+        } else {
+            flags
+        };
+        // SAFETY: forwarding the caller's arguments, or parts of its range.
+        close_range_around(first, last, flags, |a, b, f| unsafe { real(a, b, f) })
+    }
+}
+
+/// `closefrom(3)`: glibc calls its own `close_range` inside, out of our
+/// reach, so the range is closed here around the runtime's fds.
+///
+/// # Safety
+/// As libc's: the caller gives up every fd from `lowfd` on.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    if !runtime::engaged() {
+        if let Some(real) = original!("C" fn closefrom(c_int) -> ()) {
+            // SAFETY: forwarding the caller's argument.
+            unsafe { real(lowfd) };
+        }
+        return;
+    }
+    let raw = |a: c_uint, b: c_uint, f: c_int| {
+        // SAFETY: close_range(2) takes two numbers and flags.
+        unsafe { libc::syscall(libc::SYS_close_range, a, b, f) as c_int }
+    };
+    if close_range_around(lowfd.max(0) as c_uint, c_uint::MAX, 0, raw) != 0 {
+        // No close_range in this kernel: one close at a time, through our
+        // hook, up to the fd limit.
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        let end = lim.rlim_cur.min(c_int::MAX as u64) as c_int;
+        for fd in lowfd.max(0)..end {
+            // SAFETY: closing the caller's fds, as it asked.
+            unsafe { close(fd) };
+        }
+    }
+}
+
 hook! {
     /// `dup(2)`: the copy shares the open file, hence its flags and timeouts.
     fn dup(old: c_int) -> c_int as real {
+        if hidden(old) {
+            return ebadf();
+        }
         // SAFETY: forwarding the caller's argument.
         let new = unsafe { real(old) };
         if new >= 0 {
@@ -72,11 +206,21 @@ fn is_open(fd: c_int) -> bool {
     unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) >= 0 }
 }
 
-/// `dup2`/`dup3` replace `new` only if `old` is open: only then do its waiters go.
+/// `dup2`/`dup3` replace `new` only if `old` is open: only then do its waiters go,
+/// and does the runtime's fd at `new`, if there is one, move out of the way.
 fn replacing(old: c_int, new: c_int, call: impl FnOnce() -> c_int) -> c_int {
+    if old != new && hidden(old) {
+        return ebadf();
+    }
     if old != new && is_open(old) {
         runtime::fd_closing(new);
         fdtable::forget(new);
+        if hidden(new) {
+            if let Err(e) = ownfd::vacate(new) {
+                set_errno(e);
+                return -1;
+            }
+        }
     }
     let r = call();
     if r >= 0 && old != new {
@@ -88,6 +232,9 @@ fn replacing(old: c_int, new: c_int, call: impl FnOnce() -> c_int) -> c_int {
 hook! {
     /// `dup2(2)`: a coroutine waiting on `new` wakes with EBADF.
     fn dup2(old: c_int, new: c_int) -> c_int as real {
+        if old == new && hidden(old) {
+            return ebadf();
+        }
         // SAFETY: forwarding the caller's arguments.
         replacing(old, new, || unsafe { real(old, new) })
     }
@@ -111,6 +258,9 @@ hook! {
     /// ABI-correct. F_GETFL hides our O_NONBLOCK; F_SETFL keeps it while recording
     /// what the user asked; F_DUPFD copies the fd's facts.
     fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int as real {
+        if hidden(fd) {
+            return ebadf();
+        }
         // SAFETY (all calls below): forwarding the caller's arguments, or the same
         // with O_NONBLOCK added to an F_SETFL value.
         match cmd {
@@ -133,14 +283,40 @@ hook! {
             }
             libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
                 let new = unsafe { real(fd, cmd, arg) };
-                if new >= 0 {
-                    fdtable::duplicated(fd, new);
+                if new < 0 {
+                    return new;
                 }
+                let new = lowest_free(new, arg, cmd == libc::F_DUPFD_CLOEXEC);
+                fdtable::duplicated(fd, new);
                 new
             }
             _ => unsafe { real(fd, cmd, arg) },
         }
     }
+}
+
+/// F_DUPFD gave `new`, the lowest number from `min` free to the kernel: if
+/// one of the runtime's fds sits in between, the program would have had that
+/// one natively. It gets it: ours moves, the copy moves onto its number.
+fn lowest_free(new: c_int, min: c_ulong, cloexec: bool) -> c_int {
+    let min = min.min(c_int::MAX as c_ulong) as c_uint;
+    if (new as c_uint) <= min || !runtime::engaged() || ownfd::lowest() >= new {
+        return new;
+    }
+    let mut first = [0; 1];
+    if ownfd::ours_in(min, new as c_uint - 1, &mut first) == 0 || ownfd::vacate(first[0]).is_err() {
+        return new;
+    }
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 onto the number just vacated, then close the first copy,
+    // both by system call (the copy is the program's; ours has moved).
+    unsafe {
+        if libc::syscall(libc::SYS_dup3, new, first[0], flags) < 0 {
+            return new;
+        }
+        libc::syscall(libc::SYS_close, new);
+    }
+    first[0]
 }
 
 alias! {

@@ -14,9 +14,10 @@
 //! - `always`: every such call made in a coroutine runs on the pool.
 //! - `off`: every call blocks the calling thread, as without patchall.
 //!
-//! Outside coroutines every call is libc's. An `open` that would block in the
-//! kernel after a cached lookup (a FIFO without a peer, a modem line) blocks
-//! the thread under `auto`, as before; `always` offloads it too.
+//! Outside coroutines every call is libc's. Under `auto`, an `open` that could
+//! wait in the kernel after its lookup (a FIFO without O_NONBLOCK waits for its
+//! peer, a device may wait for its carrier) runs on the pool: a cached `O_PATH`
+//! look at the path tells (`open_cannot_wait`).
 
 use libc::{c_char, c_int, c_uint, c_void, iovec, off_t, size_t, ssize_t};
 
@@ -295,29 +296,75 @@ hook! {
     }
 }
 
-/// An open that `auto` may make inline: the page cache holds every path
-/// component, and it neither creates nor truncates (which wait for the
-/// journal). Some(result) if that settled it: the fd, or ENOENT from a cached
-/// negative entry; None to make the real call on the pool.
-fn open_cached(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_int> {
-    if flags & (libc::O_CREAT | libc::O_TRUNC) != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
-        return None;
-    }
+/// `openat2` with a lookup the page cache must serve (EAGAIN otherwise).
+fn openat2_cached(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
     let how = OpenHow {
         flags: flags as c_uint as u64,
         mode: 0,
         resolve: RESOLVE_CACHED,
     };
     // SAFETY: the caller's path; `how` is a live open_how of the size passed.
-    let fd = unsafe {
+    unsafe {
         libc::syscall(
             libc::SYS_openat2,
             dirfd,
             path,
             &how,
             std::mem::size_of::<OpenHow>(),
-        )
-    };
+        ) as c_int
+    }
+}
+
+/// True if the kernel's open of `path` cannot wait once the lookup is done:
+/// the user asked for O_NONBLOCK or a directory, or a cached lookup finds a
+/// regular file, directory, symlink or memory device (or nothing). A FIFO waits for its peer,
+/// a device may wait (a modem line for its carrier): those go to the pool.
+/// The look is an `O_PATH` open, which reaches neither a FIFO's nor a driver's
+/// open, so it has no effect another process could see.
+fn open_cannot_wait(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
+    if flags & (libc::O_NONBLOCK | libc::O_DIRECTORY | libc::O_PATH) != 0 {
+        return true;
+    }
+    let probe = libc::O_PATH | libc::O_CLOEXEC | (flags & libc::O_NOFOLLOW);
+    let fd = openat2_cached(dirfd, path, probe);
+    if fd < 0 {
+        // ENOENT: the open gives ENOENT at once too.
+        return errno() == libc::ENOENT;
+    }
+    // SAFETY: fstat writes only into `st`; `fd` is the O_PATH fd just opened,
+    // closed by raw system call (our `close` hook has nothing to forget).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0;
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+    ok && match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFDIR | libc::S_IFLNK => true,
+        // The memory devices (/dev/null, /dev/zero, /dev/urandom…) open at once.
+        libc::S_IFCHR => libc::major(st.st_rdev) == MEM_MAJOR,
+        _ => false,
+    }
+}
+
+/// The major number of the memory character devices (devices.txt).
+const MEM_MAJOR: libc::c_uint = 1;
+
+/// An open that `auto` may make inline: the page cache holds every path
+/// component, it neither creates nor truncates (which wait for the journal),
+/// and it cannot wait in the kernel (`open_cannot_wait`). Some(result) if
+/// that settled it: the fd, or ENOENT from a cached negative entry; None to
+/// make the real call on the pool.
+fn open_cached(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_int> {
+    if flags & (libc::O_CREAT | libc::O_TRUNC) != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
+        return None;
+    }
+    let saved = errno();
+    if !open_cannot_wait(dirfd, path, flags) {
+        set_errno(saved);
+        return None;
+    }
+    let fd = openat2_cached(dirfd, path, flags);
+    if fd >= 0 {
+        set_errno(saved);
+    }
     // Other refusals (EAGAIN: needs I/O; EINVAL: flags openat2 rejects but
     // openat ignores; ENOSYS: older kernels) are settled by the real call.
     (fd >= 0 || errno() == libc::ENOENT).then_some(fd as c_int)

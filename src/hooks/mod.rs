@@ -24,9 +24,11 @@ pub mod net;
 pub mod poll;
 pub mod process;
 pub mod pthread_sync;
+pub mod sched;
 pub mod signal;
 pub mod sigwait;
 pub mod sleep;
 pub mod thread;
+pub mod transfer;
 
 pub use real::Original;

@@ -35,7 +35,7 @@
 //! copying the parent's page tables. `posix_spawn` (glibc's `system`,
 //! `popen`, Rust's `Command`) clones inside glibc, where no hook runs.
 //!
-//! **exec.** patchall's own fds (epoll, eventfd, pidfd) are all close-on-exec.
+//! **exec.** patchall's own fds (epoll, eventfd, signalfd, pidfd) are all close-on-exec.
 //! Before a program is exec'd (the exec family here, `posix_spawn`), every fd
 //! without FD_CLOEXEC on which we set O_NONBLOCK gets the user's flags back,
 //! as does the source of a `posix_spawn_file_actions_adddup2`. The open file
@@ -56,6 +56,7 @@ use super::blocking::{self, offloaded};
 use super::real::Guard;
 use super::sleep::coroutine_guard;
 use crate::fdtable::{self, Kind, Sharing};
+use crate::runtime::ownfd::OwnFd;
 use crate::runtime::{self, Direction};
 use crate::sys::{errno, set_errno};
 
@@ -104,21 +105,20 @@ fn wait_for(
     if stops || pid.is_some_and(traced) {
         return pooled(&guard, call);
     }
-    let (fd, owned) = match whom {
-        Whom::PidFd(fd) => (fd, false),
+    let r = match whom {
+        Whom::PidFd(fd) => park_on_pidfd(&guard, &|| fd, pid, options, &mut attempt),
         _ => match pid.and_then(pidfd_open) {
-            Some(fd) => (fd, true),
+            Some(own) => {
+                let r = park_on_pidfd(&guard, &|| own.raw(), pid, options, &mut attempt);
+                let e = errno();
+                fdtable::forget(own.raw());
+                drop(own);
+                set_errno(e);
+                r
+            }
             None => return pooled(&guard, call),
         },
     };
-    let r = park_on_pidfd(&guard, fd, pid, options, &mut attempt);
-    if owned {
-        let e = errno();
-        // SAFETY: our own pidfd; through the close hook, so that the reactor
-        // forgets it before the number is reused.
-        unsafe { libc::close(fd) };
-        set_errno(e);
-    }
     r.unwrap_or_else(|| pooled(&guard, call))
 }
 
@@ -150,9 +150,9 @@ fn proc_field(path: &str, field: &str) -> Option<pid_t> {
         .ok()
 }
 
-/// A pidfd for `pid` (always close-on-exec), recorded as a new fd of ours.
-/// Leaves errno as it was.
-fn pidfd_open(pid: pid_t) -> Option<c_int> {
+/// A pidfd for `pid` (always close-on-exec), one of the runtime's own fds
+/// (hidden from the program's close family). Leaves errno as it was.
+fn pidfd_open(pid: pid_t) -> Option<OwnFd> {
     let e = errno();
     // SAFETY: pidfd_open takes a pid and flags, and returns a new fd.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -160,25 +160,30 @@ fn pidfd_open(pid: pid_t) -> Option<c_int> {
         set_errno(e);
         return None;
     }
-    let fd = fd as c_int;
-    fdtable::created(fd, Kind::Stream, false);
-    Some(fd)
+    let own = OwnFd::adopt(fd as c_int);
+    fdtable::created(own.raw(), Kind::Stream, false);
+    set_errno(e);
+    Some(own)
 }
 
 /// Parks until the child behind `fd` has exited, then reaps it; rechecks on a
 /// backoff timer (1 ms doubling to 1 s), in case it started being traced.
 /// None: it is traced now, make the call on the pool.
+/// `fd()` is the pidfd's number now: ours moves if the program `dup2`s onto it
+/// (which wakes this wait with EBADF).
 fn park_on_pidfd(
     guard: &Guard,
-    fd: c_int,
+    fd: &dyn Fn() -> c_int,
     pid: Option<pid_t>,
     options: c_int,
     attempt: &mut dyn FnMut(c_int) -> Option<c_int>,
 ) -> Option<c_int> {
     let mut pause = FIRST_RECHECK;
     loop {
-        match blocking::wait(guard, fd, Direction::Read, Some(Instant::now() + pause)) {
+        let at = fd();
+        match blocking::wait(guard, at, Direction::Read, Some(Instant::now() + pause)) {
             Ok(()) => {}
+            Err(libc::EBADF) if fd() != at => {}
             Err(libc::EAGAIN) if pid.is_some_and(traced) => return None,
             Err(libc::EAGAIN) => pause = (pause * 2).min(LAST_RECHECK),
             Err(e) => {

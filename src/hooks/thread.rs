@@ -842,13 +842,17 @@ hook! {
 }
 
 hook! {
-    /// `pthread_kill(3)`: signal 0 tests that a green thread has not finished
-    /// (ESRCH once it has); other signals go to the OS thread running it.
+    /// `pthread_kill(3)`: to the OS thread running a green thread. A green
+    /// thread that finished but is not joined yet gets nothing and the call
+    /// succeeds, whatever the signal, as glibc (2.34+) does for an exited
+    /// thread: the signal could only reach other coroutines of its OS thread.
     fn pthread_kill(th: pthread_t, sig: c_int) -> c_int as real {
         match os_thread(th) {
             // SAFETY: glibc's handle of a live thread, the caller's signal.
             Ok(t) => unsafe { real(t, sig) },
-            Err(e) => e,
+            // glibc's own signals (SIGCANCEL, SIGSETXID) are refused first.
+            Err(_) if sig == 32 || sig == 33 => libc::EINVAL,
+            Err(_) => 0,
         }
     }
 }

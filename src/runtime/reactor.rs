@@ -1,5 +1,8 @@
-//! The readiness reactor: one mio `Poll` per scheduler, fds registered once,
-//! edge-triggered, for both directions (Go's netpoll model).
+//! The readiness reactor: one epoll instance per scheduler, fds registered once,
+//! edge-triggered, for both directions (Go's netpoll model). Its epoll and
+//! waker fds are `OwnFd`s, whose numbers may change under it (a program's
+//! `dup2` onto them): hence epoll by hand rather than mio, whose `Poll`
+//! keeps one number for life.
 //!
 //! A readiness edge that arrives while nobody waits is remembered in the slot and
 //! consumed by the next waiter, which then retries its call instead of parking.
@@ -8,22 +11,142 @@
 //! and a reused fd number never receives it.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use mio::unix::SourceFd;
-use mio::{Interest, Poll, Token};
-
+use super::ownfd::OwnFd;
 use super::task::{Unparker, Wake};
 use crate::fdmap::{FdMap, Zeroable};
 
 /// The token of the cross-thread waker.
-pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+const WAKER_TOKEN: u64 = u64::MAX;
 /// The token of the scheduler's signalfd (signal waits).
-pub(crate) const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
-/// Events taken per wait.
+pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
+/// What a waiter's fd is registered for, edge-triggered: readiness both ways,
+/// and TCP urgent data and other EPOLLPRI conditions (poll's POLLPRI,
+/// select's exceptfds), which wake readers too.
+const INTEREST: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// Events taken from the kernel per wait.
 const EVENTS: usize = 1024;
+
+/// An epoll instance whose fd is one of the runtime's own (`OwnFd`): shared
+/// by a scheduler and the threads that deregister fds from it.
+pub(crate) struct Epoll(OwnFd);
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes flags and returns a new fd.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll(OwnFd::adopt(fd)))
+    }
+
+    fn ctl(&self, op: i32, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: a valid epoll_event for the duration of the call.
+        let r = self
+            .0
+            .with(|ep| unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) });
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Registers `fd` for readability under `token` (the signalfd).
+    pub(crate) fn register_readable(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, token)
+    }
+
+    /// Removes `fd`'s registration, if any.
+    pub(crate) fn deregister(&self, fd: RawFd) {
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
+    /// Waits for events into `events`; how many came. With `sigmask`, the
+    /// wait is made with that signal mask (`epoll_pwait`).
+    fn wait(
+        &self,
+        events: &mut Vec<libc::epoll_event>,
+        timeout: Option<Duration>,
+        sigmask: Option<u64>,
+    ) -> io::Result<usize> {
+        // Rounded up to whole milliseconds: waking early would only spin.
+        let ms = timeout.map_or(-1, |d| {
+            libc::c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+        });
+        let mask = sigmask
+            .as_ref()
+            .map_or(std::ptr::null(), std::ptr::from_ref);
+        events.clear();
+        loop {
+            let ep = self.0.raw();
+            // SAFETY: our epoll fd, a buffer with room for `capacity` events, a
+            // kernel-sized sigset (8 bytes) or null.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait,
+                    ep,
+                    events.as_mut_ptr(),
+                    events.capacity() as libc::c_int,
+                    ms,
+                    mask,
+                    size_of::<u64>(),
+                )
+            };
+            if n >= 0 {
+                // SAFETY: the kernel wrote `n` events.
+                unsafe { events.set_len(n as usize) };
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            // A `dup2` moved our epoll while this was about to wait on its
+            // old number: wait on the new one.
+            if matches!(e.raw_os_error(), Some(libc::EBADF | libc::EINVAL)) && self.0.raw() != ep {
+                continue;
+            }
+            return Err(e);
+        }
+    }
+}
+
+/// The cross-thread waker: an eventfd registered in a scheduler's epoll.
+pub(crate) struct Waker(OwnFd);
+
+impl Waker {
+    pub(crate) fn new(epoll: &Epoll) -> io::Result<Waker> {
+        // SAFETY: eventfd takes an initial value and flags, returns a new fd.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let waker = Waker(OwnFd::adopt(fd));
+        let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        epoll.ctl(libc::EPOLL_CTL_ADD, waker.0.raw(), events, WAKER_TOKEN)?;
+        Ok(waker)
+    }
+
+    /// Makes the scheduler's epoll wait return (each write is an edge).
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        self.0.with(|fd| {
+            // SAFETY: writes 8 bytes from a local, to our own eventfd.
+            let w = || unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+            if w() < 0 {
+                // The counter is full (EAGAIN): empty it and write again.
+                let mut sink: u64 = 0;
+                // SAFETY: reads 8 bytes into a local, from our own eventfd.
+                unsafe { libc::read(fd, (&mut sink as *mut u64).cast(), 8) };
+                w();
+            }
+        });
+    }
+}
 
 /// Which direction a coroutine waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +199,8 @@ impl Slot {
 }
 
 pub(crate) struct Reactor {
-    poll: Poll,
-    events: Box<[libc::epoll_event]>,
+    epoll: Arc<Epoll>,
+    events: Vec<libc::epoll_event>,
     slots: Vec<Option<Box<Slot>>>,
     bit: u64,
 }
@@ -90,22 +213,23 @@ pub(crate) enum Prepared {
     Queued,
 }
 
-fn token(fd: RawFd, generation: u32) -> Token {
-    Token((fd as u32 as usize) | ((generation as usize) << 32))
+fn token(fd: RawFd, generation: u32) -> u64 {
+    u64::from(fd as u32) | (u64::from(generation) << 32)
 }
 
 impl Reactor {
     pub(crate) fn new(id: usize) -> io::Result<Reactor> {
         Ok(Reactor {
-            poll: Poll::new()?,
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS].into_boxed_slice(),
+            epoll: Arc::new(Epoll::new()?),
+            events: Vec::with_capacity(EVENTS),
             slots: Vec::new(),
             bit: reactor_bit(id),
         })
     }
 
-    pub(crate) fn registry(&self) -> &mio::Registry {
-        self.poll.registry()
+    /// The epoll instance, for the waker and for other threads' deregistering.
+    pub(crate) fn epoll(&self) -> &Arc<Epoll> {
+        &self.epoll
     }
 
     fn slot_mut(&mut self, fd: RawFd) -> Option<&mut Slot> {
@@ -151,14 +275,11 @@ impl Reactor {
     }
 
     fn register(&self, fd: RawFd, generation: u32) -> io::Result<()> {
-        // PRIORITY: TCP urgent data and other EPOLLPRI conditions wake readers too
-        // (poll's POLLPRI, select's exceptfds).
-        let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
-        let registry = self.poll.registry();
-        match registry.register(&mut SourceFd(&fd), token(fd, generation), interest) {
+        let data = token(fd, generation);
+        match self.epoll.ctl(libc::EPOLL_CTL_ADD, fd, INTEREST, data) {
             // The same open file under the same number from an unseen close and reopen.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                registry.reregister(&mut SourceFd(&fd), token(fd, generation), interest)
+                self.epoll.ctl(libc::EPOLL_CTL_MOD, fd, INTEREST, data)
             }
             other => other,
         }
@@ -179,7 +300,7 @@ impl Reactor {
         };
         if entry.as_ref().is_some_and(|s| s.generation == generation) {
             let slot = entry.take().expect("checked above");
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.epoll.deregister(fd);
             wake_all(*slot, Wake::Closed);
         }
     }
@@ -207,49 +328,26 @@ impl Reactor {
         mut wake: impl FnMut(Unparker),
     ) -> io::Result<Polled> {
         let mut polled = Polled::default();
-        // mio has no `epoll_pwait`: its `Poll` is an epoll fd whose event data
-        // are its tokens, so the wait is made here, with mio's readiness rules.
-        let ms = timeout.map_or(-1, |d| {
-            libc::c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
-        });
-        let mask = sigmask
-            .as_ref()
-            .map_or(std::ptr::null(), std::ptr::from_ref);
-        // SAFETY: our epoll fd, a buffer of `EVENTS` entries, a kernel-sized
-        // sigset (8 bytes) or null.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_epoll_pwait,
-                self.poll.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                ms,
-                mask,
-                size_of::<u64>(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
+        match self.epoll.wait(&mut self.events, timeout, sigmask) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 polled.interrupted = true;
-                Ok(polled)
-            } else {
-                Err(e)
-            };
+                return Ok(polled);
+            }
+            Err(e) => return Err(e),
         }
-        for i in 0..n as usize {
-            let libc::epoll_event { events, u64: data } = self.events[i];
-            let token = Token(data as usize);
-            if token == WAKER_TOKEN {
+        for event in &self.events {
+            let (bits, data) = (event.events, event.u64);
+            if data == WAKER_TOKEN {
                 polled.woken = true;
                 continue;
             }
-            if token == SIGNAL_TOKEN {
+            if data == SIGNAL_TOKEN {
                 polled.signalled = true;
                 continue;
             }
-            let fd = (token.0 & 0xffff_ffff) as RawFd;
-            let generation = (token.0 >> 32) as u32;
+            let fd = (data & 0xffff_ffff) as RawFd;
+            let generation = (data >> 32) as u32;
             let Some(slot) = self
                 .slots
                 .get_mut(fd as usize)
@@ -260,9 +358,8 @@ impl Reactor {
             if slot.generation != generation {
                 continue;
             }
-            let has = |bits: libc::c_int| events & bits as u32 != 0;
-            // Errors and hang-ups wake both directions: the retried call reports
-            // them (mio's `is_error`, `is_read_closed`, `is_write_closed`).
+            // Errors and hang-ups wake both directions: the retried call reports them.
+            let has = |b: i32| bits & b as u32 != 0;
             let failed = has(libc::EPOLLERR | libc::EPOLLHUP)
                 || (has(libc::EPOLLIN) && has(libc::EPOLLRDHUP));
             for (dir, hit) in [

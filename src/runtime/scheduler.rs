@@ -14,7 +14,7 @@ use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
 use super::overflow::{self, AltStack};
-use super::reactor::{self, Direction, FD_REGS, Prepared, Reactor, WAKER_TOKEN};
+use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
 use super::runq::RunQueue;
 use super::signals::Signals;
 use super::slice::Slice;
@@ -36,12 +36,26 @@ struct Owner(RefCell<Option<Box<Scheduler>>>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        // `exit()` called in a coroutine runs this thread's thread-local
+        // destructors on the coroutine's stack, then the atexit handlers and
+        // destructors, which may join or wait for other coroutines of this
+        // scheduler (contract 13): it must outlive them. The process is
+        // ending: it is leaked, and the coroutine stays one.
+        if in_coroutine() {
+            if let Ok(mut owned) = self.0.try_borrow_mut() {
+                if let Some(s) = owned.take() {
+                    Box::leak(s);
+                }
+            }
+            return;
+        }
+        // A kept scheduler (`keep_scheduler`) is not ours to forget.
+        let Some(owned) = self.0.borrow_mut().take() else {
+            return;
+        };
         let _ = CURRENT.try_with(|c| c.set(ptr::null()));
-        // `exit()` called in a coroutine runs thread-local destructors on the
-        // coroutine's stack, then atexit handlers: with the scheduler gone, the
-        // hooks they reach must see a plain thread.
         let _ = RUNNING.try_with(|r| r.set(ptr::null()));
-        self.0.borrow_mut().take();
+        drop(owned);
     }
 }
 
@@ -63,8 +77,8 @@ pub(crate) struct Remote {
     has_mail: AtomicBool,
     /// True while the owner may be blocked in `epoll_wait`.
     polling: AtomicBool,
-    waker: mio::Waker,
-    registry: mio::Registry,
+    waker: Waker,
+    epoll: Arc<Epoll>,
 }
 
 impl Remote {
@@ -80,7 +94,7 @@ impl Remote {
             .push(mail);
         self.has_mail.store(true, Ordering::SeqCst);
         if self.polling.swap(false, Ordering::SeqCst) {
-            let _ = self.waker.wake();
+            self.waker.wake();
         }
     }
 }
@@ -147,8 +161,8 @@ impl Scheduler {
             inbox: Mutex::new(Vec::new()),
             has_mail: AtomicBool::new(false),
             polling: AtomicBool::new(false),
-            waker: mio::Waker::new(reactor.registry(), WAKER_TOKEN)?,
-            registry: reactor.registry().try_clone()?,
+            waker: Waker::new(reactor.epoll())?,
+            epoll: reactor.epoll().clone(),
         });
         if id == remotes.len() {
             remotes.push(None);
@@ -607,6 +621,20 @@ pub(crate) fn with_scheduler<R>(f: impl FnOnce(&Scheduler) -> R) -> io::Result<R
     Ok(f(unsafe { &*ptr }))
 }
 
+/// Keeps this thread's scheduler for the rest of the process's life: not
+/// dropped with the thread's locals, which `exit()` destroys before it runs
+/// the atexit handlers and destructors that may still need it (green `main`'s
+/// thread: exit handlers that join green threads drive it).
+pub(crate) fn keep_scheduler() {
+    let _ = OWNER.try_with(|o| {
+        if let Ok(mut owned) = o.0.try_borrow_mut() {
+            if let Some(s) = owned.take() {
+                Box::leak(s);
+            }
+        }
+    });
+}
+
 /// This thread's scheduler, if it has one. Never allocates: safe in hooks.
 #[inline]
 pub(crate) fn current_scheduler() -> Option<&'static Scheduler> {
@@ -821,7 +849,7 @@ pub(crate) fn fd_closing(fd: RawFd) {
             _ => {
                 // Deregister before the fd number can be reused; the owner wakes
                 // the waiters when it reads its mail.
-                let _ = remote.registry.deregister(&mut mio::unix::SourceFd(&fd));
+                remote.epoll.deregister(fd);
                 remote.post(Mail::Closed(fd, old));
             }
         }
@@ -856,6 +884,19 @@ pub(crate) fn fd_shut_down(fd: RawFd) {
             }
         })));
     }
+}
+
+/// `fd_closing` for every fd in `first..=last` that some reactor registered
+/// and `skip` does not exclude (`close_range`, `closefrom`).
+pub(crate) fn fds_closing(first: u32, last: u32, skip: impl Fn(RawFd) -> bool) {
+    FD_REGS.for_each(|fd, reg| {
+        if (first..=last).contains(&(fd as u32))
+            && reg.reactors.load(Ordering::Acquire) != 0
+            && !skip(fd)
+        {
+            fd_closing(fd);
+        }
+    });
 }
 
 /// Called when a hook hands out a new fd: a registration left by a close we never

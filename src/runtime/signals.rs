@@ -18,9 +18,7 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mio::Interest;
-use mio::unix::SourceFd;
-
+use super::ownfd::OwnFd;
 use super::reactor::{Reactor, SIGNAL_TOKEN};
 use super::task::{Unparker, Wake};
 
@@ -133,8 +131,10 @@ pub(super) struct Signals {
     masked: RefCell<Slab>,
     /// Signal waits, with the set each waits for.
     waiting: RefCell<Slab>,
-    /// The signalfd for `waiting` and the set it watches.
-    signalfd: Cell<Option<(RawFd, u64)>>,
+    /// The signalfd for `waiting` (one of the runtime's own fds).
+    signalfd: RefCell<Option<OwnFd>>,
+    /// The set it watches (all once it could not be had: never retried).
+    watched: Cell<u64>,
 }
 
 impl Signals {
@@ -230,11 +230,13 @@ impl Signals {
             return;
         }
         let wanted = waiting.values().fold(0, |acc, set| acc | set);
-        let (fd, watched) = self.signalfd.get().unwrap_or((-1, 0));
+        let watched = self.watched.get();
         if wanted & !watched == 0 {
             return;
         }
         let set = watched | wanted;
+        let mut own = self.signalfd.borrow_mut();
+        let fd = own.as_ref().map_or(-1, OwnFd::raw);
         // SAFETY: a kernel-sized set of ours; `fd` is -1 or our signalfd.
         let r = unsafe {
             libc::syscall(
@@ -246,24 +248,27 @@ impl Signals {
             )
         } as RawFd;
         let registered = r >= 0
-            && (fd >= 0
-                || reactor
-                    .registry()
-                    .register(&mut SourceFd(&r), SIGNAL_TOKEN, Interest::READABLE)
-                    .is_ok());
+            && (own.is_some() || {
+                let new = OwnFd::adopt(r);
+                let ok = reactor
+                    .epoll()
+                    .register_readable(new.raw(), SIGNAL_TOKEN)
+                    .is_ok();
+                // Refused by the reactor: dropped, so closed.
+                if ok {
+                    *own = Some(new);
+                }
+                ok
+            });
         if !registered {
-            if r >= 0 {
-                // SAFETY: closing the fd just made, which the reactor refused.
-                unsafe { libc::close(r) };
-            }
             // Said once: the waits then end only by timeout or handler.
             crate::sys::diag(&[
                 b"patchall: no signalfd: sigwait in coroutines never sees its signal\n",
             ]);
-            self.signalfd.set(Some((fd, u64::MAX)));
+            self.watched.set(u64::MAX);
             return;
         }
-        self.signalfd.set(Some((r, set)));
+        self.watched.set(set);
     }
 
     /// The signalfd is readable: every signal wait retries its call.
@@ -271,15 +276,6 @@ impl Signals {
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
         for (who, _) in waiting.into_entries() {
             who.unpark(Wake::Ready);
-        }
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        if let Some((fd, _)) = self.signalfd.get().filter(|&(fd, _)| fd >= 0) {
-            // SAFETY: our own signalfd, closed once (its epoll goes with it).
-            unsafe { libc::close(fd) };
         }
     }
 }

@@ -136,50 +136,9 @@ pub struct Outcome {
 }
 
 /// Runs `cmd` to completion with stdin from /dev/null, capturing its output,
-/// killing it after `RUN_LIMIT`. `LD_PRELOAD` and `PATCHALL_*` variables
-/// inherited from the test's environment are removed; those `cmd` sets itself
-/// are kept.
-pub fn run(mut cmd: Command) -> Outcome {
-    let explicit: Vec<OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
-    for (key, _) in std::env::vars_os() {
-        let name = key.to_string_lossy();
-        if (name.starts_with("PATCHALL_") || name == "LD_PRELOAD") && !explicit.contains(&key) {
-            cmd.env_remove(&key);
-        }
-    }
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            String::from_utf8_lossy(&v).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for child") {
-            break s;
-        }
-        if start.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} still running after {RUN_LIMIT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Outcome {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+/// killing it after `RUN_LIMIT` (see `run_limited`).
+pub fn run(cmd: Command) -> Outcome {
+    run_limited(cmd, RUN_LIMIT).unwrap_or_else(|hung| panic!("{hung}"))
 }
 
 /// How a do-no-harm test runs a program the second time: under `LD_PRELOAD`,
@@ -475,4 +434,251 @@ pub fn assert_passed(name: &str, out: &Outcome) {
         out.stdout,
         out.stderr
     );
+}
+
+// ---- bounded runs, the launcher, real programs and the servers they talk to ----
+
+/// Removes the `LD_PRELOAD` and `PATCHALL_*` variables `cmd` would inherit from
+/// the test's environment; those `cmd` sets itself are kept.
+fn strip_inherited(cmd: &mut Command) {
+    let explicit: Vec<OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if (name.starts_with("PATCHALL_") || name == "LD_PRELOAD") && !explicit.contains(&key) {
+            cmd.env_remove(&key);
+        }
+    }
+}
+
+/// The last `max` bytes of `s` (on a character boundary), for failure messages.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Runs `cmd` to completion in a process group of its own, with stdin from
+/// /dev/null, capturing its output (environment as in `strip_inherited`).
+/// After `limit` the whole group is killed, so a hung `make` takes its
+/// compilers with it, and the error holds what the command printed until then.
+/// Whatever is left in the group when the command exits is killed too: no
+/// straggler keeps the output pipes open.
+pub fn run_limited(mut cmd: Command, limit: Duration) -> Result<Outcome, String> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+
+    strip_inherited(&mut cmd);
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = r.read(&mut chunk) {
+                sink.lock()
+                    .expect("output buffer")
+                    .extend_from_slice(&chunk[..n]);
+            }
+        });
+        (buf, reader)
+    };
+    let (out, out_reader) = drain(Box::new(child.stdout.take().expect("stdout")));
+    let (err, err_reader) = drain(Box::new(child.stderr.take().expect("stderr")));
+    let start = Instant::now();
+    let timed_out = loop {
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it in or leaves si_pid 0.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // WNOWAIT sees the exit without reaping: while the leader is a zombie its
+        // pid, the group's id, cannot be reused, so the killpg below reaches only
+        // this group.
+        // SAFETY: `info` is a valid siginfo_t for waitid to write.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: waitid succeeded, so si_pid is initialised (0: still running).
+        if r == 0 && unsafe { info.si_pid() } != 0 {
+            break false;
+        }
+        if start.elapsed() > limit {
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // SAFETY: plain syscall; the group is this child's (see above).
+    unsafe { libc::killpg(pid, libc::SIGKILL) };
+    let status = child.wait().expect("wait for child");
+    // A process that left the group (setsid) may still hold the pipes: wait a
+    // while, never forever.
+    let grace = Instant::now() + Duration::from_secs(5);
+    while !(out_reader.is_finished() && err_reader.is_finished()) && Instant::now() < grace {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let drained = out_reader.is_finished() && err_reader.is_finished();
+    let text = |b: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&b.lock().expect("output buffer")).into_owned()
+    };
+    let outcome = Outcome {
+        status,
+        stdout: text(&out),
+        stderr: text(&err),
+    };
+    if timed_out || !drained {
+        let why = if timed_out {
+            format!("still running after {limit:?}: its process group was killed")
+        } else {
+            "exited, but a process outside its group still holds its output".to_owned()
+        };
+        return Err(format!(
+            "{what} {why}\n--- stdout so far (tail):\n{}\n--- stderr so far (tail):\n{}",
+            tail(&outcome.stdout, 1500),
+            tail(&outcome.stderr, 1500)
+        ));
+    }
+    Ok(outcome)
+}
+
+/// `inner` run through `patchall run OPTIONS --`, with the same arguments,
+/// environment changes and working directory.
+pub fn launched_with(options: &[&str], inner: Command) -> Command {
+    let launcher = Path::new(env!("CARGO_BIN_EXE_patchall"));
+    assert_eq!(
+        preload_lib().parent(),
+        launcher.parent(),
+        "cargo puts the launcher and the library in one directory"
+    );
+    let mut c = Command::new(launcher);
+    c.arg("run").args(options).arg("--");
+    c.arg(inner.get_program()).args(inner.get_args());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(v) => c.env(key, v),
+            None => c.env_remove(key),
+        };
+    }
+    if let Some(dir) = inner.get_current_dir() {
+        c.current_dir(dir);
+    }
+    c
+}
+
+/// The path of a program a real-program test runs, found in `PATH` or in the
+/// sbin directories (nginx and dnsmasq live there, often outside a user's
+/// `PATH`). Missing, the test should skip: `None`, with a SKIPPED line on
+/// stderr naming the Debian package. With `PATCHALL_TEST_REQUIRE_PROGRAMS=1`
+/// (CI, which installs them all) a missing program is a failure instead.
+pub fn program_or_skip(test: &str, name: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    if found.is_none() {
+        let required = std::env::var("PATCHALL_TEST_REQUIRE_PROGRAMS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{test}: `{name}` not found (Debian package {package}); \
+             PATCHALL_TEST_REQUIRE_PROGRAMS=1 makes that a failure (.ci/run installs it)"
+        );
+        // Straight to fd 2: the harness captures eprintln! of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: `{name}` not found; install the Debian package {package}"
+        );
+    }
+    found
+}
+
+/// A port on 127.0.0.1 that is free for both TCP and UDP right now (a DNS
+/// server takes both).
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = tcp.local_addr().expect("local addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both TCP and UDP on 127.0.0.1 in 100 tries");
+}
+
+/// A server a test started natively (no preload, whatever the test's own
+/// environment): on drop its process group is killed and reaped.
+pub struct Server {
+    name: String,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `cmd` with stdin from /dev/null and stdout and stderr into `log`,
+    /// then waits, at most 20 s, until 127.0.0.1:`port` accepts TCP connections.
+    /// Panics with the log if the server exits or never listens.
+    pub fn start(name: &str, mut cmd: Command, port: u16, log: &Path) -> Server {
+        use std::os::unix::process::CommandExt;
+        strip_inherited(&mut cmd);
+        let file = std::fs::File::create(log).expect("create the server log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup the log fd"))
+            .stderr(file)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}"));
+        let mut server = Server {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "{name} exited ({status}) before listening:\n{}",
+                    server.log()
+                );
+            }
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not listening on 127.0.0.1:{port} after 20 s:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the server printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("({}: {e})", self.name))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: plain syscall on the group this child leads (not yet reaped).
+        unsafe { libc::killpg(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
 }

@@ -101,6 +101,8 @@ fn run_as_coroutine(main: Main, argc: c_int, argv: usize, envp: usize) -> Option
     if !matches!(spawned, Ok(Ok(_))) {
         return None;
     }
+    // Exit handlers run on this thread after `main` and may join green threads.
+    runtime::keep_scheduler();
     let _ = runtime::with_scheduler(|s| s.run_until(None, &mut || rec.finished()));
     if RETURNED.load(Acquire) {
         return Some(STATUS.load(Relaxed));
