@@ -1,4 +1,4 @@
-//! The socket family: socket, socketpair, accept, accept4, connect, the recv and
+//! The socket family: socket, socketpair, accept, accept4, connect, shutdown, the recv and
 //! send families, setsockopt(SO_RCVTIMEO/SO_SNDTIMEO). Inside a coroutine each
 //! call parks while the others run and returns what the blocking call returns;
 //! outside, result and errno are the raw system call's.

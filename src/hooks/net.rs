@@ -1,4 +1,4 @@
-//! Sockets: creation, accept, connect, and the recv/send families.
+//! Sockets: creation, accept, connect, shutdown, and the recv/send families.
 
 use std::time::{Duration, Instant};
 
