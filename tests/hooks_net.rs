@@ -1,4 +1,4 @@
-//! The socket family: socket, socketpair, accept, accept4, connect, the recv and
+//! The socket family: socket, socketpair, accept, accept4, connect, shutdown, the recv and
 //! send families, setsockopt(SO_RCVTIMEO/SO_SNDTIMEO). Inside a coroutine each
 //! call parks while the others run and returns what the blocking call returns;
 //! outside, result and errno are the raw system call's.
@@ -1717,4 +1717,165 @@ fn setsockopt_errors_are_the_kernels() {
     assert_eq!(got, Ok(2));
     peer.join().unwrap();
     [a, b, p, q].into_iter().for_each(close);
+}
+
+// ---- shutdown: the kernel raises no event, the waiters retry ----
+
+fn shutdown(face: Face, fd: i32, how: c_int) -> Outcome {
+    outcome(match face {
+        // SAFETY: no pointers involved.
+        Face::Hooked => unsafe { libc::shutdown(fd, how) as isize },
+        // SAFETY: as above.
+        Face::Raw => unsafe { libc::syscall(libc::SYS_shutdown, fd, how) as isize },
+    })
+}
+
+/// A unix stream listener on an abstract address unique to this process and `tag`.
+fn unix_listener(tag: &str) -> i32 {
+    let fd = socket(Face::Hooked, libc::AF_UNIX, libc::SOCK_STREAM).unwrap() as i32;
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let name = format!("patchall-test-{}-{tag}", std::process::id());
+    for (d, s) in sa.sun_path[1..].iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as socklen_t;
+    // SAFETY: a live sockaddr_un and a length within it.
+    let r = unsafe { libc::bind(fd, (&raw const sa).cast(), len) };
+    assert_eq!(r, 0, "bind: {}", errno());
+    // SAFETY: no pointers involved.
+    assert_eq!(unsafe { libc::listen(fd, 4) }, 0);
+    fd
+}
+
+/// shutdown(SHUT_WR) of a full unix socket fails the blocked send with EPIPE,
+/// though epoll reports nothing: the parked send wakes, whether the shutdown
+/// comes from a plain thread or from a coroutine of the waiter's own thread.
+#[test]
+fn shutdown_wakes_a_send_parked_on_a_full_unix_socket() {
+    // SAFETY: ignoring SIGPIPE, as Rust programs do, so EPIPE is reported.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let (a, b) = unix_pair(false);
+    fill_dontwait(a);
+    let other = after(30, move || {
+        assert_eq!(shutdown(Face::Hooked, a, libc::SHUT_WR), Ok(0))
+    });
+    let (got, ticks) = in_coroutine(move || send(Face::Hooked, a, b"x"));
+    other.join().unwrap();
+    assert_eq!(got, Err(libc::EPIPE));
+    assert!(ticks > 0, "the send blocked the thread");
+    [a, b].into_iter().for_each(close);
+
+    let (a, b) = unix_pair(false);
+    fill_dontwait(a);
+    let (got, ticks) = in_coroutine(move || {
+        let shut = patchall::spawn(move || {
+            patchall::sleep(Duration::from_millis(30));
+            shutdown(Face::Hooked, a, libc::SHUT_WR)
+        })
+        .unwrap();
+        (send(Face::Hooked, a, b"x"), shut.join().unwrap())
+    });
+    assert_eq!(got, (Err(libc::EPIPE), Ok(0)));
+    assert!(ticks > 0, "the send blocked the thread");
+    [a, b].into_iter().for_each(close);
+}
+
+/// shutdown of a unix listener fails the blocked accept with EINVAL (a
+/// non-blocking one gets EAGAIN): the parked accept reports EINVAL at once,
+/// not at its SO_RCVTIMEO, and so does a plain thread's on the listener we
+/// made non-blocking.
+#[test]
+fn shutdown_of_a_unix_listener_fails_a_parked_accept() {
+    let l = unix_listener("shut");
+    assert_eq!(set_timeout(Face::Hooked, l, libc::SO_RCVTIMEO, 5, 0), Ok(0));
+    let other = after(30, move || {
+        assert_eq!(shutdown(Face::Hooked, l, libc::SHUT_RDWR), Ok(0))
+    });
+    let started = Instant::now();
+    let ((got, _), ticks) = in_coroutine(move || accept(Face::Hooked, l, None));
+    other.join().unwrap();
+    assert_eq!(got, Err(libc::EINVAL));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "woke at SO_RCVTIMEO"
+    );
+    assert!(ticks > 0, "the accept blocked the thread");
+    assert!(
+        raw_getfl(l) & libc::O_NONBLOCK != 0,
+        "we made it non-blocking"
+    );
+    assert_eq!(accept(Face::Hooked, l, Some(0)).0, Err(libc::EINVAL));
+    close(l);
+    // Outside, the blocking listener: as the system call.
+    for face in [Face::Hooked, Face::Raw] {
+        let l = unix_listener("shut-outside");
+        assert_eq!(shutdown(face, l, libc::SHUT_RD), Ok(0));
+        assert_eq!(accept(face, l, None).0, Err(libc::EINVAL), "{face:?}");
+        close(l);
+    }
+}
+
+/// The peer closes with data unread: the kernel's blocked send reports
+/// ECONNRESET (the socket's error) and leaves none; so does the parked send,
+/// though a fresh send would say EPIPE.
+#[test]
+fn send_parked_when_the_peer_closes_reports_econnreset() {
+    // SAFETY: ignoring SIGPIPE, as Rust programs do, so EPIPE is reported.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let (a, b) = unix_pair(false);
+    fill_dontwait(a);
+    let peer = after(30, move || close(b));
+    let ((got, then), ticks) = in_coroutine(move || {
+        let got = send(Face::Hooked, a, b"x");
+        (got, recv(Face::Hooked, a, &mut [0u8; 1]))
+    });
+    peer.join().unwrap();
+    assert_eq!((got, then), (Err(libc::ECONNRESET), Ok(0)));
+    assert!(ticks > 0, "the send blocked the thread");
+    close(a);
+    // The same, natively blocked.
+    let (a, b) = unix_pair(false);
+    fill_dontwait(a);
+    let peer = after(30, move || close(b));
+    assert_eq!(send(Face::Raw, a, b"x"), Err(libc::ECONNRESET));
+    assert_eq!(recv(Face::Raw, a, &mut [0u8; 1]), Ok(0));
+    peer.join().unwrap();
+    close(a);
+}
+
+/// Outside a coroutine shutdown is the system call: result and errno.
+#[test]
+fn shutdown_outside_is_the_system_call() {
+    let (p, q) = {
+        let mut fds = [-1; 2];
+        // SAFETY: pipe writes two fds into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        (fds[0], fds[1])
+    };
+    for face in [Face::Hooked, Face::Raw] {
+        let lone = socket(Face::Raw, libc::AF_INET, libc::SOCK_STREAM).unwrap() as i32;
+        let (a, b) = unix_pair(false);
+        assert_eq!(
+            shutdown(face, lone, libc::SHUT_RDWR),
+            Err(libc::ENOTCONN),
+            "{face:?}"
+        );
+        assert_eq!(
+            shutdown(face, BAD_FD, libc::SHUT_RD),
+            Err(libc::EBADF),
+            "{face:?}"
+        );
+        assert_eq!(
+            shutdown(face, p, libc::SHUT_RD),
+            Err(libc::ENOTSOCK),
+            "{face:?}"
+        );
+        assert_eq!(shutdown(face, a, 7), Err(libc::EINVAL), "{face:?}");
+        assert_eq!(shutdown(face, a, libc::SHUT_WR), Ok(0), "{face:?}");
+        assert_eq!(recv(Face::Raw, b, &mut [0u8; 1]), Ok(0), "{face:?}");
+        [lone, a, b].into_iter().for_each(close);
+    }
+    [p, q].into_iter().for_each(close);
 }

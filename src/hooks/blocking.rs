@@ -229,6 +229,7 @@ fn drive(
             },
         },
     };
+    let mut parked = false;
     loop {
         // Edge-triggered epoll reports changes, not states: an fd that is ready
         // already (a pipe with room, unread input) may never report again. Park
@@ -240,8 +241,12 @@ fn drive(
                 set_errno(e);
                 return -1;
             }
+            parked = true;
         }
         let r = op(attempt);
+        if r < 0 && parked && dir == Direction::Write && errno() == libc::EPIPE {
+            woken_send_error(fd);
+        }
         if r >= 0 || !would_block(errno()) || how == How::WaitFirst {
             return r;
         }
@@ -249,7 +254,30 @@ fn drive(
             set_errno(e);
             return -1;
         }
+        parked = true;
     }
+}
+
+/// A send the kernel woke after it had blocked reports the socket's pending
+/// error (ECONNRESET: the peer closed with data unread) before EPIPE
+/// (`sock_alloc_send_pskb`, `sk_stream_error`); a fresh send, as our retry,
+/// may report EPIPE and leave the error for a later call. Takes the error as
+/// the blocked send would.
+fn woken_send_error(fd: libc::c_int) {
+    let mut err: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int-sized buffer and its length; any fd is acceptable (a
+    // non-socket fails with ENOTSOCK and leaves EPIPE).
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len,
+        )
+    };
+    set_errno(if r == 0 && err != 0 { err } else { libc::EPIPE });
 }
 
 /// The outside-coroutine face for fds we made non-blocking: as the blocking call.

@@ -1,4 +1,4 @@
-//! Sockets: creation, accept, connect, and the recv/send families.
+//! Sockets: creation, accept, connect, shutdown, and the recv/send families.
 
 use std::time::{Duration, Instant};
 
@@ -42,11 +42,67 @@ hook! {
 }
 
 hook! {
+    /// `shutdown(2)`: the kernel raises no epoll event when a call can no longer
+    /// block (`SHUT_WR` of a full socket: the blocked send fails with EPIPE), so
+    /// the coroutines parked on `fd`, on any thread, retry their calls.
+    fn shutdown(fd: c_int, how: c_int) -> c_int as real {
+        // SAFETY: forwarding the caller's arguments.
+        let r = unsafe { real(fd, how) };
+        if r == 0 && runtime::engaged() {
+            runtime::fd_shut_down(fd);
+        }
+        r
+    }
+}
+
+/// A listening unix socket shut down for reading fails a blocking `accept`
+/// with EINVAL but a non-blocking one with EAGAIN (`unix_accept`): where the
+/// caller asked for the blocking call, report the former rather than park
+/// for a connection that can no longer come. (A TCP listener leaves the
+/// listening state on shutdown: its accept fails with EINVAL either way.)
+fn accept_result(fd: c_int, r: isize) -> isize {
+    if r >= 0 || errno() != libc::EAGAIN || fdtable::facts(fd).is_some_and(|f| f.user_nonblock) {
+        return r;
+    }
+    if read_hung_up(fd) {
+        set_errno(libc::EINVAL);
+    } else {
+        set_errno(libc::EAGAIN);
+    }
+    r
+}
+
+/// True when `fd` reports a read hang-up (POLLRDHUP or POLLHUP) now.
+fn read_hung_up(fd: c_int) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: one valid pollfd, a valid zero timeout, no signal mask.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_ppoll,
+            &mut pfd,
+            1,
+            &zero,
+            std::ptr::null::<libc::sigset_t>(),
+            8,
+        )
+    };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
+}
+
+hook! {
     /// `accept4(2)`: parks until a connection arrives (or SO_RCVTIMEO expires).
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int as real {
         let r = blocking::once(fd, Direction::Read, None, |_| {
             // SAFETY: forwarding the caller's arguments.
-            unsafe { real(fd, addr, len, flags) as isize }
+            accept_result(fd, unsafe { real(fd, addr, len, flags) as isize })
         }) as c_int;
         if r >= 0 {
             accepted(fd, r, flags & libc::SOCK_NONBLOCK != 0);
@@ -60,7 +116,7 @@ hook! {
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int as real {
         let r = blocking::once(fd, Direction::Read, None, |_| {
             // SAFETY: forwarding the caller's arguments.
-            unsafe { real(fd, addr, len) as isize }
+            accept_result(fd, unsafe { real(fd, addr, len) as isize })
         }) as c_int;
         if r >= 0 {
             accepted(fd, r, false);

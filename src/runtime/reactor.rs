@@ -305,6 +305,19 @@ impl Reactor {
         }
     }
 
+    /// Wakes every waiter of `fd` (generation `generation`) to retry its call, and
+    /// makes the next waiter retry before it parks: for changes the kernel
+    /// raises no event for (`shutdown`).
+    pub(crate) fn wake_waiters(&mut self, fd: RawFd, generation: u32) {
+        if let Some(slot) = self.slot_mut(fd).filter(|s| s.generation == generation) {
+            slot.ready = Direction::Read.bit() | Direction::Write.bit();
+            let waiters = std::mem::take(&mut slot.readers)
+                .into_iter()
+                .chain(std::mem::take(&mut slot.writers));
+            waiters.for_each(|who| who.unpark(Wake::Ready));
+        }
+    }
+
     /// Waits for events up to `timeout` and hands every woken waiter to `wake`.
     /// With `sigmask`, the wait is made with that signal mask (`epoll_pwait`), so
     /// that the signals parked coroutines let in are delivered meanwhile.

@@ -856,6 +856,36 @@ pub(crate) fn fd_closing(fd: RawFd) {
     }
 }
 
+/// Called after `fd` was shut down, from any thread: every reactor that holds
+/// it wakes its waiters to retry their calls (the fd stays open). The kernel
+/// raises no epoll event when a send can no longer block (`SHUT_WR`).
+pub(crate) fn fd_shut_down(fd: RawFd) {
+    let Some(reg) = FD_REGS.get(fd) else { return };
+    let generation = reg.generation.load(Ordering::Acquire);
+    let mask = reg.reactors.load(Ordering::Acquire);
+    if mask == 0 {
+        return;
+    }
+    let local = current_scheduler();
+    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+    for remote in remotes.iter().flatten() {
+        if mask & reactor::reactor_bit(remote.id) == 0 {
+            continue;
+        }
+        if let Some(s) = local.filter(|s| Arc::ptr_eq(&s.remote, remote))
+            && let Ok(mut reactor) = s.reactor.try_borrow_mut()
+        {
+            reactor.wake_waiters(fd, generation);
+            continue;
+        }
+        remote.post(Mail::Run(Box::new(move || {
+            if let Some(s) = current_scheduler() {
+                s.reactor.borrow_mut().wake_waiters(fd, generation);
+            }
+        })));
+    }
+}
+
 /// `fd_closing` for every fd in `first..=last` that some reactor registered
 /// and `skip` does not exclude (`close_range`, `closefrom`).
 pub(crate) fn fds_closing(first: u32, last: u32, skip: impl Fn(RawFd) -> bool) {
