@@ -164,6 +164,23 @@ fn condvar_and_semaphore_waits_are_cancellation_points() {
 }
 
 #[test]
+fn locks_glibc_used_before_main_work_for_green_threads() {
+    // Before green threads are on (at `__libc_start_main`), libraries'
+    // constructors lock with glibc's own code: a rwlock it last write-locked
+    // stays in glibc's write phase, which read as one reader here, and the
+    // first write lock in `main` waited for ever (bind9's dig, OpenSSL's
+    // locks). Rwlocks of both kinds, mutexes, a condvar, a barrier and a
+    // semaphore used from .preinit_array then from threads, on one OS thread
+    // and on two.
+    same_everywhere("green_early_locks", 0);
+    let program = c_program("green_early_locks");
+    let want = expected("green_early_locks");
+    let got = run(&program, Mode::Green, &[("PATCHALL_WORKERS", "2")]);
+    assert!(got.status.success(), "2 workers: {got:?}");
+    assert_eq!(got.stdout, want, "2 workers, stderr: {}", got.stderr);
+}
+
+#[test]
 fn main_may_end_with_pthread_exit() {
     same_everywhere("green_main_exit", 0);
 }

@@ -765,10 +765,18 @@ struct RwLock {
 /// as reader-preferring) let a reader in while writers wait.
 const PREFER_WRITER_NONRECURSIVE: u32 = 2;
 
-const READ_LOCKED: u32 = 1;
-const RW_MASK: u32 = (1 << 30) - 1;
+/// glibc's `PTHREAD_RWLOCK_WRPHASE` bit of `__readers`, our `state`. glibc
+/// leaves an idle lock that was last write-locked in its write phase: this bit
+/// set, no reader, no writer. Locks used before green threads were turned on
+/// (by other libraries' constructors: OpenSSL's, run by bind9's libisc, before
+/// `__libc_start_main`) come to us in that state, so the bit is never ours and
+/// means nothing here: were it one reader, the first write lock would wait for
+/// a reader that does not exist. Readers count from the next bit.
+const GLIBC_WRPHASE: u32 = 1;
+const READ_LOCKED: u32 = 2;
+const RW_MASK: u32 = ((1 << 30) - 1) & !GLIBC_WRPHASE;
 const WRITE_LOCKED: u32 = RW_MASK;
-const MAX_READERS: u32 = RW_MASK - 1;
+const MAX_READERS: u32 = RW_MASK - READ_LOCKED;
 const READERS_WAITING: u32 = 1 << 30;
 const WRITERS_WAITING: u32 = 1 << 31;
 
@@ -1024,7 +1032,9 @@ impl RwLock {
     }
 
     fn wake_writer_or_readers(&self, mut s: u32) {
-        if s == WRITERS_WAITING {
+        // The states below are exact but for glibc's leftover bit, which the
+        // exchanges clear.
+        if s & !GLIBC_WRPHASE == WRITERS_WAITING {
             match self.state.compare_exchange(s, 0, Relaxed, Relaxed) {
                 Ok(_) => {
                     self.wake_writer();
@@ -1033,7 +1043,7 @@ impl RwLock {
                 Err(x) => s = x,
             }
         }
-        if s == READERS_WAITING + WRITERS_WAITING {
+        if s & !GLIBC_WRPHASE == READERS_WAITING + WRITERS_WAITING {
             if self
                 .state
                 .compare_exchange(s, READERS_WAITING, Relaxed, Relaxed)
@@ -1048,7 +1058,9 @@ impl RwLock {
             // No writer was asleep to take the wake-up: wake the readers instead.
             s = READERS_WAITING;
         }
-        if s == READERS_WAITING && self.state.compare_exchange(s, 0, Relaxed, Relaxed).is_ok() {
+        if s & !GLIBC_WRPHASE == READERS_WAITING
+            && self.state.compare_exchange(s, 0, Relaxed, Relaxed).is_ok()
+        {
             let addr = self.state.as_ptr() as usize;
             parking::unpark_all(addr);
             if self.native_readers.load(SeqCst) > 0 {
