@@ -236,6 +236,14 @@ fn start_routines_named_in_patchall_native_threads_stay_native() {
         1
     );
     assert_eq!(own(Mode::Off, &[]), 1);
+    // bind9's thread trampoline stays native unasked (its threads keep their
+    // ids in thread-locals).
+    let out = run(&program, Mode::Green, &[]);
+    assert_eq!(
+        field(&out, "libisc trampoline, own os thread:"),
+        1,
+        "{out:?}"
+    );
 }
 
 /// The `std_threads` example (plain std threads), built like the library.
