@@ -1262,9 +1262,22 @@ impl Barrier {
         overlay(b, |x: &Barrier| x.shared.load(Relaxed) == 0)
     }
 
+    /// A barrier glibc's code used (before green threads were on) is left with
+    /// its arrivals (`in`, our `arrived`) and departures (`out`, our `inside`)
+    /// equal, a multiple of the count: our `arrived` never reaches the count,
+    /// so one that has is glibc's, and both go back to zero.
+    fn adopt_from_glibc(&self, count: u32) {
+        let a = self.arrived.load(SeqCst);
+        if a & WAITER_COUNT >= count && self.arrived.compare_exchange(a, 0, SeqCst, SeqCst).is_ok()
+        {
+            self.inside.fetch_sub(a, SeqCst);
+        }
+    }
+
     fn wait(&self) -> c_int {
-        self.inside.fetch_add(1, SeqCst);
         let count = self.count.load(Relaxed);
+        self.adopt_from_glibc(count);
+        self.inside.fetch_add(1, SeqCst);
         let round = self.round.load(SeqCst);
         let waiter = Waiter::new();
         let native = if waiter.native() { WAITER_NATIVE } else { 0 };
@@ -1320,8 +1333,11 @@ hook! {
     /// the last round's waiters to leave.
     fn pthread_barrier_destroy(b: *mut pthread_barrier_t) -> c_int as real {
         match Barrier::ours(b) {
-            Some(br) if br.arrived.load(SeqCst) & WAITER_COUNT != 0 => EBUSY,
             Some(br) => {
+                br.adopt_from_glibc(br.count.load(Relaxed));
+                if br.arrived.load(SeqCst) & WAITER_COUNT != 0 {
+                    return EBUSY;
+                }
                 while br.inside.load(SeqCst) != 0 {
                     let_others_run();
                 }

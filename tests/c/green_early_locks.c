@@ -22,11 +22,21 @@ static pthread_rwlock_t rw_writer_first;
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t recursive;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static pthread_barrier_t barrier_of_one;
+static pthread_barrier_t barrier_of_one, barrier_of_two;
 static sem_t sem;
 
 static long counter;
 static int flag;
+static int serials;
+
+/* Meets the caller at `barrier_of_two` `arg` times, counting serial returns. */
+static void *partner(void *arg)
+{
+	for (long i = 0; i < (long)arg; i++)
+		if (pthread_barrier_wait(&barrier_of_two) == PTHREAD_BARRIER_SERIAL_THREAD)
+			__atomic_fetch_add(&serials, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
 
 static const char *err(int e)
 {
@@ -82,6 +92,12 @@ static void early(int argc, char **argv, char **envp)
 
 	pthread_barrier_init(&barrier_of_one, NULL, 1);
 	pthread_barrier_wait(&barrier_of_one);
+	/* A round of two: glibc leaves its arrivals and departures at 2. */
+	pthread_t t;
+	pthread_barrier_init(&barrier_of_two, NULL, 2);
+	pthread_create(&t, NULL, partner, (void *)1L);
+	partner((void *)1L);
+	pthread_join(t, NULL);
 
 	sem_init(&sem, 0, 1);
 	sem_wait(&sem);
@@ -201,5 +217,11 @@ int main(void)
 	printf("sem_wait %d\n", sem_wait(&sem));
 	pthread_join(t, NULL);
 	printf("barrier of one %s\n", err(pthread_barrier_wait(&barrier_of_one)));
+	serials = 0;
+	pthread_create(&t, NULL, partner, (void *)3L);
+	partner((void *)3L);
+	pthread_join(t, NULL);
+	printf("barrier of two: 3 rounds, %d serial\n", serials);
+	printf("barrier destroy %s\n", err(pthread_barrier_destroy(&barrier_of_two)));
 	return 0;
 }
