@@ -771,7 +771,9 @@ const PREFER_WRITER_NONRECURSIVE: u32 = 2;
 /// (by other libraries' constructors: OpenSSL's, run by bind9's libisc, before
 /// `__libc_start_main`) come to us in that state, so the bit is never ours and
 /// means nothing here: were it one reader, the first write lock would wait for
-/// a reader that does not exist. Readers count from the next bit.
+/// a reader that does not exist. Readers count from the next bit. (glibc's
+/// `__wrphase_futex`, our `native_readers`, stays 1 there too: it costs one
+/// futex wake-up more whenever readers are woken.)
 const GLIBC_WRPHASE: u32 = 1;
 const READ_LOCKED: u32 = 2;
 const RW_MASK: u32 = ((1 << 30) - 1) & !GLIBC_WRPHASE;
