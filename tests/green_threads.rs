@@ -186,6 +186,23 @@ fn handovers_let_the_other_green_thread_run() {
 }
 
 #[test]
+fn locks_glibc_used_before_main_work_for_green_threads() {
+    // Before green threads are on (at `__libc_start_main`), libraries'
+    // constructors lock with glibc's own code: a rwlock it last write-locked
+    // stays in glibc's write phase, which read as one reader here, and the
+    // first write lock in `main` waited for ever (bind9's dig, OpenSSL's
+    // locks). Rwlocks of both kinds, mutexes, a condvar, a barrier and a
+    // semaphore used from .preinit_array then from threads, on one OS thread
+    // and on two.
+    same_everywhere("green_early_locks", 0);
+    let program = c_program("green_early_locks");
+    let want = expected("green_early_locks");
+    let got = run(&program, Mode::Green, &[("PATCHALL_WORKERS", "2")]);
+    assert!(got.status.success(), "2 workers: {got:?}");
+    assert_eq!(got.stdout, want, "2 workers, stderr: {}", got.stderr);
+}
+
+#[test]
 fn main_may_end_with_pthread_exit() {
     same_everywhere("green_main_exit", 0);
 }
@@ -241,6 +258,14 @@ fn start_routines_named_in_patchall_native_threads_stay_native() {
         1
     );
     assert_eq!(own(Mode::Off, &[]), 1);
+    // bind9's thread trampoline stays native unasked (its threads keep their
+    // ids in thread-locals).
+    let out = run(&program, Mode::Green, &[]);
+    assert_eq!(
+        field(&out, "libisc trampoline, own os thread:"),
+        1,
+        "{out:?}"
+    );
 }
 
 /// The `std_threads` example (plain std threads), built like the library.

@@ -765,10 +765,20 @@ struct RwLock {
 /// as reader-preferring) let a reader in while writers wait.
 const PREFER_WRITER_NONRECURSIVE: u32 = 2;
 
-const READ_LOCKED: u32 = 1;
-const RW_MASK: u32 = (1 << 30) - 1;
+/// glibc's `PTHREAD_RWLOCK_WRPHASE` bit of `__readers`, our `state`. glibc
+/// leaves an idle lock that was last write-locked in its write phase: this bit
+/// set, no reader, no writer. Locks used before green threads were turned on
+/// (by other libraries' constructors: OpenSSL's, run by bind9's libisc, before
+/// `__libc_start_main`) come to us in that state, so the bit is never ours and
+/// means nothing here: were it one reader, the first write lock would wait for
+/// a reader that does not exist. Readers count from the next bit. (glibc's
+/// `__wrphase_futex`, our `native_readers`, stays 1 there too: it costs one
+/// futex wake-up more whenever readers are woken.)
+const GLIBC_WRPHASE: u32 = 1;
+const READ_LOCKED: u32 = 2;
+const RW_MASK: u32 = ((1 << 30) - 1) & !GLIBC_WRPHASE;
 const WRITE_LOCKED: u32 = RW_MASK;
-const MAX_READERS: u32 = RW_MASK - 1;
+const MAX_READERS: u32 = RW_MASK - READ_LOCKED;
 const READERS_WAITING: u32 = 1 << 30;
 const WRITERS_WAITING: u32 = 1 << 31;
 
@@ -1024,7 +1034,9 @@ impl RwLock {
     }
 
     fn wake_writer_or_readers(&self, mut s: u32) {
-        if s == WRITERS_WAITING {
+        // The states below are exact but for glibc's leftover bit, which the
+        // exchanges clear.
+        if s & !GLIBC_WRPHASE == WRITERS_WAITING {
             match self.state.compare_exchange(s, 0, Relaxed, Relaxed) {
                 Ok(_) => {
                     self.wake_writer();
@@ -1033,7 +1045,7 @@ impl RwLock {
                 Err(x) => s = x,
             }
         }
-        if s == READERS_WAITING + WRITERS_WAITING {
+        if s & !GLIBC_WRPHASE == READERS_WAITING + WRITERS_WAITING {
             if self
                 .state
                 .compare_exchange(s, READERS_WAITING, Relaxed, Relaxed)
@@ -1048,7 +1060,9 @@ impl RwLock {
             // No writer was asleep to take the wake-up: wake the readers instead.
             s = READERS_WAITING;
         }
-        if s == READERS_WAITING && self.state.compare_exchange(s, 0, Relaxed, Relaxed).is_ok() {
+        if s & !GLIBC_WRPHASE == READERS_WAITING
+            && self.state.compare_exchange(s, 0, Relaxed, Relaxed).is_ok()
+        {
             let addr = self.state.as_ptr() as usize;
             parking::unpark_all(addr);
             if self.native_readers.load(SeqCst) > 0 {
@@ -1250,9 +1264,22 @@ impl Barrier {
         overlay(b, |x: &Barrier| x.shared.load(Relaxed) == 0)
     }
 
+    /// A barrier glibc's code used (before green threads were on) is left with
+    /// its arrivals (`in`, our `arrived`) and departures (`out`, our `inside`)
+    /// equal, a multiple of the count: our `arrived` never reaches the count,
+    /// so one that has is glibc's, and both go back to zero.
+    fn adopt_from_glibc(&self, count: u32) {
+        let a = self.arrived.load(SeqCst);
+        if a & WAITER_COUNT >= count && self.arrived.compare_exchange(a, 0, SeqCst, SeqCst).is_ok()
+        {
+            self.inside.fetch_sub(a, SeqCst);
+        }
+    }
+
     fn wait(&self) -> c_int {
-        self.inside.fetch_add(1, SeqCst);
         let count = self.count.load(Relaxed);
+        self.adopt_from_glibc(count);
+        self.inside.fetch_add(1, SeqCst);
         let round = self.round.load(SeqCst);
         let waiter = Waiter::new();
         let native = if waiter.native() { WAITER_NATIVE } else { 0 };
@@ -1308,8 +1335,11 @@ hook! {
     /// the last round's waiters to leave.
     fn pthread_barrier_destroy(b: *mut pthread_barrier_t) -> c_int as real {
         match Barrier::ours(b) {
-            Some(br) if br.arrived.load(SeqCst) & WAITER_COUNT != 0 => EBUSY,
             Some(br) => {
+                br.adopt_from_glibc(br.count.load(Relaxed));
+                if br.arrived.load(SeqCst) & WAITER_COUNT != 0 {
+                    return EBUSY;
+                }
                 while br.inside.load(SeqCst) != 0 {
                     let_others_run();
                 }

@@ -11,6 +11,15 @@
 //! contains the string `RUST_MIN_STACK`, which std's spawn reads — keeps every
 //! thread it starts native.
 //!
+//! bind9's libisc (9.18: `dig`, `named`, `delv`…) starts every thread through
+//! its exported `isc__trampoline_run`, which stores the thread's id in the
+//! thread-local `isc_tid_v`; each network-manager thread then keeps its
+//! worker id in another (`isc_nm_tid()`) and asserts on it in every libuv
+//! callback (`REQUIRE(worker->id == isc_nm_tid())`): as coroutines of one OS
+//! thread the workers overwrite each other's id and `dig` aborts. Its threads
+//! are a fixed pool of event loops, not one per connection, so native threads
+//! cost nothing that green ones would save.
+//!
 //! `PATCHALL_NATIVE_THREADS` adds comma-separated patterns: a start routine
 //! stays native if its symbol name (`.symtab` or `.dynsym`) or the path of its
 //! object contains one.
@@ -27,6 +36,10 @@ use crate::hooks::real::Guard;
 const RTLD_DL_LINKMAP: libc::c_int = 2;
 const STT_FUNC: u8 = 2;
 const SHT_SYMTAB: u32 = 2;
+
+/// Exported start routines whose threads keep their identity in thread-locals
+/// (see the module comment).
+const KEEP_ID_IN_TLS: [&[u8]; 1] = [b"isc__trampoline_run"];
 
 /// The public head of glibc's `struct link_map`.
 #[repr(C)]
@@ -71,7 +84,7 @@ pub(super) fn stays_native(start: usize) -> bool {
     // SAFETY: dladdr's symbol name is a NUL-terminated string in the object.
     let exported = (info.dli_saddr as usize == start && !info.dli_sname.is_null())
         .then(|| unsafe { CStr::from_ptr(info.dli_sname) }.to_bytes());
-    if exported.is_some_and(|name| matches_any(name, patterns)) {
+    if exported.is_some_and(|name| KEEP_ID_IN_TLS.contains(&name) || matches_any(name, patterns)) {
         return true;
     }
     // SAFETY: RTLD_DL_LINKMAP gives the object's live link_map, whose name is
@@ -132,7 +145,10 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
     match function_symbols(bytes) {
         Some(symbols) => {
             for (value, sym) in symbols {
-                if is_rust_thread_start(sym) || matches_any(sym, patterns) {
+                if is_rust_thread_start(sym)
+                    || KEEP_ID_IN_TLS.contains(&sym)
+                    || matches_any(sym, patterns)
+                {
                     object.routines.push(value);
                 }
             }
