@@ -1,6 +1,7 @@
 //! Real programs under green threads (issue 13): `make -j2` with gcc, node and
-//! libuv's pool, python3's multiprocessing, `redis-benchmark --threads 2`
-//! against redis-server, `wrk -t2` against nginx, and `dig` against dnsmasq. Each runs natively, then under
+//! libuv's pool, node's worker_threads, python3's multiprocessing,
+//! `redis-benchmark --threads 2` against redis-server, `wrk -t2` against nginx,
+//! and `dig` against dnsmasq. Each runs natively, then under
 //! `LD_PRELOAD` alone (must already be identical: it shows the test itself is
 //! sound), then under `patchall run --green-threads` on 1 and 2 workers.
 //! Where output is exact by nature it must be identical; where it is not
@@ -412,6 +413,50 @@ fn python_multiprocessing_pool() {
             None if got.status.success()
                 && got.stdout == "[1, 2, 3]\n41541750\n49\n[0, 1, 2]\n[0, 0, 0]\n" =>
             {
+                native = Some(got);
+                Ok(())
+            }
+            None => Err(format!("unexpected: {got:?}")),
+        }
+    });
+}
+
+/// Three `worker_threads`, each computing and posting its result back. As
+/// green threads on one OS thread they crashed in V8's `Isolate::Exit` (the
+/// isolate it restores is another worker's, kept in a shared thread-local):
+/// node's worker start routine is now kept native.
+const NODE_WORKERS: &str = r#"'use strict';
+const { Worker, isMainThread, parentPort, workerData } = require('worker_threads');
+if (isMainThread) {
+  let done = 0; const res = [];
+  for (let i = 0; i < 3; i++) {
+    const w = new Worker(__filename, { workerData: i });
+    w.on('message', (m) => { res[i] = m; });
+    w.on('exit', () => { if (++done === 3) console.log(res.join(' ')); });
+  }
+} else {
+  let s = 0;
+  for (let k = 0; k < 1e6; k++) s += k % (workerData + 2);
+  parentPort.postMessage(`w${workerData}:${s}`);
+}
+"#;
+
+#[test]
+fn node_worker_threads() {
+    let Some(node) = program_or_skip("node_worker_threads", "node", "nodejs") else {
+        return;
+    };
+    let tmp = TempDir::new("node-workers");
+    let script = tmp.path().join("workers.js");
+    std::fs::write(&script, NODE_WORKERS).expect("write script");
+    let mut native = None;
+    in_every_mode("node worker_threads", |mode| {
+        let mut cmd = Command::new(&node);
+        cmd.arg(&script).current_dir(tmp.path());
+        let got = mode.run(cmd)?;
+        match &native {
+            Some(want) => same_as(want, &got),
+            None if got.status.success() && got.stdout == "w0:500000 w1:999999 w2:1500000\n" => {
                 native = Some(got);
                 Ok(())
             }

@@ -11,6 +11,12 @@
 //! contains the string `RUST_MIN_STACK`, which std's spawn reads — keeps every
 //! thread it starts native.
 //!
+//! node's `worker_threads` (`node::worker::Worker::StartThread`'s thread
+//! lambda) stay native for the same reason: V8 keeps the entered isolate and
+//! its per-thread data in thread-locals and, on `Isolate::Exit`, restores the
+//! one entered before — on a shared OS thread, another worker's isolate, maybe
+//! disposed already (SIGSEGV in `Isolate::Exit` on one worker, every time).
+//!
 //! `PATCHALL_NATIVE_THREADS` adds comma-separated patterns: a start routine
 //! stays native if its symbol name (`.symtab` or `.dynsym`) or the path of its
 //! object contains one.
@@ -110,6 +116,13 @@ fn is_rust_thread_start(name: &[u8]) -> bool {
     has(b"3std") && has(b"12thread_start")
 }
 
+/// The start routine of a node `Worker` (a lambda inside
+/// `node::worker::Worker::StartThread`, a local symbol).
+fn is_node_worker_start(name: &[u8]) -> bool {
+    let p = b"4node6worker6Worker11StartThread";
+    name.windows(p.len()).any(|w| w == p)
+}
+
 fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
     // The main program's link_map has an empty name.
     let path = if name.is_empty() {
@@ -132,7 +145,10 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
     match function_symbols(bytes) {
         Some(symbols) => {
             for (value, sym) in symbols {
-                if is_rust_thread_start(sym) || matches_any(sym, patterns) {
+                if is_rust_thread_start(sym)
+                    || is_node_worker_start(sym)
+                    || matches_any(sym, patterns)
+                {
                     object.routines.push(value);
                 }
             }
@@ -262,6 +278,14 @@ mod tests {
         ));
         assert!(!is_rust_thread_start(b"thread_start"));
         assert!(!is_rust_thread_start(b"start_thread"));
+    }
+
+    #[test]
+    fn node_worker_start_is_recognised() {
+        assert!(is_node_worker_start(
+            b"_ZZN4node6worker6Worker11StartThreadERKN2v820FunctionCallbackInfoINS2_5ValueEEEENUlPvE_4_FUNES8_"
+        ));
+        assert!(!is_node_worker_start(b"_ZN4node6worker6Worker3RunEv"));
     }
 
     #[test]
