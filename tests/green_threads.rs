@@ -241,6 +241,24 @@ fn a_dedicated_signal_thread_sigwaits_while_the_others_run() {
 }
 
 #[test]
+fn process_shared_semaphores_let_the_other_green_threads_run() {
+    // Python's multiprocessing pattern: main waits on a named semaphore that a
+    // thread of its own posts; on a pshared one a child process posts; timed
+    // waits time out, a handler without SA_RESTART gives EINTR. Before, the
+    // wait blocked the OS thread: on one worker the poster never ran.
+    let program = c_program("green_shared_sem");
+    let native = run(&program, Mode::Plain, &[]);
+    assert!(native.status.success(), "{native:?}");
+    assert!(native.stdout.ends_with("done\n"), "{native:?}");
+    assert!(!native.stdout.contains("others ran: no"), "{native:?}");
+    for workers in ["1", "2"] {
+        let green = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
+        assert_eq!(green.status.code(), Some(0), "{workers} workers: {green:?}");
+        assert_eq!(green.stdout, native.stdout, "{workers} workers: {green:?}");
+    }
+}
+
+#[test]
 fn start_routines_named_in_patchall_native_threads_stay_native() {
     let program = c_program("green_native_routine");
     let own = |mode, env: &[(&str, &str)]| {

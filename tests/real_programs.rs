@@ -1,6 +1,7 @@
 //! Real programs under green threads (issue 13): `make -j2` with gcc, node and
-//! libuv's pool, `redis-benchmark --threads 2` against redis-server, `wrk -t2`
-//! against nginx, and `dig` against dnsmasq. Each runs natively, then under
+//! libuv's pool, node's worker_threads, python3's multiprocessing,
+//! `redis-benchmark --threads 2` against redis-server, `wrk -t2` against nginx,
+//! and `dig` against dnsmasq. Each runs natively, then under
 //! `LD_PRELOAD` alone (must already be identical: it shows the test itself is
 //! sound), then under `patchall run --green-threads` on 1 and 2 workers.
 //! Where output is exact by nature it must be identical; where it is not
@@ -363,6 +364,104 @@ fn node_pool_timers_and_exits() {
             }
         }
         Ok(())
+    });
+}
+
+// ---- python3 multiprocessing ------------------------------------------------
+
+/// A Pool's queue locks are `sem_open` semaphores shared with its worker
+/// processes; leaving the `with` block, the main thread waits on one that a
+/// worker holds until the pool's own handler thread sends it a sentinel.
+/// Under green threads that wait used to block the OS thread the handler
+/// threads run on (a hang before exit on one worker and on two).
+const PY_POOL: &str = r#"import multiprocessing as mp
+def square(x):
+    return x * x
+if __name__ == "__main__":
+    with mp.Pool(2) as p:
+        print(p.map(abs, [-1, -2, -3]))
+        print(sum(p.map(square, range(500), chunksize=1)))
+        print(p.apply_async(square, (7,)).get(timeout=20))
+    q, lock = mp.Queue(), mp.Lock()
+    def put(q, lock, i):
+        with lock:
+            q.put(i)
+    procs = [mp.Process(target=put, args=(q, lock, i)) for i in range(3)]
+    for x in procs:
+        x.start()
+    print(sorted(q.get() for _ in procs))
+    for x in procs:
+        x.join()
+    print([x.exitcode for x in procs])
+"#;
+
+#[test]
+fn python_multiprocessing_pool() {
+    let Some(python) = program_or_skip("python_multiprocessing_pool", "python3", "python3") else {
+        return;
+    };
+    let tmp = TempDir::new("python");
+    let script = tmp.path().join("pool.py");
+    std::fs::write(&script, PY_POOL).expect("write script");
+    let mut native = None;
+    in_every_mode("python3 multiprocessing", |mode| {
+        let mut cmd = Command::new(&python);
+        cmd.arg(&script).current_dir(tmp.path());
+        let got = mode.run(cmd)?;
+        match &native {
+            Some(want) => same_as(want, &got),
+            None if got.status.success()
+                && got.stdout == "[1, 2, 3]\n41541750\n49\n[0, 1, 2]\n[0, 0, 0]\n" =>
+            {
+                native = Some(got);
+                Ok(())
+            }
+            None => Err(format!("unexpected: {got:?}")),
+        }
+    });
+}
+
+/// Three `worker_threads`, each computing and posting its result back. As
+/// green threads on one OS thread they crashed in V8's `Isolate::Exit` (the
+/// isolate it restores is another worker's, kept in a shared thread-local):
+/// node's worker start routine is now kept native.
+const NODE_WORKERS: &str = r#"'use strict';
+const { Worker, isMainThread, parentPort, workerData } = require('worker_threads');
+if (isMainThread) {
+  let done = 0; const res = [];
+  for (let i = 0; i < 3; i++) {
+    const w = new Worker(__filename, { workerData: i });
+    w.on('message', (m) => { res[i] = m; });
+    w.on('exit', () => { if (++done === 3) console.log(res.join(' ')); });
+  }
+} else {
+  let s = 0;
+  for (let k = 0; k < 1e6; k++) s += k % (workerData + 2);
+  parentPort.postMessage(`w${workerData}:${s}`);
+}
+"#;
+
+#[test]
+fn node_worker_threads() {
+    let Some(node) = program_or_skip("node_worker_threads", "node", "nodejs") else {
+        return;
+    };
+    let tmp = TempDir::new("node-workers");
+    let script = tmp.path().join("workers.js");
+    std::fs::write(&script, NODE_WORKERS).expect("write script");
+    let mut native = None;
+    in_every_mode("node worker_threads", |mode| {
+        let mut cmd = Command::new(&node);
+        cmd.arg(&script).current_dir(tmp.path());
+        let got = mode.run(cmd)?;
+        match &native {
+            Some(want) => same_as(want, &got),
+            None if got.status.success() && got.stdout == "w0:500000 w1:999999 w2:1500000\n" => {
+                native = Some(got);
+                Ok(())
+            }
+            None => Err(format!("unexpected: {got:?}")),
+        }
     });
 }
 

@@ -25,7 +25,9 @@
 //! Objects glibc must keep — process-shared ones (other processes cannot see
 //! our parked coroutines), robust and priority-inheritance/-protection mutexes
 //! (the kernel co-owns their lock word) — are forwarded to glibc entirely; a
-//! coroutine contending on one blocks its thread, as without green threads.
+//! coroutine contending on one blocks its thread, as without green threads,
+//! except a coroutine waiting on a process-shared semaphore, which glibc waits
+//! for on the offload pool (`shared_sem_wait`).
 //!
 //! Who waits how: a coroutine parks on the object's address (the runtime's
 //! parking lot); a plain thread whose scheduler has coroutines runs them while
@@ -55,7 +57,7 @@ use libc::{
 };
 
 use super::real::Guard;
-use super::{green, thread};
+use super::{blocking, green, thread};
 use crate::runtime::{self, Breaks, Wake, parking};
 use crate::sys::{errno, set_errno};
 
@@ -1504,6 +1506,87 @@ fn sem_testcancel() {
     unsafe { thread::pthread_testcancel() }
 }
 
+/// How long one offloaded wait on a process-shared semaphore lasts: how late a
+/// coroutine waiting on one sees a signal handler or a cancellation.
+const SHARED_SLICE: Duration = Duration::from_millis(50);
+
+/// A coroutine's wait on a semaphore glibc keeps (`sem_open`, `sem_init(s, 1,
+/// n)`): its post may come from another process, which cannot see our parking
+/// lot, so the coroutine parks while a pool thread waits in glibc's own
+/// `sem_clockwait` (where any post wakes it at once), one slice at a time.
+/// Each slice ends with the token or without it, never abandoned with a token
+/// taken. Between slices a signal handler without SA_RESTART run on this
+/// thread gives EINTR and a due cancellation is acted on, as in glibc's wait.
+/// None when the caller is not a coroutine (it forwards, blocking its thread).
+/// `cancel_first`: act on a due cancellation before anything, as glibc's
+/// `sem_wait` and `sem_timedwait`.
+fn shared_sem_wait(
+    s: *mut sem_t,
+    deadline: Option<(clockid_t, *const timespec)>,
+    cancel_first: bool,
+) -> Option<c_int> {
+    if !green::enabled() || !runtime::in_coroutine() {
+        return None;
+    }
+    if cancel_first {
+        sem_testcancel();
+    }
+    let real_trywait = original!("C" fn sem_trywait(*mut sem_t) -> c_int)?;
+    let real_clockwait =
+        original!("C" fn sem_clockwait(*mut sem_t, clockid_t, *const timespec) -> c_int)?;
+    let at = match deadline
+        .map(|(clock, abs)| Deadline::new(clock, abs))
+        .transpose()
+    {
+        Ok(d) => d.map(|d| (d.at, d.abs.tv_sec < 0)),
+        Err(e) => return Some(sem_result(Err(e))),
+    };
+    let saved = errno();
+    // SAFETY: the caller's semaphore.
+    if unsafe { real_trywait(s) } == 0 {
+        return Some(0);
+    }
+    set_errno(saved);
+    if at.is_some_and(|(_, before_epoch)| before_epoch) {
+        return Some(sem_result(Err(ETIMEDOUT)));
+    }
+    let handlers = runtime::signal_counts().1;
+    loop {
+        let now = Instant::now();
+        let left = at.map_or(SHARED_SLICE, |(at, _)| at.saturating_duration_since(now));
+        if left.is_zero() {
+            return Some(sem_result(Err(ETIMEDOUT)));
+        }
+        let mut end = clock_now(libc::CLOCK_MONOTONIC);
+        let step = left.min(SHARED_SLICE);
+        end.tv_sec += step.as_secs() as libc::time_t;
+        end.tv_nsec += libc::c_long::from(step.subsec_nanos() as i32);
+        if end.tv_nsec >= 1_000_000_000 {
+            end.tv_sec += 1;
+            end.tv_nsec -= 1_000_000_000;
+        }
+        let guard = Guard::enter()?;
+        // SAFETY: the pool thread uses only the caller's semaphore and `end`,
+        // both alive until the job ends (`offloaded` returns after it).
+        let (r, e) = unsafe {
+            blocking::offloaded(&guard, || {
+                (real_clockwait(s, libc::CLOCK_MONOTONIC, &end), errno())
+            })
+        };
+        drop(guard);
+        match (r, e) {
+            (0, _) => return Some(0),
+            // Pool threads block signals, so EINTR is not the program's.
+            (_, ETIMEDOUT | EINTR) => {}
+            (_, e) => return Some(sem_result(Err(e))),
+        }
+        if runtime::signal_counts().1 != handlers {
+            return Some(sem_result(Err(EINTR)));
+        }
+        sem_testcancel();
+    }
+}
+
 hook! {
     /// `sem_wait(3)`.
     fn sem_wait(s: *mut sem_t) -> c_int as real {
@@ -1513,7 +1596,7 @@ hook! {
                 sem_result(sem.wait(None))
             }
             // SAFETY: forwarding the caller's argument.
-            None => unsafe { real(s) },
+            None => shared_sem_wait(s, None, true).unwrap_or_else(|| unsafe { real(s) }),
         }
     }
 }
@@ -1538,8 +1621,9 @@ hook! {
                 sem_testcancel();
                 sem_timed(sem, libc::CLOCK_REALTIME, abstime)
             }
-            // SAFETY: forwarding the caller's arguments.
-            None => unsafe { real(s, abstime) },
+            None => shared_sem_wait(s, Some((libc::CLOCK_REALTIME, abstime)), true)
+                // SAFETY: forwarding the caller's arguments.
+                .unwrap_or_else(|| unsafe { real(s, abstime) }),
         }
     }
 }
@@ -1549,8 +1633,9 @@ hook! {
     fn sem_clockwait(s: *mut sem_t, clock: clockid_t, abstime: *const timespec) -> c_int as real {
         match Sem::ours(s) {
             Some(sem) => sem_timed(sem, clock, abstime),
-            // SAFETY: forwarding the caller's arguments.
-            None => unsafe { real(s, clock, abstime) },
+            None => shared_sem_wait(s, Some((clock, abstime)), false)
+                // SAFETY: forwarding the caller's arguments.
+                .unwrap_or_else(|| unsafe { real(s, clock, abstime) }),
         }
     }
 }

@@ -20,6 +20,12 @@
 //! are a fixed pool of event loops, not one per connection, so native threads
 //! cost nothing that green ones would save.
 //!
+//! node's `worker_threads` (`node::worker::Worker::StartThread`'s thread
+//! lambda) stay native for the same reason: V8 keeps the entered isolate and
+//! its per-thread data in thread-locals and, on `Isolate::Exit`, restores the
+//! one entered before — on a shared OS thread, another worker's isolate, maybe
+//! disposed already (SIGSEGV in `Isolate::Exit` on one worker, every time).
+//!
 //! `PATCHALL_NATIVE_THREADS` adds comma-separated patterns: a start routine
 //! stays native if its symbol name (`.symtab` or `.dynsym`) or the path of its
 //! object contains one.
@@ -37,9 +43,10 @@ const RTLD_DL_LINKMAP: libc::c_int = 2;
 const STT_FUNC: u8 = 2;
 const SHT_SYMTAB: u32 = 2;
 
-/// Exported start routines whose threads keep their identity in thread-locals
-/// (see the module comment).
-const KEEP_ID_IN_TLS: [&[u8]; 1] = [b"isc__trampoline_run"];
+/// Parts of the symbol names of start routines whose threads keep their
+/// identity in thread-locals (see the module comment): libisc's exported
+/// trampoline, node's local `Worker::StartThread` lambda.
+const KEEP_STATE_IN_TLS: [&[u8]; 2] = [b"isc__trampoline_run", b"4node6worker6Worker11StartThread"];
 
 /// The public head of glibc's `struct link_map`.
 #[repr(C)]
@@ -84,7 +91,7 @@ pub(super) fn stays_native(start: usize) -> bool {
     // SAFETY: dladdr's symbol name is a NUL-terminated string in the object.
     let exported = (info.dli_saddr as usize == start && !info.dli_sname.is_null())
         .then(|| unsafe { CStr::from_ptr(info.dli_sname) }.to_bytes());
-    if exported.is_some_and(|name| KEEP_ID_IN_TLS.contains(&name) || matches_any(name, patterns)) {
+    if exported.is_some_and(|name| keeps_state_in_tls(name) || matches_any(name, patterns)) {
         return true;
     }
     // SAFETY: RTLD_DL_LINKMAP gives the object's live link_map, whose name is
@@ -123,6 +130,13 @@ fn is_rust_thread_start(name: &[u8]) -> bool {
     has(b"3std") && has(b"12thread_start")
 }
 
+/// A start routine whose threads must stay native: `KEEP_STATE_IN_TLS`.
+fn keeps_state_in_tls(name: &[u8]) -> bool {
+    KEEP_STATE_IN_TLS
+        .iter()
+        .any(|p| name.windows(p.len()).any(|w| w == *p))
+}
+
 fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
     // The main program's link_map has an empty name.
     let path = if name.is_empty() {
@@ -146,7 +160,7 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
         Some(symbols) => {
             for (value, sym) in symbols {
                 if is_rust_thread_start(sym)
-                    || KEEP_ID_IN_TLS.contains(&sym)
+                    || keeps_state_in_tls(sym)
                     || matches_any(sym, patterns)
                 {
                     object.routines.push(value);
@@ -278,6 +292,14 @@ mod tests {
         ));
         assert!(!is_rust_thread_start(b"thread_start"));
         assert!(!is_rust_thread_start(b"start_thread"));
+    }
+
+    #[test]
+    fn node_worker_start_is_recognised() {
+        assert!(keeps_state_in_tls(
+            b"_ZZN4node6worker6Worker11StartThreadERKN2v820FunctionCallbackInfoINS2_5ValueEEEENUlPvE_4_FUNES8_"
+        ));
+        assert!(!keeps_state_in_tls(b"_ZN4node6worker6Worker3RunEv"));
     }
 
     #[test]
