@@ -25,7 +25,7 @@ use libc::{c_int, siginfo_t, sigset_t, timespec};
 
 use super::real::Guard;
 use super::sleep::{coroutine_guard, deadline_after, timespec_duration};
-use crate::runtime::signals::{bit, deliver_pending, kernel_set, thread_mask};
+use crate::runtime::signals::{bit, caller_mask, deliver_pending, kernel_set};
 use crate::runtime::{self, Breaks, Wake};
 use crate::sys::{errno, set_errno};
 
@@ -140,7 +140,7 @@ hook! {
                 // glibc's EINVAL.
                 return forward();
             }
-            thread_mask() & !bit(sig_or_mask)
+            caller_mask() & !bit(sig_or_mask)
         } else {
             u64::from(sig_or_mask as u32)
         };
