@@ -3,10 +3,10 @@
 //! A handler that runs on a scheduler's thread records its signal number
 //! (`note_signal`, async-signal-safe). The scheduler then interrupts each park
 //! whose signal mask lets that signal in, as the kernel interrupts only the
-//! blocked calls that would receive it: a plain park (a read, a sleep) has the
-//! thread's mask; a park for a call that carries a mask of its own (`pselect`,
-//! `ppoll`, `epoll_pwait`, `sigsuspend`) has that mask, and while such parks
-//! exist the scheduler's own wait lets in whatever one of them does.
+//! blocked calls that would receive it: a plain park (a read, a sleep) has its
+//! coroutine's mask (below); a park for a call that carries a mask of its own
+//! (`pselect`, `ppoll`, `epoll_pwait`, `sigsuspend`) has that mask, and while
+//! such parks exist the scheduler's own wait lets in whatever one of them does.
 //!
 //! Signal waits (the `sigwait` family) park on a signalfd the scheduler owns,
 //! whose mask covers every set waited for; when it is readable every such waiter
@@ -95,7 +95,7 @@ pub(super) fn set_thread_mask(mask: u64) {
 
 /// Signals no mask can hold: SIGKILL, SIGSTOP (the kernel drops them) and
 /// glibc's own SIGCANCEL and SIGSETXID (its `pthread_sigmask` drops them).
-pub(crate) fn unmaskable() -> u64 {
+fn unmaskable() -> u64 {
     bit(libc::SIGKILL) | bit(libc::SIGSTOP) | bit(32) | bit(33)
 }
 
@@ -148,10 +148,10 @@ pub(crate) fn caller_mask() -> u64 {
 }
 
 /// Gives the running coroutine a mask of its own, `mask`, for good (a green
-/// thread at its start: its creator's). False outside a coroutine.
-pub(crate) fn adopt_mask(mask: u64) -> bool {
+/// thread at its start: its creator's). Nothing outside a coroutine.
+pub(crate) fn adopt_mask(mask: u64) {
     let (Some(task), Some(sched)) = (current_task(), current_scheduler()) else {
-        return false;
+        return;
     };
     let mask = mask & !unmaskable();
     let masks = &sched.signals.masks;
@@ -162,19 +162,18 @@ pub(crate) fn adopt_mask(mask: u64) -> bool {
     }
     masks.count(mask, true);
     masks.apply();
-    true
 }
 
 /// Replaces the running green thread's own mask with `mask`: the OS thread's
 /// follows if the intersection changed (a pending signal it now lets in is
-/// delivered before this returns, as by `sigprocmask`). False, changing
-/// nothing, outside a green thread.
-pub(crate) fn set_own_mask(mask: u64) -> bool {
+/// delivered before this returns, as by `sigprocmask`). Nothing outside a
+/// green thread.
+pub(crate) fn set_own_mask(mask: u64) {
     let (Some(task), Some(sched)) = (current_task(), current_scheduler()) else {
-        return false;
+        return;
     };
     let Some(old) = task.sigmask.get() else {
-        return false;
+        return;
     };
     let mask = mask & !unmaskable();
     if mask != old {
@@ -184,11 +183,10 @@ pub(crate) fn set_own_mask(mask: u64) -> bool {
         masks.count(mask, true);
         masks.apply();
     }
-    true
 }
 
-/// Runs `f` (a call that passes the thread's mask on: fork, exec, a native
-/// thread's creation) with the running green thread's own mask in force on
+/// Runs `f` (a call that passes the thread's mask on: an exec, a spawn, a
+/// native thread's creation; a fork child gets it in `after_fork`) with the running green thread's own mask in force on
 /// the OS thread, then puts the intersection back. No other coroutine of the
 /// thread runs meanwhile; a signal only they let in waits until after.
 pub(crate) fn with_own_mask<R>(f: impl FnOnce() -> R) -> R {
