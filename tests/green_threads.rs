@@ -259,6 +259,34 @@ fn process_shared_semaphores_let_the_other_green_threads_run() {
 }
 
 #[test]
+fn each_green_thread_has_its_own_signal_mask() {
+    // Queries return the caller's own mask; a change in one thread is not seen
+    // in main; kill() to the process ends the read of the only thread that lets
+    // the signal in, not another's; sigwait still takes a signal every thread
+    // blocks; fork and posix_spawn children get the maker's mask. Output as
+    // natively, on one OS thread and on two.
+    let program = c_program("green_sigmask");
+    let native = run(&program, Mode::Plain, &[]);
+    assert!(native.status.success(), "{native:?}");
+    for line in [
+        "main: USR1 yes USR2 no TERM no\n",
+        "changer: USR1 no USR2 yes TERM yes\n",
+        "unblocker: read -1 EINTR\n",
+        "reader: read 1\n",
+        "waiter: sigwait 0 SIGUSR2\n",
+        "fork child: HUP yes USR1 yes\n",
+    ] {
+        assert!(native.stdout.contains(line), "{line:?}: {native:?}");
+    }
+    assert!(native.stdout.ends_with("done\n"), "{native:?}");
+    for workers in ["1", "2"] {
+        let green = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
+        assert_eq!(green.status.code(), Some(0), "{workers} workers: {green:?}");
+        assert_eq!(green.stdout, native.stdout, "{workers} workers: {green:?}");
+    }
+}
+
+#[test]
 fn start_routines_named_in_patchall_native_threads_stay_native() {
     let program = c_program("green_native_routine");
     let own = |mode, env: &[(&str, &str)]| {

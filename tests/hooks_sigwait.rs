@@ -5,7 +5,9 @@
 //! pause ends when a handler runs; sigwaitinfo, sigtimedwait and sigwait
 //! consume the signal as the kernel does. Every signal here is sent to one
 //! thread (`pthread_kill`, `pthread_sigqueue`), each test with signals of its
-//! own, so that the tests of this binary may run side by side.
+//! own, so that the tests of this binary may run side by side. A crate
+//! coroutine's `pthread_sigmask` is its OS thread's (green threads have their
+//! own: tests/green_threads.rs).
 
 mod waits;
 
@@ -551,4 +553,51 @@ fn a_busy_scheduler_still_lets_the_signal_in() {
     close(r);
     close(w);
     unblock(&[let_in]);
+}
+
+fn blocked_here(sig: c_int) -> bool {
+    // SAFETY: a query into a local set.
+    unsafe {
+        let mut set: sigset_t = std::mem::zeroed();
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, ptr::null(), &mut set),
+            0
+        );
+        libc::sigismember(&set, sig) == 1
+    }
+}
+
+/// (`sigprocmask`'s result and errno, `pthread_sigmask`'s result) for a bad `how`.
+fn bad_how() -> ((c_int, c_int), c_int) {
+    let set = set_of(&[libc::SIGRTMIN() + 17]);
+    clear_errno();
+    // SAFETY: a local set; the kernel refuses the `how`.
+    let r = outcome(unsafe { libc::sigprocmask(99, &set, ptr::null_mut()) });
+    // SAFETY: as above.
+    (r, unsafe {
+        libc::pthread_sigmask(99, &set, ptr::null_mut())
+    })
+}
+
+#[test]
+fn a_crate_coroutines_mask_is_its_threads() {
+    // Only green threads have masks of their own: the crate's coroutines are
+    // not threads, so pthread_sigmask in one is the OS thread's, as outside.
+    let sig = libc::SIGRTMIN() + 17;
+    std::thread::spawn(move || {
+        assert_eq!(bad_how(), ((-1, libc::EINVAL), libc::EINVAL));
+        let inside = patchall::spawn(move || {
+            block(&[sig]);
+            (blocked_here(sig), bad_how())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert_eq!(inside, (true, ((-1, libc::EINVAL), libc::EINVAL)));
+        assert!(blocked_here(sig), "the coroutine's block is the thread's");
+        unblock(&[sig]);
+        assert!(!blocked_here(sig));
+    })
+    .join()
+    .unwrap();
 }

@@ -336,59 +336,60 @@ fn before_exec() {
     set_errno(e);
 }
 
+/// `before_exec`, then `call` (an exec or spawn) with a green thread's own
+/// signal mask on the OS thread, which the new program inherits.
+fn exec_with(call: impl FnOnce() -> c_int) -> c_int {
+    before_exec();
+    runtime::signals::with_own_mask(call)
+}
+
 type Argv = *const *const c_char;
 
 hook! {
     /// `execve(2)`.
     fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int as real {
-        before_exec();
         // SAFETY: forwarding the caller's arguments.
-        unsafe { real(path, argv, envp) }
+        exec_with(|| unsafe { real(path, argv, envp) })
     }
 }
 
 hook! {
     /// `execv(3)`.
     fn execv(path: *const c_char, argv: Argv) -> c_int as real {
-        before_exec();
         // SAFETY: forwarding the caller's arguments.
-        unsafe { real(path, argv) }
+        exec_with(|| unsafe { real(path, argv) })
     }
 }
 
 hook! {
     /// `execvp(3)`.
     fn execvp(file: *const c_char, argv: Argv) -> c_int as real {
-        before_exec();
         // SAFETY: forwarding the caller's arguments.
-        unsafe { real(file, argv) }
+        exec_with(|| unsafe { real(file, argv) })
     }
 }
 
 hook! {
     /// `execvpe(3)`.
     fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int as real {
-        before_exec();
         // SAFETY: forwarding the caller's arguments.
-        unsafe { real(file, argv, envp) }
+        exec_with(|| unsafe { real(file, argv, envp) })
     }
 }
 
 hook! {
     /// `fexecve(3)`.
     fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int as real {
-        before_exec();
         // SAFETY: forwarding the caller's arguments.
-        unsafe { real(fd, argv, envp) }
+        exec_with(|| unsafe { real(fd, argv, envp) })
     }
 }
 
 hook! {
     /// `execveat(2)`.
     fn execveat(dirfd: c_int, path: *const c_char, argv: Argv, envp: Argv, flags: c_int) -> c_int as real {
-        before_exec();
         // SAFETY: forwarding the caller's arguments.
-        unsafe { real(dirfd, path, argv, envp, flags) }
+        exec_with(|| unsafe { real(dirfd, path, argv, envp, flags) })
     }
 }
 
@@ -396,18 +397,16 @@ hook! {
     /// `posix_spawn(3)`: the new program keeps this process's fds without
     /// FD_CLOEXEC, so they get the user's flags first.
     fn posix_spawn(pid: *mut pid_t, path: *const c_char, actions: *const posix_spawn_file_actions_t, attr: *const posix_spawnattr_t, argv: Argv, envp: Argv) -> c_int as real {
-        before_exec();
         // SAFETY: forwarding the caller's arguments.
-        unsafe { real(pid, path, actions, attr, argv, envp) }
+        exec_with(|| unsafe { real(pid, path, actions, attr, argv, envp) })
     }
 }
 
 hook! {
     /// `posix_spawnp(3)`.
     fn posix_spawnp(pid: *mut pid_t, file: *const c_char, actions: *const posix_spawn_file_actions_t, attr: *const posix_spawnattr_t, argv: Argv, envp: Argv) -> c_int as real {
-        before_exec();
         // SAFETY: forwarding the caller's arguments.
-        unsafe { real(pid, file, actions, attr, argv, envp) }
+        exec_with(|| unsafe { real(pid, file, actions, attr, argv, envp) })
     }
 }
 

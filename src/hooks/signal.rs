@@ -8,12 +8,19 @@
 //! shows the user's own handler and flags. Synchronous fault signals (SIGSEGV,
 //! SIGBUS, SIGILL, SIGFPE, SIGTRAP) are left alone: they never interrupt a call,
 //! and our stack-overflow report chains to whoever handled them before.
+//!
+//! Signal masks: in a green thread `pthread_sigmask`, `sigprocmask` and the BSD
+//! and System V calls made of it (`sigblock`, `sigsetmask`, `siggetmask`,
+//! `sighold`, `sigrelse`) read and write the green thread's own mask (see
+//! `runtime::signals`); anywhere else they are libc's.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
-use libc::{c_int, sigaction as SigAction, sighandler_t, siginfo_t};
+use libc::{c_int, sigaction as SigAction, sighandler_t, siginfo_t, sigset_t};
 
 use crate::runtime;
+use crate::runtime::signals::{kernel_set, own_mask, own_mask_seen, set_own_mask};
+use crate::sys::set_errno;
 
 const NSIG: usize = 65;
 
@@ -61,17 +68,20 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut libc::c_voi
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         return;
     }
-    if flags & libc::SA_SIGINFO != 0 {
-        // SAFETY: the user installed this handler with SA_SIGINFO, so it takes
-        // (int, siginfo_t *, void *), which the kernel handed us.
-        let f: extern "C" fn(c_int, *mut siginfo_t, *mut libc::c_void) =
-            unsafe { std::mem::transmute(handler) };
-        f(sig, info, ctx);
-    } else {
-        // SAFETY: a handler installed without SA_SIGINFO takes just the signal.
-        let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(handler) };
-        f(sig);
-    }
+    runtime::signals::in_handler(|| {
+        if flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: the user installed this handler with SA_SIGINFO, so it
+            // takes (int, siginfo_t *, void *), which the kernel handed us.
+            let f: extern "C" fn(c_int, *mut siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(handler) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: a handler installed without SA_SIGINFO takes just the
+            // signal.
+            let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(handler) };
+            f(sig);
+        }
+    });
 }
 
 hook! {
@@ -206,4 +216,123 @@ hook! {
         }
         r
     }
+}
+
+/// `pthread_sigmask` on the running green thread's own mask: Some(0) or
+/// Some(EINVAL) (a bad `how` with a set, as the kernel checks it), None
+/// outside a green thread. Writes the kernel's part of `old` only, as glibc's.
+/// A change made in a handler is to the green thread's own mask and outlasts
+/// the handler (the kernel would restore the mask when the handler returns).
+fn own_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> Option<c_int> {
+    let own = own_mask()?;
+    let new = if set.is_null() {
+        None
+    } else {
+        // SAFETY: non-null, readable as for libc's; read before `old` is
+        // written (they may be the same set).
+        let set = unsafe { kernel_set(set) };
+        Some(match how {
+            libc::SIG_BLOCK => own | set,
+            libc::SIG_UNBLOCK => own & !set,
+            libc::SIG_SETMASK => set,
+            _ => return Some(libc::EINVAL),
+        })
+    };
+    if !old.is_null() {
+        // SAFETY: the caller's writable sigset_t, which starts with the
+        // kernel's 64-bit set.
+        unsafe {
+            old.cast::<u64>()
+                .write_unaligned(own_mask_seen().unwrap_or(own))
+        };
+    }
+    if let Some(new) = new {
+        set_own_mask(new);
+    }
+    Some(0)
+}
+
+hook! {
+    /// `pthread_sigmask(3)`: a green thread's own mask.
+    fn pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int as real {
+        match own_sigmask(how, set, old) {
+            Some(r) => r,
+            // SAFETY: forwarding the caller's arguments.
+            None => unsafe { real(how, set, old) },
+        }
+    }
+}
+
+hook! {
+    /// `sigprocmask(2)`: as `pthread_sigmask` (glibc's is the same call),
+    /// failing with -1 and errno.
+    fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int as real {
+        match own_sigmask(how, set, old) {
+            Some(0) => 0,
+            Some(e) => {
+                set_errno(e);
+                -1
+            }
+            // SAFETY: forwarding the caller's arguments.
+            None => unsafe { real(how, set, old) },
+        }
+    }
+}
+
+/// BSD masks (the first 32 signals) through our `sigprocmask`, as glibc
+/// makes them with its internal one: the previous mask's first 32 signals.
+fn bsd_mask(how: c_int, mask: c_int) -> c_int {
+    // SAFETY: sigset_t is plain data; zeroed is the empty set.
+    let mut set: sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a sigset_t starts with the kernel's 64-bit set.
+    unsafe { (&raw mut set).cast::<u64>().write(u64::from(mask as u32)) };
+    // SAFETY: both sets are ours.
+    if unsafe { sigprocmask(how, &set, &mut old) } < 0 {
+        return -1;
+    }
+    // SAFETY: as above.
+    (unsafe { kernel_set(&old) }) as u32 as c_int
+}
+
+/// `sigblock(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn sigblock(mask: c_int) -> c_int {
+    bsd_mask(libc::SIG_BLOCK, mask)
+}
+
+/// `sigsetmask(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn sigsetmask(mask: c_int) -> c_int {
+    bsd_mask(libc::SIG_SETMASK, mask)
+}
+
+/// `siggetmask(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn siggetmask() -> c_int {
+    bsd_mask(libc::SIG_BLOCK, 0)
+}
+
+/// System V's one-signal changes: -1/EINVAL for a signal `sigaddset` refuses.
+fn one_signal(how: c_int, sig: c_int) -> c_int {
+    // SAFETY: sigset_t is plain data; zeroed is the empty set.
+    let mut set: sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: our set; sigaddset validates `sig` (errno EINVAL).
+    if unsafe { libc::sigaddset(&mut set, sig) } < 0 {
+        return -1;
+    }
+    // SAFETY: our set, no old one.
+    unsafe { sigprocmask(how, &set, std::ptr::null_mut()) }
+}
+
+/// `sighold(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn sighold(sig: c_int) -> c_int {
+    one_signal(libc::SIG_BLOCK, sig)
+}
+
+/// `sigrelse(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn sigrelse(sig: c_int) -> c_int {
+    one_signal(libc::SIG_UNBLOCK, sig)
 }

@@ -3,7 +3,8 @@
 //! `__sigtimedwait`).
 //!
 //! Inside a coroutine they park and the other coroutines run:
-//! - `sigsuspend(mask)` and `pause()` park with that mask (pause: the thread's)
+//! - `sigsuspend(mask)` and `pause()` park with that mask (pause: the
+//!   caller's, a green thread's own)
 //!   until a handler for a signal it lets in runs, then fail with EINTR. A
 //!   pending signal the mask lets in is delivered at once, as by the kernel.
 //! - the `sigwait` family tries `sigtimedwait` with a zero timeout, which
@@ -12,9 +13,13 @@
 //!   timeout passes (EAGAIN), or a handler runs (EINTR; `sigwait` itself goes on
 //!   waiting, as glibc's does).
 //!
-//! The waited signals must be blocked in the thread's mask, as POSIX requires:
-//! one that is not is delivered to its handler (or default action) while other
-//! coroutines run, as to a thread that is not waiting at that moment.
+//! The waited signals must be blocked in the caller's mask (a green thread's
+//! own), as POSIX requires: one that is not is delivered to its handler (or
+//! default action) while other coroutines run, as to a thread that is not
+//! waiting at that moment. A signal stays pending for the signalfd only while
+//! every green thread of the OS thread blocks it (the OS thread's mask is the
+//! intersection of theirs); else it may go to its handler, as the kernel may
+//! natively pick another thread that lets it in.
 //! A killed coroutine's wait fails with ECANCELED, one past its `timeout()`
 //! with ETIMEDOUT; a green thread's cancellation ends it here.
 
@@ -25,7 +30,7 @@ use libc::{c_int, siginfo_t, sigset_t, timespec};
 
 use super::real::Guard;
 use super::sleep::{coroutine_guard, deadline_after, timespec_duration};
-use crate::runtime::signals::{bit, deliver_pending, kernel_set, thread_mask};
+use crate::runtime::signals::{bit, caller_mask, deliver_pending, kernel_set};
 use crate::runtime::{self, Breaks, Wake};
 use crate::sys::{errno, set_errno};
 
@@ -55,7 +60,7 @@ fn stopped(guard: &Guard, wake: Wake) -> Option<c_int> {
     }
 }
 
-/// Parks with `mask` in force (`Masked`; `Syscall`: the thread's) until a
+/// Parks with `mask` in force (`Masked`; `Syscall`: the caller's) until a
 /// handler it lets in runs: sigsuspend's -1/EINTR.
 fn suspend(guard: &Guard, breaks: Breaks) -> c_int {
     if let Breaks::Masked(mask) = breaks {
@@ -123,7 +128,7 @@ fn internal(sig: c_int) -> bool {
 }
 
 hook! {
-    /// glibc's `__sigpause`: with `is_sig`, the thread's mask less
+    /// glibc's `__sigpause`: with `is_sig`, the caller's mask less
     /// `sig_or_mask` (X/Open); else `sig_or_mask` is a BSD mask of the first
     /// 32 signals.
     ///
@@ -140,7 +145,7 @@ hook! {
                 // glibc's EINVAL.
                 return forward();
             }
-            thread_mask() & !bit(sig_or_mask)
+            caller_mask() & !bit(sig_or_mask)
         } else {
             u64::from(sig_or_mask as u32)
         };
@@ -159,7 +164,7 @@ pub unsafe extern "C" fn sigpause(mask: c_int) -> c_int {
 }
 
 /// X/Open `sigpause(3)` (what `<signal.h>` names `sigpause` under X/Open):
-/// the thread's mask less `sig`.
+/// the caller's mask less `sig`.
 ///
 /// # Safety
 /// None beyond libc's.

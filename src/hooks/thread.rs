@@ -407,7 +407,9 @@ fn spawn(
     };
     let rec = GreenThread::alloc(false, detached, stack)?;
     let (addr, arg) = (rec.addr(), arg as usize);
-    let body = move || run(addr, start, arg);
+    // A new thread starts with its creator's mask.
+    let mask = runtime::signals::caller_mask();
+    let body = move || run(addr, start, arg, mask);
     let (home, load) = spread::place();
     let spawned = match &home {
         None => runtime::with_scheduler(|s| s.spawn(None, Some(stack), body)).ok(),
@@ -431,11 +433,12 @@ fn spawn(
 }
 
 /// A green thread's coroutine body.
-fn run(addr: usize, start: StartRoutine, arg: usize) {
+fn run(addr: usize, start: StartRoutine, arg: usize, mask: u64) {
     // SAFETY: the record outlives its coroutine: it is freed at the end of this
     // function (detached) or by a joiner once FINISHED is set.
     let rec = unsafe { &*(addr as *const GreenThread) };
     rec.bind();
+    runtime::signals::adopt_mask(mask);
     // SAFETY: the user's start routine with the user's argument, as glibc's
     // start_thread would call it.
     let retval = unsafe { start(arg as *mut c_void) };
@@ -450,9 +453,10 @@ hook! {
     /// coroutine unless the start routine must stay native; EAGAIN when no
     /// stack can be had.
     fn pthread_create(thread: *mut pthread_t, attr: *const pthread_attr_t, start: Option<StartRoutine>, arg: *mut c_void) -> c_int as real {
+        // A native thread starts with its creator's mask: a green thread's own.
         let forward = || {
             // SAFETY: forwarding the caller's arguments.
-            unsafe { real(thread, attr, start, arg) }
+            runtime::signals::with_own_mask(|| unsafe { real(thread, attr, start, arg) })
         };
         let Some(routine) = start else { return forward() };
         if !green::enabled()

@@ -126,7 +126,7 @@ pub(crate) struct Scheduler {
     root_woken: Cell<bool>,
     /// Coroutines parked in a way a signal handler interrupts (I/O, sleep,
     /// waits with a signal mask) or waiting for a signal.
-    signals: Signals,
+    pub(super) signals: Signals,
     /// Set in the child of a `fork`: this is the parent's scheduler, copied.
     /// It must never run again (its epoll instance is the parent's).
     orphaned: Cell<bool>,
@@ -324,6 +324,9 @@ impl Scheduler {
         let co = unsafe { (*task.co.get()).take() }.expect("a finishing task has its coroutine");
         self.stacks.borrow_mut().put(co.into_stack());
         self.live.set(self.live.get() - 1);
+        if let Some(mask) = task.sigmask.take() {
+            self.signals.masks.ended(mask);
+        }
     }
 
     pub(super) fn cancel_local(&self, task: Arc<Task>) {
@@ -597,6 +600,10 @@ pub(crate) fn after_fork(held: ForkGuard, child: bool) {
     if let Some(s) = current_scheduler() {
         s.orphaned.set(true);
     }
+    // The child's only thread is the caller: its mask is the caller's own.
+    if let Some(mask) = super::signals::own_mask() {
+        super::signals::set_thread_mask(mask);
+    }
     let _ = OWNER.try_with(|o| {
         if let Ok(mut owned) = o.0.try_borrow_mut() {
             std::mem::forget(owned.take());
@@ -746,7 +753,7 @@ pub(crate) fn park_as(
         // interrupt a call made after the handler): account for it first.
         Breaks::Syscall | Breaks::Signal => {
             sched.check_signals();
-            Some(sched.signals.insert_plain(me.clone()))
+            Some(sched.signals.insert_plain(me.clone(), task.sigmask.get()))
         }
         Breaks::Masked(mask) => {
             sched.check_signals();

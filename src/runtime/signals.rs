@@ -3,14 +3,23 @@
 //! A handler that runs on a scheduler's thread records its signal number
 //! (`note_signal`, async-signal-safe). The scheduler then interrupts each park
 //! whose signal mask lets that signal in, as the kernel interrupts only the
-//! blocked calls that would receive it: a plain park (a read, a sleep) has the
-//! thread's mask; a park for a call that carries a mask of its own (`pselect`,
-//! `ppoll`, `epoll_pwait`, `sigsuspend`) has that mask, and while such parks
-//! exist the scheduler's own wait lets in whatever one of them does.
+//! blocked calls that would receive it: a plain park (a read, a sleep) has its
+//! coroutine's mask (below); a park for a call that carries a mask of its own
+//! (`pselect`, `ppoll`, `epoll_pwait`, `sigsuspend`) has that mask, and while
+//! such parks exist the scheduler's own wait lets in whatever one of them does.
 //!
 //! Signal waits (the `sigwait` family) park on a signalfd the scheduler owns,
 //! whose mask covers every set waited for; when it is readable every such waiter
 //! retries its call, which consumes the signal as the kernel does.
+//!
+//! Green threads have signal masks of their own (`adopt_mask`): virtual, kept
+//! in the task, read and written without a system call. The OS thread's real
+//! mask is the intersection of those of the green threads living on it (a
+//! signal is let in if any of them lets it in), recomputed only when one of
+//! them changes its mask, starts or ends — never at a switch. A handler that
+//! runs then interrupts the parks of the green threads whose own mask lets its
+//! signal in. Coroutines without a mask of their own (the crate's) have the
+//! OS thread's.
 //!
 //! Masks are the kernel's 64-bit sets: bit `sig - 1` for signal `sig`.
 
@@ -20,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ownfd::OwnFd;
 use super::reactor::{Reactor, SIGNAL_TOKEN};
+use super::scheduler::{current_scheduler, current_task};
 use super::task::{Unparker, Wake};
 
 thread_local! {
@@ -29,7 +39,9 @@ thread_local! {
     static DELIVERED: (AtomicU64, AtomicU64) = const { (AtomicU64::new(0), AtomicU64::new(0)) };
     /// Handlers run on this thread: (all, those without SA_RESTART), for plain
     /// threads that block in the real call and must tell a restart from EINTR.
-    static COUNTS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    static COUNTS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };    /// Handlers running on this thread now (nested ones count; one left by
+    /// `siglongjmp` stays counted, which costs only a system call per query).
+    static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
 }
 
 /// The kernel's bit for `sig` (0 for a number out of range).
@@ -65,6 +77,133 @@ pub(crate) fn thread_mask() -> u64 {
         )
     };
     old
+}
+
+/// Sets this thread's signal mask, with the raw system call.
+pub(super) fn set_thread_mask(mask: u64) {
+    // SAFETY: a kernel-sized set of ours; no old set asked for.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask,
+            std::ptr::null_mut::<u64>(),
+            size_of::<u64>(),
+        )
+    };
+}
+
+/// Signals no mask can hold: SIGKILL, SIGSTOP (the kernel drops them) and
+/// glibc's own SIGCANCEL and SIGSETXID (its `pthread_sigmask` drops them).
+fn unmaskable() -> u64 {
+    bit(libc::SIGKILL) | bit(libc::SIGSTOP) | bit(32) | bit(33)
+}
+
+/// What an OS thread with no green thread left blocks: everything a thread
+/// may block, but the fault signals (blocked, a fault kills the process at
+/// once). Process-directed signals then go to threads that do live.
+fn idle_mask() -> u64 {
+    let faults = [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+    ];
+    !unmaskable() & !faults.iter().fold(0, |acc, &s| acc | bit(s))
+}
+
+/// The running green thread's own mask; None outside one (outside a
+/// coroutine, or in a coroutine that has the OS thread's).
+pub(crate) fn own_mask() -> Option<u64> {
+    current_task().and_then(|t| t.sigmask.get())
+}
+
+/// The running green thread's own mask as it reads it: inside a handler, with
+/// what the kernel blocked for the handler (its `sa_mask` and, without
+/// SA_NODEFER, its signal): the OS thread's mask less what we set.
+pub(crate) fn own_mask_seen() -> Option<u64> {
+    let own = own_mask()?;
+    if IN_HANDLER.try_with(Cell::get).unwrap_or(0) == 0 {
+        return Some(own);
+    }
+    let applied = current_scheduler()
+        .and_then(|s| s.signals.masks.applied.get())
+        .unwrap_or(own);
+    Some(own | (thread_mask() & !applied))
+}
+
+/// Runs a signal handler `f`, known to `own_mask_seen` meanwhile.
+/// Async-signal-safe: one const thread-local.
+pub(crate) fn in_handler(f: impl FnOnce()) {
+    let _ = IN_HANDLER.try_with(|n| n.set(n.get() + 1));
+    f();
+    let _ = IN_HANDLER.try_with(|n| n.set(n.get().saturating_sub(1)));
+}
+
+/// The caller's mask: its own in a green thread, else the OS thread's.
+pub(crate) fn caller_mask() -> u64 {
+    own_mask().unwrap_or_else(thread_mask)
+}
+
+/// Gives the running coroutine a mask of its own, `mask`, for good (a green
+/// thread at its start: its creator's). Nothing outside a coroutine.
+pub(crate) fn adopt_mask(mask: u64) {
+    let (Some(task), Some(sched)) = (current_task(), current_scheduler()) else {
+        return;
+    };
+    let mask = mask & !unmaskable();
+    let masks = &sched.signals.masks;
+    if let Some(old) = task.sigmask.replace(Some(mask)) {
+        masks.count(old, false);
+    } else {
+        masks.live.set(masks.live.get() + 1);
+    }
+    masks.count(mask, true);
+    masks.apply();
+}
+
+/// Replaces the running green thread's own mask with `mask`: the OS thread's
+/// follows if the intersection changed (a pending signal it now lets in is
+/// delivered before this returns, as by `sigprocmask`). Nothing outside a
+/// green thread.
+pub(crate) fn set_own_mask(mask: u64) {
+    let (Some(task), Some(sched)) = (current_task(), current_scheduler()) else {
+        return;
+    };
+    let Some(old) = task.sigmask.get() else {
+        return;
+    };
+    let mask = mask & !unmaskable();
+    if mask != old {
+        task.sigmask.set(Some(mask));
+        let masks = &sched.signals.masks;
+        masks.count(old, false);
+        masks.count(mask, true);
+        masks.apply();
+    }
+}
+
+/// Runs `f` (a call that passes the thread's mask on: an exec, a spawn, a
+/// native thread's creation; a fork child gets it in `after_fork`) with the running green thread's own mask in force on
+/// the OS thread, then puts the intersection back. No other coroutine of the
+/// thread runs meanwhile; a signal only they let in waits until after.
+pub(crate) fn with_own_mask<R>(f: impl FnOnce() -> R) -> R {
+    let Some(mask) = own_mask() else {
+        return f();
+    };
+    let Some(sched) = current_scheduler() else {
+        return f();
+    };
+    let applied = sched.signals.masks.applied.get();
+    if applied == Some(mask) {
+        return f();
+    }
+    set_thread_mask(mask);
+    let r = f();
+    set_thread_mask(applied.unwrap_or(mask));
+    r
 }
 
 /// Delivers the pending signals that `mask` lets in, as a call made with that
@@ -114,6 +253,67 @@ pub(crate) fn signal_counts() -> (u32, u32) {
     COUNTS.try_with(|s| s.get()).unwrap_or_default()
 }
 
+/// The own masks of the green threads of one scheduler, as counts.
+pub(super) struct Masks {
+    /// How many of them block each signal (index `sig - 1`).
+    blocked: RefCell<[u32; 64]>,
+    /// How many there are.
+    live: Cell<u32>,
+    /// The OS thread's mask as last set here; None before the first.
+    applied: Cell<Option<u64>>,
+}
+
+impl Default for Masks {
+    fn default() -> Masks {
+        Masks {
+            blocked: RefCell::new([0; 64]),
+            live: Cell::new(0),
+            applied: Cell::new(None),
+        }
+    }
+}
+
+impl Masks {
+    fn count(&self, mask: u64, add: bool) {
+        let mut blocked = self.blocked.borrow_mut();
+        let mut rest = mask;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            blocked[i] = if add { blocked[i] + 1 } else { blocked[i] - 1 };
+        }
+    }
+
+    /// Sets the OS thread's mask to the intersection of the own masks, if it
+    /// changed. Called only when one of them changed: a system call then.
+    fn apply(&self) {
+        let live = self.live.get();
+        let mask = if live == 0 {
+            idle_mask()
+        } else {
+            let blocked = self.blocked.borrow();
+            (0..64)
+                .filter(|&i| blocked[i] == live)
+                .fold(0, |acc, i| acc | 1 << i)
+        };
+        if self.applied.get() != Some(mask) {
+            self.applied.set(Some(mask));
+            set_thread_mask(mask);
+        }
+    }
+
+    /// A task with its own `mask` ended.
+    pub(super) fn ended(&self, mask: u64) {
+        self.count(mask, false);
+        self.live.set(self.live.get() - 1);
+        self.apply();
+    }
+}
+
+/// A plain park's mask when it has the OS thread's (no valid own mask has
+/// every bit: the unmaskable ones are never in one).
+const THREAD_MASK: u64 = u64::MAX;
+
 /// Which list a park is in, and where.
 #[derive(Clone, Copy)]
 pub(super) enum Entry {
@@ -125,7 +325,10 @@ pub(super) enum Entry {
 /// One scheduler's interruptible parks and signal waits.
 #[derive(Default)]
 pub(super) struct Signals {
-    /// Parks with the thread's mask (I/O, sleeps, signal waits).
+    /// The green threads' own masks.
+    pub(super) masks: Masks,
+    /// Parks with their coroutine's mask (I/O, sleeps, signal waits): a green
+    /// thread's own, or `THREAD_MASK`.
     plain: RefCell<Slab>,
     /// Parks with a mask of their own, kept with it.
     masked: RefCell<Slab>,
@@ -138,8 +341,13 @@ pub(super) struct Signals {
 }
 
 impl Signals {
-    pub(super) fn insert_plain(&self, who: Unparker) -> Entry {
-        Entry::Plain(self.plain.borrow_mut().insert(who, 0))
+    /// A plain park of a coroutine with `own` mask (None: the OS thread's).
+    pub(super) fn insert_plain(&self, who: Unparker, own: Option<u64>) -> Entry {
+        Entry::Plain(
+            self.plain
+                .borrow_mut()
+                .insert(who, own.unwrap_or(THREAD_MASK)),
+        )
     }
 
     pub(super) fn insert_masked(&self, who: Unparker, mask: u64) -> Entry {
@@ -186,12 +394,14 @@ impl Signals {
             restart: hits & no_restart == 0,
         };
         if !self.plain.borrow().is_empty() {
-            let hits = all & !thread_mask();
-            if hits != 0 {
-                let parked = std::mem::take(&mut *self.plain.borrow_mut());
-                for (who, _) in parked.into_entries() {
-                    who.unpark(wake(hits));
-                }
+            let os = thread_mask();
+            let of = |mask: u64| if mask == THREAD_MASK { os } else { mask };
+            let hit = self
+                .plain
+                .borrow_mut()
+                .drain_where(|mask| all & !of(mask) != 0);
+            for (who, mask) in hit {
+                who.unpark(wake(all & !of(mask)));
             }
         }
         let hit: Vec<_> = self

@@ -85,6 +85,9 @@ pub(crate) struct Task {
     pub(crate) deadline: Cell<Option<Instant>>,
     /// The next task in the run queue this one is in (see `runq`).
     pub(crate) next: Cell<*const Task>,
+    /// A green thread's own signal mask (the kernel's 64-bit set, see
+    /// `signals::adopt_mask`); None for a coroutine that has the OS thread's.
+    pub(crate) sigmask: Cell<Option<u64>>,
 }
 
 impl Task {
@@ -108,6 +111,7 @@ impl Task {
             exiting: Cell::new(false),
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),
+            sigmask: Cell::new(None),
         }
     }
 }

@@ -127,6 +127,8 @@ fn body(addr: usize, main: Main, argc: c_int, argv: usize, envp: usize) {
     // SAFETY: `main`'s record is never freed.
     let rec = unsafe { &*(addr as *const GreenThread) };
     rec.bind();
+    // `main` keeps the mask the process started with, as its own.
+    runtime::signals::adopt_mask(runtime::signals::thread_mask());
     // SAFETY: the program's main with glibc's arguments.
     let status = unsafe { main(argc, argv as *mut *mut c_char, envp as *mut *mut c_char) };
     if !runtime::in_coroutine() {
