@@ -12,6 +12,7 @@
 
 use libc::{c_int, c_uint, c_ulong, c_void};
 
+use super::blocking;
 use crate::fdtable::{self, Kind};
 use crate::runtime::{self, ownfd};
 use crate::sys::set_errno;
@@ -59,8 +60,11 @@ fn record_pair(r: c_int, fds: *mut c_int, nonblock: bool) {
 }
 
 hook! {
-    /// `close(2)`: coroutines waiting on `fd` (on any thread) wake with EBADF first.
+    /// `close(2)`: coroutines waiting on `fd` (on any thread) wake with EBADF
+    /// first. A cancellation point: a cancelled green thread ends before the
+    /// fd is closed, as with glibc.
     fn close(fd: c_int) -> c_int as real {
+        blocking::cancellation_point();
         if hidden(fd) {
             return ebadf();
         }
@@ -258,6 +262,10 @@ hook! {
     /// ABI-correct. F_GETFL hides our O_NONBLOCK; F_SETFL keeps it while recording
     /// what the user asked; F_DUPFD copies the fd's facts.
     fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int as real {
+        // glibc's only cancellable commands: the waiting locks.
+        if cmd == libc::F_SETLKW || cmd == libc::F_OFD_SETLKW {
+            blocking::cancellation_point();
+        }
         if hidden(fd) {
             return ebadf();
         }
