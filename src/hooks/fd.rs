@@ -1,4 +1,5 @@
-//! fd lifetime and flags: pipe, close, the dup family, fcntl, ioctl(FIONBIO).
+//! fd lifetime and flags: pipe, the other fds a read can wait on (eventfd,
+//! timerfd, signalfd, inotify), close, the dup family, fcntl, ioctl(FIONBIO).
 //!
 //! `close` and `dup2` over a waited-on fd wake its waiters with EBADF before the
 //! number can be reused; `fcntl(F_GETFL)` shows the flags the user set, never the
@@ -12,6 +13,7 @@
 
 use libc::{c_int, c_uint, c_ulong, c_void};
 
+use super::blocking;
 use crate::fdtable::{self, Kind};
 use crate::runtime::{self, ownfd};
 use crate::sys::set_errno;
@@ -58,9 +60,98 @@ fn record_pair(r: c_int, fds: *mut c_int, nonblock: bool) {
     }
 }
 
+/// Records `fd`, just made by a hook's call, as ours: a coroutine's read
+/// then tries first on the fd made non-blocking, and the kernel answers
+/// what it answers at once (EINVAL for a buffer too small for an eventfd's,
+/// timerfd's or signalfd's record) instead of after a wait for readiness.
+fn record_one(fd: c_int, nonblock: bool) {
+    if fd >= 0 {
+        fdtable::created(fd, Kind::Stream, nonblock);
+    }
+}
+
 hook! {
-    /// `close(2)`: coroutines waiting on `fd` (on any thread) wake with EBADF first.
+    /// `eventfd(2)`.
+    fn eventfd(initval: c_uint, flags: c_int) -> c_int as real {
+        // SAFETY: forwarding the caller's arguments.
+        let fd = unsafe { real(initval, flags) };
+        record_one(fd, flags & libc::EFD_NONBLOCK != 0);
+        fd
+    }
+}
+
+hook! {
+    /// `eventfd_read(3)`: glibc's reads past our `read` hook; this one
+    /// passes through it, so that it parks a coroutine (and, on an eventfd
+    /// we made non-blocking, still waits as the blocking read).
+    fn eventfd_read(fd: c_int, value: *mut u64) -> c_int as _real {
+        let n = std::mem::size_of::<u64>();
+        // SAFETY: the caller's eventfd_t, written as glibc's would.
+        let r = unsafe { super::io::read(fd, value.cast(), n) };
+        if r == n as isize { 0 } else { -1 }
+    }
+}
+
+hook! {
+    /// `eventfd_write(3)`: as `eventfd_read`, through our `write` hook.
+    fn eventfd_write(fd: c_int, value: u64) -> c_int as _real {
+        let n = std::mem::size_of::<u64>();
+        // SAFETY: a local eventfd_t, read as glibc's would.
+        let r = unsafe { super::io::write(fd, (&value as *const u64).cast(), n) };
+        if r == n as isize { 0 } else { -1 }
+    }
+}
+
+hook! {
+    /// `timerfd_create(2)`.
+    fn timerfd_create(clock: libc::clockid_t, flags: c_int) -> c_int as real {
+        // SAFETY: forwarding the caller's arguments.
+        let fd = unsafe { real(clock, flags) };
+        record_one(fd, flags & libc::TFD_NONBLOCK != 0);
+        fd
+    }
+}
+
+hook! {
+    /// `signalfd(2)`: with `fd` -1 it makes a new fd; given an existing
+    /// signalfd it only replaces its mask (the kernel ignores `flags` then),
+    /// and what we know of the fd stays.
+    fn signalfd(fd: c_int, mask: *const libc::sigset_t, flags: c_int) -> c_int as real {
+        // SAFETY: forwarding the caller's arguments.
+        let r = unsafe { real(fd, mask, flags) };
+        if fd == -1 {
+            record_one(r, flags & libc::SFD_NONBLOCK != 0);
+        }
+        r
+    }
+}
+
+hook! {
+    /// `inotify_init(2)`.
+    fn inotify_init() -> c_int as real {
+        // SAFETY: no arguments.
+        let fd = unsafe { real() };
+        record_one(fd, false);
+        fd
+    }
+}
+
+hook! {
+    /// `inotify_init1(2)`.
+    fn inotify_init1(flags: c_int) -> c_int as real {
+        // SAFETY: forwarding the caller's argument.
+        let fd = unsafe { real(flags) };
+        record_one(fd, flags & libc::IN_NONBLOCK != 0);
+        fd
+    }
+}
+
+hook! {
+    /// `close(2)`: coroutines waiting on `fd` (on any thread) wake with EBADF
+    /// first. A cancellation point: a cancelled green thread ends before the
+    /// fd is closed, as with glibc.
     fn close(fd: c_int) -> c_int as real {
+        blocking::cancellation_point();
         if hidden(fd) {
             return ebadf();
         }
@@ -258,6 +349,10 @@ hook! {
     /// ABI-correct. F_GETFL hides our O_NONBLOCK; F_SETFL keeps it while recording
     /// what the user asked; F_DUPFD copies the fd's facts.
     fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int as real {
+        // glibc's only cancellable commands: the waiting locks.
+        if cmd == libc::F_SETLKW || cmd == libc::F_OFD_SETLKW {
+            blocking::cancellation_point();
+        }
         if hidden(fd) {
             return ebadf();
         }

@@ -21,7 +21,7 @@
 
 use libc::{c_char, c_int, c_uint, c_void, iovec, off_t, size_t, ssize_t};
 
-use super::blocking::offloaded;
+use super::blocking::{self, offloaded};
 use super::iov::{IovCursor, iov_total};
 use super::real::Guard;
 use super::sleep::coroutine_guard;
@@ -186,6 +186,7 @@ pub(crate) fn readv_at_position(
 hook! {
     /// `pread(2)`.
     fn pread(fd: c_int, buf: *mut c_void, count: size_t, offset: off_t) -> ssize_t as real {
+        blocking::cancellation_point();
         let v = one(buf, count);
         read(fd, &v, 1, At::Offset(offset), &mut |done| {
             // SAFETY: `done < count`: inside the caller's buffer.
@@ -221,6 +222,7 @@ alias! {
 hook! {
     /// `preadv(2)`.
     fn preadv(fd: c_int, iov: *const iovec, iovcnt: c_int, offset: off_t) -> ssize_t as real {
+        blocking::cancellation_point();
         let mut tail = IovCursor::new(iov, iovcnt);
         read(fd, iov, iovcnt, At::Offset(offset), &mut |done| {
             let (p, n) = tail.tail_at(done, usize::MAX);
@@ -240,6 +242,7 @@ alias! {
 hook! {
     /// `pwrite(2)`.
     fn pwrite(fd: c_int, buf: *const c_void, count: size_t, offset: off_t) -> ssize_t as real {
+        blocking::cancellation_point();
         // SAFETY: forwarding the caller's arguments.
         let mut call = || unsafe { real(fd, buf, count, offset) };
         write(fd, count, &mut call).unwrap_or_else(call)
@@ -254,6 +257,7 @@ alias! {
 hook! {
     /// `pwritev(2)`.
     fn pwritev(fd: c_int, iov: *const iovec, iovcnt: c_int, offset: off_t) -> ssize_t as real {
+        blocking::cancellation_point();
         // SAFETY: forwarding the caller's arguments.
         let mut call = || unsafe { real(fd, iov, iovcnt, offset) };
         match iov_total(iov, iovcnt) {
@@ -271,6 +275,7 @@ alias! {
 /// fsync and fdatasync wait for the disk whatever the fd: on the pool from a
 /// coroutine unless file offloading is off.
 fn sync(call: impl FnOnce() -> c_int) -> c_int {
+    blocking::cancellation_point();
     match coroutine_guard() {
         Some(guard) if config().offload_files != OffloadFiles::Off => {
             // SAFETY: `call` only passes the caller's fd.
@@ -370,13 +375,15 @@ fn open_cached(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_int>
     (fd >= 0 || errno() == libc::ENOENT).then_some(fd as c_int)
 }
 
-/// Every open: inline, via the cache, or on the pool, then recorded.
+/// Every open (a cancellation point): inline, via the cache, or on the pool,
+/// then recorded.
 fn open_with(
     dirfd: c_int,
     path: *const c_char,
     flags: c_int,
     call: impl FnOnce() -> c_int,
 ) -> c_int {
+    blocking::cancellation_point();
     let fd = match coroutine_guard().map(|g| (g, config().offload_files)) {
         None | Some((_, OffloadFiles::Off)) => call(),
         Some((guard, mode)) => match (mode == OffloadFiles::Auto)

@@ -100,6 +100,7 @@ fn read_hung_up(fd: c_int) -> bool {
 hook! {
     /// `accept4(2)`: parks until a connection arrives (or SO_RCVTIMEO expires).
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int as real {
+        blocking::cancellation_point();
         let r = blocking::once(fd, Direction::Read, None, |_| {
             // SAFETY: forwarding the caller's arguments.
             accept_result(fd, unsafe { real(fd, addr, len, flags) as isize })
@@ -114,6 +115,7 @@ hook! {
 hook! {
     /// `accept(2)`.
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int as real {
+        blocking::cancellation_point();
         let r = blocking::once(fd, Direction::Read, None, |_| {
             // SAFETY: forwarding the caller's arguments.
             accept_result(fd, unsafe { real(fd, addr, len) as isize })
@@ -141,6 +143,7 @@ hook! {
     /// reports its result (ECONNREFUSED…); SO_SNDTIMEO expiry gives EINPROGRESS,
     /// as Linux does. The user's non-blocking socket gets the kernel's answers.
     fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int as real {
+        blocking::cancellation_point();
         // SAFETY: forwarding the caller's arguments (each call below likewise).
         let call = || unsafe { real(fd, addr, len) };
         if !runtime::in_coroutine() {
@@ -316,6 +319,7 @@ hook! {
     /// keeps receiving until `vlen` messages, unless MSG_WAITFORONE, or until the
     /// call's own `timeout` passes.
     fn recvmmsg(fd: c_int, msgvec: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int as real {
+        blocking::cancellation_point();
         // A plain thread on an fd we made non-blocking takes the loop below,
         // which blocks it as the call would.
         if flags & libc::MSG_DONTWAIT != 0 || (!runtime::in_coroutine() && !fdtable::we_set_nonblock(fd)) {
@@ -395,6 +399,7 @@ hook! {
     /// blocking call never leaves so: there each message goes whole through
     /// `sendmsg`, as the kernel's own loop does.
     fn sendmmsg(fd: c_int, msgvec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int as real {
+        blocking::cancellation_point();
         let cooperative = flags & libc::MSG_DONTWAIT == 0 && (runtime::in_coroutine() || fdtable::we_set_nonblock(fd));
         if cooperative && is_stream(fd) {
             let mut sent: c_uint = 0;

@@ -47,6 +47,8 @@ fn cooperate(
     watched: impl FnOnce() -> Vec<(RawFd, Direction)>,
     mut attempt: impl FnMut(Option<Duration>) -> c_int,
 ) -> c_int {
+    // A cancellation point even when an fd is ready at once.
+    guard.release_while(super::blocking::cancellation_point);
     let done = |n: c_int| n != 0 || left(deadline) == Some(Duration::ZERO);
     let n = attempt(Some(Duration::ZERO));
     if done(n) {

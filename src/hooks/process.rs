@@ -85,6 +85,8 @@ fn wait_for(
     mut attempt: impl FnMut(c_int) -> Option<c_int>,
     call: impl FnOnce() -> c_int,
 ) -> c_int {
+    // A cancellation point, WNOHANG or not (glibc's wait4 and waitid).
+    super::blocking::cancellation_point();
     if options & libc::WNOHANG != 0 {
         return call();
     }

@@ -11,8 +11,9 @@
 //! word (`control::task_local`).
 //!
 //! Cancellation is deferred: `pthread_cancel` marks the thread and wakes it if
-//! it is parked; it ends at the next hooked cancellation point that would block
-//! (read, recv, sleep…), at `pthread_join`, or at `pthread_testcancel`. Ending a
+//! it is parked; it ends at the entry of the next hooked cancellation point
+//! (read, write, close, sleep…: `blocking::cancellation_point`), in its wait,
+//! at `pthread_join`, or at `pthread_testcancel`. Ending a
 //! green thread (return, `pthread_exit`, cancellation) runs its C
 //! `pthread_cleanup_push` handlers, resets a `pthread_once` it was inside, runs
 //! its key destructors, then wakes its joiner.

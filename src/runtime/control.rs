@@ -71,6 +71,13 @@ pub(crate) fn cancel_requested() -> bool {
     current_task().is_some_and(|t| t.cancelled.get())
 }
 
+/// In a coroutine, whether it has been cancelled; None elsewhere. One
+/// thread-local read and one load: the data hooks' entry asks it.
+#[inline(always)]
+pub(crate) fn running_cancelled() -> Option<bool> {
+    current_task().map(|t| t.cancelled.get())
+}
+
 /// Withdraws the running coroutine's cancellation, for a layer above that
 /// defers it (`pthread_setcancelstate(PTHREAD_CANCEL_DISABLE)`): parks block
 /// again until the next `TaskHandle::cancel`.

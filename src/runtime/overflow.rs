@@ -1,6 +1,7 @@
 //! Stack overflow reports: a SIGSEGV/SIGBUS handler on an alternate signal stack
 //! recognises a fault in the running coroutine's guard gap, names the coroutine,
-//! and aborts. Every other fault goes to whoever handled it before us.
+//! and aborts. Every other fault, and a SIGSEGV/SIGBUS another process or
+//! thread sends, goes to whoever handled it before us.
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
@@ -38,21 +39,45 @@ pub(crate) fn install_handler() {
 
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel hands a valid siginfo for SA_SIGINFO handlers.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    if let Some(task) = current_task() {
-        if (task.guard.0..task.guard.1).contains(&addr) {
-            report_and_abort(task);
+    let code = unsafe { (*info).si_code };
+    // Sent by a process (kill, tgkill, raise, sigqueue: si_code <= 0), not
+    // raised by a fault: no instruction runs again to re-raise it, and
+    // si_addr holds the sender's pid and uid.
+    let sent = code <= 0;
+    if !sent {
+        // SAFETY: as above; a fault's siginfo carries si_addr.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        if let Some(task) = current_task() {
+            if (task.guard.0..task.guard.1).contains(&addr) {
+                report_and_abort(task);
+            }
         }
     }
     let index = SIGNALS.iter().position(|&s| s == sig).unwrap_or(0);
     // SAFETY: PREVIOUS was filled before this handler was installed.
     let prev = unsafe { (*PREVIOUS.0.get())[index].assume_init_ref() };
     match prev.sa_sigaction {
+        // The kernel drops a sent signal that is ignored (a fault it delivers
+        // anyway, by the default action: below).
+        libc::SIG_IGN if sent => {}
         libc::SIG_DFL | libc::SIG_IGN => {
-            // Restore the default action and return: the faulting instruction runs
-            // again and the kernel kills the process with the original signal.
-            // SAFETY: resetting a signal's disposition to default is always valid.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            // Restore the default action: a fault's instruction runs again and
+            // the kernel kills the process with the original signal; a sent
+            // signal is sent again to this thread, where it stays pending (it is
+            // blocked while its handler runs) until this handler returns.
+            // SAFETY: resetting a signal's disposition to default is always
+            // valid; tgkill to the calling thread, by async-signal-safe calls.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                if sent {
+                    libc::syscall(
+                        libc::SYS_tgkill,
+                        libc::getpid(),
+                        libc::syscall(libc::SYS_gettid),
+                        sig,
+                    );
+                }
+            }
         }
         handler if prev.sa_flags & libc::SA_SIGINFO != 0 => {
             // SAFETY: the previous handler was installed with SA_SIGINFO, so it has

@@ -120,8 +120,17 @@ pub(crate) struct Waker(OwnFd);
 
 impl Waker {
     pub(crate) fn new(epoll: &Epoll) -> io::Result<Waker> {
-        // SAFETY: eventfd takes an initial value and flags, returns a new fd.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        // By system call, as the waker's reads and writes: libc's names reach
+        // the hooks, where a coroutine's call is the program's (a
+        // cancellation point acts there).
+        // SAFETY: eventfd2 takes an initial value and flags, returns a new fd.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_eventfd2,
+                0,
+                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
+            ) as RawFd
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -136,12 +145,12 @@ impl Waker {
         let one: u64 = 1;
         self.0.with(|fd| {
             // SAFETY: writes 8 bytes from a local, to our own eventfd.
-            let w = || unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+            let w = || unsafe { libc::syscall(libc::SYS_write, fd, &one as *const u64, 8) };
             if w() < 0 {
                 // The counter is full (EAGAIN): empty it and write again.
                 let mut sink: u64 = 0;
                 // SAFETY: reads 8 bytes into a local, from our own eventfd.
-                unsafe { libc::read(fd, (&mut sink as *mut u64).cast(), 8) };
+                unsafe { libc::syscall(libc::SYS_read, fd, &mut sink as *mut u64, 8) };
                 w();
             }
         });

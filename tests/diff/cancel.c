@@ -528,6 +528,173 @@ static void cancel_self(void)
     say("joined: %s", join(spawn(self_cancel, NULL)) == PTHREAD_CANCELED ? "PTHREAD_CANCELED" : "returned");
 }
 
+/* A cancellation already pending when a cancellation point is called acts
+ * before the call, even one that would complete at once; other calls leave
+ * it pending. The thread cancels itself, makes one call, then records that
+ * it came back (no write in between: say() is a cancellation point too). */
+static volatile int returned;
+
+static void pending_cleanup(void *arg)
+{
+    (void)arg;
+    say("cleanup: the call %s; pfd[0] %s", returned ? "returned" : "did not return",
+        fcntl(pfd[0], F_GETFD) >= 0 ? "open" : "closed");
+}
+
+static void *pending_body(void *arg)
+{
+    blocker fn = (blocker)arg;
+    returned = 0;
+    pthread_cleanup_push(pending_cleanup, NULL);
+    pthread_cancel(pthread_self());
+    fn();
+    returned = 1;
+    pthread_testcancel();
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+static void pending_at(blocker fn)
+{
+    MUST(pipe(pfd) == 0);
+    MUST(write(pfd[1], "x", 1) == 1); /* readable: a read would not wait */
+    say("joined: %s", join(spawn(pending_body, (void *)fn)) == PTHREAD_CANCELED ? "PTHREAD_CANCELED" : "returned");
+    close(pfd[0]);
+    close(pfd[1]);
+}
+
+static void p_close(void)
+{
+    close(pfd[0]);
+}
+
+static void pending_close_keeps_fd(void)
+{
+    pending_at(p_close);
+}
+
+static void p_poll_ready(void)
+{
+    struct pollfd p = {.fd = pfd[1], .events = POLLOUT};
+    poll(&p, 1, 0);
+}
+
+static void pending_poll_ready(void)
+{
+    pending_at(p_poll_ready);
+}
+
+static void p_select_ready(void)
+{
+    fd_set w;
+    FD_ZERO(&w);
+    FD_SET(pfd[1], &w);
+    struct timeval tv = {0, 0};
+    select(pfd[1] + 1, NULL, &w, NULL, &tv);
+}
+
+static void pending_select_ready(void)
+{
+    pending_at(p_select_ready);
+}
+
+static void p_waitpid_wnohang(void)
+{
+    int st;
+    waitpid(-1, &st, WNOHANG);
+}
+
+static void pending_waitpid_wnohang(void)
+{
+    pending_at(p_waitpid_wnohang);
+}
+
+static void p_open(void)
+{
+    open("/dev/null", O_RDONLY);
+}
+
+static void pending_open(void)
+{
+    pending_at(p_open);
+}
+
+static void p_fsync(void)
+{
+    fsync(pfd[0]);
+}
+
+static void pending_fsync(void)
+{
+    pending_at(p_fsync);
+}
+
+static void p_read_ready(void)
+{
+    char b;
+    read(pfd[0], &b, 1);
+}
+
+static void pending_read_ready(void)
+{
+    pending_at(p_read_ready);
+}
+
+static void p_nonblocking(void)
+{
+    int sv[2];
+    MUST(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    accept(sv[0], NULL, NULL);
+}
+
+static void pending_accept_nonblocking(void)
+{
+    pending_at(p_nonblocking);
+}
+
+static void p_recv_dontwait(void)
+{
+    int sv[2];
+    char b;
+    MUST(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    recv(sv[0], &b, 1, MSG_DONTWAIT);
+}
+
+static void pending_recv_dontwait(void)
+{
+    pending_at(p_recv_dontwait);
+}
+
+static void p_nanosleep_zero(void)
+{
+    struct timespec ts = {0, 0};
+    nanosleep(&ts, NULL);
+}
+
+static void pending_nanosleep_zero(void)
+{
+    pending_at(p_nanosleep_zero);
+}
+
+static void p_no_points(void)
+{
+    int p2[2];
+    MUST(pipe2(p2, O_CLOEXEC) == 0);
+    int d = dup(p2[0]);
+    MUST(d >= 0);
+    MUST(fcntl(d, F_GETFL) >= 0);
+    MUST(dup2(d, p2[1]) == p2[1]);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    MUST(s >= 0);
+    pthread_mutex_lock(&m);
+    pthread_mutex_unlock(&m);
+}
+
+static void pending_not_points(void)
+{
+    pending_at(p_no_points);
+}
+
 static void *lock_then_read(void *arg)
 {
     (void)arg;
@@ -664,4 +831,8 @@ DIFF_MAIN(S(at_read), S(at_accept), S(at_recv), S(at_recvfrom_udp), S(at_write_f
           S(cleanup_pop_and_exit), S(disable_then_enable), S(async_busy_loop),
           S(testcancel_in_loop), S(cancel_before_start), S(cancel_finished), S(cancel_self),
           S(not_a_point_mutex_lock), S(cleanup_blocks), S(cancel_runs_key_destructors),
-          S(cancel_detached), S(state_type_values))
+          S(cancel_detached), S(state_type_values), S(pending_close_keeps_fd),
+          S(pending_poll_ready), S(pending_select_ready), S(pending_waitpid_wnohang),
+          S(pending_open), S(pending_fsync), S(pending_read_ready),
+          S(pending_accept_nonblocking), S(pending_recv_dontwait), S(pending_nanosleep_zero),
+          S(pending_not_points))

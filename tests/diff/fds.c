@@ -2,6 +2,7 @@
 #include "sync_kit.h"
 
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 
@@ -323,8 +324,128 @@ static void eventfd_epoll_semaphore(void)
     say("got %d", got);
 }
 
+static void *helper_writer(void *arg)
+{
+    (void)arg;
+    msleep(100);
+    say("t: eventfd_write");
+    MUST(eventfd_write(efd, 7) == 0);
+    return NULL;
+}
+
+/* glibc's eventfd_read/eventfd_write, after a plain read used the fd: the
+ * helper still waits for the writer, and the fd still looks blocking. */
+static void eventfd_helpers_block(void)
+{
+    efd = eventfd(0, 0);
+    MUST(eventfd_write(efd, 1) == 0);
+    uint64_t v;
+    CALL("read", read(efd, &v, sizeof v));
+    pthread_t t = spawn(helper_writer, NULL);
+    v = 0;
+    CALL("eventfd_read", eventfd_read(efd, &v));
+    say("value %llu flags %s", (unsigned long long)v, flags_of(efd));
+    join(t);
+}
+
+/* An 8-byte read on a signalfd is EINVAL at once, signal pending or not. */
+static void signalfd_short_read(void)
+{
+    mask1(SIG_BLOCK, SIGUSR1);
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR1);
+    int fd = signalfd(-1, &s, 0);
+    MUST(fd >= 0);
+    char b[8];
+    long long t0 = now_ms();
+    CALL("read 8 bytes", read(fd, b, sizeof b));
+    say("at once %s flags %s", took(t0, 0, 1000), flags_of(fd));
+}
+
+static void *usr2_sender(void *arg)
+{
+    (void)arg;
+    msleep(100);
+    say("t: kill USR2");
+    kill(getpid(), SIGUSR2);
+    return NULL;
+}
+
+/* signalfd on an existing signalfd replaces its mask; the kernel ignores the
+ * flags then: SFD_NONBLOCK does not make it non-blocking. */
+static void signalfd_reuse_ignores_flags(void)
+{
+    mask1(SIG_BLOCK, SIGUSR1);
+    mask1(SIG_BLOCK, SIGUSR2);
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR1);
+    sfd = signalfd(-1, &s, 0);
+    MUST(sfd >= 0);
+    sigaddset(&s, SIGUSR2);
+    CALL("signalfd again", signalfd(sfd, &s, SFD_NONBLOCK) == sfd ? 0 : -1);
+    say("flags %s", flags_of(sfd));
+    pthread_t t = spawn(usr2_sender, NULL);
+    struct signalfd_siginfo si;
+    CALL("read waits", read(sfd, &si, sizeof si));
+    say("got %s", sigabbrev_np(si.ssi_signo));
+    join(t);
+}
+
+static void timerfd_flags(void)
+{
+    int a = timerfd_create(CLOCK_MONOTONIC, 0), b = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+    uint64_t v;
+    CALL("read unarmed non-blocking", read(b, &v, sizeof v));
+    say("flags %s and %s", flags_of(a), flags_of(b));
+}
+
+static char idir[64];
+
+static void *touch_later(void *arg)
+{
+    (void)arg;
+    msleep(100);
+    char path[96];
+    snprintf(path, sizeof path, "%s/f", idir);
+    say("t: create");
+    int fd = open(path, O_CREAT | O_WRONLY, 0600);
+    MUST(fd >= 0);
+    close(fd);
+    return NULL;
+}
+
+/* inotify: a read waits for an event; one too small for it is EINVAL. */
+static void inotify_events(void)
+{
+    snprintf(idir, sizeof idir, "/tmp/patchall-diff-XXXXXX");
+    MUST(mkdtemp(idir) != NULL);
+    int fd = inotify_init1(IN_CLOEXEC);
+    MUST(fd >= 0);
+    MUST(inotify_add_watch(fd, idir, IN_CREATE) >= 0);
+    pthread_t t = spawn(touch_later, NULL);
+    char small[4];
+    CALL("read too small (waits for the event)", read(fd, small, sizeof small));
+    join(t);
+    union {
+        struct inotify_event ev;
+        char buf[sizeof(struct inotify_event) + 64];
+    } u;
+    long r = CALL("read", read(fd, u.buf, sizeof u.buf));
+    if (r > 0)
+        say("event create %s name %s", u.ev.mask & IN_CREATE ? "yes" : "no", u.ev.name);
+    say("flags %s", flags_of(fd));
+    char path[96];
+    snprintf(path, sizeof path, "%s/f", idir);
+    unlink(path);
+    rmdir(idir);
+}
+
 DIFF_MAIN(S(signalfd_read_info), S(signalfd_blocking_thread), S(signalfd_nonblock),
           S(signalfd_poll_wakes), S(timerfd_one_shot), S(timerfd_periodic), S(timerfd_nonblock),
           S(timerfd_gettime_disarm), S(timerfd_absolute), S(timerfd_thread_waits), S(timerfd_short_read_blocking),
           S(eventfd_counter), S(eventfd_semaphore), S(eventfd_blocking_read),
-          S(eventfd_blocking_write), S(eventfd_nonblock), S(eventfd_epoll_semaphore))
+          S(eventfd_blocking_write), S(eventfd_nonblock), S(eventfd_epoll_semaphore),
+          S(eventfd_helpers_block), S(signalfd_short_read), S(signalfd_reuse_ignores_flags),
+          S(timerfd_flags), S(inotify_events))

@@ -468,6 +468,29 @@ static void kill_sigsegv_from_thread(void)
     say("main: still alive");
 }
 
+/* An ignored SIGSEGV that is sent (not a fault) is dropped, however often:
+ * the child inherits SIG_IGN through exec. */
+static void sigsegv_ignored_child(void)
+{
+    kill(getpid(), SIGSEGV);
+    raise(SIGSEGV);
+    say("child: alive after two");
+}
+
+static void sent_sigsegv_ignored(void)
+{
+    signal(SIGSEGV, SIG_IGN);
+    pid_t pid = fork();
+    MUST(pid >= 0);
+    if (pid == 0) {
+        execl("/proc/self/exe", "process", "sigsegv_ignored_child", (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    say("child %s", status_of(st & 0x7f ? st & 0x7f : st));
+}
+
 static void abort_kills(void)
 {
     say("before");
@@ -501,4 +524,5 @@ DIFF_MAIN(S(fork_from_thread), S(fork_with_blocked_threads), S(child_creates_thr
           S(killed_by_signal), S(vfork_exec), S(waitpid_others_progress),
           S(wait_in_thread_main_forks), S(grandchild), S(sigchld_ignored_autoreap),
           S(pipe_to_child_from_thread), S(child_exit_runs_atexit), S(pidfd_poll_exit), S(raise_sigsegv_kills),
-          S(kill_sigsegv_from_thread), S(abort_kills))
+          S(kill_sigsegv_from_thread), S(abort_kills), S(sigsegv_ignored_child),
+          S(sent_sigsegv_ignored))
