@@ -58,9 +58,12 @@ impl Epoll {
         Ok(())
     }
 
-    /// Registers `fd` for readability under `token` (the signalfd).
+    /// Registers `fd` for readability under `token`, edge-triggered (the
+    /// signalfd: a signal pending that no one waits for any more would keep a
+    /// level-triggered one ready, and every wait would return at once).
     pub(crate) fn register_readable(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, token)
+        let events = libc::EPOLLIN as u32 | libc::EPOLLET as u32;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
     /// Removes `fd`'s registration, if any.

@@ -114,6 +114,12 @@ fn idle_mask() -> u64 {
     !unmaskable() & !faults.iter().fold(0, |acc, &s| acc | bit(s))
 }
 
+/// True on the process's first thread (the one green `main` runs on).
+fn is_main_thread() -> bool {
+    // SAFETY: gettid and getpid have no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) == libc::getpid() as libc::c_long }
+}
+
 /// The running green thread's own mask; None outside one (outside a
 /// coroutine, or in a coroutine that has the OS thread's).
 pub(crate) fn own_mask() -> Option<u64> {
@@ -155,13 +161,15 @@ pub(crate) fn adopt_mask(mask: u64) {
     };
     let mask = mask & !unmaskable();
     let masks = &sched.signals.masks;
-    if let Some(old) = task.sigmask.replace(Some(mask)) {
-        masks.count(old, false);
-    } else {
-        masks.live.set(masks.live.get() + 1);
-    }
-    masks.count(mask, true);
-    masks.apply();
+    masks.changing(|| {
+        if let Some(old) = task.sigmask.replace(Some(mask)) {
+            masks.count(old, false);
+        } else {
+            masks.live.set(masks.live.get() + 1);
+        }
+        masks.count(mask, true);
+        masks.apply();
+    });
 }
 
 /// Replaces the running green thread's own mask with `mask`: the OS thread's
@@ -177,11 +185,15 @@ pub(crate) fn set_own_mask(mask: u64) {
     };
     let mask = mask & !unmaskable();
     if mask != old {
-        task.sigmask.set(Some(mask));
         let masks = &sched.signals.masks;
-        masks.count(old, false);
-        masks.count(mask, true);
-        masks.apply();
+        // A handler that interrupted a change of this thread's counts cannot
+        // make one of its own: its change is dropped (README: approximate).
+        masks.changing(|| {
+            task.sigmask.set(Some(mask));
+            masks.count(old, false);
+            masks.count(mask, true);
+            masks.apply();
+        });
     }
 }
 
@@ -261,6 +273,9 @@ pub(super) struct Masks {
     live: Cell<u32>,
     /// The OS thread's mask as last set here; None before the first.
     applied: Cell<Option<u64>>,
+    /// A change of the counts is under way: a signal handler that runs in the
+    /// middle of one and changes its mask must not touch them.
+    busy: Cell<bool>,
 }
 
 impl Default for Masks {
@@ -269,11 +284,22 @@ impl Default for Masks {
             blocked: RefCell::new([0; 64]),
             live: Cell::new(0),
             applied: Cell::new(None),
+            busy: Cell::new(false),
         }
     }
 }
 
 impl Masks {
+    /// Runs `change` unless a change is under way on this thread (then this
+    /// is a signal handler that interrupted it, and nothing happens).
+    fn changing(&self, change: impl FnOnce()) {
+        if self.busy.replace(true) {
+            return;
+        }
+        change();
+        self.busy.set(false);
+    }
+
     fn count(&self, mask: u64, add: bool) {
         let mut blocked = self.blocked.borrow_mut();
         let mut rest = mask;
@@ -304,9 +330,20 @@ impl Masks {
 
     /// A task with its own `mask` ended.
     pub(super) fn ended(&self, mask: u64) {
-        self.count(mask, false);
-        self.live.set(self.live.get() - 1);
-        self.apply();
+        self.changing(|| {
+            self.count(mask, false);
+            self.live.set(self.live.get() - 1);
+            if self.live.get() == 0 && is_main_thread() {
+                // Green `main` ended: exit handlers and destructors run next on
+                // this thread, natively with main's mask, not the idle one.
+                if self.applied.get() != Some(mask) {
+                    self.applied.set(Some(mask));
+                    set_thread_mask(mask);
+                }
+            } else {
+                self.apply();
+            }
+        });
     }
 }
 
@@ -432,8 +469,9 @@ impl Signals {
     }
 
     /// Makes the signalfd watch every set waited for, before the scheduler's
-    /// wait. It only grows: a signal nobody waits for any more costs at most a
-    /// spurious wake-up, a change costs a system call.
+    /// wait. It only grows: a signal nobody waits for any more costs a spurious
+    /// wake-up when it arrives (the fd is edge-triggered), a change costs a
+    /// system call.
     pub(super) fn watch(&self, reactor: &Reactor) {
         let waiting = self.waiting.borrow();
         if waiting.is_empty() {
