@@ -141,9 +141,10 @@ static void resolve_while_threads_talk(void)
     MUST(pipe(P) == 0);
     pthread_t t = spawn(ticker, NULL);
     say("localhost: %s", resolve("localhost", "80", AF_INET, SOCK_STREAM, 0));
+    /* All three writes made first: a read racing the second would take one. */
+    join(t);
     char buf[3];
     CALL("main: read ticks", read(P[0], buf, 3));
-    join(t);
 }
 
 static void getnameinfo_numeric(void)
