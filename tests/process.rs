@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -678,4 +678,35 @@ fn every_offloadable_call_from_a_green_main_reads_as_plain() {
             common::first_difference(&expected, &out.stdout)
         );
     }
+}
+
+#[test]
+fn system_parks_while_others_run() {
+    let _serial = serial();
+    let run = |cmd: &'static CStr| {
+        // SAFETY: a NUL-terminated command.
+        unsafe { libc::system(cmd.as_ptr()) }
+    };
+    // Inside: the wait for the shell parks, the ticker goes on; the status
+    // is the shell's, SIGINT is back to its action afterwards.
+    let (status, ticks) = with_ticker(move || run(c"sleep 0.3; exit 3"));
+    assert_eq!(exit_code(status), Some(3), "{status:#x}");
+    assert!(ticks >= 3, "the other coroutine ran only {ticks} times");
+    // SAFETY: querying the current action into a zeroed struct.
+    let int = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old);
+        old.sa_sigaction
+    };
+    assert_eq!(int, libc::SIG_DFL);
+    // Outside: glibc's own, the same statuses.
+    assert_eq!(exit_code(run(c"exit 5")), Some(5));
+    let (inside, _) = with_ticker(move || run(c"exit 5"));
+    assert_eq!(exit_code(inside), Some(5));
+    let (no_shell_check, _) = with_ticker(|| {
+        // SAFETY: a null command asks whether a shell exists.
+        unsafe { libc::system(std::ptr::null()) }
+    });
+    // SAFETY: as above.
+    assert_eq!(no_shell_check, unsafe { libc::system(std::ptr::null()) });
 }

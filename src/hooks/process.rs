@@ -1,4 +1,5 @@
-//! Child processes: the wait family, `fork`, the exec family, `posix_spawn`.
+//! Child processes: the wait family, `fork`, the exec family, `posix_spawn`,
+//! `system`.
 //!
 //! **Waits.** In a coroutine, a blocking wait for one child's exit
 //! (`waitpid`/`wait4` with pid > 0, `waitid` with P_PID or P_PIDFD) parks on a
@@ -421,5 +422,121 @@ hook! {
         set_errno(e);
         // SAFETY: forwarding the caller's arguments.
         unsafe { real(actions, fd, newfd) }
+    }
+}
+
+/// SIGINT's and SIGQUIT's actions before the first of the `system` calls now
+/// running ignored them, and how many run.
+static SYSTEM_CALLERS: std::sync::Mutex<(usize, Option<[libc::sigaction; 2]>)> =
+    std::sync::Mutex::new((0, None));
+
+hook! {
+    /// `system(3)`. glibc's waits for the shell with an internal `waitpid`
+    /// that no hook sees, blocking the OS thread and every coroutine on it. In
+    /// a coroutine this one does what glibc's does — SIGINT and SIGQUIT
+    /// ignored while any `system` runs, SIGCHLD blocked, `/bin/sh -c` spawned
+    /// with the caller's mask and those two signals at their default — through
+    /// the hooked `posix_spawn` and `waitpid`, so the wait parks. Outside a
+    /// coroutine, and for a null command (is there a shell?), it is glibc's.
+    fn system(cmd: *const c_char) -> c_int as real {
+        if cmd.is_null() || !runtime::in_coroutine() {
+            // SAFETY: forwarding the caller's argument.
+            return unsafe { real(cmd) };
+        }
+        // SAFETY: a coroutine's call with the caller's NUL-terminated command.
+        unsafe { system_parked(cmd) }
+    }
+}
+
+/// `system` in a coroutine (see the hook).
+///
+/// # Safety
+/// `cmd` is a NUL-terminated string.
+unsafe fn system_parked(cmd: *const c_char) -> c_int {
+    // SAFETY: zeroed sigaction/sigset_t/posix_spawnattr_t are valid to fill in;
+    // every pointer below names one of these locals or a static C string, and
+    // the calls are the hooked libc functions with their documented contracts.
+    unsafe {
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        libc::sigemptyset(&mut ignore.sa_mask);
+        let before = {
+            let mut callers = SYSTEM_CALLERS.lock().unwrap_or_else(|e| e.into_inner());
+            if callers.0 == 0 {
+                let mut old: [libc::sigaction; 2] = std::mem::zeroed();
+                super::signal::sigaction(libc::SIGINT, &ignore, &mut old[0]);
+                super::signal::sigaction(libc::SIGQUIT, &ignore, &mut old[1]);
+                callers.1 = Some(old);
+            }
+            callers.0 += 1;
+            callers.1
+        };
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        super::signal::pthread_sigmask(libc::SIG_BLOCK, &chld, &mut mask);
+
+        // The child's SIGINT and SIGQUIT go back to the default unless the
+        // caller had them ignored, as glibc's.
+        let mut defaults: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut defaults);
+        for (sig, act) in [libc::SIGINT, libc::SIGQUIT]
+            .into_iter()
+            .zip(before.iter().flatten())
+        {
+            if act.sa_sigaction != libc::SIG_IGN {
+                libc::sigaddset(&mut defaults, sig);
+            }
+        }
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        libc::posix_spawnattr_init(&mut attr);
+        libc::posix_spawnattr_setsigdefault(&mut attr, &defaults);
+        libc::posix_spawnattr_setsigmask(&mut attr, &mask);
+        libc::posix_spawnattr_setflags(
+            &mut attr,
+            (libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK) as libc::c_short,
+        );
+        let argv: [*const c_char; 4] = [c"sh".as_ptr(), c"-c".as_ptr(), cmd, std::ptr::null()];
+        unsafe extern "C" {
+            static environ: Argv;
+        }
+        let mut pid: pid_t = 0;
+        let spawned = posix_spawn(
+            &mut pid,
+            c"/bin/sh".as_ptr(),
+            std::ptr::null(),
+            &attr,
+            argv.as_ptr(),
+            environ,
+        );
+        libc::posix_spawnattr_destroy(&mut attr);
+        let mut status: c_int = 0;
+        let result = if spawned != 0 {
+            // As glibc: the status of a shell that could not run.
+            127 << 8
+        } else {
+            loop {
+                if waitpid(pid, &mut status, 0) >= 0 {
+                    break status;
+                }
+                if errno() != libc::EINTR {
+                    break -1;
+                }
+            }
+        };
+        let e = errno();
+        {
+            let mut callers = SYSTEM_CALLERS.lock().unwrap_or_else(|e| e.into_inner());
+            callers.0 -= 1;
+            if let (0, Some(old)) = (callers.0, callers.1) {
+                super::signal::sigaction(libc::SIGINT, &old[0], std::ptr::null_mut());
+                super::signal::sigaction(libc::SIGQUIT, &old[1], std::ptr::null_mut());
+                callers.1 = None;
+            }
+        }
+        super::signal::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
+        set_errno(e);
+        result
     }
 }
