@@ -53,3 +53,19 @@ pub(crate) fn page_size() -> usize {
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 { n as usize } else { 4096 }
 }
+
+/// close(2) by system call. Raw because the fds closed this way are the
+/// runtime's own (or probes it just opened): through libc they would reach our
+/// `close` hook, which refuses the runtime's fds and would forget table facts.
+pub(crate) fn raw_close(fd: libc::c_int) {
+    // SAFETY: close takes only a number; the callers close fds they own.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+/// fcntl(2) by system call, for the integer-argument commands (F_GETFD,
+/// F_GETFL, F_SETFL, F_DUPFD_CLOEXEC…). Raw because our own fds and the fd
+/// table's probes must not pass through our `fcntl` hook.
+pub(crate) fn raw_fcntl(fd: libc::c_int, cmd: libc::c_int, arg: libc::c_long) -> libc::c_long {
+    // SAFETY: with an integer argument, fcntl never touches our memory.
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) }
+}

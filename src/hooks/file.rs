@@ -27,7 +27,7 @@ use super::real::Guard;
 use super::sleep::coroutine_guard;
 use crate::config::{OffloadFiles, config};
 use crate::fdtable::{self, Kind};
-use crate::sys::{errno, set_errno};
+use crate::sys::{self, errno, set_errno};
 
 /// Writes up to this many bytes run inline under `auto`: a buffered write
 /// only copies into the page cache. See BENCHMARKS-offload.md.
@@ -340,7 +340,7 @@ fn open_cannot_wait(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
     // closed by raw system call (our `close` hook has nothing to forget).
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0;
-    unsafe { libc::syscall(libc::SYS_close, fd) };
+    sys::raw_close(fd);
     ok && match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR | libc::S_IFLNK => true,
         // The memory devices (/dev/null, /dev/zero, /dev/urandom…) open at once.

@@ -31,7 +31,7 @@ use super::real::Guard;
 use super::sleep::{coroutine_guard, deadline_after, timespec_duration, to_timespec};
 use crate::runtime::signals::kernel_set;
 use crate::runtime::{self, Breaks, Direction, Wake};
-use crate::sys::set_errno;
+use crate::sys::{self, set_errno};
 
 /// The time left until `deadline`, None for "no deadline".
 fn left(deadline: Option<Instant>) -> Option<Duration> {
@@ -276,8 +276,7 @@ fn fd_table_size() -> Option<usize> {
         }
         len += n as usize;
     }
-    // SAFETY: closing the fd opened above.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
+    sys::raw_close(fd);
     let text = &buf[..len];
     let at = text.windows(7).position(|w| w == b"FDSize:")? + 7;
     let digits = text[at..].iter().skip_while(|c| c.is_ascii_whitespace());

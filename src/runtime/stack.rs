@@ -121,7 +121,7 @@ fn max_map_count() -> Option<usize> {
             return None;
         }
         let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
-        libc::syscall(libc::SYS_close, fd);
+        crate::sys::raw_close(fd as libc::c_int);
         n
     };
     let text = buf.get(..usize::try_from(n).ok()?)?;
