@@ -252,39 +252,7 @@ const SET_WORDS: usize = libc::FD_SETSIZE / BITS;
 /// with raw system calls: the kernel reads no more than this many bits of a
 /// select set, so neither may we. None if it cannot be read.
 fn fd_table_size() -> Option<usize> {
-    let path = c"/proc/self/status";
-    // SAFETY: a NUL-terminated path; the flags ask for nothing but reading.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    } as c_int;
-    if fd < 0 {
-        return None;
-    }
-    let mut buf = [0u8; 4096];
-    let mut len = 0;
-    while len < buf.len() {
-        // SAFETY: reading into the unfilled rest of our buffer.
-        let n =
-            unsafe { libc::syscall(libc::SYS_read, fd, buf[len..].as_mut_ptr(), buf.len() - len) };
-        if n <= 0 {
-            break;
-        }
-        len += n as usize;
-    }
-    sys::raw_close(fd);
-    let text = &buf[..len];
-    let at = text.windows(7).position(|w| w == b"FDSize:")? + 7;
-    let digits = text[at..].iter().skip_while(|c| c.is_ascii_whitespace());
-    digits
-        .take_while(|c| c.is_ascii_digit())
-        .try_fold(0usize, |n, &c| {
-            n.checked_mul(10)?.checked_add(usize::from(c - b'0'))
-        })
+    sys::proc_number(c"/proc/self/status", Some(b"FDSize:"))
 }
 
 /// select's three in/out sets: the caller's input, kept to be restored before
