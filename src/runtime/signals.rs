@@ -93,25 +93,47 @@ pub(super) fn set_thread_mask(mask: u64) {
     };
 }
 
-/// Signals no mask can hold: SIGKILL, SIGSTOP (the kernel drops them) and
-/// glibc's own SIGCANCEL and SIGSETXID (its `pthread_sigmask` drops them).
-fn unmaskable() -> u64 {
-    bit(libc::SIGKILL) | bit(libc::SIGSTOP) | bit(32) | bit(33)
+/// glibc's SIGCANCEL, its own: a program can neither block, wait for nor send it.
+pub(crate) const SIGCANCEL: libc::c_int = 32;
+/// glibc's SIGSETXID, as SIGCANCEL.
+pub(crate) const SIGSETXID: libc::c_int = 33;
+
+/// True for glibc's own signals, which its `pthread_sigmask` and `sigdelset`
+/// drop and its `pthread_kill` refuses.
+pub(crate) fn glibc_internal(sig: libc::c_int) -> bool {
+    sig == SIGCANCEL || sig == SIGSETXID
 }
+
+/// SIGKILL and SIGSTOP: the kernel lets no mask hold them and no wait take them.
+pub(crate) fn unstoppable() -> u64 {
+    bit(libc::SIGKILL) | bit(libc::SIGSTOP)
+}
+
+/// Signals no mask can hold: the unstoppable ones (the kernel drops them) and
+/// glibc's own (its `pthread_sigmask` drops them).
+fn unmaskable() -> u64 {
+    unstoppable() | bit(SIGCANCEL) | bit(SIGSETXID)
+}
+
+/// The fault signals: raised on the thread whose instruction faulted (or hit a
+/// breakpoint), never sent to interrupt a call.
+pub(crate) const FAULTS: [libc::c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+];
 
 /// What an OS thread with no green thread left blocks: everything a thread
 /// may block, but the fault signals (blocked, a fault kills the process at
-/// once). Process-directed signals then go to threads that do live.
+/// once), SIGSYS included since a seccomp filter raises it the same way.
+/// Process-directed signals then go to threads that do live.
 fn idle_mask() -> u64 {
-    let faults = [
-        libc::SIGSEGV,
-        libc::SIGBUS,
-        libc::SIGILL,
-        libc::SIGFPE,
-        libc::SIGTRAP,
-        libc::SIGSYS,
-    ];
-    !unmaskable() & !faults.iter().fold(0, |acc, &s| acc | bit(s))
+    let faults = FAULTS
+        .iter()
+        .fold(bit(libc::SIGSYS), |acc, &s| acc | bit(s));
+    !unmaskable() & !faults
 }
 
 /// True on the process's first thread (the one green `main` runs on).
