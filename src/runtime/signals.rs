@@ -39,7 +39,8 @@ thread_local! {
     static DELIVERED: (AtomicU64, AtomicU64) = const { (AtomicU64::new(0), AtomicU64::new(0)) };
     /// Handlers run on this thread: (all, those without SA_RESTART), for plain
     /// threads that block in the real call and must tell a restart from EINTR.
-    static COUNTS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };    /// Handlers running on this thread now (nested ones count; one left by
+    static COUNTS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    /// Handlers running on this thread now (nested ones count; one left by
     /// `siglongjmp` stays counted, which costs only a system call per query).
     static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
 }
@@ -482,12 +483,6 @@ impl Signals {
         }
         let let_in = masked.values().fold(0, |acc, mask| acc | !mask);
         Some(thread_mask() & !let_in)
-    }
-
-    /// After a wait that could not deliver signals (zero timeout), delivers
-    /// those pending that `mask` lets in: their handlers run now.
-    pub(super) fn let_in(&self, mask: u64) {
-        deliver_pending(mask);
     }
 
     /// Makes the signalfd watch every set waited for, before the scheduler's
