@@ -336,10 +336,12 @@ fn open_cannot_wait(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
         // ENOENT: the open gives ENOENT at once too.
         return errno() == libc::ENOENT;
     }
-    // SAFETY: fstat writes only into `st`; `fd` is the O_PATH fd just opened,
-    // closed by raw system call (our `close` hook has nothing to forget).
+    // SAFETY: stat is plain data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into `st`.
     let ok = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0;
+    // The O_PATH fd just opened goes by raw system call: our `close` hook has
+    // nothing to forget.
     sys::raw_close(fd);
     ok && match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR | libc::S_IFLNK => true,

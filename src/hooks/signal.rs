@@ -277,6 +277,7 @@ hook! {
 fn bsd_mask(how: c_int, mask: c_int) -> c_int {
     // SAFETY: sigset_t is plain data; zeroed is the empty set.
     let mut set: sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as `set`.
     let mut old: sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: a sigset_t starts with the kernel's 64-bit set.
     unsafe { (&raw mut set).cast::<u64>().write(u64::from(mask as u32)) };
