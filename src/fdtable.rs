@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::fdmap::{FdMap, Zeroable};
+use crate::sys::raw_fcntl;
 
 /// What an fd refers to, as far as blocking is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,11 +76,6 @@ pub(crate) struct Facts {
     pub(crate) user_nonblock: bool,
     pub(crate) we_set_nonblock: bool,
     pub(crate) ours: bool,
-}
-
-fn raw_fcntl(fd: i32, cmd: i32, arg: libc::c_long) -> libc::c_long {
-    // SAFETY: a raw fcntl system call; it never touches our memory for these commands.
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) }
 }
 
 fn decode(bits: u32) -> Facts {

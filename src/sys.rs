@@ -53,3 +53,87 @@ pub(crate) fn page_size() -> usize {
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 { n as usize } else { 4096 }
 }
+
+/// close(2) by system call. Raw because the fds closed this way are the
+/// runtime's own (or probes it just opened): through libc they would reach our
+/// `close` hook, which refuses the runtime's fds and would forget table facts.
+pub(crate) fn raw_close(fd: libc::c_int) {
+    // SAFETY: close takes only a number; the callers close fds they own.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+/// fcntl(2) by system call, for the integer-argument commands (F_GETFD,
+/// F_GETFL, F_SETFL, F_DUPFD_CLOEXEC…). Raw because our own fds and the fd
+/// table's probes must not pass through our `fcntl` hook.
+pub(crate) fn raw_fcntl(fd: libc::c_int, cmd: libc::c_int, arg: libc::c_long) -> libc::c_long {
+    // SAFETY: with an integer argument, fcntl never touches our memory.
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) }
+}
+
+/// The decimal number in the /proc file `path`: after `field` (e.g.
+/// `b"FDSize:"`) if given, else the whole file (the number and white space
+/// only). Read by system calls because callers run in hooks and in a spawn under
+/// the stack lock, where libc's `open` and `read` would reach our hooks (which
+/// may park, offload or act on a cancellation); no allocation. Only the file's
+/// first 4 KiB are read. None if it cannot be read or parsed.
+pub(crate) fn proc_number(path: &std::ffi::CStr, field: Option<&[u8]>) -> Option<usize> {
+    // SAFETY: a NUL-terminated path; the flags ask for nothing but reading.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    } as libc::c_int;
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: reading into the unfilled rest of our buffer.
+        let n =
+            unsafe { libc::syscall(libc::SYS_read, fd, buf[len..].as_mut_ptr(), buf.len() - len) };
+        if n <= 0 {
+            break;
+        }
+        len += n as usize;
+    }
+    raw_close(fd);
+    let mut text = &buf[..len];
+    if let Some(field) = field {
+        let at = text.windows(field.len()).position(|w| w == field)? + field.len();
+        text = &text[at..];
+    }
+    let text = text.trim_ascii_start();
+    let digits = text.iter().take_while(|c| c.is_ascii_digit()).count();
+    // A whole file must be one number, as `str::parse` wants; after a field,
+    // whatever follows the digits is the rest of the file.
+    if field.is_none() && (digits == 0 || !text[digits..].trim_ascii().is_empty()) {
+        return None;
+    }
+    text[..digits].iter().try_fold(0usize, |n, &c| {
+        n.checked_mul(10)?.checked_add(usize::from(c - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proc_number;
+
+    #[test]
+    fn proc_number_reads_a_field_or_a_whole_file() {
+        let size = proc_number(c"/proc/self/status", Some(b"FDSize:"));
+        assert!(size.is_some_and(|n| n >= 3), "{size:?}");
+        let limit = proc_number(c"/proc/sys/vm/max_map_count", None);
+        assert!(limit.is_some_and(|n| n > 0), "{limit:?}");
+        // A whole file that is not one number, a missing field, a missing file.
+        assert_eq!(proc_number(c"/proc/self/status", None), None);
+        assert_eq!(
+            proc_number(c"/proc/self/status", Some(b"NoSuchField:")),
+            None
+        );
+        assert_eq!(proc_number(c"/proc/self/no-such-file", None), None);
+    }
+}

@@ -16,7 +16,7 @@ use libc::{c_int, c_uint, c_ulong, c_void};
 use super::blocking;
 use crate::fdtable::{self, Kind};
 use crate::runtime::{self, ownfd};
-use crate::sys::set_errno;
+use crate::sys::{self, set_errno};
 
 /// True if `fd` is one of the runtime's own fds: the program sees it closed.
 #[inline]
@@ -293,8 +293,7 @@ hook! {
 
 /// True if `fd` is open (F_GETFD by raw system call).
 fn is_open(fd: c_int) -> bool {
-    // SAFETY: F_GETFD reads only the fd's flags.
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) >= 0 }
+    sys::raw_fcntl(fd, libc::F_GETFD, 0) >= 0
 }
 
 /// `dup2`/`dup3` replace `new` only if `old` is open: only then do its waiters go,
@@ -403,14 +402,12 @@ fn lowest_free(new: c_int, min: c_ulong, cloexec: bool) -> c_int {
         return new;
     }
     let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
-    // SAFETY: dup3 onto the number just vacated, then close the first copy,
-    // both by system call (the copy is the program's; ours has moved).
-    unsafe {
-        if libc::syscall(libc::SYS_dup3, new, first[0], flags) < 0 {
-            return new;
-        }
-        libc::syscall(libc::SYS_close, new);
+    // SAFETY: dup3 onto the number just vacated, by system call.
+    if unsafe { libc::syscall(libc::SYS_dup3, new, first[0], flags) } < 0 {
+        return new;
     }
+    // The first copy goes by system call too (the copy is the program's; ours has moved).
+    sys::raw_close(new as c_int);
     first[0]
 }
 

@@ -27,7 +27,7 @@ use super::real::Guard;
 use super::sleep::coroutine_guard;
 use crate::config::{OffloadFiles, config};
 use crate::fdtable::{self, Kind};
-use crate::sys::{errno, set_errno};
+use crate::sys::{self, errno, set_errno};
 
 /// Writes up to this many bytes run inline under `auto`: a buffered write
 /// only copies into the page cache. See BENCHMARKS-offload.md.
@@ -336,11 +336,13 @@ fn open_cannot_wait(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
         // ENOENT: the open gives ENOENT at once too.
         return errno() == libc::ENOENT;
     }
-    // SAFETY: fstat writes only into `st`; `fd` is the O_PATH fd just opened,
-    // closed by raw system call (our `close` hook has nothing to forget).
+    // SAFETY: stat is plain data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into `st`.
     let ok = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0;
-    unsafe { libc::syscall(libc::SYS_close, fd) };
+    // The O_PATH fd just opened goes by raw system call: our `close` hook has
+    // nothing to forget.
+    sys::raw_close(fd);
     ok && match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR | libc::S_IFLNK => true,
         // The memory devices (/dev/null, /dev/zero, /dev/urandom…) open at once.

@@ -31,7 +31,7 @@ use super::real::Guard;
 use super::sleep::{coroutine_guard, deadline_after, timespec_duration, to_timespec};
 use crate::runtime::signals::kernel_set;
 use crate::runtime::{self, Breaks, Direction, Wake};
-use crate::sys::set_errno;
+use crate::sys::{self, set_errno};
 
 /// The time left until `deadline`, None for "no deadline".
 fn left(deadline: Option<Instant>) -> Option<Duration> {
@@ -252,40 +252,7 @@ const SET_WORDS: usize = libc::FD_SETSIZE / BITS;
 /// with raw system calls: the kernel reads no more than this many bits of a
 /// select set, so neither may we. None if it cannot be read.
 fn fd_table_size() -> Option<usize> {
-    let path = c"/proc/self/status";
-    // SAFETY: a NUL-terminated path; the flags ask for nothing but reading.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    } as c_int;
-    if fd < 0 {
-        return None;
-    }
-    let mut buf = [0u8; 4096];
-    let mut len = 0;
-    while len < buf.len() {
-        // SAFETY: reading into the unfilled rest of our buffer.
-        let n =
-            unsafe { libc::syscall(libc::SYS_read, fd, buf[len..].as_mut_ptr(), buf.len() - len) };
-        if n <= 0 {
-            break;
-        }
-        len += n as usize;
-    }
-    // SAFETY: closing the fd opened above.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
-    let text = &buf[..len];
-    let at = text.windows(7).position(|w| w == b"FDSize:")? + 7;
-    let digits = text[at..].iter().skip_while(|c| c.is_ascii_whitespace());
-    digits
-        .take_while(|c| c.is_ascii_digit())
-        .try_fold(0usize, |n, &c| {
-            n.checked_mul(10)?.checked_add(usize::from(c - b'0'))
-        })
+    sys::proc_number(c"/proc/self/status", Some(b"FDSize:"))
 }
 
 /// select's three in/out sets: the caller's input, kept to be restored before

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use libc::{c_int, sigaction as SigAction, sighandler_t, siginfo_t, sigset_t};
 
 use crate::runtime;
-use crate::runtime::signals::{kernel_set, own_mask, own_mask_seen, set_own_mask};
+use crate::runtime::signals::{FAULTS, kernel_set, own_mask, own_mask_seen, set_own_mask};
 use crate::sys::set_errno;
 
 const NSIG: usize = 65;
@@ -41,15 +41,8 @@ static USER: [UserAction; NSIG] = [const {
 static SIGINTR: AtomicU64 = AtomicU64::new(0);
 
 fn wrappable(sig: c_int, handler: sighandler_t) -> bool {
-    let faults = [
-        libc::SIGSEGV,
-        libc::SIGBUS,
-        libc::SIGILL,
-        libc::SIGFPE,
-        libc::SIGTRAP,
-    ];
     (1..NSIG as c_int).contains(&sig)
-        && !faults.contains(&sig)
+        && !FAULTS.contains(&sig)
         && handler != libc::SIG_DFL
         && handler != libc::SIG_IGN
 }
@@ -284,6 +277,7 @@ hook! {
 fn bsd_mask(how: c_int, mask: c_int) -> c_int {
     // SAFETY: sigset_t is plain data; zeroed is the empty set.
     let mut set: sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as `set`.
     let mut old: sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: a sigset_t starts with the kernel's 64-bit set.
     unsafe { (&raw mut set).cast::<u64>().write(u64::from(mask as u32)) };

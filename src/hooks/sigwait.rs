@@ -30,14 +30,11 @@ use libc::{c_int, siginfo_t, sigset_t, timespec};
 
 use super::real::Guard;
 use super::sleep::{coroutine_guard, deadline_after, timespec_duration};
-use crate::runtime::signals::{bit, caller_mask, deliver_pending, kernel_set};
+use crate::runtime::signals::{
+    bit, caller_mask, deliver_pending, glibc_internal, kernel_set, unstoppable,
+};
 use crate::runtime::{self, Breaks, Wake};
 use crate::sys::{errno, set_errno};
-
-/// SIGKILL and SIGSTOP: never blocked nor waited for.
-fn unstoppable() -> u64 {
-    bit(libc::SIGKILL) | bit(libc::SIGSTOP)
-}
 
 /// -1 with `e` in errno.
 fn fail(e: c_int) -> c_int {
@@ -122,11 +119,6 @@ hook! {
     }
 }
 
-/// glibc's internal signals (cancellation, setxid), which `sigdelset` refuses.
-fn internal(sig: c_int) -> bool {
-    sig == 32 || sig == 33
-}
-
 hook! {
     /// glibc's `__sigpause`: with `is_sig`, the caller's mask less
     /// `sig_or_mask` (X/Open); else `sig_or_mask` is a BSD mask of the first
@@ -141,7 +133,7 @@ hook! {
         };
         let Some(guard) = coroutine_guard() else { return forward() };
         let mask = if is_sig != 0 {
-            if bit(sig_or_mask) == 0 || internal(sig_or_mask) {
+            if bit(sig_or_mask) == 0 || glibc_internal(sig_or_mask) {
                 // glibc's EINVAL.
                 return forward();
             }

@@ -856,7 +856,7 @@ hook! {
             // SAFETY: glibc's handle of a live thread, the caller's signal.
             Ok(t) => unsafe { real(t, sig) },
             // glibc's own signals (SIGCANCEL, SIGSETXID) are refused first.
-            Err(_) if sig == 32 || sig == 33 => libc::EINVAL,
+            Err(_) if runtime::signals::glibc_internal(sig) => libc::EINVAL,
             Err(_) => 0,
         }
     }

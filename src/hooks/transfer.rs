@@ -83,9 +83,10 @@ fn classify(fd: c_int, dir: Direction, pipe_flag: Option<bool>) -> Option<Side> 
 }
 
 fn is_fifo(fd: c_int) -> bool {
-    // SAFETY: fstat writes only into `st`.
+    // SAFETY: stat is plain data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let saved = errno();
+    // SAFETY: fstat writes only into `st`.
     let ok = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0;
     set_errno(saved);
     ok && st.st_mode & libc::S_IFMT == libc::S_IFIFO

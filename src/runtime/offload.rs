@@ -291,7 +291,9 @@ type CreateFn = unsafe extern "C" fn(
 
 extern "C" fn thread_main(pool: *mut c_void) -> *mut c_void {
     // Asynchronous signals stay with the program's threads; faults are still
-    // delivered here, where they happen.
+    // delivered here, where they happen. Fewer than `signals::FAULTS`: SIGTRAP
+    // stays blocked, the pool running only the runtime's own code and the
+    // system calls handed to it, never a program's breakpoint.
     // SAFETY: a local set, filled and passed by pointer; masks only this thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

@@ -20,6 +20,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
 use crate::fdmap::{FdMap, Zeroable};
+use crate::sys;
 
 /// How far below the top of the first 1024 numbers (or the fd limit, if
 /// lower) the runtime's fds start: room for the schedulers and some pidfds;
@@ -53,7 +54,7 @@ impl OwnFd {
         super::engage();
         let fd = match dup_above(fd, floor()) {
             Some(high) => {
-                raw_close(fd);
+                sys::raw_close(fd);
                 high
             }
             None => fd,
@@ -95,7 +96,7 @@ impl Drop for OwnFd {
                 // A reactor may hold it (a pidfd): forget it before the number
                 // can be reused.
                 super::fd_closing(fd);
-                raw_close(fd);
+                sys::raw_close(fd);
                 return;
             }
             // A `vacate` is moving it: it publishes the new number when done.
@@ -152,7 +153,7 @@ pub(crate) fn vacate(fd: RawFd) -> Result<(), i32> {
     // again, so it stays alive while this moves it.
     let h = unsafe { &*holder };
     let Some(new) = dup_above(fd, floor()).or_else(|| dup_above(fd, 0)) else {
-        let e = crate::sys::errno();
+        let e = sys::errno();
         entry.0.store(holder, Ordering::Release);
         return Err(e);
     };
@@ -195,13 +196,6 @@ fn floor() -> RawFd {
 
 /// A close-on-exec copy of `fd` at the lowest free number from `min`.
 fn dup_above(fd: RawFd, min: RawFd) -> Option<RawFd> {
-    // SAFETY: F_DUPFD_CLOEXEC only reads the fd and makes a new one.
-    let new = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) };
+    let new = sys::raw_fcntl(fd, libc::F_DUPFD_CLOEXEC, min.into());
     (new >= 0).then_some(new as RawFd)
-}
-
-/// close(2) without the hook (which would refuse: the fd is ours).
-fn raw_close(fd: RawFd) {
-    // SAFETY: closing an fd the runtime owns.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
 }

@@ -34,6 +34,17 @@ thread_local! {
 
 struct Owner(RefCell<Option<Box<Scheduler>>>);
 
+impl Owner {
+    /// Leaks the scheduler: it lives until the process ends.
+    fn leak(&self) {
+        if let Ok(mut owned) = self.0.try_borrow_mut() {
+            if let Some(s) = owned.take() {
+                Box::leak(s);
+            }
+        }
+    }
+}
+
 impl Drop for Owner {
     fn drop(&mut self) {
         // `exit()` called in a coroutine runs this thread's thread-local
@@ -42,11 +53,7 @@ impl Drop for Owner {
         // scheduler (contract 13): it must outlive them. The process is
         // ending: it is leaked, and the coroutine stays one.
         if in_coroutine() {
-            if let Ok(mut owned) = self.0.try_borrow_mut() {
-                if let Some(s) = owned.take() {
-                    Box::leak(s);
-                }
-            }
+            self.leak();
             return;
         }
         // A kept scheduler (`keep_scheduler`) is not ours to forget.
@@ -499,7 +506,8 @@ impl Scheduler {
         if let (Some(mask), false) = (sigmask, delivered) {
             // A wait that found events at once (or had no time) delivered no
             // signal: a signal pending all along would never be, under load.
-            self.signals.let_in(mask);
+            // Those pending that `mask` lets in have their handlers run now.
+            super::signals::deliver_pending(mask);
         }
         for who in woken {
             self.unpark_local(who.task, who.seq, Wake::Ready);
@@ -633,13 +641,7 @@ pub(crate) fn with_scheduler<R>(f: impl FnOnce(&Scheduler) -> R) -> io::Result<R
 /// the atexit handlers and destructors that may still need it (green `main`'s
 /// thread: exit handlers that join green threads drive it).
 pub(crate) fn keep_scheduler() {
-    let _ = OWNER.try_with(|o| {
-        if let Ok(mut owned) = o.0.try_borrow_mut() {
-            if let Some(s) = owned.take() {
-                Box::leak(s);
-            }
-        }
-    });
+    let _ = OWNER.try_with(Owner::leak);
 }
 
 /// This thread's scheduler, if it has one. Never allocates: safe in hooks.

@@ -39,7 +39,8 @@ thread_local! {
     static DELIVERED: (AtomicU64, AtomicU64) = const { (AtomicU64::new(0), AtomicU64::new(0)) };
     /// Handlers run on this thread: (all, those without SA_RESTART), for plain
     /// threads that block in the real call and must tell a restart from EINTR.
-    static COUNTS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };    /// Handlers running on this thread now (nested ones count; one left by
+    static COUNTS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    /// Handlers running on this thread now (nested ones count; one left by
     /// `siglongjmp` stays counted, which costs only a system call per query).
     static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
 }
@@ -93,25 +94,47 @@ pub(super) fn set_thread_mask(mask: u64) {
     };
 }
 
-/// Signals no mask can hold: SIGKILL, SIGSTOP (the kernel drops them) and
-/// glibc's own SIGCANCEL and SIGSETXID (its `pthread_sigmask` drops them).
-fn unmaskable() -> u64 {
-    bit(libc::SIGKILL) | bit(libc::SIGSTOP) | bit(32) | bit(33)
+/// glibc's SIGCANCEL, its own: a program can neither block, wait for nor send it.
+pub(crate) const SIGCANCEL: libc::c_int = 32;
+/// glibc's SIGSETXID, as SIGCANCEL.
+pub(crate) const SIGSETXID: libc::c_int = 33;
+
+/// True for glibc's own signals, which its `pthread_sigmask` and `sigdelset`
+/// drop and its `pthread_kill` refuses.
+pub(crate) fn glibc_internal(sig: libc::c_int) -> bool {
+    sig == SIGCANCEL || sig == SIGSETXID
 }
+
+/// SIGKILL and SIGSTOP: the kernel lets no mask hold them and no wait take them.
+pub(crate) fn unstoppable() -> u64 {
+    bit(libc::SIGKILL) | bit(libc::SIGSTOP)
+}
+
+/// Signals no mask can hold: the unstoppable ones (the kernel drops them) and
+/// glibc's own (its `pthread_sigmask` drops them).
+fn unmaskable() -> u64 {
+    unstoppable() | bit(SIGCANCEL) | bit(SIGSETXID)
+}
+
+/// The fault signals: raised on the thread whose instruction faulted (or hit a
+/// breakpoint), never sent to interrupt a call.
+pub(crate) const FAULTS: [libc::c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+];
 
 /// What an OS thread with no green thread left blocks: everything a thread
 /// may block, but the fault signals (blocked, a fault kills the process at
-/// once). Process-directed signals then go to threads that do live.
+/// once), SIGSYS included since a seccomp filter raises it the same way.
+/// Process-directed signals then go to threads that do live.
 fn idle_mask() -> u64 {
-    let faults = [
-        libc::SIGSEGV,
-        libc::SIGBUS,
-        libc::SIGILL,
-        libc::SIGFPE,
-        libc::SIGTRAP,
-        libc::SIGSYS,
-    ];
-    !unmaskable() & !faults.iter().fold(0, |acc, &s| acc | bit(s))
+    let faults = FAULTS
+        .iter()
+        .fold(bit(libc::SIGSYS), |acc, &s| acc | bit(s));
+    !unmaskable() & !faults
 }
 
 /// True on the process's first thread (the one green `main` runs on).
@@ -460,12 +483,6 @@ impl Signals {
         }
         let let_in = masked.values().fold(0, |acc, mask| acc | !mask);
         Some(thread_mask() & !let_in)
-    }
-
-    /// After a wait that could not deliver signals (zero timeout), delivers
-    /// those pending that `mask` lets in: their handlers run now.
-    pub(super) fn let_in(&self, mask: u64) {
-        deliver_pending(mask);
     }
 
     /// Makes the signalfd watch every set waited for, before the scheduler's

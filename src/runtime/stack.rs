@@ -105,27 +105,9 @@ static GUARDED_CARVED: AtomicUsize = AtomicUsize::new(0);
 
 /// `vm.max_map_count`, read by system calls: this runs in a spawn, maybe a
 /// coroutine's, under the `FREE` lock, where libc's `open` and `read` would
-/// reach the hooks (which may park, offload or act on a cancellation).
+/// reach the hooks (hence `proc_number`).
 fn max_map_count() -> Option<usize> {
-    let mut buf = [0u8; 32];
-    // SAFETY: a NUL-terminated path; a read into a local buffer of its size;
-    // the close of the fd just opened.
-    let n = unsafe {
-        let fd = libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            c"/proc/sys/vm/max_map_count".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
-        libc::syscall(libc::SYS_close, fd);
-        n
-    };
-    let text = buf.get(..usize::try_from(n).ok()?)?;
-    std::str::from_utf8(text).ok()?.trim().parse().ok()
+    crate::sys::proc_number(c"/proc/sys/vm/max_map_count", None)
 }
 
 /// How many more guarded stacks may be carved before the process runs short of
