@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{c_program, preload_lib, same_outcome};
+use common::{c_program, same_in_every_preload_mode};
 
 /// The C program, compiled once: tests run in parallel, and one compiling
 /// over the file another is starting fails with ETXTBSY.
@@ -28,17 +28,7 @@ fn same_everywhere(how: &str) -> String {
         c.arg(how);
         c
     };
-    let mut native = None;
-    for (green, workers) in [("0", "1"), ("1", "1"), ("1", "2")] {
-        let wrap = |mut c: Command| {
-            c.env("LD_PRELOAD", preload_lib())
-                .env("PATCHALL_GREEN_THREADS", green)
-                .env("PATCHALL_WORKERS", workers);
-            c
-        };
-        native = Some(same_outcome(make, &wrap));
-    }
-    let native = native.expect("ran");
+    let native = same_in_every_preload_mode(make);
     assert!(native.status.success(), "{native:?}");
     native.stdout
 }

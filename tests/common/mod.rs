@@ -159,6 +159,22 @@ pub fn same_outcome(make: impl Fn() -> Command, wrap: Wrap) -> Outcome {
     plain
 }
 
+/// `same_outcome` under `libpatchall.so` without green threads, then with them
+/// on one and on two workers; returns the plain (native) outcome.
+pub fn same_in_every_preload_mode(make: impl Fn() -> Command) -> Outcome {
+    let mut native = None;
+    for (green, workers) in [("0", "1"), ("1", "1"), ("1", "2")] {
+        let wrap = |mut c: Command| {
+            c.env("LD_PRELOAD", preload_lib())
+                .env("PATCHALL_GREEN_THREADS", green)
+                .env("PATCHALL_WORKERS", workers);
+            c
+        };
+        native = Some(same_outcome(&make, &wrap));
+    }
+    native.expect("three modes ran")
+}
+
 /// A short pointer at the first differing line, for assertion messages.
 pub fn first_difference(want: &str, got: &str) -> String {
     let (mut w, mut g) = (want.lines(), got.lines());
