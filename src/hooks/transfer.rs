@@ -97,6 +97,34 @@ fn not_ready(s: &Side) -> bool {
 }
 
 /// The result so far, or `-1` with errno `e` if nothing moved.
+/// What one call's result `r` means for a transfer that has moved `done`
+/// bytes so far and stops at `until`.
+enum Step {
+    /// More to move: call again at once.
+    Again,
+    /// The transfer's result (bytes moved, or -1 with errno).
+    Return(isize),
+    /// EAGAIN with nothing more moved: wait for a side, then call again.
+    Blocked,
+}
+
+fn step(r: isize, done: &mut usize, until: Until) -> Step {
+    if r > 0 {
+        *done += r as usize;
+        return match until {
+            Until::All(len) if *done < len => Step::Again,
+            _ => Step::Return(*done as isize),
+        };
+    }
+    if r == 0 {
+        return Step::Return(*done as isize);
+    }
+    match errno() {
+        libc::EAGAIN => Step::Blocked,
+        e => Step::Return(fail(*done, e)),
+    }
+}
+
 fn fail(done: usize, e: c_int) -> isize {
     if done > 0 {
         return done as isize;
@@ -148,20 +176,10 @@ fn transfer(
                 }
             }
         }
-        let r = op(done, cap, extra);
-        if r > 0 {
-            done += r as usize;
-            match until {
-                Until::All(len) if done < len => continue,
-                _ => return done as isize,
-            }
-        }
-        if r == 0 {
-            return done as isize;
-        }
-        let e = errno();
-        if e != libc::EAGAIN {
-            return fail(done, e);
+        match step(op(done, cap, extra), &mut done, until) {
+            Step::Again => continue,
+            Step::Return(r) => return r,
+            Step::Blocked => {}
         }
         if let Some(s) = sides
             .iter()
@@ -199,20 +217,10 @@ fn outside(
     }
     let mut done = 0usize;
     loop {
-        let r = op(done, usize::MAX, 0);
-        if r > 0 {
-            done += r as usize;
-            match until {
-                Until::All(len) if done < len => continue,
-                _ => return done as isize,
-            }
-        }
-        if r == 0 {
-            return done as isize;
-        }
-        let e = errno();
-        if e != libc::EAGAIN {
-            return fail(done, e);
+        match step(op(done, usize::MAX, 0), &mut done, until) {
+            Step::Again => continue,
+            Step::Return(r) => return r,
+            Step::Blocked => {}
         }
         // The side we made non-blocking that is not ready; if both look ready,
         // the first of ours (as the blocking call waits in the kernel).
@@ -225,7 +233,7 @@ fn outside(
             on.get_or_insert((fd, dir));
         }
         let Some((fd, dir)) = on else {
-            return fail(done, e);
+            return fail(done, libc::EAGAIN);
         };
         if let Err(e) = block_in_poll(fd, dir, deadline_for(fd, dir)) {
             return fail(done, e);
