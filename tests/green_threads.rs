@@ -103,6 +103,20 @@ fn same_everywhere(name: &str, code: i32) {
     }
 }
 
+/// Green on one and on two OS threads (`PATCHALL_WORKERS`): success and
+/// stdout `want` (the expected file's, or the native run's).
+fn green_on_one_and_two_workers(program: &Path, want: &str) {
+    for workers in ["1", "2"] {
+        let got = run(program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
+        assert_eq!(got.status.code(), Some(0), "{workers} workers: {got:?}");
+        assert_eq!(
+            got.stdout, want,
+            "{workers} workers, stderr: {}",
+            got.stderr
+        );
+    }
+}
+
 /// The `name value` lines of a program's output.
 fn field(out: &Outcome, name: &str) -> i64 {
     out.stdout
@@ -152,15 +166,7 @@ fn condvar_and_semaphore_waits_are_cancellation_points() {
     same_everywhere("green_cancel_waits", 0);
     let program = c_program("green_cancel_waits");
     let want = expected("green_cancel_waits");
-    for workers in ["1", "2"] {
-        let got = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
-        assert!(got.status.success(), "{workers} workers: {got:?}");
-        assert_eq!(
-            got.stdout, want,
-            "{workers} workers, stderr: {}",
-            got.stderr
-        );
-    }
+    green_on_one_and_two_workers(&program, &want);
 }
 
 #[test]
@@ -174,15 +180,7 @@ fn handovers_let_the_other_green_thread_run() {
     same_everywhere("green_handover", 0);
     let program = c_program("green_handover");
     let want = expected("green_handover");
-    for workers in ["1", "2"] {
-        let got = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
-        assert!(got.status.success(), "{workers} workers: {got:?}");
-        assert_eq!(
-            got.stdout, want,
-            "{workers} workers, stderr: {}",
-            got.stderr
-        );
-    }
+    green_on_one_and_two_workers(&program, &want);
 }
 
 #[test]
@@ -197,9 +195,7 @@ fn locks_glibc_used_before_main_work_for_green_threads() {
     same_everywhere("green_early_locks", 0);
     let program = c_program("green_early_locks");
     let want = expected("green_early_locks");
-    let got = run(&program, Mode::Green, &[("PATCHALL_WORKERS", "2")]);
-    assert!(got.status.success(), "2 workers: {got:?}");
-    assert_eq!(got.stdout, want, "2 workers, stderr: {}", got.stderr);
+    green_on_one_and_two_workers(&program, &want);
 }
 
 #[test]
@@ -233,11 +229,7 @@ fn a_dedicated_signal_thread_sigwaits_while_the_others_run() {
         native.stdout.contains("others ran meanwhile: yes"),
         "{native:?}"
     );
-    for workers in ["1", "2"] {
-        let green = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
-        assert_eq!(green.status.code(), Some(0), "{workers} workers: {green:?}");
-        assert_eq!(green.stdout, native.stdout, "{workers} workers: {green:?}");
-    }
+    green_on_one_and_two_workers(&program, &native.stdout);
 }
 
 #[test]
@@ -251,11 +243,7 @@ fn process_shared_semaphores_let_the_other_green_threads_run() {
     assert!(native.status.success(), "{native:?}");
     assert!(native.stdout.ends_with("done\n"), "{native:?}");
     assert!(!native.stdout.contains("others ran: no"), "{native:?}");
-    for workers in ["1", "2"] {
-        let green = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
-        assert_eq!(green.status.code(), Some(0), "{workers} workers: {green:?}");
-        assert_eq!(green.stdout, native.stdout, "{workers} workers: {green:?}");
-    }
+    green_on_one_and_two_workers(&program, &native.stdout);
 }
 
 #[test]
@@ -279,11 +267,7 @@ fn each_green_thread_has_its_own_signal_mask() {
         assert!(native.stdout.contains(line), "{line:?}: {native:?}");
     }
     assert!(native.stdout.ends_with("done\n"), "{native:?}");
-    for workers in ["1", "2"] {
-        let green = run(&program, Mode::Green, &[("PATCHALL_WORKERS", workers)]);
-        assert_eq!(green.status.code(), Some(0), "{workers} workers: {green:?}");
-        assert_eq!(green.stdout, native.stdout, "{workers} workers: {green:?}");
-    }
+    green_on_one_and_two_workers(&program, &native.stdout);
 }
 
 #[test]
