@@ -58,28 +58,20 @@ pub struct Opt {
 const MIN_STACK: usize = 16 << 10;
 const MAX_STACK: usize = 1 << 30;
 
-/// Signals `--dump-signal` accepts: catchable, and none that patchall or the
-/// C library needs for itself (the fault signals, SIGSYS for syscall dispatch,
-/// SIGCHLD, job control, SIGPIPE).
-pub const SIGNALS: &[&str] = &[
-    "SIGUSR1",
-    "SIGUSR2",
-    "SIGHUP",
-    "SIGINT",
-    "SIGQUIT",
-    "SIGTERM",
-    "SIGALRM",
-    "SIGPROF",
-    "SIGVTALRM",
-    "SIGWINCH",
-    "SIGURG",
-    "SIGPWR",
-    "SIGTTIN",
-    "SIGTTOU",
-    "SIGXCPU",
-    "SIGXFSZ",
-    "SIGIO",
-    "SIGSTKFLT",
+/// Signals `--dump-signal` accepts, as the library reads them (`SIGUSR2`,
+/// `usr2` or `12`): those whose default action a user may sensibly trade for
+/// a dump; not the fault signals, SIGKILL, SIGSTOP, or those glibc and
+/// patchall keep for themselves (SIGSYS, the real-time ones...).
+pub const SIGNALS: &[(&str, i32)] = &[
+    ("SIGHUP", libc::SIGHUP),
+    ("SIGINT", libc::SIGINT),
+    ("SIGQUIT", libc::SIGQUIT),
+    ("SIGUSR1", libc::SIGUSR1),
+    ("SIGUSR2", libc::SIGUSR2),
+    ("SIGTERM", libc::SIGTERM),
+    ("SIGWINCH", libc::SIGWINCH),
+    ("SIGPWR", libc::SIGPWR),
+    ("SIGURG", libc::SIGURG),
 ];
 
 pub static OPTIONS: &[Opt] = &[
@@ -174,10 +166,10 @@ pub static OPTIONS: &[Opt] = &[
         name: "--monitor",
         metavar: "D",
         var: Some("PATCHALL_MONITOR"),
-        kind: Kind::Duration(Duration::from_millis(1), Duration::from_secs(3600)),
+        kind: Kind::Duration(Duration::from_millis(1), Duration::from_secs(60)),
         scope: VARS,
         help: "report a coroutine that holds its thread longer than D (1ms to \
-               3600s), with its stack; or off",
+               60s), with its stack; or off",
     },
     Opt {
         name: "--dump-signal",
@@ -185,7 +177,8 @@ pub static OPTIONS: &[Opt] = &[
         var: Some("PATCHALL_DUMP_SIGNAL"),
         kind: Kind::Signal,
         scope: VARS,
-        help: "on this signal (SIGUSR2, USR2...), print every coroutine and its stack",
+        help: "on this signal (SIGUSR2, USR2, 12...), print every coroutine and its \
+               stack",
     },
     Opt {
         name: "--dump-at-exit",
@@ -358,19 +351,23 @@ fn validate(opt: &Opt, given: &str) -> Result<String, Failure> {
         }
         Kind::Signal => {
             let upper = given.to_ascii_uppercase();
-            let full = if upper.starts_with("SIG") {
-                upper
-            } else {
-                format!("SIG{upper}")
+            if upper == "OFF" || upper == "0" {
+                return Ok("off".to_owned());
+            }
+            let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+            let found = match name.parse::<i32>() {
+                Ok(number) => SIGNALS.iter().find(|(_, n)| *n == number),
+                Err(_) => SIGNALS.iter().find(|(s, _)| &s[3..] == name),
             };
-            match SIGNALS.iter().find(|s| **s == full) {
-                Some(sig) => Ok((*sig).to_owned()),
-                None => bad(&format!(
-                    "expected a signal name such as SIGUSR2 (one of {}); SIGKILL and \
-                     SIGSTOP cannot be caught, fault signals are patchall's and the \
-                     program's",
-                    SIGNALS.join(" ")
-                )),
+            match found {
+                Some((sig, _)) => Ok((*sig).to_owned()),
+                None => {
+                    let names: Vec<_> = SIGNALS.iter().map(|(s, _)| *s).collect();
+                    bad(&format!(
+                        "expected a signal name or number, one of {} (or off)",
+                        names.join(" ")
+                    ))
+                }
             }
         }
         Kind::Patterns => {
@@ -515,7 +512,7 @@ pub fn all_vars() -> impl Iterator<Item = &'static str> {
 pub fn values(opt: &Opt) -> Vec<&'static str> {
     match opt.kind {
         Kind::Choice(words) => words.to_vec(),
-        Kind::Signal => SIGNALS.to_vec(),
+        Kind::Signal => SIGNALS.iter().map(|(s, _)| *s).collect(),
         Kind::Duration(..) => vec!["off"],
         _ => Vec::new(),
     }
