@@ -151,6 +151,18 @@ fn c_program_importing_blocking_calls() {
     ]);
     lists(&off, "fsync", "sometimes", by);
     assert!(off.stdout.contains("\"offload_files\":\"off\""));
+    // Syscall dispatch traps the read inside fgets; flock's system call is
+    // not one the hooks handle, so it still blocks.
+    let dispatch = patchall(&[
+        "check",
+        "--json",
+        "--syscall-dispatch",
+        "on",
+        program.to_str().unwrap(),
+    ]);
+    lists(&dispatch, "fgets", "parks", by);
+    lists(&dispatch, "flock", "blocks", by);
+    assert_eq!(dispatch.status.code(), Some(1), "{dispatch:?}");
     let mut c = Command::new(PATCHALL);
     c.args(["check", "--json", program.to_str().unwrap()])
         .env("PATCHALL_OFFLOAD_FILES", "always");

@@ -50,6 +50,17 @@ pub struct Group {
     /// What happens, one line.
     pub what: &'static str,
     pub names: &'static [&'static str],
+    /// What blocks is a system call that syscall dispatch
+    /// (`--syscall-dispatch on`) traps and gives the hooks' treatment: it
+    /// parks instead.
+    pub caught: bool,
+}
+
+impl Group {
+    const fn caught(mut self) -> Group {
+        self.caught = true;
+        self
+    }
 }
 
 const fn group(
@@ -63,6 +74,7 @@ const fn group(
         hooked,
         what,
         names,
+        caught: false,
     }
 }
 
@@ -479,19 +491,22 @@ pub static GROUPS: &[Group] = &[
             "vfscanf",
             "__isoc99_vfscanf",
         ],
-    ),
+    )
+    .caught(),
     group(
         Sometimes,
         false,
         "waits for popen's child inside glibc: blocks",
         &["pclose"],
-    ),
+    )
+    .caught(),
     group(
         Sometimes,
         false,
         "a raw system call that waits (futex, read...) blocks",
         &["syscall"],
-    ),
+    )
+    .caught(),
     group(
         Sometimes,
         false,
@@ -521,7 +536,8 @@ pub static GROUPS: &[Group] = &[
             "getgrouplist",
             "initgroups",
         ],
-    ),
+    )
+    .caught(),
     group(
         Sometimes,
         false,

@@ -58,6 +58,8 @@ struct Report {
     libraries: Vec<Object>,
     missing: Vec<String>,
     offload_files: String,
+    /// `--syscall-dispatch on` (or PATCHALL_SYSCALL_DISPATCH=on).
+    dispatch: bool,
     /// Imported calls the table knows: the call, its group, its importers.
     calls: Vec<(&'static str, &'static Group, Vec<String>)>,
 }
@@ -82,9 +84,20 @@ pub fn main(args: &[OsString]) -> Result<(), Failure> {
         .map(|v| v.trim().to_ascii_lowercase())
         .filter(|v| ["auto", "always", "off"].contains(&v.as_str()))
         .unwrap_or_else(|| "auto".to_owned());
+    // Only when asked for: whether the library turns it on by itself (and on
+    // this kernel) is not known here.
+    let dispatch = parsed
+        .var("PATCHALL_SYSCALL_DISPATCH")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("PATCHALL_SYSCALL_DISPATCH").ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("on"));
     let command = given.to_string_lossy().into_owned();
     let report = match find_library().and_then(|lib| Ok((lib, resolve(given)?))) {
-        Ok(((lib, lib_elf), path)) => inspect(command, path, &lib, &lib_elf, offload_files),
+        Ok(((lib, lib_elf), path)) => {
+            let mut report = inspect(command, path, &lib, &lib_elf, offload_files);
+            report.dispatch = dispatch;
+            report
+        }
         Err(failure) if json => {
             let mut out = String::new();
             let _ = writeln!(
@@ -130,6 +143,7 @@ fn inspect(
         libraries: Vec::new(),
         missing: Vec::new(),
         offload_files,
+        dispatch: false,
         calls: Vec::new(),
     };
     // A script: its interpreter is what runs, preloaded (LD_PRELOAD is inherited).
@@ -305,6 +319,7 @@ impl Report {
     fn kind(&self, group: &Group) -> Kind {
         match group.kind {
             Kind::Files if self.offload_files == "off" => Kind::Sometimes,
+            _ if group.caught && self.dispatch => Kind::Parks,
             kind => kind,
         }
     }
@@ -313,6 +328,9 @@ impl Report {
         match (group.kind, self.offload_files.as_str()) {
             (Kind::Files, "off") => "blocks the thread (--offload-files off)",
             (Kind::Files, "always") => "on the pool",
+            _ if group.caught && self.dispatch => {
+                "the system call inside is trapped (--syscall-dispatch on) and parks"
+            }
             _ => group.what,
         }
     }
