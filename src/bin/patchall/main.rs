@@ -36,7 +36,7 @@ Usage:
   patchall run [OPTIONS] [--] CMD [ARGS...]
   patchall check [--json] [OPTIONS] [--] CMD [ARGS...]
   patchall env [OPTIONS] | patchall env --unset
-  patchall completion bash|zsh
+  patchall completion bash
   patchall --help | --version
 
 `run` finds CMD as execvp does (through PATH unless it contains a slash),
@@ -45,13 +45,12 @@ PATCHALL_* variables the options ask for and executes CMD in place of itself.
 `check` says, without running CMD, whether LD_PRELOAD can take effect on it and
 what patchall does with each blocking call CMD and its libraries import.
 `env` prints the shell lines that set what `run` would: eval \"$(patchall env
---green-threads)\". `completion` prints a completion script for the shell.
+--green-threads)\". `completion bash` prints a bash completion script.
 
 Options (each sets the variable named; `check` takes them too):
 ";
 
-const HELP_TAIL: &str = "\
-  -h, --help               this text
+const HELP_TAIL: &str = "  -h, --help               this text
   -V, --version            patchall's version
 
 Environment:
@@ -74,8 +73,9 @@ green threads on that thread), or 2, 125, 126, 127 as `run` would.
 
 fn help() -> String {
     format!(
-        "{HELP_HEAD}{}{HELP_TAIL}",
-        options::help(options::RUN | options::ENV | options::CHECK)
+        "{HELP_HEAD}{}\nOf `check` and `env`:\n{}\nAll:\n{HELP_TAIL}",
+        options::help(|o| o.var.is_some()),
+        options::help(|o| o.var.is_none()),
     )
 }
 

@@ -202,7 +202,7 @@ pub static OPTIONS: &[Opt] = &[
         var: None,
         kind: Kind::Switch,
         scope: CHECK,
-        help: "the report as one JSON object",
+        help: "check: the report as one JSON object",
     },
     Opt {
         name: "--unset",
@@ -210,8 +210,8 @@ pub static OPTIONS: &[Opt] = &[
         var: None,
         kind: Kind::Switch,
         scope: ENV,
-        help: "print the lines that undo `patchall env`: unset every PATCHALL_* \
-               variable above, take the library out of LD_PRELOAD",
+        help: "env: print the lines that undo `patchall env`: unset every \
+               PATCHALL_* variable above, take the library out of LD_PRELOAD",
     },
 ];
 
@@ -456,10 +456,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     }
 }
 
-/// The options part of `--help`: one entry per option, wrapped to 80 columns.
-pub fn help(scope: u8) -> String {
+/// The options `which` picks, as `--help` lists them: one entry per option,
+/// wrapped to 80 columns.
+pub fn help(which: impl Fn(&Opt) -> bool) -> String {
     let mut out = String::new();
-    for opt in OPTIONS.iter().filter(|o| o.scope & scope != 0) {
+    for opt in OPTIONS.iter().filter(|o| which(o)) {
         let head = if opt.metavar.is_empty() {
             format!("  {}", opt.name)
         } else {
