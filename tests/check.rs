@@ -253,6 +253,16 @@ fn scripts_are_checked_through_their_interpreter() {
     );
     lists(&out, "read", "parks", "sh");
 
+    // Without `#!`, execvp (and so `run`) hands the file to /bin/sh.
+    std::fs::write(&script, "echo hi\n").expect("write script");
+    let out = check_json(&script);
+    assert!(
+        out.stdout
+            .contains("no #! line: execvp runs it with /bin/sh"),
+        "{out:?}"
+    );
+    lists(&out, "read", "parks", "sh");
+
     // `#!/usr/bin/env NAME` runs NAME from PATH; a static interpreter is refused.
     let src = dir.path().join("interp.c");
     std::fs::write(&src, "int main(void) { return 0; }\n").expect("write source");

@@ -146,13 +146,22 @@ fn inspect(
         dispatch: false,
         calls: Vec::new(),
     };
-    // A script: its interpreter is what runs, preloaded (LD_PRELOAD is inherited).
-    while let Ok(Image::Script) = elf::inspect(&path) {
+    // A script: its interpreter is what runs, preloaded (LD_PRELOAD is
+    // inherited). A file that is neither ELF nor script goes to /bin/sh, as
+    // execvp hands it on ENOEXEC.
+    loop {
+        let next = match elf::inspect(&path) {
+            Ok(Image::Script) => None,
+            Ok(Image::Other) => Some("no #! line: execvp runs it with /bin/sh"),
+            _ => break,
+        };
         let next = if report.scripts.len() == MAX_SCRIPTS {
             Err(Failure {
                 status: status::CANNOT_RUN,
                 message: format!("{}: too many nested #! interpreters", path.display()),
             })
+        } else if let Some(why) = next {
+            Ok((why.to_owned(), PathBuf::from("/bin/sh")))
         } else {
             interpreter(&path)
         };

@@ -498,15 +498,7 @@ pub fn help(which: impl Fn(&Opt) -> bool) -> String {
 
 /// The variables `patchall env --unset` clears: every one the table sets.
 pub fn all_vars() -> impl Iterator<Item = &'static str> {
-    let mut seen = Vec::new();
-    OPTIONS.iter().filter_map(move |o| {
-        let var = o.var?;
-        if seen.contains(&var) {
-            return None;
-        }
-        seen.push(var);
-        Some(var)
-    })
+    OPTIONS.iter().filter_map(|o| o.var)
 }
 
 /// The words a shell may complete after `opt` (for a choice, the choices).
