@@ -76,33 +76,33 @@ pub fn main(args: &[OsString]) -> Result<(), Failure> {
         );
     };
     let json = parsed.has("--json");
-    // As the library reads it (a bad value means the default, `auto`).
-    let offload_files = parsed
-        .var("PATCHALL_OFFLOAD_FILES")
-        .map(str::to_owned)
-        .or_else(|| std::env::var("PATCHALL_OFFLOAD_FILES").ok())
-        .map(|v| v.trim().to_ascii_lowercase())
+    // The option, else the environment, as the library reads them (a bad
+    // value means the default).
+    let setting = |var: &str| {
+        parsed
+            .var(var)
+            .map(str::to_owned)
+            .or_else(|| std::env::var(var).ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    let offload_files = setting("PATCHALL_OFFLOAD_FILES")
         .filter(|v| ["auto", "always", "off"].contains(&v.as_str()))
         .unwrap_or_else(|| "auto".to_owned());
-    // Only when asked for: whether the library turns it on by itself (and on
-    // this kernel) is not known here.
-    let dispatch = parsed
-        .var("PATCHALL_SYSCALL_DISPATCH")
-        .map(str::to_owned)
-        .or_else(|| std::env::var("PATCHALL_SYSCALL_DISPATCH").ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("on"));
+    // Only when asked for: whether the library turns it on by itself (and
+    // can, on this kernel) is not known here.
+    let dispatch = setting("PATCHALL_SYSCALL_DISPATCH").is_some_and(|v| v == "on");
     let command = given.to_string_lossy().into_owned();
     let report = match find_library().and_then(|lib| Ok((lib, resolve(given)?))) {
-        Ok(((lib, lib_elf), path)) => {
-            let mut report = inspect(command, path, &lib, &lib_elf, offload_files);
-            report.dispatch = dispatch;
-            report
-        }
+        Ok(((lib, lib_elf), path)) => Report {
+            offload_files,
+            dispatch,
+            ..inspect(command, path, &lib, &lib_elf)
+        },
         Err(failure) if json => {
             let mut out = String::new();
             let _ = writeln!(
                 out,
-                "{{\"command\":{},\"preload\":false,\"reason\":{},\"status\":{}}}",
+                "{{\"command\":{},\"preload\":false,\"reason\":{},\"green_threads\":\"no\",\"status\":{}}}",
                 quote(&command),
                 quote(&failure.message),
                 failure.status
@@ -127,13 +127,8 @@ pub fn main(args: &[OsString]) -> Result<(), Failure> {
     }
 }
 
-fn inspect(
-    command: String,
-    mut path: PathBuf,
-    lib: &Path,
-    lib_elf: &elf::Elf,
-    offload_files: String,
-) -> Report {
+/// The report on `path` (what `command` names), for the default settings.
+fn inspect(command: String, mut path: PathBuf, lib: &Path, lib_elf: &elf::Elf) -> Report {
     let mut report = Report {
         command,
         scripts: Vec::new(),
@@ -142,7 +137,7 @@ fn inspect(
         loader: Err(String::new()),
         libraries: Vec::new(),
         missing: Vec::new(),
-        offload_files,
+        offload_files: "auto".to_owned(),
         dispatch: false,
         calls: Vec::new(),
     };
