@@ -206,7 +206,10 @@ fn static_programs_cannot_be_preloaded() {
     assert!(out.stdout.contains("\"green_threads\":\"no\""), "{out:?}");
     let text = patchall(&["check", bin.to_str().unwrap()]);
     assert_eq!(text.status.code(), Some(126), "{text:?}");
-    assert!(text.stdout.contains("LD_PRELOAD cannot take effect"));
+    assert!(
+        text.stdout
+            .contains("green threads: no: LD_PRELOAD cannot take effect")
+    );
     assert_eq!(text.stderr, "", "the answer is the report, not an error");
 }
 
@@ -252,6 +255,15 @@ fn scripts_are_checked_through_their_interpreter() {
         "the script is named: {out:?}"
     );
     lists(&out, "read", "parks", "sh");
+
+    // A missing interpreter: CMD cannot start, as execve would say.
+    std::fs::write(&script, "#!/no/such/interpreter\n").expect("write script");
+    let out = check_json(&script);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(
+        out.stdout.contains("/no/such/interpreter: No such file"),
+        "{out:?}"
+    );
 
     // Without `#!`, execvp (and so `run`) hands the file to /bin/sh.
     std::fs::write(&script, "echo hi\n").expect("write script");

@@ -148,7 +148,20 @@ fn inspect(command: String, mut path: PathBuf, lib: &Path, lib_elf: &elf::Elf) -
         let next = match elf::inspect(&path) {
             Ok(Image::Script) => None,
             Ok(Image::Other) => Some("no #! line: execvp runs it with /bin/sh"),
-            _ => break,
+            Ok(Image::Elf(_)) => break,
+            // A script's missing interpreter: execve fails as for CMD itself.
+            Err(e) => {
+                let status = match e.kind() {
+                    std::io::ErrorKind::NotFound => status::NOT_FOUND,
+                    _ => status::CANNOT_RUN,
+                };
+                report.refused = Some(Failure {
+                    status,
+                    message: format!("{}: {e}", path.display()),
+                });
+                report.program = path;
+                return report;
+            }
         };
         let next = if report.scripts.len() == MAX_SCRIPTS {
             Err(Failure {
@@ -379,7 +392,7 @@ impl Report {
             let _ = writeln!(w, "{}", failure.message);
             let _ = writeln!(
                 w,
-                "LD_PRELOAD cannot take effect: patchall run refuses it (status {})",
+                "green threads: no: LD_PRELOAD cannot take effect, patchall run stops here (status {})",
                 failure.status
             );
             return out;
