@@ -467,6 +467,36 @@ pub static GROUPS: &[Group] = &[
         &["tcdrain", "thrd_join"],
     ),
     group(
+        Blocks,
+        false,
+        "a DNS query inside glibc (not getaddrinfo's path): blocks",
+        &[
+            "res_query",
+            "res_search",
+            "res_querydomain",
+            "res_send",
+            "res_nquery",
+            "res_nsearch",
+            "res_nquerydomain",
+            "res_nsend",
+            "__res_query",
+            "__res_search",
+            "__res_querydomain",
+            "__res_send",
+            "__res_nquery",
+            "__res_nsearch",
+            "__res_nsend",
+        ],
+    )
+    .caught(),
+    group(
+        Blocks,
+        false,
+        "a C11 sleep inside glibc: blocks",
+        &["thrd_sleep"],
+    )
+    .caught(),
+    group(
         Sometimes,
         false,
         "stdio read: blocks on a socket, pipe or terminal FILE (no hook inside glibc)",
@@ -542,7 +572,7 @@ pub static GROUPS: &[Group] = &[
         Sometimes,
         false,
         "waits for the disk on the thread (not offloaded)",
-        &["copy_file_range"],
+        &["copy_file_range", "sync", "syncfs", "sync_file_range"],
     ),
 ];
 
