@@ -784,7 +784,7 @@ fn bash_completes_subcommands_flags_and_values() {
     assert_eq!(complete(&["patchall", "check", "--j"]), ["--json"]);
     assert!(complete(&["patchall", "run", "--j"]).is_empty());
     assert_eq!(complete(&["patchall", "env", "--un"]), ["--unset"]);
-    assert_eq!(complete(&["patchall", "completion", ""]), ["bash"]);
+    assert_eq!(complete(&["patchall", "completion", ""]), ["bash", "zsh"]);
     // A number: nothing to offer, not the options.
     assert!(complete(&["patchall", "run", "--workers", ""]).is_empty());
     // After the options (and their values), the command and its arguments.
@@ -800,6 +800,104 @@ fn bash_completes_subcommands_flags_and_values() {
     for (name, _) in help_options() {
         if name != "--json" && name != "--unset" {
             assert!(offered.contains(&name), "{name} not completed: {offered:?}");
+        }
+    }
+}
+
+/// Drives zsh's own completion (compinit, the script sourced) in a pseudo
+/// terminal: for each line, the matches zsh lists for its last word.
+const ZSH_DRIVER: &str = r#"
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z 'PS1="%% "; autoload -Uz compinit; compinit -u -D; source "$SCRIPT"; zle -C list-all list-choices _main_complete; bindkey "^T" list-all; zstyle ":completion:*" list-prompt ""; LISTMAX=1000; echo READY-$((6*7))'
+wait_for() {
+  local all= chunk i
+  for i in {1..200}; do
+    if zpty -r -t z chunk; then all+=$chunk; [[ $all == *$1* ]] && break; else sleep 0.05; fi
+  done
+  print -r -- "$all"
+}
+wait_for READY-42 > /dev/null
+n=0
+for line in "$@"; do
+  n=$((n + 1))
+  zpty -n -w z "$line"$'\x14'
+  sleep 0.3
+  zpty -w z $'\x03'
+  zpty -w z "echo END-\$(($n * 1000))"
+  print -r -- "<<<CASE"
+  wait_for "END-$((n * 1000))"
+done
+zpty -d z
+"#;
+
+/// Removes terminal escape sequences (`ESC [ ... letter`).
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn zsh_completes_subcommands_flags_and_values() {
+    let Some(zsh) = program_or_skip("zsh_completes_subcommands_flags_and_values", "zsh", "zsh")
+    else {
+        return;
+    };
+    let dir = TempDir::new("check-zsh");
+    let script = dir.path().join("_patchall");
+    let out = patchall(&["completion", "zsh"]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&script, &out.stdout).expect("write the script");
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("patchall r", &["run"], &["check"]),
+        (
+            "patchall run --st",
+            &["--stack-size", "--stacks", "--stats"],
+            &["--json", "--workers"],
+        ),
+        (
+            "patchall run --stacks ",
+            &["dense", "guarded"],
+            &["--stats"],
+        ),
+        (
+            "patchall run --dump-signal=SIGUS",
+            &["SIGUSR1", "SIGUSR2"],
+            &["SIGHUP"],
+        ),
+        ("patchall check --j", &["--json"], &["--unset"]),
+        ("patchall env --u", &["--unset"], &["--json"]),
+    ];
+    let mut c = Command::new(zsh);
+    c.args(["-f", "-c", ZSH_DRIVER, "zsh"])
+        .args(cases.iter().map(|(line, _, _)| *line))
+        .env("SCRIPT", &script)
+        .env("TERM", "xterm");
+    let out = run(c);
+    assert!(out.status.success(), "{out:?}");
+    let text = strip_escapes(&out.stdout);
+    let listed: Vec<&str> = text.split("<<<CASE").skip(1).collect();
+    assert_eq!(listed.len(), cases.len(), "{text}");
+    for ((line, want, not), got) in cases.iter().zip(listed) {
+        let words: Vec<&str> = got.split_whitespace().collect();
+        for w in *want {
+            assert!(words.contains(w), "{line:?}: {w} not offered: {got}");
+        }
+        for w in *not {
+            assert!(!words.contains(w), "{line:?}: {w} offered: {got}");
         }
     }
 }

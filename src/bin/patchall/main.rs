@@ -36,7 +36,7 @@ Usage:
   patchall run [OPTIONS] [--] CMD [ARGS...]
   patchall check [--json] [OPTIONS] [--] CMD [ARGS...]
   patchall env [OPTIONS] | patchall env --unset
-  patchall completion bash
+  patchall completion bash|zsh
   patchall --help | --version
 
 `run` finds CMD as execvp does (through PATH unless it contains a slash),
@@ -45,7 +45,7 @@ PATCHALL_* variables the options ask for and executes CMD in place of itself.
 `check` says, without running CMD, whether LD_PRELOAD can take effect on it and
 what patchall does with each blocking call CMD and its libraries import.
 `env` prints the shell lines that set what `run` would: eval \"$(patchall env
---green-threads)\". `completion bash` prints a bash completion script.
+--green-threads)\". `completion` prints a completion script for bash or zsh.
 
 Options (each sets the variable named; `check` takes them too):
 ";
