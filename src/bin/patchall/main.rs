@@ -1,5 +1,7 @@
 //! `patchall run [OPTIONS] [--] CMD [ARGS...]`: runs an unmodified, dynamically
-//! linked program with `libpatchall.so` preloaded.
+//! linked program with `libpatchall.so` preloaded. Also `check` (check.rs: what
+//! patchall would do with CMD), `env` and `completion` (shell.rs); the options
+//! of all of them are one table (options.rs).
 //!
 //! `main` is the C entry point (`#![no_main]`): std's runtime would set SIGPIPE to
 //! "ignore" before `main` (and reopen closed standard fds), and the command would
