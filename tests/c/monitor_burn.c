@@ -1,0 +1,35 @@
+/* A green thread burns 300 ms of CPU without a hooked call: under
+ * PATCHALL_MONITOR=100ms the monitor reports it once, naming `burn`, a
+ * static (non-exported) start routine. main then sleeps, so its own park is
+ * never reported. Prints the number of loop rounds' parity to keep the loop. */
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+static double elapsed_ms(const struct timespec *a, const struct timespec *b) {
+    return (b->tv_sec - a->tv_sec) * 1e3 + (b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static volatile unsigned long sink;
+
+static void *burn(void *arg) {
+    (void)arg;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        for (int i = 0; i < 100000; i++)
+            sink += i;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (elapsed_ms(&start, &now) < 300);
+    return NULL;
+}
+
+int main(void) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, burn, NULL) != 0)
+        return 1;
+    pthread_join(t, NULL);
+    printf("burnt\n");
+    return 0;
+}
