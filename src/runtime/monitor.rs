@@ -300,9 +300,11 @@ fn label(c: &Captured) -> String {
         return c.name.clone();
     }
     match c.entry {
-        Entry::Code(addr) => describe(addr)
-            .filter(|s| !s.name.is_empty())
-            .map_or_else(|| format!("{addr:#x}"), |s| s.name),
+        Entry::Code(addr) => match describe(addr) {
+            Some(s) if !s.name.is_empty() => s.name,
+            Some(s) => format!("{}+{:#x}", s.object, s.offset),
+            None => format!("{addr:#x}"),
+        },
         Entry::Type(name) => name.to_owned(),
         Entry::None => String::from("?"),
     }

@@ -38,7 +38,7 @@ pub(crate) struct Symbol {
 
 /// The function at `addr` and its object; None if no loaded object maps it.
 pub(crate) fn describe(addr: usize) -> Option<Symbol> {
-    let (bias, name) = object_at(addr)?;
+    let (bias, name, extent) = object_at(addr)?;
     // Our own reads of the ELF file must go straight to libc, even when the
     // caller is a coroutine (they must not park or be offloaded).
     let _guard = Guard::enter();
@@ -46,7 +46,7 @@ pub(crate) fn describe(addr: usize) -> Option<Symbol> {
     let i = match cache.iter().position(|o| o.bias == bias && o.name == name) {
         Some(i) => i,
         None => {
-            cache.push(Object::load(bias, name));
+            cache.push(Object::load(bias, name, extent));
             cache.len() - 1
         }
     };
@@ -79,7 +79,8 @@ struct Object {
 }
 
 impl Object {
-    fn load(bias: usize, name: Vec<u8>) -> Object {
+    /// `extent`: the end of its last loaded segment, from `bias`.
+    fn load(bias: usize, name: Vec<u8>, extent: usize) -> Object {
         // The program's own entry has an empty name.
         let path: Arc<str> = if name.is_empty() {
             std::fs::read_link("/proc/self/exe")
@@ -87,18 +88,30 @@ impl Object {
         } else {
             String::from_utf8_lossy(&name).into()
         };
-        let mut functions: Vec<_> = Mapped::open(&path)
-            .and_then(|file| {
-                let bytes = file.bytes();
-                let symbols = symbols(bytes, SHT_SYMTAB).or_else(|| symbols(bytes, SHT_DYNSYM))?;
-                Some(
-                    symbols
-                        .into_iter()
-                        .map(|(start, size, name)| (start, size, Box::from(name)))
-                        .collect(),
-                )
-            })
-            .unwrap_or_default();
+        let read = |bytes: &[u8]| {
+            let symbols = symbols(bytes, SHT_SYMTAB).or_else(|| symbols(bytes, SHT_DYNSYM))?;
+            Some(
+                symbols
+                    .into_iter()
+                    .map(|(start, size, name)| (start, size, Box::from(name)))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut functions = match Mapped::open(&path) {
+            Some(file) => read(file.bytes()),
+            // The vDSO has no file: the kernel maps its whole image, section
+            // headers included (clock_gettime's frames end there).
+            None if name.starts_with(b"linux-vdso") => {
+                // Its section headers lie past its segment, in the same pages.
+                let page = crate::sys::page_size();
+                let mapped = extent.div_ceil(page) * page;
+                // SAFETY: the loader reports `extent` bytes loaded at `bias`,
+                // and a mapping spans whole pages.
+                read(unsafe { std::slice::from_raw_parts(bias as *const u8, mapped) })
+            }
+            None => None,
+        }
+        .unwrap_or_default();
         // Of aliases at one address the first kept wins; sized ones first, so
         // that a size bounds the lookup where one is known.
         functions.sort_by_key(|&(start, size, _)| (start, size == 0));
@@ -120,12 +133,12 @@ impl Object {
     }
 }
 
-/// The load bias and loader's name of the object with a loaded segment at
-/// `addr`.
-fn object_at(addr: usize) -> Option<(usize, Vec<u8>)> {
+/// The load bias, loader's name and extent (the end of its last loaded
+/// segment, from the bias) of the object with a loaded segment at `addr`.
+fn object_at(addr: usize) -> Option<(usize, Vec<u8>, usize)> {
     struct Search {
         addr: usize,
-        found: Option<(usize, Vec<u8>)>,
+        found: Option<(usize, Vec<u8>, usize)>,
     }
     unsafe extern "C" fn visit(
         info: *mut libc::dl_phdr_info,
@@ -157,7 +170,13 @@ fn object_at(addr: usize) -> Option<(usize, Vec<u8>)> {
                 .to_bytes()
                 .to_vec()
         };
-        search.found = Some((bias, name));
+        let extent = headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_LOAD)
+            .map(|h| (h.p_vaddr + h.p_memsz) as usize)
+            .max()
+            .unwrap_or(0);
+        search.found = Some((bias, name, extent));
         1
     }
     let mut search = Search { addr, found: None };
@@ -357,6 +376,21 @@ mod tests {
         let sym = describe(addr).expect("libc is mapped");
         assert!(sym.object.contains("libc.so"), "{sym:?}");
         assert!(sym.name.contains("getpid"), "{sym:?}");
+    }
+
+    #[test]
+    fn the_vdso_is_named_from_memory() {
+        // SAFETY: getauxval has no preconditions.
+        let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize;
+        assert_ne!(vdso, 0, "this kernel maps a vDSO");
+        let named = (0..8192)
+            .step_by(16)
+            .filter_map(|off| describe(vdso + off))
+            .find(|s| s.name.contains("clock_gettime"));
+        assert!(
+            named.is_some_and(|s| s.object.starts_with("linux-vdso")),
+            "no vDSO function named"
+        );
     }
 
     #[test]
