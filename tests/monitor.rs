@@ -62,7 +62,7 @@ fn a_cpu_loop_in_a_green_thread_is_reported_once_by_its_static_start_routine() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, "burnt\n");
     let headers = reports(&out.stderr);
-    assert_eq!(headers.len(), 1, "one report per stall: {}", out.stderr);
+    assert_eq!(headers.len(), 1, "one report per stall: {out:?}");
     // `burn` is `static`: only the ELF symbol table names it.
     let ms = held_ms(headers[0], "burn");
     assert!((100..1000).contains(&ms), "{ms} ms: {}", out.stderr);
@@ -104,7 +104,7 @@ fn a_green_thread_blocked_in_an_unhooked_flock_is_reported() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, "locked after the child let go\n");
     let headers = reports(&out.stderr);
-    assert_eq!(headers.len(), 1, "{}", out.stderr);
+    assert_eq!(headers.len(), 1, "{out:?}");
     let ms = held_ms(headers[0], "wait_for_lock");
     assert!(ms >= 100, "{}", out.stderr);
     let frames = stack(&out.stderr);
@@ -189,7 +189,7 @@ fn a_rust_coroutine_in_a_cpu_loop_is_reported() {
     let out = run(cmd);
     assert_passed(name, &out);
     let headers = reports(&out.stderr);
-    assert_eq!(headers.len(), 1, "{}", out.stderr);
+    assert_eq!(headers.len(), 1, "{out:?}");
     // Unnamed: labelled by its closure's type.
     held_ms(headers[0], "monitor::rust_coroutine_spins::{{closure}}");
     let frames = stack(&out.stderr);

@@ -9,12 +9,14 @@
 //! shortcuts end; measured 1.23x), so a process pays that only when it asks.
 //!
 //! Each scheduler keeps a [`Hold`] record that its switches write: a counter
-//! bumped as each run starts and ends, and the running coroutine's id. The
-//! monitor times a hold by when it first saw the counter at its value, which
-//! is as exact as a coarse clock stamped at the switch would be (both are off
-//! by at most one tick) and costs the switch nothing. Time slices share the
-//! record: the counter names a run for `Slice`, and a monitor that reports a
-//! hold asks, through `poke`, for a yield at the run's next hooked call.
+//! bumped as each run starts and ends, the running coroutine's id, and when
+//! the run began by the coarse clock. The stamp, not the monitor's first sight
+//! of a run, times a hold: on a loaded machine the kernel may run the monitor
+//! thread late, and a hold seen late must not look shorter than it is. Time
+//! slices share the record: the counter names a run for `Slice`, and a
+//! monitor that reports a hold asks, through `poke`, for a yield at the run's
+//! next hooked call. Without a monitor a switch pays the counter (as before)
+//! and one predictable branch.
 //!
 //! The stack of another thread can only be taken on that thread: the monitor
 //! sends it a signal (`tgkill`) whose handler unwinds its own stack with
@@ -36,25 +38,31 @@ use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use super::scheduler::{Remote, current_scheduler, current_task, remotes};
 use super::symbolize::describe;
 use super::task::Entry;
 use crate::config::config;
+use crate::hooks::Guard;
 use crate::sys::{diag, errno, set_errno};
 
 /// One scheduler's switches, as the monitor sees them. Written only by the
 /// scheduler's thread; read by the monitor and the capture handler.
 pub(crate) struct Hold {
-    /// Bumped as each coroutine run starts and as it ends: a value names one
-    /// run (or one stretch on the scheduler's own stack).
+    /// Bumped as each coroutine run starts and, when watched, as it ends: a
+    /// value names one run (or one stretch on the scheduler's own stack).
+    /// Written last: a reader that sees it sees the fields written before.
     switches: AtomicU64,
     /// The id of the coroutine running, 0 on the scheduler's own stack.
     running: AtomicU64,
+    /// When the run began (`coarse_now`), when watched.
+    since: AtomicU64,
     /// The scheduler's OS thread (`gettid`), for the capture signal.
     tid: i32,
+    /// `PATCHALL_MONITOR` is on: the switches stamp starts and mark ends.
+    watched: bool,
     /// The run (`switches`) the monitor reported: time slices yield at its
     /// next hooked call that completes. 0: none.
     poke: AtomicU64,
@@ -66,8 +74,10 @@ impl Hold {
         Hold {
             switches: AtomicU64::new(0),
             running: AtomicU64::new(0),
+            since: AtomicU64::new(0),
             // SAFETY: gettid has no preconditions.
             tid: unsafe { libc::syscall(libc::SYS_gettid) } as i32,
+            watched: config().monitor.is_some(),
             poke: AtomicU64::new(0),
         }
     }
@@ -78,21 +88,30 @@ impl Hold {
         self.switches.store(n, Ordering::Release);
     }
 
-    /// Coroutine `id` starts running; returns what to give `run_ended`.
+    /// Coroutine `id` starts running. The counter names runs for time
+    /// slices too. Without a monitor, one predictable branch more than the
+    /// counter (BENCHMARKS.md).
     #[inline(always)]
-    pub(crate) fn run_started(&self, id: u64) -> u64 {
-        let outer = self.running.load(Ordering::Relaxed);
+    pub(crate) fn run_started(&self, id: u64) {
+        if self.watched {
+            // The start, not the monitor's first sight of the run: a monitor
+            // thread that the kernel runs late still times the hold right.
+            self.since.store(coarse_now(), Ordering::Relaxed);
+        }
         self.running.store(id, Ordering::Relaxed);
         self.bump();
-        outer
     }
 
-    /// The run `run_started` began has ended; `outer` is what it returned (a
-    /// coroutine whose exit handlers drive the scheduler runs others nested).
+    /// The run `run_started` began has ended: without a monitor, one
+    /// predictable branch. A coroutine whose exit handlers drive the
+    /// scheduler (contract 13) runs others nested: after the first of those
+    /// ends, its own hold is no longer watched.
     #[inline(always)]
-    pub(crate) fn run_ended(&self, outer: u64) {
-        self.running.store(outer, Ordering::Relaxed);
-        self.bump();
+    pub(crate) fn run_ended(&self) {
+        if self.watched {
+            self.running.store(0, Ordering::Relaxed);
+            self.bump();
+        }
     }
 
     /// Names the current run, for time slices.
@@ -105,6 +124,31 @@ impl Hold {
     pub(crate) fn poked(&self) -> bool {
         self.poke.load(Ordering::Relaxed) == self.run()
     }
+
+    /// (run, coroutine id, start) of the run going on, if a coroutine runs;
+    /// read as a whole (a switch meanwhile gives None).
+    fn read(&self) -> Option<(u64, u64, u64)> {
+        let run = self.switches.load(Ordering::Acquire);
+        let (id, since) = (
+            self.running.load(Ordering::Relaxed),
+            self.since.load(Ordering::Relaxed),
+        );
+        fence(Ordering::Acquire);
+        (id != 0 && self.switches.load(Ordering::Relaxed) == run).then_some((run, id, since))
+    }
+}
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: the vDSO reads it without a
+/// system call, a few times cheaper than the fine clock; its tick (1 to 10 ms)
+/// is finer than any hold worth reporting.
+fn coarse_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a timespec of ours to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The pid that started a monitor: a forked child starts its own.
@@ -151,21 +195,17 @@ pub(crate) fn start_if_wanted() {
 
 extern "C" fn monitor_main(arg: *mut c_void) -> *mut c_void {
     super::offload::keep_signals_away();
+    // Every call this thread makes (sleeps, reading ELF files and /proc) is
+    // the runtime's own: straight to libc, never through a hook's logic.
+    let _guard = Guard::enter();
     let threshold = Duration::from_nanos(arg as usize as u64);
     Monitor::new(threshold).run()
 }
 
-/// What the monitor remembers of one scheduler.
-struct Seen {
-    serial: usize,
-    switches: u64,
-    since: Instant,
-    reported: bool,
-}
-
 struct Monitor {
     threshold: Duration,
-    seen: Vec<Seen>,
+    /// (scheduler serial, run) of the holds already reported.
+    reported: Vec<(usize, u64)>,
     /// Reports that may still be made now (a token bucket).
     budget: f64,
     refilled: Instant,
@@ -180,7 +220,7 @@ impl Monitor {
     fn new(threshold: Duration) -> Monitor {
         Monitor {
             threshold,
-            seen: Vec::new(),
+            reported: Vec::new(),
             budget: BURST,
             refilled: Instant::now(),
             suppressed: 0,
@@ -198,51 +238,30 @@ impl Monitor {
     }
 
     fn look(&mut self) {
-        let now = Instant::now();
         let live = remotes();
-        self.seen
-            .retain(|s| live.iter().any(|r| r.serial() == s.serial));
+        let now = coarse_now();
+        let threshold = self.threshold.as_nanos() as u64;
+        // One report per hold: forget those whose run has ended.
+        self.reported.retain(|&(serial, run)| {
+            live.iter()
+                .any(|r| r.serial() == serial && r.hold.read().is_some_and(|h| h.0 == run))
+        });
         for remote in &live {
             let hold = &remote.hold;
-            let switches = hold.switches.load(Ordering::Acquire);
-            let running = hold.running.load(Ordering::Relaxed);
-            let seen = match self.seen.iter_mut().find(|s| s.serial == remote.serial()) {
-                Some(s) => s,
-                None => {
-                    self.seen.push(Seen {
-                        serial: remote.serial(),
-                        switches,
-                        since: now,
-                        reported: false,
-                    });
-                    continue;
-                }
+            let Some((run, id, since)) = hold.read() else {
+                continue;
             };
-            if seen.switches != switches || running == 0 {
-                *seen = Seen {
-                    serial: remote.serial(),
-                    switches,
-                    since: now,
-                    reported: false,
-                };
+            let held = now.saturating_sub(since);
+            if held < threshold || self.reported.contains(&(remote.serial(), run)) {
                 continue;
             }
-            let held = now.saturating_duration_since(seen.since);
-            if seen.reported || held < self.threshold {
-                continue;
-            }
-            seen.reported = true;
+            self.reported.push((remote.serial(), run));
             if config().timeslice.is_some() {
-                hold.poke.store(switches, Ordering::Relaxed);
+                hold.poke.store(run, Ordering::Relaxed);
             }
-            if self.allowed(now) {
-                report(
-                    remote,
-                    switches,
-                    running,
-                    held,
-                    std::mem::take(&mut self.suppressed),
-                );
+            if self.allowed(Instant::now()) {
+                let held = Duration::from_nanos(held);
+                report(remote, run, id, held, std::mem::take(&mut self.suppressed));
             } else {
                 self.suppressed += 1;
             }
@@ -580,9 +599,15 @@ fn install_handler() -> Option<i32> {
 extern "C" fn on_signal(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let saved = errno();
     let c = &CAPTURE;
-    if c.state
-        .compare_exchange(ASKED, WRITING, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok()
+    // A late answer to an abandoned capture, reaching this thread while
+    // another thread is asked, leaves the capture alone.
+    let asked_here = c.state.load(Ordering::Acquire) == ASKED
+        && current_scheduler()
+            .is_some_and(|s| s.remote.serial() == c.serial.load(Ordering::Relaxed));
+    if asked_here
+        && c.state
+            .compare_exchange(ASKED, WRITING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     {
         // SAFETY: WRITING is ours alone (see `Capture`).
         let found = unsafe { &mut *c.found.get() };
@@ -596,8 +621,7 @@ fn fill(found: &mut Found, c: &Capture, ctx: *mut c_void) {
     let sched = current_scheduler();
     let task = current_task();
     let current = sched.is_some_and(|s| {
-        s.remote.serial() == c.serial.load(Ordering::Relaxed)
-            && s.remote.hold.switches.load(Ordering::Relaxed) == c.switches.load(Ordering::Relaxed)
+        s.remote.hold.switches.load(Ordering::Relaxed) == c.switches.load(Ordering::Relaxed)
     });
     found.stale = !current || task.is_none();
     found.frames.count = 0;

@@ -290,9 +290,9 @@ impl Scheduler {
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
-        let outer = self.remote.hold.run_started(task.id);
+        self.remote.hold.run_started(task.id);
         let result = co.resume(());
-        self.remote.hold.run_ended(outer);
+        self.remote.hold.run_ended();
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
