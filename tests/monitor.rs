@@ -179,6 +179,9 @@ fn spin_for(d: Duration) -> u64 {
 fn rust_coroutine_spins() {
     let h = patchall::spawn(|| spin_for(Duration::from_millis(300))).unwrap();
     assert!(h.join().unwrap() > 0);
+    // Time for a monitor that a loaded machine runs late to finish its
+    // report (naming frames from this large debug binary takes a while).
+    std::thread::sleep(Duration::from_secs(1));
 }
 
 #[test]
@@ -198,4 +201,64 @@ fn a_rust_coroutine_in_a_cpu_loop_is_reported() {
         "{}",
         out.stderr
     );
+}
+
+/// A coroutine spins 300 ms without a hooked call, then makes hooked calls
+/// that complete at once (a byte through a socket pair) until the other
+/// coroutine has run, at most 200 of them; returns how many it made.
+fn calls_before_the_other_runs() -> usize {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let other_ran = Arc::new(AtomicBool::new(false));
+    let seen = other_ran.clone();
+    let spinner = patchall::spawn(move || {
+        spin_for(Duration::from_millis(300));
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let mut calls = 0;
+        while !seen.load(SeqCst) && calls < 200 {
+            a.write_all(b"x").unwrap();
+            let mut byte = [0u8];
+            b.read_exact(&mut byte).unwrap();
+            calls += 2;
+        }
+        calls
+    })
+    .unwrap();
+    let other = patchall::spawn(move || other_ran.store(true, SeqCst)).unwrap();
+    let calls = spinner.join().unwrap();
+    other.join().unwrap();
+    calls
+}
+
+#[test]
+#[ignore = "run by a_reported_hold_yields_at_its_next_hooked_calls, in a process of its own"]
+fn reported_hold_yields() {
+    let calls = calls_before_the_other_runs();
+    std::thread::sleep(Duration::from_secs(1));
+    if std::env::var("PATCHALL_MONITOR").is_ok_and(|m| m != "off") {
+        // The monitor asked for the yield: the slice check (every 32 calls)
+        // took it at once.
+        assert!(calls <= 70, "{calls} calls before the other coroutine ran");
+    } else {
+        // Without it the run's slice starts counting at its first check:
+        // 200 quick calls are far from half a 60 s slice.
+        assert_eq!(calls, 200);
+    }
+}
+
+#[test]
+fn a_reported_hold_yields_at_its_next_hooked_calls() {
+    let name = "reported_hold_yields";
+    for monitor in ["100ms", "off"] {
+        let mut cmd = ignored_test(name);
+        // Long slices: only the monitor's request, not a slice that a
+        // loaded machine's preemption ends, makes the spinner yield early.
+        cmd.env("PATCHALL_MONITOR", monitor)
+            .env("PATCHALL_TIMESLICE", "60s");
+        let out = run(cmd);
+        assert_passed(name, &out);
+        assert_eq!(reports(&out.stderr).len(), usize::from(monitor != "off"));
+    }
 }

@@ -281,7 +281,8 @@ impl Monitor {
     }
 }
 
-/// Writes one report: the first line, then the stack, then a blank line.
+/// Writes one report in one write: the first line, the stack, then how many
+/// holds the rate limit left out since the last report, if any.
 fn report(remote: &Arc<Remote>, switches: u64, running: u64, held: Duration, suppressed: u64) {
     let captured = capture(remote, switches);
     let (id, label) = match &captured {
@@ -289,12 +290,6 @@ fn report(remote: &Arc<Remote>, switches: u64, running: u64, held: Duration, sup
         Err(_) => (running, String::from("?")),
     };
     let mut out = String::new();
-    if suppressed > 0 {
-        let _ = writeln!(
-            out,
-            "patchall: {suppressed} more long holds were not reported (rate limit)"
-        );
-    }
     let _ = writeln!(
         out,
         "patchall: coroutine {id} \"{label}\" held its thread for {} ms",
@@ -309,6 +304,12 @@ fn report(remote: &Arc<Remote>, switches: u64, running: u64, held: Duration, sup
         Err(why) => {
             let _ = writeln!(out, "  (no stack: {why})");
         }
+    }
+    if suppressed > 0 {
+        let _ = writeln!(
+            out,
+            "patchall: {suppressed} more long holds were not reported (rate limit)"
+        );
     }
     diag(&[out.as_bytes()]);
 }

@@ -74,8 +74,27 @@ struct Object {
     bias: usize,
     name: Vec<u8>,
     path: Arc<str>,
-    /// (start, size, mangled name) of every function, by start.
-    functions: Vec<(usize, usize, Box<[u8]>)>,
+    /// The ELF image the names are read from, kept mapped: copying every
+    /// name out of a large program took long enough to miss a hold's end.
+    image: Option<Image>,
+    /// (start, size, name's offset in `image`, name's length) of every
+    /// function, by start.
+    functions: Vec<(usize, usize, usize, usize)>,
+}
+
+enum Image {
+    File(Mapped),
+    /// The vDSO, mapped by the kernel for the process's life.
+    Memory(&'static [u8]),
+}
+
+impl Image {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Image::File(m) => m.bytes(),
+            Image::Memory(b) => b,
+        }
+    }
 }
 
 impl Object {
@@ -88,38 +107,47 @@ impl Object {
         } else {
             String::from_utf8_lossy(&name).into()
         };
-        let read = |bytes: &[u8]| {
-            let symbols = symbols(bytes, SHT_SYMTAB).or_else(|| symbols(bytes, SHT_DYNSYM))?;
-            Some(
-                symbols
-                    .into_iter()
-                    .map(|(start, size, name)| (start, size, Box::from(name)))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let mut functions = match Mapped::open(&path) {
-            Some(file) => read(file.bytes()),
+        let image = match Mapped::open(&path) {
+            Some(file) => Some(Image::File(file)),
             // The vDSO has no file: the kernel maps its whole image, section
-            // headers included (clock_gettime's frames end there).
+            // headers included (clock_gettime's frames end there), past its
+            // segment but in the same pages.
             None if name.starts_with(b"linux-vdso") => {
-                // Its section headers lie past its segment, in the same pages.
                 let page = crate::sys::page_size();
                 let mapped = extent.div_ceil(page) * page;
                 // SAFETY: the loader reports `extent` bytes loaded at `bias`,
-                // and a mapping spans whole pages.
-                read(unsafe { std::slice::from_raw_parts(bias as *const u8, mapped) })
+                // a mapping spans whole pages, and the vDSO is never unmapped.
+                Some(Image::Memory(unsafe {
+                    std::slice::from_raw_parts(bias as *const u8, mapped)
+                }))
             }
             None => None,
-        }
-        .unwrap_or_default();
+        };
+        let mut functions = image
+            .as_ref()
+            .and_then(|image| {
+                let bytes = image.bytes();
+                let base = bytes.as_ptr() as usize;
+                let symbols = symbols(bytes, SHT_SYMTAB).or_else(|| symbols(bytes, SHT_DYNSYM))?;
+                Some(
+                    symbols
+                        .into_iter()
+                        .map(|(start, size, name)| {
+                            (start, size, name.as_ptr() as usize - base, name.len())
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .unwrap_or_default();
         // Of aliases at one address the first kept wins; sized ones first, so
         // that a size bounds the lookup where one is known.
-        functions.sort_by_key(|&(start, size, _)| (start, size == 0));
+        functions.sort_unstable_by_key(|&(start, size, _, _)| (start, size == 0));
         functions.dedup_by_key(|f| f.0);
         Object {
             bias,
             name,
             path,
+            image,
             functions,
         }
     }
@@ -128,8 +156,9 @@ impl Object {
     /// unless its size says it ends before `offset`.
     fn function_at(&self, offset: usize) -> Option<(usize, &[u8])> {
         let after = self.functions.partition_point(|f| f.0 <= offset);
-        let (start, size, name) = self.functions.get(after.checked_sub(1)?)?;
-        (*size == 0 || offset < start + size).then_some((*start, &name[..]))
+        let &(start, size, at, len) = self.functions.get(after.checked_sub(1)?)?;
+        let name = self.image.as_ref()?.bytes().get(at..at + len)?;
+        (size == 0 || offset < start + size).then_some((start, name))
     }
 }
 
@@ -271,6 +300,10 @@ impl Mapped {
         unsafe { std::slice::from_raw_parts(self.addr.cast(), self.len) }
     }
 }
+
+// SAFETY: a private read-only mapping, owned, never written: any thread may
+// read it and unmap it once.
+unsafe impl Send for Mapped {}
 
 impl Drop for Mapped {
     fn drop(&mut self) {

@@ -50,5 +50,7 @@ int main(int argc, char **argv) {
     int status;
     waitpid(child, &status, 0);
     printf("locked after the child let go\n");
+    /* Parked, not held: time for a late monitor to finish its report. */
+    sleep(1);
     return 0;
 }
