@@ -15,8 +15,8 @@
 //! thread late, and a hold seen late must not look shorter than it is. Time
 //! slices share the record: the counter names a run for `Slice`, and a
 //! monitor that reports a hold asks, through `poke`, for a yield at the run's
-//! next hooked call. Without a monitor a switch pays the counter (as before)
-//! and one predictable branch.
+//! next hooked call. Without a monitor a switch pays the counter (as before),
+//! the id and one predictable branch at each end of a run.
 //!
 //! The stack of another thread can only be taken on that thread: the monitor
 //! sends it a signal (`tgkill`) whose handler unwinds its own stack with
