@@ -118,11 +118,13 @@ fn a_green_thread_blocked_in_an_unhooked_flock_is_reported() {
     );
 }
 
-/// Starts the sleeping program and counts its OS threads while it sleeps.
-fn threads_while_sleeping(monitor: &str) -> (usize, Outcome) {
+/// Starts the sleeping program (green or not) and counts its OS threads
+/// while it sleeps.
+fn threads_while_sleeping(green: bool, monitor: &str) -> (usize, Outcome) {
     let program = c_program("monitor_sleeper");
     let mut cmd = monitored(&program);
     cmd.env("PATCHALL_MONITOR", monitor)
+        .env("PATCHALL_GREEN_THREADS", if green { "1" } else { "0" })
         .env_remove("PATCHALL_WORKERS")
         .env_remove("PATCHALL_OFFLOAD_FILES")
         .stdout(Stdio::piped())
@@ -151,16 +153,25 @@ fn threads_while_sleeping(monitor: &str) -> (usize, Outcome) {
 
 #[test]
 fn with_the_monitor_off_a_sleeping_green_program_keeps_one_thread() {
-    let (threads, out) = threads_while_sleeping("off");
+    let (threads, out) = threads_while_sleeping(true, "off");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, "sleeping\nwoke\n");
     assert_eq!(threads, 1, "{out:?}");
     // The count can tell: with the monitor on, it has a thread of its own,
     // and a parked coroutine is never reported.
-    let (threads, out) = threads_while_sleeping("100ms");
+    let (threads, out) = threads_while_sleeping(true, "100ms");
     assert_eq!(threads, 2, "{out:?}");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn plain_preload_without_coroutines_starts_no_monitor() {
+    // main and the thread it started, natively: no scheduler, no monitor.
+    let (threads, out) = threads_while_sleeping(false, "100ms");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, "sleeping\nwoke\n");
+    assert_eq!(threads, 2, "{out:?}");
 }
 
 /// Burns 300 ms of CPU without a hooked call.
