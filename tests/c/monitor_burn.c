@@ -1,7 +1,7 @@
 /* A green thread burns 300 ms of CPU without a hooked call: under
  * PATCHALL_MONITOR=100ms the monitor reports it once, naming `burn`, a
- * static (non-exported) start routine. main then sleeps, so its own park is
- * never reported. */
+ * static (non-exported) start routine. main meanwhile parks in pthread_join:
+ * a parked coroutine is never reported. */
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
