@@ -59,6 +59,10 @@ pub struct Config {
     /// completing at once may hold its thread before one of them yields
     /// (`5ms`, `500us`; a bare number is milliseconds). None (`0`, `off`): never.
     pub timeslice: Option<Duration>,
+    /// `PATCHALL_MONITOR`: a coroutine that holds its thread longer than this
+    /// without a switch is reported on stderr with its stack (`100ms`; a bare
+    /// number is milliseconds). None (`off`, `0`, the default): no monitor.
+    pub monitor: Option<Duration>,
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -76,6 +80,8 @@ pub(crate) const DEFAULT_TIMESLICE: Duration = Duration::from_millis(5);
 const MIN_TIMESLICE: Duration = Duration::from_micros(100);
 /// Longer than this is a typo (a unit forgotten), not a plan.
 const MAX_TIMESLICE: Duration = Duration::from_secs(60);
+/// A monitor finer than this would spend its thread's time waking up.
+const MIN_MONITOR: Duration = Duration::from_millis(1);
 /// More threads than this is a typo, not a plan (each reserves a stack).
 const MAX_OFFLOAD_THREADS: usize = 4096;
 /// The most workers a runtime may have (`PATCHALL_WORKERS`,
@@ -144,16 +150,14 @@ impl Config {
             },
         )
         .unwrap_or(OffloadFiles::Auto);
-        let timeslice = parse_or_warn(get("PATCHALL_TIMESLICE"), "PATCHALL_TIMESLICE", |v| match v
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "0" | "off" => Some(None),
-            v => parse_duration(v)
-                .filter(|d| (MIN_TIMESLICE..=MAX_TIMESLICE).contains(d))
-                .map(Some),
+        let timeslice = parse_or_warn(get("PATCHALL_TIMESLICE"), "PATCHALL_TIMESLICE", |v| {
+            parse_off_or_duration(v, MIN_TIMESLICE..=MAX_TIMESLICE)
         })
         .unwrap_or(Some(DEFAULT_TIMESLICE));
+        let monitor = parse_or_warn(get("PATCHALL_MONITOR"), "PATCHALL_MONITOR", |v| {
+            parse_off_or_duration(v, MIN_MONITOR..=MAX_TIMESLICE)
+        })
+        .unwrap_or(None);
         Config {
             workers,
             stack_size,
@@ -163,6 +167,7 @@ impl Config {
             offload_threads,
             offload_files,
             timeslice,
+            monitor,
         }
     }
 }
@@ -212,6 +217,18 @@ pub fn parse_size(text: &str) -> Option<usize> {
         _ => return None,
     };
     num.checked_mul(mult)
+}
+
+/// `0`/`off` (any case) as `Some(None)`, a duration within `range` as
+/// `Some(Some(d))`; None for anything else.
+fn parse_off_or_duration(
+    text: &str,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Option<Option<Duration>> {
+    match text.to_ascii_lowercase().as_str() {
+        "0" | "off" => Some(None),
+        v => parse_duration(v).filter(|d| range.contains(d)).map(Some),
+    }
 }
 
 /// Parses `5ms`, `500us`, `2s`; a bare number is milliseconds.
@@ -295,6 +312,24 @@ mod tests {
         }
         let unset = Config::from_lookup(|_| None);
         assert_eq!(unset.timeslice, Some(DEFAULT_TIMESLICE));
+    }
+
+    #[test]
+    fn the_monitor_is_off_unless_given_a_duration() {
+        let monitor = |v: &str| {
+            let v = v.to_string();
+            Config::from_lookup(|name| (name == "PATCHALL_MONITOR").then(|| v.clone())).monitor
+        };
+        assert_eq!(Config::from_lookup(|_| None).monitor, None);
+        assert_eq!(monitor("100ms"), Some(Duration::from_millis(100)));
+        assert_eq!(monitor(" 250 "), Some(Duration::from_millis(250)));
+        assert_eq!(monitor("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(monitor("1ms"), Some(Duration::from_millis(1)));
+        assert_eq!(monitor("off"), None);
+        assert_eq!(monitor("0"), None);
+        for bad in ["on", "500us", "61s", "1h", "-5ms", ""] {
+            assert_eq!(monitor(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

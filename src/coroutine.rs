@@ -97,6 +97,7 @@ impl Builder {
         let (packet, theirs) = Shared::pair();
         let name: Option<Arc<str>> = self.name.map(Into::into);
         let body = move || {
+            runtime::note_entry(runtime::Entry::Type(std::any::type_name::<F>()));
             if theirs.start() {
                 if let Some(d) = delay {
                     sleep(d);

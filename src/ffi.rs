@@ -101,6 +101,7 @@ pub unsafe extern "C" fn pa_spawn(
         let arg = CPtr(arg);
         let handle = builder
             .spawn(move || {
+                crate::runtime::note_entry(crate::runtime::Entry::Code(start as usize));
                 // SAFETY: the caller promised `start` may be called with `arg` here.
                 CPtr(unsafe { start(arg.into_inner()) })
             })

@@ -31,4 +31,5 @@ pub mod sleep;
 pub mod thread;
 pub mod transfer;
 
+pub(crate) use real::Guard;
 pub use real::Original;

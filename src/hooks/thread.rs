@@ -439,6 +439,7 @@ fn run(addr: usize, start: StartRoutine, arg: usize, mask: u64) {
     // function (detached) or by a joiner once FINISHED is set.
     let rec = unsafe { &*(addr as *const GreenThread) };
     rec.bind();
+    runtime::note_entry(runtime::Entry::Code(start as usize));
     runtime::signals::adopt_mask(mask);
     // SAFETY: the user's start routine with the user's argument, as glibc's
     // start_thread would call it.

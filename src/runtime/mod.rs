@@ -2,6 +2,7 @@
 //! libc calls: only "wait for this fd", "sleep until", "park until woken".
 
 pub(crate) mod control;
+mod monitor;
 pub(crate) mod offload;
 mod overflow;
 pub(crate) mod ownfd;
@@ -12,6 +13,7 @@ mod scheduler;
 pub(crate) mod signals;
 mod slice;
 pub(crate) mod stack;
+pub(crate) mod symbolize;
 mod task;
 mod timer;
 
@@ -25,7 +27,16 @@ pub(crate) use scheduler::{
 };
 pub(crate) use signals::{note_signal, signal_counts};
 pub(crate) use slice::{slice_over, yield_for_slice};
-pub(crate) use task::{Unparker, Wake};
+pub(crate) use task::{Entry, Unparker, Wake};
+
+/// Records where the running coroutine's own code starts (a C start routine,
+/// a Rust closure's type), for the monitor's reports. Outside a coroutine,
+/// nothing.
+pub(crate) fn note_entry(entry: Entry) {
+    if let Some(task) = current_task() {
+        task.entry.set(entry);
+    }
+}
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -281,7 +281,7 @@ fn spin_allowed() -> bool {
 /// be an OS thread even when the job comes from a coroutine.
 static PTHREAD_CREATE: crate::hooks::Original = crate::hooks::Original::new(c"pthread_create");
 
-type Start = extern "C" fn(*mut c_void) -> *mut c_void;
+pub(crate) type Start = extern "C" fn(*mut c_void) -> *mut c_void;
 type CreateFn = unsafe extern "C" fn(
     *mut libc::pthread_t,
     *const libc::pthread_attr_t,
@@ -289,11 +289,12 @@ type CreateFn = unsafe extern "C" fn(
     *mut c_void,
 ) -> libc::c_int;
 
-extern "C" fn thread_main(pool: *mut c_void) -> *mut c_void {
-    // Asynchronous signals stay with the program's threads; faults are still
-    // delivered here, where they happen. Fewer than `signals::FAULTS`: SIGTRAP
-    // stays blocked, the pool running only the runtime's own code and the
-    // system calls handed to it, never a program's breakpoint.
+/// Blocks every asynchronous signal on a runtime thread (the pool's, the
+/// monitor's): they stay with the program's threads; faults are still
+/// delivered here, where they happen. Fewer than `signals::FAULTS`: SIGTRAP
+/// stays blocked, these threads running only the runtime's own code and the
+/// system calls handed to them, never a program's breakpoint.
+pub(crate) fn keep_signals_away() {
     // SAFETY: a local set, filled and passed by pointer; masks only this thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -303,6 +304,10 @@ extern "C" fn thread_main(pool: *mut c_void) -> *mut c_void {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut());
     }
+}
+
+extern "C" fn thread_main(pool: *mut c_void) -> *mut c_void {
+    keep_signals_away();
     // SAFETY: `start_thread` passes a leaked `&'static Pool`.
     let pool = unsafe { &*pool.cast::<Pool>() };
     pool.serve();
@@ -310,15 +315,20 @@ extern "C" fn thread_main(pool: *mut c_void) -> *mut c_void {
 }
 
 fn start_thread(pool: &'static Pool) -> bool {
+    start_native(thread_main, pool as *const Pool as *mut c_void)
+}
+
+/// Starts a detached OS thread running `start(arg)` with the real
+/// `pthread_create`; false if none could be started.
+pub(crate) fn start_native(start: Start, arg: *mut c_void) -> bool {
     let Some(addr) = PTHREAD_CREATE.addr() else {
         return false;
     };
     // SAFETY: dlsym found libc's pthread_create, whose signature this is.
     let create = unsafe { std::mem::transmute::<usize, CreateFn>(addr) };
     let mut thread: libc::pthread_t = 0;
-    let arg = pool as *const Pool as *mut c_void;
-    // SAFETY: default attributes; `thread_main` takes the leaked pool.
-    if unsafe { create(&mut thread, ptr::null(), thread_main, arg) } != 0 {
+    // SAFETY: default attributes; `start` takes `arg` as its caller promised.
+    if unsafe { create(&mut thread, ptr::null(), start, arg) } != 0 {
         return false;
     }
     // SAFETY: a thread we just created and never join.

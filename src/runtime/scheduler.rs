@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
+use super::monitor::{self, Hold};
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
 use super::runq::RunQueue;
@@ -86,6 +87,8 @@ pub(crate) struct Remote {
     polling: AtomicBool,
     waker: Waker,
     epoll: Arc<Epoll>,
+    /// Written at every switch; read by the blocking monitor.
+    pub(crate) hold: Hold,
 }
 
 impl Remote {
@@ -170,6 +173,7 @@ impl Scheduler {
             polling: AtomicBool::new(false),
             waker: Waker::new(reactor.epoll())?,
             epoll: reactor.epoll().clone(),
+            hold: Hold::new(),
         });
         if id == remotes.len() {
             remotes.push(None);
@@ -177,6 +181,7 @@ impl Scheduler {
         remotes[id] = Some(remote.clone());
         drop(remotes);
         overflow::install_handler();
+        monitor::start_if_wanted();
         let cfg = config();
         Ok(Scheduler {
             remote,
@@ -285,8 +290,9 @@ impl Scheduler {
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
-        self.slice.started();
+        self.remote.hold.run_started(task.id);
         let result = co.resume(());
+        self.remote.hold.run_ended();
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
@@ -577,6 +583,12 @@ fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
 pub(crate) fn remote_of(id: usize) -> Option<Arc<Remote>> {
     let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
     remotes.iter().flatten().find(|r| r.serial == id).cloned()
+}
+
+/// Every live scheduler's mailbox (for the monitor).
+pub(crate) fn remotes() -> Vec<Arc<Remote>> {
+    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+    remotes.iter().flatten().cloned().collect()
 }
 
 /// This thread's scheduler's mailbox, for other threads to reach it.

@@ -80,8 +80,10 @@ pub(crate) fn thread_mask() -> u64 {
     old
 }
 
-/// Sets this thread's signal mask, with the raw system call.
+/// Sets this thread's signal mask, with the raw system call. The monitor's
+/// capture signal stays open: a green thread's mask is its own, virtual.
 pub(super) fn set_thread_mask(mask: u64) {
+    let mask = mask & !super::monitor::signal_bit();
     // SAFETY: a kernel-sized set of ours; no old set asked for.
     unsafe {
         libc::syscall(

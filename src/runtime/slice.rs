@@ -12,11 +12,14 @@
 //! was first read in it yields.
 //!
 //! A coroutine that makes no hooked call is not interrupted: there is no
-//! preemption, only a yield at a call that would not have parked.
+//! preemption, only a yield at a call that would not have parked. With the
+//! blocking monitor on (`PATCHALL_MONITOR`, opt-in for the reason above), a
+//! run it reports yields at the next check, however the slice stands.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use super::monitor::Hold;
 use super::scheduler::{current_scheduler, current_task, yield_now};
 use crate::config::config;
 
@@ -27,8 +30,6 @@ const CHECK_EVERY: u32 = 32;
 
 /// One scheduler's time-slice bookkeeping; touched only by its own thread.
 pub(crate) struct Slice {
-    /// Coroutine runs started: a mark from another run is stale.
-    runs: Cell<u64>,
     /// Completed calls left before the clock is read again.
     countdown: Cell<u32>,
     /// (the run, when the clock was first read in it).
@@ -40,7 +41,6 @@ pub(crate) struct Slice {
 impl Slice {
     pub(crate) fn new() -> Slice {
         Slice {
-            runs: Cell::new(0),
             countdown: Cell::new(0),
             mark: Cell::new(None),
             // The clock is first read up to CHECK_EVERY calls into a run and
@@ -49,33 +49,32 @@ impl Slice {
         }
     }
 
-    /// A coroutine starts running.
-    #[inline(always)]
-    pub(crate) fn started(&self) {
-        self.runs.set(self.runs.get().wrapping_add(1));
-    }
-
     /// Counts a completed call; true if the running coroutine's slice is over.
     #[inline(always)]
-    fn over(&self) -> bool {
+    fn over(&self, hold: &Hold) -> bool {
         let left = self.countdown.get();
         if left != 0 {
             self.countdown.set(left - 1);
             return false;
         }
-        self.look()
+        self.look(hold)
     }
 
+    /// `hold`'s switch counter names the run (a mark from another run is
+    /// stale); the monitor pokes it when it reports the run's hold.
     #[cold]
     #[inline(never)]
-    fn look(&self) -> bool {
+    fn look(&self, hold: &Hold) -> bool {
         let Some(limit) = self.limit else {
             self.countdown.set(u32::MAX);
             return false;
         };
         self.countdown.set(CHECK_EVERY - 1);
+        if hold.poked() {
+            return true;
+        }
         let now = Instant::now();
-        let run = self.runs.get();
+        let run = hold.run();
         match self.mark.get() {
             Some((r, since)) if r == run => now.saturating_duration_since(since) >= limit,
             _ => {
@@ -90,7 +89,7 @@ impl Slice {
 /// running here has had its slice and should yield (`yield_for_slice`).
 #[inline(always)]
 pub(crate) fn slice_over() -> bool {
-    current_scheduler().is_some_and(|s| s.slice().over()) && current_task().is_some()
+    current_scheduler().is_some_and(|s| s.slice().over(&s.remote.hold)) && current_task().is_some()
 }
 
 /// Yields the running coroutine at the end of its slice. The next round polls

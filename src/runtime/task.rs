@@ -47,6 +47,16 @@ pub(crate) enum Wake {
     Expired,
 }
 
+/// Where a coroutine's own code starts, for reports that name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    None,
+    /// A C start routine (a green thread's, `pa_spawn`'s function).
+    Code(usize),
+    /// The type of a Rust closure (`std::any::type_name`).
+    Type(&'static str),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
     Runnable,
@@ -88,6 +98,8 @@ pub(crate) struct Task {
     /// A green thread's own signal mask (the kernel's 64-bit set, see
     /// `signals::adopt_mask`); None for a coroutine that has the OS thread's.
     pub(crate) sigmask: Cell<Option<u64>>,
+    /// Set by the coroutine's body as it starts (`note_entry`).
+    pub(crate) entry: Cell<Entry>,
 }
 
 impl Task {
@@ -112,6 +124,7 @@ impl Task {
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),
             sigmask: Cell::new(None),
+            entry: Cell::new(Entry::None),
         }
     }
 }

@@ -31,17 +31,14 @@
 //! object contains one.
 
 use std::ffi::{CStr, c_void};
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 
 use crate::config::config;
 use crate::hooks::real::Guard;
+use crate::runtime::symbolize::{Mapped, SHT_SYMTAB, symbols};
 
 /// glibc's `RTLD_DL_LINKMAP` for `dladdr1`.
 const RTLD_DL_LINKMAP: libc::c_int = 2;
-const STT_FUNC: u8 = 2;
-const SHT_SYMTAB: u32 = 2;
 
 /// Parts of the symbol names of start routines whose threads keep their
 /// identity in thread-locals (see the module comment): libisc's exported
@@ -156,9 +153,9 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
         return object;
     };
     let bytes = file.bytes();
-    match function_symbols(bytes) {
+    match symbols(bytes, SHT_SYMTAB) {
         Some(symbols) => {
-            for (value, sym) in symbols {
+            for (value, _, sym) in symbols {
                 if is_rust_thread_start(sym)
                     || keeps_state_in_tls(sym)
                     || matches_any(sym, patterns)
@@ -170,112 +167,6 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
         None => object.all |= matches_any(bytes, &["RUST_MIN_STACK".into()]),
     }
     object
-}
-
-/// A whole file mapped read-only.
-struct Mapped {
-    addr: *mut c_void,
-    len: usize,
-}
-
-impl Mapped {
-    fn open(path: &str) -> Option<Mapped> {
-        let file = File::open(path).ok()?;
-        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
-        if len == 0 {
-            return None;
-        }
-        // SAFETY: a private read-only mapping of a file we opened.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        (addr != libc::MAP_FAILED).then_some(Mapped { addr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` readable bytes for our lifetime.
-        unsafe { std::slice::from_raw_parts(self.addr.cast(), self.len) }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once.
-        unsafe { libc::munmap(self.addr, self.len) };
-    }
-}
-
-/// The N bytes at `base + off`, if the file has them.
-fn read<const N: usize>(b: &[u8], base: usize, off: usize) -> Option<[u8; N]> {
-    let at = base.checked_add(off)?;
-    b.get(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-fn u16_at(b: &[u8], base: usize, off: usize) -> Option<usize> {
-    read(b, base, off).map(|x| u16::from_le_bytes(x).into())
-}
-
-fn u32_at(b: &[u8], base: usize, off: usize) -> Option<usize> {
-    read(b, base, off).and_then(|x| usize::try_from(u32::from_le_bytes(x)).ok())
-}
-
-fn u64_at(b: &[u8], base: usize, off: usize) -> Option<usize> {
-    read(b, base, off).and_then(|x| usize::try_from(u64::from_le_bytes(x)).ok())
-}
-
-/// (value, name) of every function in a 64-bit little-endian ELF file's
-/// `.symtab`; None if there is no `.symtab` (or the file is not such an ELF).
-/// Every offset is bounds-checked: a damaged file yields fewer symbols, never
-/// a crash.
-fn function_symbols(elf: &[u8]) -> Option<Vec<(usize, &[u8])>> {
-    if elf.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let (shoff, shentsize, shnum) = (
-        u64_at(elf, 0, 0x28)?,
-        u16_at(elf, 0, 0x3a)?,
-        u16_at(elf, 0, 0x3c)?,
-    );
-    let section = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
-    let symtab = (0..shnum).find_map(|i| {
-        let at = section(i)?;
-        (u32_at(elf, at, 4)? == SHT_SYMTAB as usize).then_some(at)
-    })?;
-    let (off, size, link, entsize) = (
-        u64_at(elf, symtab, 0x18)?,
-        u64_at(elf, symtab, 0x20)?,
-        u32_at(elf, symtab, 0x28)?,
-        u64_at(elf, symtab, 0x38)?,
-    );
-    let strtab = section(link)?;
-    let (str_off, str_size) = (u64_at(elf, strtab, 0x18)?, u64_at(elf, strtab, 0x20)?);
-    let strings = elf.get(str_off..str_off.checked_add(str_size)?)?;
-    let syms = elf.get(off..off.checked_add(size)?)?;
-    if entsize < 24 {
-        return None;
-    }
-    let mut out = Vec::new();
-    for sym in syms.chunks_exact(entsize) {
-        let (Some(name), Some(value)) = (u32_at(sym, 0, 0), u64_at(sym, 0, 8)) else {
-            continue;
-        };
-        if sym[4] & 0xf != STT_FUNC || value == 0 {
-            continue;
-        }
-        let Some(rest) = strings.get(name..) else {
-            continue;
-        };
-        let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
-        out.push((value, &rest[..end]));
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -305,16 +196,7 @@ mod tests {
     #[test]
     fn this_test_binary_names_its_own_std_thread_start() {
         let file = Mapped::open("/proc/self/exe").unwrap();
-        let symbols = function_symbols(file.bytes()).expect("test binaries keep .symtab");
-        assert!(symbols.iter().any(|(_, n)| is_rust_thread_start(n)));
-    }
-
-    #[test]
-    fn damaged_files_give_no_symbols() {
-        let file = Mapped::open("/proc/self/exe").unwrap();
-        let head = &file.bytes()[..64];
-        assert!(function_symbols(head).is_none());
-        assert!(function_symbols(b"\x7fELF\x02\x01").is_none());
-        assert!(function_symbols(b"not an elf").is_none());
+        let symbols = symbols(file.bytes(), SHT_SYMTAB).expect("test binaries keep .symtab");
+        assert!(symbols.iter().any(|(_, _, n)| is_rust_thread_start(n)));
     }
 }
