@@ -276,8 +276,18 @@ fn holds(lib: &Path, bytes: &[u8]) -> bool {
     if !meta.is_file() || meta.len() != bytes.len() as u64 || owned_and_private(&meta).is_err() {
         return false;
     }
-    let mut held = Vec::with_capacity(bytes.len());
-    file.read_to_end(&mut held).is_ok() && held == bytes
+    // In pieces: a buffer the library's size would cost as much in page faults
+    // as the comparison itself.
+    let mut chunk = [0u8; 64 * 1024];
+    let mut rest = bytes;
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return rest.is_empty(),
+            Ok(n) if n <= rest.len() && chunk[..n] == rest[..n] => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Writes `bytes` to a temporary file beside `lib`, then renames it to `lib`.
