@@ -341,6 +341,20 @@ fn cargo_install_carries_the_library() {
         "{out:?}"
     );
 
+    // A relative XDG_CACHE_HOME is invalid (XDG): ~/.cache again.
+    let mut c = launcher(&patchall, &home, &["run", "--", "printenv", "LD_PRELOAD"]);
+    c.env("XDG_CACHE_HOME", "relative/cache");
+    assert_eq!(PathBuf::from(run(c).stdout.trim_end()), lib);
+    // Nowhere to write it: a clear refusal, not a run without the library.
+    let mut c = launcher(&patchall, &home, &["run", "--", "true"]);
+    c.env_remove("HOME");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        out.stderr.contains("neither XDG_CACHE_HOME nor HOME"),
+        "{out:?}"
+    );
+
     nothing_left_in_the_program(&patchall, &home);
 }
 
