@@ -113,6 +113,33 @@ const INSTALLED: &[&str] = &[
     "share/man/man3/patchall.3",
 ];
 
+/// What scripts/install adds to INSTALLED when the launcher prints completion
+/// scripts (`patchall completion bash|zsh`), under /usr or another prefix.
+fn completions(usr: bool) -> Vec<String> {
+    let mut extra = Vec::new();
+    let zsh = if usr {
+        "vendor-completions/_patchall"
+    } else {
+        "site-functions/_patchall"
+    };
+    for (shell, dir, file) in [
+        ("bash", "share/bash-completion/", "completions/patchall"),
+        ("zsh", "share/zsh/", zsh),
+    ] {
+        let mut c = Command::new(target_dir().join("release/patchall"));
+        c.args(["completion", shell]);
+        if run(c).status.success() {
+            let sub = file.split_once('/').unwrap().0;
+            extra.extend([
+                dir.to_owned(),
+                format!("{dir}{sub}/"),
+                format!("{dir}{file}"),
+            ]);
+        }
+    }
+    extra
+}
+
 /// The launcher with a clean environment: no `PATCHALL_LIB` (run_limited drops
 /// every inherited `PATCHALL_*`), and a home of its own, so that a library it
 /// writes to its cache lands in `home` and nowhere else.
@@ -212,6 +239,7 @@ fn scripts_install_and_uninstall() {
     assert!(out.stdout.contains("installed patchall"), "{out:?}");
 
     let mut want: Vec<String> = INSTALLED.iter().map(|p| p.to_string()).collect();
+    want.extend(completions(false));
     want.extend(
         [
             "share/man/man1/theirs.1",
@@ -447,6 +475,7 @@ fn deb_package_installs_and_runs() {
             }
         })
         .collect();
+    want.extend(completions(true));
     want.extend(
         [
             "share/doc/",

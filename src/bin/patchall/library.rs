@@ -35,7 +35,7 @@ const EMBEDDED: Option<(&[u8], &str)> = Some((
 const EMBEDDED: Option<(&[u8], &str)> = None;
 
 /// The library to preload (see the module comment): its absolute path and ELF facts.
-pub fn find() -> Result<(PathBuf, Elf), Failure> {
+pub fn find_library() -> Result<(PathBuf, Elf), Failure> {
     let found = match std::env::var_os("PATCHALL_LIB").filter(|v| !v.is_empty()) {
         Some(lib) => {
             let lib = PathBuf::from(lib);

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use elf::{Elf, Image};
+use library::find_library;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -250,7 +251,7 @@ fn stack_size(given: &str) -> Result<usize, Failure> {
 fn launch(run: Run) -> Result<(), Failure> {
     let given = &run.command[0];
     let path = resolve(given)?;
-    let (lib, lib_elf) = library::find()?;
+    let (lib, lib_elf) = find_library()?;
     check_preloadable(&path, &lib, &lib_elf)?;
 
     let mut preload = lib.into_os_string();
