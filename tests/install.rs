@@ -386,6 +386,92 @@ fn cargo_install_carries_the_library() {
     nothing_left_in_the_program(&patchall, &home);
 }
 
+/// The crate as published: `cargo package --list` holds every file the build
+/// reads (the launcher's build script builds the library from `preload/` and
+/// `src/`), and the packaged crate, unpacked outside any workspace as cargo
+/// unpacks a registry download, installs a launcher that carries its library.
+#[test]
+fn packaged_crate_installs_a_working_launcher() {
+    let mut list = cargo();
+    list.args([
+        "package",
+        "--list",
+        "--offline",
+        "--allow-dirty",
+        "-p",
+        "patchall",
+    ])
+    .current_dir(root());
+    let list = succeed(list).stdout;
+    let listed: Vec<&str> = list.lines().collect();
+    let mut needed = vec![
+        "Cargo.toml".to_owned(),
+        "Cargo.lock".to_owned(),
+        "build.rs".to_owned(),
+    ];
+    let mut pending = vec![root().join("src"), root().join("preload")];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            needed.push(path.strip_prefix(root()).unwrap().display().to_string());
+        }
+    }
+    for file in &needed {
+        assert!(listed.contains(&file.as_str()), "the crate lacks {file}");
+    }
+
+    let dir = TempDir::new("packaged");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let mut package = cargo();
+    package
+        .args([
+            "package",
+            "--quiet",
+            "--offline",
+            "--allow-dirty",
+            "--no-verify",
+        ])
+        .args(["-p", "patchall", "--target-dir"])
+        .arg(target_dir())
+        .current_dir(root());
+    succeed(package);
+    let name = format!("patchall-{}", env!("CARGO_PKG_VERSION"));
+    let packaged = target_dir().join(format!("package/{name}.crate"));
+    // Unpacked again only when the crate changed, so that a rerun's install
+    // is incremental.
+    let unpacked = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaged");
+    let seen = unpacked.join("unpacked.crate");
+    let bytes = std::fs::read(&packaged).expect("read the .crate");
+    if std::fs::read(&seen).ok().as_ref() != Some(&bytes) {
+        let _ = std::fs::remove_dir_all(&unpacked);
+        std::fs::create_dir_all(&unpacked).expect("mkdir");
+        let mut tar = Command::new("tar");
+        tar.arg("-xzf").arg(&packaged).arg("-C").arg(&unpacked);
+        succeed(tar);
+        // This checkout's workspace encloses target/: an empty [workspace]
+        // makes the crate its own, as in ~/.cargo/registry/src.
+        let manifest = unpacked.join(&name).join("Cargo.toml");
+        let mut text = std::fs::read_to_string(&manifest).expect("read Cargo.toml");
+        text.push_str("\n[workspace]\n");
+        std::fs::write(&manifest, text).expect("write Cargo.toml");
+        std::fs::write(&seen, &bytes).expect("write");
+    }
+    let mut install = cargo();
+    install
+        .args(["install", "--quiet", "--offline", "--path"])
+        .arg(unpacked.join(&name))
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--target-dir")
+        .arg(target_dir());
+    succeed(install);
+    let patchall = dir.path().join("root/bin/patchall");
+    assert!(preloaded(&patchall, &home).starts_with(home.join(".cache/patchall")));
+    sleepy_threads_on_one_os_thread(&patchall, &home);
+}
+
 /// Runs tests/c/fds_env.c natively and under the launcher (first with an
 /// empty cache, then with a full one): the same fds, and the environment
 /// differs only by `LD_PRELOAD` and the variables the options ask for.
