@@ -1,14 +1,16 @@
 //! Just enough ELF to tell whether the dynamic loader will start a program, and
 //! so whether `LD_PRELOAD` can take effect: the program headers' `PT_INTERP` and
-//! `PT_DYNAMIC`, the type, the class and the machine; and whether a library
-//! defines a symbol (`.dynsym`). 32- and 64-bit, either byte order.
+//! `PT_DYNAMIC`, the type, the class and the machine; and the symbols an object
+//! defines or imports (`.dynsym`). 32- and 64-bit, either byte order.
 //! Tested through the launcher's refusals (`tests/launcher.rs`): the binary has
 //! no unit-test harness.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const ET_REL: u16 = 1;
 pub const ET_EXEC: u16 = 2;
@@ -22,6 +24,8 @@ const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
 /// `e_phnum` value meaning "the count is in section header 0's `sh_info`".
 const PN_XNUM: u16 = 0xffff;
+/// Longer than any path: a corrupt `PT_INTERP`.
+const MAX_INTERP: u64 = 4096;
 /// More program headers than any real program has: a corrupt count.
 const MAX_PHNUM: u32 = 1 << 20;
 
@@ -43,9 +47,9 @@ pub struct Elf {
     pub bits: u8,
     /// `e_machine` (62: x86-64, 183: AArch64, 3: i386…).
     pub machine: u16,
-    /// Has `PT_INTERP`: the kernel starts the dynamic loader, which honours
+    /// `PT_INTERP`'s path: the kernel starts this dynamic loader, which honours
     /// `LD_PRELOAD`. Without it the kernel jumps straight into the program.
-    pub interp: bool,
+    pub interp: Option<PathBuf>,
     /// Has `PT_DYNAMIC` (without `PT_INTERP`: a static-pie, or a shared library).
     pub dynamic: bool,
 }
@@ -87,6 +91,14 @@ pub fn inspect(path: &Path) -> io::Result<Image> {
         2 => (64, r.u64(32)?, r.u64(40)?, 54, 56, 44),
         _ => return Err(malformed("unknown class")),
     };
+    // A program header's p_offset and p_filesz.
+    let segment = |at: u64| -> io::Result<(u64, u64)> {
+        if bits == 64 {
+            Ok((r.u64(at + 8)?, r.u64(at + 32)?))
+        } else {
+            Ok((r.u32(at + 4)?.into(), r.u32(at + 16)?.into()))
+        }
+    };
     let phentsize = u64::from(r.u16(phentsize)?);
     let mut phnum = u32::from(r.u16(phnum)?);
     if phnum == u32::from(PN_XNUM) {
@@ -102,7 +114,7 @@ pub fn inspect(path: &Path) -> io::Result<Image> {
         kind: r.u16(16)?,
         bits,
         machine: r.u16(18)?,
-        interp: false,
+        interp: None,
         dynamic: false,
     };
     for i in 0..u64::from(phnum) {
@@ -111,7 +123,15 @@ pub fn inspect(path: &Path) -> io::Result<Image> {
             .and_then(|o| o.checked_add(phoff))
             .ok_or_else(|| malformed("program headers out of range"))?;
         match r.u32(at)? {
-            PT_INTERP => elf.interp = true,
+            PT_INTERP => {
+                let (offset, size) = segment(at)?;
+                if size > MAX_INTERP {
+                    return Err(malformed("interpreter path too long"));
+                }
+                let path = r.vec(offset, size)?;
+                let path = path.split(|&b| b == 0).next().unwrap_or_default();
+                elf.interp = Some(PathBuf::from(OsStr::from_bytes(path)));
+            }
             PT_DYNAMIC => elf.dynamic = true,
             _ => {}
         }
@@ -122,6 +142,16 @@ pub fn inspect(path: &Path) -> io::Result<Image> {
 /// True if the ELF file at `path` defines `name` in its dynamic symbol table
 /// (the one the loader resolves against). False for a file without one.
 pub fn defines(path: &Path, name: &str) -> io::Result<bool> {
+    Ok(dynamic_symbols(path)?
+        .iter()
+        .any(|(n, defined)| *defined && n == name.as_bytes()))
+}
+
+/// The names in the dynamic symbol table (`.dynsym`) of the ELF file at
+/// `path`, each with whether the file defines it (else it imports it: the
+/// loader binds it to the first object in its search order that defines it, an
+/// `LD_PRELOAD`ed library first). Empty for a file without one.
+pub fn dynamic_symbols(path: &Path) -> io::Result<Vec<(Vec<u8>, bool)>> {
     let file = File::open(path)?;
     let mut ident = [0u8; 16];
     file.read_exact_at(&mut ident, 0)?;
@@ -152,6 +182,7 @@ pub fn defines(path: &Path, name: &str) -> io::Result<bool> {
         })
     };
     let (symsize, shndx) = if wide { (24, 6) } else { (16, 14) };
+    let mut symbols = Vec::new();
     for i in 0..u64::from(shnum) {
         let (kind, offset, size, link) = section(i)?;
         if kind != SHT_DYNSYM {
@@ -162,20 +193,36 @@ pub fn defines(path: &Path, name: &str) -> io::Result<bool> {
             return Err(malformed("symbol table too large"));
         }
         let names = r.vec(str_offset, str_size)?;
-        for sym in 0..size / symsize {
-            let at = offset + sym * symsize;
-            let (st_name, st_shndx) = (r.u32(at)? as usize, r.u16(at + shndx)?);
-            let found = names
+        let table = r.vec(offset, size)?;
+        let field = |at: usize, len: usize| {
+            let bytes = &table[at..at + len];
+            let mut value = 0u64;
+            for i in 0..len {
+                let b = if r.big_endian {
+                    bytes[i]
+                } else {
+                    bytes[len - 1 - i]
+                };
+                value = value << 8 | u64::from(b);
+            }
+            value
+        };
+        // Symbol 0 is the null symbol.
+        for sym in 1..size as usize / symsize {
+            let at = sym * symsize;
+            let (st_name, st_shndx) = (field(at, 4) as usize, field(at + shndx, 2));
+            let Some(name) = names
                 .get(st_name..)
                 .and_then(|rest| rest.split(|&b| b == 0).next())
-                .is_some_and(|n| n == name.as_bytes());
+                .filter(|n| !n.is_empty())
+            else {
+                continue;
+            };
             // Section index 0 (SHN_UNDEF): a reference, not a definition.
-            if found && st_shndx != 0 {
-                return Ok(true);
-            }
+            symbols.push((name.to_vec(), st_shndx != 0));
         }
     }
-    Ok(false)
+    Ok(symbols)
 }
 
 fn malformed(what: &str) -> io::Error {

@@ -146,7 +146,7 @@ fn is_patchall(lib: &Path, elf: &Elf) -> Result<(), Failure> {
     match elf::defines(lib, elf::MARKER) {
         Ok(true) => Ok(()),
         Ok(false) => {
-            let what = if elf.interp {
+            let what = if elf.interp.is_some() {
                 "a program (it has an ELF interpreter)"
             } else {
                 "a shared library"

@@ -1,5 +1,7 @@
 //! `patchall run [OPTIONS] [--] CMD [ARGS...]`: runs an unmodified, dynamically
-//! linked program with `libpatchall.so` preloaded.
+//! linked program with `libpatchall.so` preloaded. Also `check` (check.rs: what
+//! patchall would do with CMD), `env` and `completion` (shell.rs); the options
+//! of all of them are one table (options.rs).
 //!
 //! `main` is the C entry point (`#![no_main]`): std's runtime would set SIGPIPE to
 //! "ignore" before `main` (and reopen closed standard fds), and the command would
@@ -8,12 +10,16 @@
 
 #![no_main]
 
+mod calls;
+mod check;
 mod elf;
 mod library;
 // The bounds only: naming the `patchall` crate would link every hook into the
 // launcher (tests/launcher.rs checks its dynamic symbols).
 #[path = "../../limits.rs"]
 mod limits;
+mod options;
+mod shell;
 
 use std::ffi::{CString, OsStr, OsString, c_char, c_int};
 use std::fs::{self, Metadata};
@@ -29,28 +35,30 @@ use library::find_library;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-const HELP: &str = "\
+const HELP_HEAD: &str = "\
 patchall: monkey.patch_all for native code. Blocking calls (read, recv, connect,
 accept, sleep, poll...) of an unmodified, dynamically linked program become
 cooperative inside patchall coroutines.
 
 Usage:
   patchall run [OPTIONS] [--] CMD [ARGS...]
+  patchall check [--json] [OPTIONS] [--] CMD [ARGS...]
+  patchall env [OPTIONS] | patchall env --unset
+  patchall completion bash|zsh
   patchall --help | --version
 
 `run` finds CMD as execvp does (through PATH unless it contains a slash),
 prepends libpatchall.so to LD_PRELOAD (keeping existing entries), sets the
 PATCHALL_* variables the options ask for and executes CMD in place of itself.
+`check` says, without running CMD, whether LD_PRELOAD can take effect on it and
+what patchall does with each blocking call CMD and its libraries import.
+`env` prints the shell lines that set what `run` would: eval \"$(patchall env
+--green-threads)\". `completion` prints a completion script for bash or zsh.
 
-Options:
-  --green-threads          pthread_create starts a coroutine, main runs as one
-                           (PATCHALL_GREEN_THREADS=1)
-  --stack-size N           coroutine stack size in bytes, or with the suffix k, m
-                           or g: 262144, 256k, 1M... (16k to 1g)
-                           (PATCHALL_STACK_SIZE)
-  --stacks guarded|dense   guard gap per stack, or packed stacks with a canary
-                           (PATCHALL_STACKS)
-  -h, --help               this text
+Options (each sets the variable named; `check` takes them too):
+";
+
+const HELP_TAIL: &str = "  -h, --help               this text
   -V, --version            patchall's version
 
 Environment:
@@ -68,7 +76,18 @@ Exit status:
        set-group-ID (or with file capabilities), a different ELF class or
        machine than libpatchall.so, or not executable
   127  CMD not found
+`check` exits with 0 when green threads are safe to try, 1 when CMD imports
+calls that still block the OS thread (it runs, but each such wait stalls the
+green threads on that thread), or 2, 125, 126, 127 as `run` would.
 ";
+
+fn help() -> String {
+    format!(
+        "{HELP_HEAD}{}\nOf `check` and `env`:\n{}\nAll:\n{HELP_TAIL}",
+        options::help(|o| o.var.is_some()),
+        options::help(|o| o.var.is_none()),
+    )
+}
 
 /// patchall's own exit statuses, as `env`, `nice` and `timeout` use them.
 mod status {
@@ -100,8 +119,11 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     match cli(&args) {
         Ok(()) => 0,
         Err(failure) => {
-            // Nothing sensible is left to do if stderr is gone.
-            let _ = writeln!(io::stderr(), "patchall: {}", failure.message);
+            // Nothing sensible is left to do if stderr is gone. (No message:
+            // the status is an answer already printed, as `check`'s.)
+            if !failure.message.is_empty() {
+                let _ = writeln!(io::stderr(), "patchall: {}", failure.message);
+            }
             failure.status
         }
     }
@@ -110,12 +132,19 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
 fn cli(args: &[OsString]) -> Result<(), Failure> {
     match args.first().map(|a| a.as_bytes()) {
         None => fail(status::USAGE, "no command given; try `patchall --help`"),
-        Some(b"-h" | b"--help" | b"help") => print(HELP),
+        Some(b"-h" | b"--help" | b"help") => print(&help()),
         Some(b"-V" | b"--version") => print(&format!("patchall {VERSION}\n")),
-        Some(b"run") => match parse_run(&args[1..])? {
-            Some(run) => launch(run),
-            None => print(HELP),
+        Some(b"run") => match options::parse(options::RUN, &args[1..])? {
+            run if run.help => print(&help()),
+            run if run.command.is_empty() => fail(
+                status::USAGE,
+                "no command given: `patchall run [OPTIONS] -- CMD [ARGS...]`",
+            ),
+            run => launch(run),
         },
+        Some(b"check") => check::main(&args[1..]),
+        Some(b"env") => shell::env(&args[1..]),
+        Some(b"completion") => shell::completion(&args[1..]),
         Some(_) => fail(
             status::USAGE,
             format!(
@@ -133,145 +162,19 @@ fn print(text: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What `patchall run` was asked to do.
-struct Run {
-    green_threads: bool,
-    stack_size: Option<usize>,
-    stacks: Option<&'static str>,
-    /// CMD and its arguments, as given.
-    command: Vec<OsString>,
-}
-
-/// Parses `run`'s options; None when help was asked for.
-fn parse_run(args: &[OsString]) -> Result<Option<Run>, Failure> {
-    let mut run = Run {
-        green_threads: false,
-        stack_size: None,
-        stacks: None,
-        command: Vec::new(),
-    };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let bytes = arg.as_bytes();
-        if bytes == b"--" {
-            run.command = rest.cloned().collect();
-            break;
-        }
-        if !bytes.starts_with(b"-") || bytes == b"-" {
-            run.command = std::iter::once(arg).chain(rest).cloned().collect();
-            break;
-        }
-        let text = arg.to_string_lossy();
-        let (name, inline) = match text.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_owned())),
-            None => (&*text, None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| rest.next().map(|v| v.to_string_lossy().into_owned()))
-                .map_or_else(|| fail(status::USAGE, format!("{name} needs a value")), Ok)
-        };
-        match name {
-            "--green-threads" if inline.is_none() => run.green_threads = true,
-            "--stack-size" => {
-                let given = value()?;
-                run.stack_size = Some(stack_size(&given)?);
-            }
-            "--stacks" => {
-                run.stacks = Some(match value()?.as_str() {
-                    "guarded" => "guarded",
-                    "dense" => "dense",
-                    other => {
-                        return fail(
-                            status::USAGE,
-                            format!("--stacks {other}: expected `guarded` or `dense`"),
-                        );
-                    }
-                });
-            }
-            "-h" | "--help" => return Ok(None),
-            _ => {
-                return fail(
-                    status::USAGE,
-                    format!("unknown option `{text}`; try `patchall --help`"),
-                );
-            }
-        }
-    }
-    if run.command.is_empty() {
-        return fail(
-            status::USAGE,
-            "no command given: `patchall run [OPTIONS] -- CMD [ARGS...]`",
-        );
-    }
-    Ok(Some(run))
-}
-
-/// `--stack-size`'s value, as the help and README give it: a whole number of
-/// bytes, or of KiB, MiB or GiB with the suffix `k`, `m` or `g` (either case);
-/// nothing else (no spaces, no `kb`), from MIN_STACK_SIZE to MAX_STACK_SIZE.
-fn stack_size(given: &str) -> Result<usize, Failure> {
-    let (digits, shift) = match given.as_bytes().last() {
-        Some(b'k' | b'K') => (&given[..given.len() - 1], 10),
-        Some(b'm' | b'M') => (&given[..given.len() - 1], 20),
-        Some(b'g' | b'G') => (&given[..given.len() - 1], 30),
-        _ => (given, 0),
-    };
-    let (min, max) = (limits::MIN_STACK_SIZE, limits::MAX_STACK_SIZE);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return fail(
-            status::USAGE,
-            format!(
-                "--stack-size {given}: expected a number of bytes, optionally with the \
-                 suffix k, m or g, such as 65536, 64k or 1M"
-            ),
-        );
-    }
-    // Too many digits for u64 is too large, as is what the shift overflows.
-    let size = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .and_then(|n| usize::try_from(n).ok());
-    match size {
-        Some(n) if n < min => fail(
-            status::USAGE,
-            format!("--stack-size {given}: too small; at least {min} bytes (16k)"),
-        ),
-        Some(n) if n <= max => Ok(n),
-        _ => fail(
-            status::USAGE,
-            format!("--stack-size {given}: too large; at most {max} bytes (1g)"),
-        ),
-    }
-}
-
 /// Executes the command with the library preloaded; returns only on failure.
-fn launch(run: Run) -> Result<(), Failure> {
+fn launch(run: options::Parsed) -> Result<(), Failure> {
     let given = &run.command[0];
     let path = resolve(given)?;
     let (lib, lib_elf) = find_library()?;
     check_preloadable(&path, &lib, &lib_elf)?;
 
-    let mut preload = lib.into_os_string();
-    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
-        preload.push(":");
-        preload.push(existing);
-    }
+    let preload = preload_with(&lib);
     let mut cmd = Command::new(&path);
     cmd.arg0(given)
         .args(&run.command[1..])
-        .env("LD_PRELOAD", preload);
-    if run.green_threads {
-        cmd.env("PATCHALL_GREEN_THREADS", "1");
-    }
-    if let Some(size) = run.stack_size {
-        cmd.env("PATCHALL_STACK_SIZE", size.to_string());
-    }
-    if let Some(stacks) = run.stacks {
-        cmd.env("PATCHALL_STACKS", stacks);
-    }
+        .env("LD_PRELOAD", preload)
+        .envs(run.vars.iter().map(|(var, value)| (var, value)));
     let sigpipe = Sigpipe::capture();
     // SAFETY: the closure runs in this process just before execve (exec, no fork)
     // and only calls sigaction with the value captured above.
@@ -287,6 +190,16 @@ fn launch(run: Run) -> Result<(), Failure> {
         _ => status::CANNOT_RUN,
     };
     fail(status, format!("cannot run {}: {err}", path.display()))
+}
+
+/// `LD_PRELOAD` with `lib` first, the existing entries kept after it.
+fn preload_with(lib: &Path) -> OsString {
+    let mut preload = lib.as_os_str().to_owned();
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(existing);
+    }
+    preload
 }
 
 /// Finds the file `execvp` would run for `name`: itself if it contains a slash,
@@ -364,7 +277,7 @@ fn check_preloadable(path: &Path, lib: &Path, lib_elf: &Elf) -> Result<(), Failu
         );
     }
     match elf::inspect(path) {
-        Ok(Image::Elf(elf)) if !elf.interp => {
+        Ok(Image::Elf(elf)) if elf.interp.is_none() => {
             let kind = if elf.dynamic { "static-pie" } else { "static" };
             fail(
                 status::CANNOT_RUN,
