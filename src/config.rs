@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use crate::limits::{MAX_STACK_SIZE, MIN_STACK_SIZE};
 use crate::sys::diag;
 
 /// How coroutine stacks are laid out in memory.
@@ -66,12 +67,6 @@ pub struct Config {
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
-/// Smallest stack we hand out: a signal handler plus a libc call need this much.
-pub const MIN_STACK_SIZE: usize = 16 * 1024;
-/// Largest stack size accepted (`PATCHALL_STACK_SIZE`, `patchall run
-/// --stack-size`): 1 GiB, 128 times glibc's default thread stack; beyond it a
-/// value is a typo, and no coroutine could get such a stack anyway.
-pub const MAX_STACK_SIZE: usize = 1 << 30;
 pub(crate) const DEFAULT_OFFLOAD_THREADS: usize = 64;
 /// Go's scheduler preempts after 10 ms; we ask half that, since a yield here
 /// costs a few microseconds, not a signal.

@@ -34,6 +34,7 @@ pub mod ffi;
 mod generator;
 mod greenlet;
 pub mod hooks;
+mod limits;
 mod pool;
 mod runtime;
 pub mod sync;

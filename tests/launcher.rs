@@ -441,9 +441,11 @@ fn library_location() {
     std::fs::create_dir(&bin_dir).expect("mkdir bin");
     let alone = bin_dir.join("patchall");
     std::fs::copy(PATCHALL, &alone).expect("copy patchall");
+    let cache = dir.path().join("cache");
     let run_alone = |env: Option<&Path>| {
         let mut c = Command::new(&alone);
-        c.args(["run", "--", "printenv", "LD_PRELOAD"]);
+        c.args(["run", "--", "printenv", "LD_PRELOAD"])
+            .env("XDG_CACHE_HOME", &cache);
         if let Some(lib) = env {
             c.env("PATCHALL_LIB", lib);
         }
@@ -453,16 +455,28 @@ fn library_location() {
     let out = run_alone(None);
     let next_to = bin_dir.join("libpatchall.so");
     let installed = dir.path().join("lib/libpatchall.so");
-    refused(
-        &out,
-        125,
-        &[
-            "libpatchall.so not found",
-            next_to.to_str().unwrap(),
-            installed.to_str().unwrap(),
-            "PATCHALL_LIB",
-        ],
-    );
+    if cfg!(patchall_embedded) {
+        // Last comes the library built into the launcher (tests/install.rs
+        // tests its cache).
+        let preloaded = out.stdout.trim_end();
+        assert!(
+            out.status.success()
+                && preloaded.starts_with(cache.join("patchall").to_str().unwrap())
+                && preloaded.ends_with("/libpatchall.so"),
+            "{out:?}"
+        );
+    } else {
+        refused(
+            &out,
+            125,
+            &[
+                "libpatchall.so not found",
+                next_to.to_str().unwrap(),
+                installed.to_str().unwrap(),
+                "PATCHALL_LIB",
+            ],
+        );
+    }
 
     let missing = dir.path().join("nowhere/libpatchall.so");
     refused(
@@ -547,6 +561,33 @@ fn library_location() {
             &["is a shared library but not libpatchall.so", not_ours],
         );
     }
+}
+
+/// The launcher names nothing of the patchall crate, so no hook is linked into
+/// it: run under a preloaded library (as it is when a program under patchall
+/// runs `patchall run` again), a launcher defining `read` or `pthread_create`
+/// would take over those calls in its own process.
+#[test]
+fn the_launcher_defines_no_hooks() {
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only", PATCHALL])
+        .output()
+        .unwrap_or_else(|e| panic!("nm not found ({e}): binutils is needed"));
+    assert!(out.status.success(), "{out:?}");
+    let defined = String::from_utf8_lossy(&out.stdout);
+    let hooks: Vec<&str> = defined
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| ["read", "connect", "accept", "pthread_create", "pa_spawn"].contains(s))
+        .collect();
+    assert!(hooks.is_empty(), "the launcher defines {hooks:?}");
+    // The same check finds them in the library.
+    let lib = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(preload_lib())
+        .output()
+        .expect("nm");
+    assert!(String::from_utf8_lossy(&lib.stdout).contains(" T pthread_create"));
 }
 
 /// The command sees the signal mask, SIGPIPE disposition and standard fds it

@@ -13,6 +13,11 @@
 mod calls;
 mod check;
 mod elf;
+mod library;
+// The bounds only: naming the `patchall` crate would link every hook into the
+// launcher (tests/launcher.rs checks its dynamic symbols).
+#[path = "../../limits.rs"]
+mod limits;
 mod options;
 mod shell;
 
@@ -26,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use elf::{Elf, Image};
+use library::find_library;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -58,7 +64,9 @@ const HELP_TAIL: &str = "  -h, --help               this text
 Environment:
   PATCHALL_LIB   the library to preload (a libpatchall.so: other files are
                  refused); default: libpatchall.so in this executable's
-                 directory, then in ../lib next to it
+                 directory, then in ../lib next to it, then the copy built
+                 into this executable (release builds), written once to
+                 $XDG_CACHE_HOME/patchall/HASH/ (~/.cache without it)
 
 Exit status:
   CMD's own status once it runs, or:
@@ -249,116 +257,6 @@ fn executable(path: &Path) -> bool {
         // SAFETY: `p` is a NUL-terminated path; faccessat only reads it.
         unsafe { libc::faccessat(libc::AT_FDCWD, p.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0 }
     })
-}
-
-/// The library to preload: `PATCHALL_LIB`, or `libpatchall.so` next to this
-/// executable, or in `../lib` from it. Returns its absolute path and ELF facts.
-fn find_library() -> Result<(PathBuf, Elf), Failure> {
-    let candidates = match std::env::var_os("PATCHALL_LIB").filter(|v| !v.is_empty()) {
-        Some(lib) => vec![PathBuf::from(lib)],
-        None => {
-            let exe = std::env::current_exe().or_else(|e| {
-                fail(
-                    status::LIBRARY,
-                    format!(
-                        "cannot locate the patchall executable ({e}) to find libpatchall.so \
-                         next to it; set PATCHALL_LIB to the library's path"
-                    ),
-                )
-            })?;
-            let dir = exe.parent().unwrap_or(Path::new("/"));
-            let mut candidates = vec![dir.join("libpatchall.so")];
-            // An installed layout: PREFIX/bin/patchall, PREFIX/lib/libpatchall.so.
-            candidates.extend(dir.parent().map(|p| p.join("lib/libpatchall.so")));
-            candidates
-        }
-    };
-    let Some(found) = candidates.iter().find(|c| c.is_file()) else {
-        let looked: Vec<_> = candidates.iter().map(|c| c.display().to_string()).collect();
-        return fail(
-            status::LIBRARY,
-            format!(
-                "libpatchall.so not found (looked for {}); build it with \
-                 `cargo build -p patchall-preload` (same profile as patchall), \
-                 or set PATCHALL_LIB to its path",
-                looked.join(" and ")
-            ),
-        );
-    };
-    let lib = fs::canonicalize(found).or_else(|e| {
-        fail(
-            status::LIBRARY,
-            format!("cannot use {}: {e}", found.display()),
-        )
-    })?;
-    if lib
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .any(|&b| b == b':' || b == b' ')
-    {
-        return fail(
-            status::LIBRARY,
-            format!(
-                "{}: LD_PRELOAD splits entries at ':' and ' ', so this path cannot be \
-                 preloaded; move the library or point PATCHALL_LIB at a copy",
-                lib.display()
-            ),
-        );
-    }
-    match elf::inspect(&lib) {
-        Ok(Image::Elf(elf)) => {
-            is_patchall(&lib, &elf)?;
-            Ok((lib, elf))
-        }
-        Ok(_) => fail(
-            status::LIBRARY,
-            format!("{} is not an ELF shared library", lib.display()),
-        ),
-        Err(e) => fail(
-            status::LIBRARY,
-            format!("cannot read {}: {e}", lib.display()),
-        ),
-    }
-}
-
-/// Refuses an ELF file that is not libpatchall.so: preloaded, a program or
-/// another library would leave the command running silently unpatched. Ours is
-/// a shared object (ET_DYN with a dynamic section) that defines `pa_spawn`.
-fn is_patchall(lib: &Path, elf: &Elf) -> Result<(), Failure> {
-    let shown = lib.display();
-    if elf.kind != elf::ET_DYN || !elf.dynamic {
-        let what = match elf.kind {
-            elf::ET_EXEC => "an ELF executable",
-            elf::ET_REL => "an ELF object file",
-            _ => "an ELF file",
-        };
-        return fail(
-            status::LIBRARY,
-            format!(
-                "{shown} is {what}, not a shared library: PATCHALL_LIB must name libpatchall.so"
-            ),
-        );
-    }
-    match elf::defines(lib, elf::MARKER) {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            let what = if elf.interp.is_some() {
-                "a program (it has an ELF interpreter)"
-            } else {
-                "a shared library"
-            };
-            fail(
-                status::LIBRARY,
-                format!(
-                    "{shown} is {what} but not libpatchall.so (it does not define {}): \
-                     PATCHALL_LIB must name libpatchall.so",
-                    elf::MARKER
-                ),
-            )
-        }
-        Err(e) => fail(status::LIBRARY, format!("cannot read {shown}: {e}")),
-    }
 }
 
 /// Refuses, with the reason, a command on which `LD_PRELOAD` cannot take effect.

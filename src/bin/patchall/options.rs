@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
+use crate::limits::{MAX_STACK_SIZE, MIN_STACK_SIZE};
 use crate::{Failure, fail, status};
 
 /// The subcommands an option belongs to (a bit mask).
@@ -53,11 +54,6 @@ pub struct Opt {
     pub help: &'static str,
 }
 
-/// The library's MIN_STACK_SIZE and MAX_STACK_SIZE (tests/launcher.rs checks
-/// the bounds against the library's constants).
-const MIN_STACK: usize = 16 << 10;
-const MAX_STACK: usize = 1 << 30;
-
 /// Signals `--dump-signal` accepts, as the library reads them (`SIGUSR2`,
 /// `usr2` or `12`): those whose default action a user may sensibly trade for
 /// a dump; not the fault signals, SIGKILL, SIGSTOP, or those glibc and
@@ -96,7 +92,7 @@ pub static OPTIONS: &[Opt] = &[
         name: "--stack-size",
         metavar: "N",
         var: Some("PATCHALL_STACK_SIZE"),
-        kind: Kind::Size(MIN_STACK, MAX_STACK),
+        kind: Kind::Size(MIN_STACK_SIZE, MAX_STACK_SIZE),
         scope: VARS,
         help: "coroutine stack size in bytes, or with the suffix k, m or g: 262144, \
                256k, 1M... (16k to 1g)",

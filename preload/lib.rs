@@ -22,8 +22,7 @@ pub use patchall::hooks;
 /// reads the environment and, on a bad value, writes a warning with a raw
 /// `write(2)`. It never touches std's stdout/stderr and never unwinds into the
 /// loader (a panic is caught and dropped).
-#[ctor::ctor]
-fn init() {
+extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
         // Green threads are decided once, before any program code runs (a
         // preloaded library's constructor runs before the program's
@@ -31,3 +30,13 @@ fn init() {
         patchall::hooks::green::set_enabled(patchall::config().green_threads);
     });
 }
+
+/// The loader calls every function pointer in `.init_array` when it maps the
+/// library, which is all a constructor crate would generate; written out, the
+/// library needs no dependency beyond `patchall`, so the launcher's build
+/// script can build it offline from what `patchall` itself needs.
+// SAFETY: `.init_array` holds pointers to functions taking (argc, argv, envp)
+// or nothing, called once by the loader; `init` takes nothing and never unwinds.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = init;
