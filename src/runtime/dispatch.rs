@@ -6,11 +6,12 @@
 //! names a selector byte (in this thread's `GATE`) and an allowed range (the
 //! gate, `sys::gate`). The kernel reads the byte at every system call made
 //! outside the gate: ALLOW runs it, BLOCK raises SIGSYS instead. The byte is
-//! BLOCK only while coroutine code runs; a hook's entry (`hook_enter`, the
-//! guard of `hooks::real`) and every suspension of a coroutine
-//! (`allow`/`restore` around it) set ALLOW, so the runtime, a hook and its real
-//! call, plain threads and the offload pool never trap. Coroutines start with
-//! BLOCK (`coroutine_start`).
+//! BLOCK only while coroutine code runs: a coroutine's body starts with it
+//! (`coroutine_start`), every switch saves the running coroutine's and puts
+//! back the scheduler's ALLOW (`switch_in`/`switch_out`, as errno), and a
+//! hook's body (`Allow`, and the guard of `hooks::real`) sets ALLOW. So the
+//! scheduler, a hook and its real call, plain threads and the offload pool
+//! never trap.
 //!
 //! Measured on this kernel: a new thread and a fork child do not inherit the
 //! dispatch state (the kernel clears it), and `exec` ends it, so nothing is
@@ -51,8 +52,8 @@ pub(crate) struct ThreadGate {
     /// Dispatch is on for this thread.
     on: Cell<bool>,
     /// A trapped call was re-made in place with ALLOW (a `clone` that
-    /// starts the child on a new stack): the next hook or suspension puts
-    /// BLOCK back once it returns to the coroutine.
+    /// starts the child on a new stack): the next hook or switch out puts
+    /// BLOCK back for when it returns to the coroutine.
     reblock: Cell<bool>,
 }
 
@@ -168,11 +169,46 @@ pub(crate) fn restore(saved: u8) {
 }
 
 /// A coroutine's body is about to run the program's code: BLOCK if dispatch
-/// is on for this thread. The returned value goes to `restore` when it ends.
+/// is on for this thread (the scheduler saves it at every switch out).
 #[inline]
-pub(crate) fn coroutine_start() -> u8 {
-    GATE.try_with(|g| g.selector.replace(if g.on.get() { BLOCK } else { ALLOW }))
-        .unwrap_or(ALLOW)
+pub(crate) fn coroutine_start() {
+    let _ = GATE.try_with(|g| g.selector.set(if g.on.get() { BLOCK } else { ALLOW }));
+}
+
+/// This thread's gate, for its scheduler to reach without a thread-local
+/// access per switch (in `libpatchall.so` each is a call).
+#[derive(Clone, Copy)]
+pub(crate) struct GateRef(std::ptr::NonNull<ThreadGate>);
+
+/// This thread's gate if dispatch is on for it (after `enable_for_thread`):
+/// only then do switches need to save and restore the selector.
+pub(crate) fn gate_ref() -> Option<GateRef> {
+    GATE.try_with(|g| g.on.get().then(|| GateRef(std::ptr::NonNull::from(g))))
+        .ok()
+        .flatten()
+}
+
+impl GateRef {
+    /// Switching to a coroutine whose selector is `task`: returns the
+    /// scheduler's own (ALLOW), for `switch_out`.
+    #[inline(always)]
+    pub(crate) fn switch_in(self, task: u8) -> u8 {
+        // SAFETY: the scheduler's own thread's gate: a scheduler never
+        // changes threads, and the thread-local has no destructor, so it
+        // lives as long as the thread.
+        unsafe { self.0.as_ref() }.selector.replace(task)
+    }
+
+    /// Back from a coroutine: puts back `own`, returns the coroutine's
+    /// selector (BLOCK if a call made in place owes it).
+    #[inline(always)]
+    pub(crate) fn switch_out(self, own: u8) -> u8 {
+        // SAFETY: as in `switch_in`.
+        let g = unsafe { self.0.as_ref() };
+        let task = owed(g);
+        g.selector.set(own);
+        task
+    }
 }
 
 /// Dispatch is on for this thread.

@@ -88,6 +88,9 @@ pub(crate) struct Task {
     /// A green thread's own signal mask (the kernel's 64-bit set, see
     /// `signals::adopt_mask`); None for a coroutine that has the OS thread's.
     pub(crate) sigmask: Cell<Option<u64>>,
+    /// The Syscall User Dispatch selector while it runs (`dispatch`), saved
+    /// at every switch out.
+    pub(crate) selector: Cell<u8>,
 }
 
 impl Task {
@@ -112,6 +115,7 @@ impl Task {
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),
             sigmask: Cell::new(None),
+            selector: Cell::new(super::dispatch::ALLOW),
         }
     }
 }
