@@ -403,7 +403,14 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     let nr = gregs[REG_RAX];
     let args = ARG_REGS.map(|r| gregs[r]);
     match crate::hooks::syscall::emulate(nr, args) {
-        Some(result) => gregs[REG_RAX] = result,
+        Some(done) if done.at_once => {
+            // No switch, no mask change: `rt_sigreturn` puts back the mask
+            // the call was made with, which is still the thread's.
+            gregs[REG_RAX] = done.result;
+            restore(saved);
+            return;
+        }
+        Some(done) => gregs[REG_RAX] = done.result,
         None => {
             // Re-made in place, as the program made it, with ALLOW: a
             // `clone` whose child starts on a new stack, or `rt_sigreturn`,
