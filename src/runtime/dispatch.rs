@@ -180,34 +180,29 @@ pub(crate) fn coroutine_start() {
 #[derive(Clone, Copy)]
 pub(crate) struct GateRef(std::ptr::NonNull<ThreadGate>);
 
-/// This thread's gate if dispatch is on for it (after `enable_for_thread`):
-/// only then do switches need to save and restore the selector.
+/// This thread's gate (None while its thread-locals are being destroyed).
 pub(crate) fn gate_ref() -> Option<GateRef> {
-    GATE.try_with(|g| g.on.get().then(|| GateRef(std::ptr::NonNull::from(g))))
-        .ok()
-        .flatten()
+    GATE.try_with(|g| GateRef(std::ptr::NonNull::from(g))).ok()
 }
 
 impl GateRef {
-    /// Switching to a coroutine whose selector is `task`: returns the
-    /// scheduler's own (ALLOW), for `switch_out`.
+    /// Switching to a coroutine whose selector is `task`. The scheduler's own
+    /// is always ALLOW: it runs on a plain stack, where nothing traps.
     #[inline(always)]
-    pub(crate) fn switch_in(self, task: u8) -> u8 {
+    pub(crate) fn switch_in(self, task: u8) {
         // SAFETY: the scheduler's own thread's gate: a scheduler never
         // changes threads, and the thread-local has no destructor, so it
         // lives as long as the thread.
-        unsafe { self.0.as_ref() }.selector.replace(task)
+        unsafe { self.0.as_ref() }.selector.set(task);
     }
 
-    /// Back from a coroutine: puts back `own`, returns the coroutine's
-    /// selector (BLOCK if a call made in place owes it).
+    /// Back from a coroutine: ALLOW again; returns the coroutine's selector.
+    /// (A BLOCK owed after a call made in place stays owed until the
+    /// coroutine's next hook, which is how a green thread parks.)
     #[inline(always)]
-    pub(crate) fn switch_out(self, own: u8) -> u8 {
+    pub(crate) fn switch_out(self) -> u8 {
         // SAFETY: as in `switch_in`.
-        let g = unsafe { self.0.as_ref() };
-        let task = owed(g);
-        g.selector.set(own);
-        task
+        unsafe { self.0.as_ref() }.selector.replace(ALLOW)
     }
 }
 

@@ -143,8 +143,7 @@ pub(crate) struct Scheduler {
     errno_slot: *mut libc::c_int,
     /// This thread's Syscall User Dispatch state: every switch saves and
     /// restores the selector, as errno.
-    /// None where dispatch is off (then a switch costs one test more).
-    gate: Option<dispatch::GateRef>,
+    gate: dispatch::GateRef,
     /// Task ids taken from `NEXT_TASK_ID` a block at a time: (next, end).
     ids: Cell<(u64, u64)>,
     /// Finished tasks nobody else holds, whose allocations the next spawns
@@ -199,7 +198,8 @@ impl Scheduler {
             // SAFETY: __errno_location has no preconditions and returns this
             // thread's errno, which outlives the scheduler (owned by this thread).
             errno_slot: unsafe { libc::__errno_location() },
-            gate: dispatch::gate_ref(),
+            gate: dispatch::gate_ref()
+                .ok_or_else(|| io::Error::other("patchall: thread is exiting"))?,
             ids: Cell::new((0, 0)),
             spare_tasks: RefCell::new(Vec::new()),
             _altstack: AltStack::ensure(),
@@ -293,12 +293,12 @@ impl Scheduler {
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
         self.slice.started();
-        // One test where dispatch is off; on, the selector is saved and
-        // restored around the switch as errno is.
-        let result = match self.gate {
-            None => co.resume(()),
-            Some(g) => resume_dispatching(co, g, &task),
-        };
+        // The selector is saved and restored around the switch as errno is
+        // (where dispatch is off the kernel never reads it: no test here,
+        // which cost more than the two stores).
+        self.gate.switch_in(task.selector.get());
+        let result = co.resume(());
+        task.selector.set(self.gate.switch_out());
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
@@ -573,21 +573,6 @@ fn new_task<F: FnOnce() + 'static>(
 ) -> Arc<Task> {
     let (facts, co) = coroutine(stack, body);
     Arc::new(Task::new(id, name, Some(co), facts))
-}
-
-/// `co.resume` with the task's Syscall User Dispatch selector in force. Out
-/// of line: inlined, its second resume call site cost the path with dispatch
-/// off 12 instructions per round trip (callgrind), not the 3 of its test.
-#[inline(never)]
-fn resume_dispatching(
-    co: &mut Co,
-    gate: dispatch::GateRef,
-    task: &Task,
-) -> CoroutineResult<(), ()> {
-    let own = gate.switch_in(task.selector.get());
-    let result = co.resume(());
-    task.selector.set(gate.switch_out(own));
-    result
 }
 
 /// A coroutine running `body` on `stack`, and the stack's facts.
