@@ -26,7 +26,7 @@
 //! so that `rt_sigreturn` does not undo a mask changed while it was parked.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use libc::{c_int, c_long, c_void, siginfo_t};
 
@@ -211,6 +211,16 @@ pub(crate) fn on_here() -> bool {
     GATE.try_with(|g| g.on.get()).unwrap_or(false)
 }
 
+/// Some thread of the process turned dispatch on: until then a hook's body
+/// need not touch the selector (one load of a global instead of a
+/// thread-local access, which in `libpatchall.so` is a call).
+static ANY_ON: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+pub(crate) fn any_on() -> bool {
+    ANY_ON.load(Ordering::Relaxed)
+}
+
 /// 0: not decided, 1: handler installed, 2: unavailable (said once).
 static STATE: AtomicU8 = AtomicU8::new(0);
 const INSTALLED: u8 = 1;
@@ -252,6 +262,7 @@ pub(crate) fn enable_for_thread() {
         return;
     }
     let _ = GATE.try_with(|g| g.on.set(true));
+    ANY_ON.store(true, Ordering::Relaxed);
 }
 
 /// Turns dispatch off for the calling thread (its scheduler is going away;
