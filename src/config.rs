@@ -64,6 +64,9 @@ pub struct Config {
     /// without a switch is reported on stderr with its stack (`100ms`; a bare
     /// number is milliseconds). None (`off`, `0`, the default): no monitor.
     pub monitor: Option<Duration>,
+    /// `PATCHALL_SYSCALL_DISPATCH`: `on` or `off`; unset, on with green
+    /// threads and off otherwise (see `syscall_dispatch_on`).
+    pub syscall_dispatch: Option<bool>,
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -153,7 +156,17 @@ impl Config {
             parse_off_or_duration(v, MIN_MONITOR..=MAX_TIMESLICE)
         })
         .unwrap_or(None);
+        let syscall_dispatch = parse_or_warn(
+            get("PATCHALL_SYSCALL_DISPATCH"),
+            "PATCHALL_SYSCALL_DISPATCH",
+            |v| match v.to_ascii_lowercase().as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            },
+        );
         Config {
+            syscall_dispatch,
             workers,
             stack_size,
             stack_mode,
@@ -164,6 +177,14 @@ impl Config {
             timeslice,
             monitor,
         }
+    }
+}
+
+impl Config {
+    /// Whether threads that run a scheduler turn Syscall User Dispatch on, so
+    /// that system calls coroutines make behind our hooks park too.
+    pub fn syscall_dispatch_on(&self) -> bool {
+        self.syscall_dispatch.unwrap_or(self.green_threads)
     }
 }
 

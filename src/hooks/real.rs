@@ -1,8 +1,9 @@
 //! Finding the real libc functions, and the per-thread re-entrancy guard.
 
-use std::cell::Cell;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::runtime::dispatch;
 
 /// A libc function looked up lazily with `dlsym(RTLD_NEXT, name)`.
 ///
@@ -50,37 +51,34 @@ impl Original {
     }
 }
 
-thread_local! {
-    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
-}
-
 /// Marks this thread as running hook logic; a hooked call made meanwhile (by our
-/// own code, or a signal handler interrupting us) goes straight to libc.
-pub(crate) struct Guard(());
+/// own code, or a signal handler interrupting us) goes straight to libc. While
+/// it is held, system calls are allowed under Syscall User Dispatch (the hook's
+/// real call must not trap); dropping it puts back the selector it found.
+pub(crate) struct Guard {
+    selector: u8,
+}
 
 impl Guard {
     /// None if this thread is already inside a hook, or its thread-locals are gone.
     #[inline]
     pub(crate) fn enter() -> Option<Guard> {
-        IN_HOOK
-            .try_with(|h| (!h.replace(true)).then_some(Guard(())))
-            .ok()
-            .flatten()
+        dispatch::hook_enter().map(|selector| Guard { selector })
     }
 
     /// Runs `f` (which parks) with the guard lifted, so other coroutines on this
     /// thread can use hooks while this one waits.
     pub(crate) fn release_while<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _ = IN_HOOK.try_with(|h| h.set(false));
+        dispatch::set_in_hook(false);
         let r = f();
-        let _ = IN_HOOK.try_with(|h| h.set(true));
+        dispatch::set_in_hook(true);
         r
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = IN_HOOK.try_with(|h| h.set(false));
+        dispatch::hook_leave(self.selector);
     }
 }
 
@@ -116,7 +114,7 @@ macro_rules! original {
 /// `va_arg`, so reading the optional argument as one more named parameter is
 /// ABI-correct; callers that pass none leave a harmless garbage value.
 macro_rules! hook {
-    (@define $abi:literal $(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty as $real:ident $body:block) => {
+    (@define $abi:tt $(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty as $real:ident $body:block) => {
         $(#[$meta])*
         ///
         /// # Safety
@@ -128,7 +126,7 @@ macro_rules! hook {
                 $crate::sys::set_errno(libc::ENOSYS);
                 return (-1_i64) as $ret;
             };
-            $body
+            hook_body!($abi, $body)
         }
     };
     // The data calls. Until the process engages the hooks (`runtime::engaged`),
@@ -182,7 +180,15 @@ macro_rules! hook {
                 real().map_or_else(unresolved, |$real| slow($($arg,)* $real))
             }
             #[inline(never)]
-            fn slow($($arg: $ty,)* $real: Real) -> $ret $body
+            fn slow($($arg: $ty,)* $real: Real) -> $ret {
+                let allow = $crate::runtime::dispatch::any_on().then($crate::runtime::dispatch::Allow::new);
+                #[allow(clippy::redundant_closure_call)]
+                let r = (|| $body)();
+                if let Some(allow) = allow {
+                    allow.end();
+                }
+                r
+            }
             checked($($arg),*)
         }
     };
@@ -191,6 +197,30 @@ macro_rules! hook {
     };
     ($(#[$meta:meta])* unwind fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {
         hook! { @define "C-unwind" $(#[$meta])* $name($($arg: $ty),*) -> $ret as $real $body }
+    };
+}
+
+/// A hook's body, with its system calls (its real call above all) allowed
+/// under Syscall User Dispatch: a hook is where a coroutine's call gets our
+/// treatment, so it must not trap a second time. No value with a destructor
+/// lives in the frame: glibc's forced unwinding (`pthread_exit`, cancellation
+/// inside the real call) may cross it, and a landing pad in an `extern "C"`
+/// frame would abort; a thread being unwound is no coroutine, so skipping
+/// `end` there leaves ALLOW as it was. Until a thread turns dispatch on, the
+/// selector is not touched at all. `unwind` hooks are left as they are:
+/// those that wait take a `Guard`, which allows too.
+macro_rules! hook_body {
+    ("C", $body:block) => {{
+        let allow = $crate::runtime::dispatch::any_on().then($crate::runtime::dispatch::Allow::new);
+        #[allow(clippy::redundant_closure_call)]
+        let r = (|| $body)();
+        if let Some(allow) = allow {
+            allow.end();
+        }
+        r
+    }};
+    ("C-unwind", $body:block) => {
+        $body
     };
 }
 

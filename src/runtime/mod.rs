@@ -2,6 +2,7 @@
 //! libc calls: only "wait for this fd", "sleep until", "park until woken".
 
 pub(crate) mod control;
+pub(crate) mod dispatch;
 mod monitor;
 pub(crate) mod offload;
 mod overflow;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
+use super::dispatch;
 use super::monitor::{self, Hold};
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
@@ -143,6 +144,9 @@ pub(crate) struct Scheduler {
     /// This thread's errno: its address is fixed for the thread's life, and
     /// every switch saves and restores it.
     errno_slot: *mut libc::c_int,
+    /// This thread's Syscall User Dispatch state: every switch saves and
+    /// restores the selector, as errno.
+    gate: dispatch::GateRef,
     /// Task ids taken from `NEXT_TASK_ID` a block at a time: (next, end).
     ids: Cell<(u64, u64)>,
     /// Finished tasks nobody else holds, whose allocations the next spawns
@@ -182,6 +186,7 @@ impl Scheduler {
         drop(remotes);
         overflow::install_handler();
         monitor::start_if_wanted();
+        dispatch::enable_for_thread();
         let cfg = config();
         Ok(Scheduler {
             remote,
@@ -198,6 +203,8 @@ impl Scheduler {
             // SAFETY: __errno_location has no preconditions and returns this
             // thread's errno, which outlives the scheduler (owned by this thread).
             errno_slot: unsafe { libc::__errno_location() },
+            gate: dispatch::gate_ref()
+                .ok_or_else(|| io::Error::other("patchall: thread is exiting"))?,
             ids: Cell::new((0, 0)),
             spare_tasks: RefCell::new(Vec::new()),
             _altstack: AltStack::ensure(),
@@ -291,7 +298,12 @@ impl Scheduler {
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
         self.remote.hold.run_started(task.id);
+        // The selector is saved and restored around the switch as errno is
+        // (where dispatch is off the kernel never reads it: no test here,
+        // which cost more than the two stores).
+        self.gate.switch_in(task.selector.get());
         let result = co.resume(());
+        task.selector.set(self.gate.switch_out());
         self.remote.hold.run_ended();
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
@@ -526,6 +538,7 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
+        dispatch::disable_for_thread();
         let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = remotes.get_mut(self.remote.id) {
             *slot = None;
@@ -574,6 +587,7 @@ fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
     let co = Coroutine::with_stack(stack, move |yielder, ()| {
         let task = current_task().expect("a coroutine body runs as the current task");
         task.yielder.set(yielder);
+        dispatch::coroutine_start();
         body();
     });
     (facts, co)

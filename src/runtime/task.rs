@@ -100,6 +100,9 @@ pub(crate) struct Task {
     pub(crate) sigmask: Cell<Option<u64>>,
     /// Set by the coroutine's body as it starts (`note_entry`).
     pub(crate) entry: Cell<Entry>,
+    /// The Syscall User Dispatch selector while it runs (`dispatch`), saved
+    /// at every switch out.
+    pub(crate) selector: Cell<u8>,
 }
 
 impl Task {
@@ -125,6 +128,7 @@ impl Task {
             next: Cell::new(ptr::null()),
             sigmask: Cell::new(None),
             entry: Cell::new(Entry::None),
+            selector: Cell::new(super::dispatch::ALLOW),
         }
     }
 }

@@ -531,12 +531,11 @@ pub static GROUPS: &[Group] = &[
     )
     .caught(),
     group(
-        Sometimes,
-        false,
-        "a raw system call that waits (futex, read...) blocks",
+        Parks,
+        true,
+        "a raw system call the hooks handle (read, futex, ...) parks; others run at once",
         &["syscall"],
-    )
-    .caught(),
+    ),
     group(
         Sometimes,
         false,

@@ -58,7 +58,8 @@ struct Report {
     libraries: Vec<Object>,
     missing: Vec<String>,
     offload_files: String,
-    /// `--syscall-dispatch on` (or PATCHALL_SYSCALL_DISPATCH=on).
+    /// Syscall dispatch will be on: not `--syscall-dispatch off` (nor
+    /// PATCHALL_SYSCALL_DISPATCH=off), and the kernel has it.
     dispatch: bool,
     /// Imported calls the table knows: the call, its group, its importers.
     calls: Vec<(&'static str, &'static Group, Vec<String>)>,
@@ -88,9 +89,9 @@ pub fn main(args: &[OsString]) -> Result<(), Failure> {
     let offload_files = setting("PATCHALL_OFFLOAD_FILES")
         .filter(|v| ["auto", "always", "off"].contains(&v.as_str()))
         .unwrap_or_else(|| "auto".to_owned());
-    // Only when asked for: whether the library turns it on by itself (and
-    // can, on this kernel) is not known here.
-    let dispatch = setting("PATCHALL_SYSCALL_DISPATCH").is_some_and(|v| v == "on");
+    // Green threads turn it on unless told `off`, where the kernel has it.
+    let dispatch =
+        setting("PATCHALL_SYSCALL_DISPATCH").is_none_or(|v| v != "off") && kernel_has_dispatch();
     let command = given.to_string_lossy().into_owned();
     let report = match find_library().and_then(|lib| Ok((lib, resolve(given)?))) {
         Ok(((lib, lib_elf), path)) => Report {
@@ -124,6 +125,25 @@ pub fn main(args: &[OsString]) -> Result<(), Failure> {
             status,
             message: String::new(),
         }),
+    }
+}
+
+/// Does this kernel offer Syscall User Dispatch? Turning it off for this
+/// thread is a no-op that fails with EINVAL where the prctl is unknown.
+fn kernel_has_dispatch() -> bool {
+    // linux/prctl.h (libc does not name them).
+    const PR_SET_SYSCALL_USER_DISPATCH: libc::c_int = 59;
+    const PR_SYS_DISPATCH_OFF: libc::c_ulong = 0;
+    // SAFETY: PR_SYS_DISPATCH_OFF takes no pointers; it only clears this
+    // thread's (unset) dispatch state.
+    unsafe {
+        libc::prctl(
+            PR_SET_SYSCALL_USER_DISPATCH,
+            PR_SYS_DISPATCH_OFF,
+            0,
+            0,
+            0,
+        ) == 0
     }
 }
 
@@ -346,7 +366,7 @@ impl Report {
             (Kind::Files, "off") => "blocks the thread (--offload-files off)",
             (Kind::Files, "always") => "on the pool",
             _ if group.caught && self.dispatch => {
-                "the system call inside is trapped (--syscall-dispatch on) and parks"
+                "the system call inside is trapped (syscall dispatch) and parks"
             }
             _ => group.what,
         }
