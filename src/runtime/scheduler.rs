@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
+use super::observe::{self, Counters, Label, Wait, WaitsOn};
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
 use super::runq::RunQueue;
@@ -47,6 +48,12 @@ impl Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        // `exit` runs the main thread's thread-local destructors before the
+        // atexit handlers: the exit report must see this scheduler first.
+        // SAFETY: getpid and gettid have no preconditions.
+        if unsafe { libc::getpid() == libc::gettid() } {
+            super::dump::exit_report();
+        }
         // `exit()` called in a coroutine runs this thread's thread-local
         // destructors on the coroutine's stack, then the atexit handlers and
         // destructors, which may join or wait for other coroutines of this
@@ -64,6 +71,12 @@ impl Drop for Owner {
         let _ = RUNNING.try_with(|r| r.set(ptr::null()));
         drop(owned);
     }
+}
+
+/// A live task, and the reference that keeps it alive while it is parked.
+struct Entry {
+    task: *const Task,
+    held: Option<Arc<Task>>,
 }
 
 /// Messages other threads leave for a scheduler.
@@ -86,6 +99,11 @@ pub(crate) struct Remote {
     polling: AtomicBool,
     waker: Waker,
     epoll: Arc<Epoll>,
+    /// The OS thread the scheduler belongs to.
+    pub(crate) tid: libc::pid_t,
+    /// Written by the owner only; on lines of their own (other threads write
+    /// `inbox` and `has_mail`).
+    pub(crate) counters: Counters,
 }
 
 impl Remote {
@@ -122,8 +140,13 @@ pub(crate) struct Scheduler {
     timers: RefCell<Timers>,
     reactor: RefCell<Reactor>,
     stacks: RefCell<StackCache>,
-    /// Coroutines spawned here that have not finished.
-    live: Cell<usize>,
+    /// Coroutines spawned here that have not finished, for snapshots. Each
+    /// entry's task is alive: it is runnable (the run queue holds it), running
+    /// (`resume` holds it) or parked, and a parked task's entry holds it from
+    /// the end of the run that parked it (the reference `resume` used to drop
+    /// there, so no extra reference-count traffic) until it parks again or
+    /// finishes.
+    tasks: RefCell<Vec<Entry>>,
     /// Coroutine runs since the reactor was last polled.
     runs_since_poll: Cell<u32>,
     /// Time slices (contract 12).
@@ -170,6 +193,9 @@ impl Scheduler {
             polling: AtomicBool::new(false),
             waker: Waker::new(reactor.epoll())?,
             epoll: reactor.epoll().clone(),
+            // SAFETY: gettid has no preconditions.
+            tid: unsafe { libc::gettid() },
+            counters: Counters::default(),
         });
         if id == remotes.len() {
             remotes.push(None);
@@ -184,7 +210,7 @@ impl Scheduler {
             timers: RefCell::new(Timers::default()),
             reactor: RefCell::new(reactor),
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
-            live: Cell::new(0),
+            tasks: RefCell::new(Vec::new()),
             runs_since_poll: Cell::new(0),
             slice: Slice::new(),
             root_woken: Cell::new(false),
@@ -205,7 +231,30 @@ impl Scheduler {
     }
 
     pub(crate) fn live(&self) -> usize {
-        self.live.get()
+        self.tasks.borrow().len()
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.remote.counters
+    }
+
+    /// A snapshot of this scheduler's live coroutines, by id. On its own
+    /// thread only.
+    pub(crate) fn snapshot(&self) -> observe::WorkerInfo {
+        let now = Instant::now();
+        let tasks = self.tasks.borrow();
+        let mut coroutines: Vec<_> = tasks
+            .iter()
+            // SAFETY: every entry's task is alive (see `tasks`).
+            .map(|e| observe::task_info(unsafe { &*e.task }, now))
+            .collect();
+        coroutines.sort_by_key(|c| c.id);
+        observe::WorkerInfo {
+            id: self.id(),
+            thread: self.remote.tid,
+            answered: true,
+            coroutines,
+        }
     }
 
     pub(super) fn slice(&self) -> &Slice {
@@ -271,11 +320,30 @@ impl Scheduler {
 
     /// Queues a task `new_task` made.
     fn start(&self, task: Arc<Task>) {
-        self.live.set(self.live.get() + 1);
+        let mut tasks = self.tasks.borrow_mut();
+        task.slot.set(tasks.len());
+        tasks.push(Entry {
+            task: Arc::as_ptr(&task),
+            held: None,
+        });
+        self.remote.counters.started(tasks.len());
+        drop(tasks);
         self.runq.push_back(task);
     }
 
+    /// Runs `task` until it yields, parks or ends; its run is timed while
+    /// `observe::timing` is on (one test of a flag per run when it is off).
+    #[inline]
     fn resume(&self, task: Arc<Task>) {
+        if observe::timing() {
+            self.resume_as::<true>(task)
+        } else {
+            self.resume_as::<false>(task)
+        }
+    }
+
+    #[inline(always)]
+    fn resume_as<const TIMED: bool>(&self, task: Arc<Task>) {
         task.state.set(State::Running);
         RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
         let errno_slot = self.errno_slot;
@@ -286,7 +354,12 @@ impl Scheduler {
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
         self.slice.started();
+        self.remote.counters.switched();
+        let began = TIMED.then(Instant::now);
         let result = co.resume(());
+        if let Some(began) = began {
+            self.timed(&task, began);
+        }
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
@@ -311,11 +384,11 @@ impl Scheduler {
             }
             // `yield_now` left it runnable: requeue this very Arc, sparing the
             // reference-count traffic of a clone per yield.
-            CoroutineResult::Yield(()) => {
-                if task.state.get() == State::Runnable {
-                    self.runq.push_back(task);
-                }
-            }
+            CoroutineResult::Yield(()) => match task.state.get() {
+                State::Runnable => self.runq.push_back(task),
+                State::Parked => self.hold(task),
+                _ => {}
+            },
             CoroutineResult::Return(()) => {
                 self.finish(&task);
                 self.keep_task(task);
@@ -323,14 +396,48 @@ impl Scheduler {
         }
     }
 
+    /// Keeps a parked task alive in its entry (see `tasks`); a reference
+    /// kept from an earlier park goes.
+    #[inline]
+    fn hold(&self, task: Arc<Task>) {
+        let slot = task.slot.get();
+        if let Some(entry) = self.tasks.borrow_mut().get_mut(slot) {
+            entry.held = Some(task);
+        }
+    }
+
+    /// Records how long a run held the thread and, for a run that parked,
+    /// since when it waits.
+    #[cold]
+    #[inline(never)]
+    fn timed(&self, task: &Task, began: Instant) {
+        let now = Instant::now();
+        self.remote
+            .counters
+            .held(now.saturating_duration_since(began));
+        if task.state.get() == State::Parked {
+            task.since.set(Some(now));
+        }
+    }
+
     /// Recycles a finished coroutine's stack.
     fn finish(&self, task: &Task) {
         task.state.set(State::Done);
+        let held = {
+            let mut tasks = self.tasks.borrow_mut();
+            let slot = task.slot.get();
+            let entry = tasks.swap_remove(slot);
+            if let Some(moved) = tasks.get(slot) {
+                // SAFETY: every entry's task is alive (see `tasks`).
+                unsafe { (*moved.task).slot.set(slot) };
+            }
+            entry.held
+        };
+        drop(held);
         // SAFETY: only this thread touches `co`; the coroutine finished (or was
         // reset), so its stack is free.
         let co = unsafe { (*task.co.get()).take() }.expect("a finishing task has its coroutine");
         self.stacks.borrow_mut().put(co.into_stack());
-        self.live.set(self.live.get() - 1);
         if let Some(mask) = task.sigmask.take() {
             self.signals.masks.ended(mask);
         }
@@ -520,6 +627,7 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
+        observe::retire(&self.remote.counters);
         let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = remotes.get_mut(self.remote.id) {
             *slot = None;
@@ -571,6 +679,27 @@ fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
         body();
     });
     (facts, co)
+}
+
+/// Every live scheduler's mailbox.
+pub(crate) fn remotes() -> Vec<Arc<Remote>> {
+    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+    remotes.iter().flatten().cloned().collect()
+}
+
+/// Names the next park of the running coroutine (none outside a coroutine).
+#[inline]
+pub(crate) fn label(label: Label) {
+    if let Some(task) = current_task() {
+        task.label.set(label);
+    }
+}
+
+/// Records the function the running coroutine started in, for snapshots.
+pub(crate) fn set_entry(addr: usize) {
+    if let Some(task) = current_task() {
+        task.entry.set(addr);
+    }
 }
 
 /// The mailbox of the live scheduler whose `Scheduler::id` is `id`.
@@ -632,6 +761,7 @@ pub(crate) fn with_scheduler<R>(f: impl FnOnce(&Scheduler) -> R) -> io::Result<R
         .try_with(|o| *o.0.borrow_mut() = Some(scheduler))
         .map_err(|_| io::Error::other("patchall: thread is exiting"))?;
     CURRENT.with(|c| c.set(ptr));
+    super::dump::on_first_scheduler();
     // SAFETY: the box is owned by OWNER until thread exit, which clears CURRENT first.
     Ok(f(unsafe { &*ptr }))
 }
@@ -722,8 +852,20 @@ pub(crate) fn park_as(
     breaks: Breaks,
     register: impl FnOnce(Unparker) -> bool,
 ) -> Wake {
+    park_on_what(WaitsOn::Nothing, deadline, breaks, register)
+}
+
+/// `park_as`, recording what the park waits on for snapshots.
+pub(crate) fn park_on_what(
+    on: WaitsOn,
+    deadline: Option<Instant>,
+    breaks: Breaks,
+    register: impl FnOnce(Unparker) -> bool,
+) -> Wake {
     let task = current_task().expect("park is only called in a coroutine");
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
+    // Taken whether or not this parks: a label is for one park only.
+    let label = task.label.replace(Label::UNNAMED);
     let expiry = match breaks {
         Breaks::Never | Breaks::Signal => None,
         Breaks::Stop | Breaks::Syscall | Breaks::Masked(_) => {
@@ -764,6 +906,13 @@ pub(crate) fn park_as(
     };
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
+    task.wait.set(Wait {
+        label,
+        on,
+        deadline: timer_at,
+    });
+    task.since.set(None);
+    sched.remote.counters.parked(label.family);
     task.state.set(State::Parked);
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
     // the Yielder lives on this coroutine's stack for as long as it runs.
@@ -804,7 +953,14 @@ pub(crate) fn wait_any_as(
     let mut failed = None;
     let mut me = None;
     let mut queued = 0;
-    let wake = park_as(deadline, breaks, |who| {
+    let on = fds
+        .first()
+        .map_or(WaitsOn::Nothing, |&(fd, dir)| WaitsOn::Fd {
+            fd,
+            dir,
+            more: fds.len() - 1,
+        });
+    let wake = park_on_what(on, deadline, breaks, |who| {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in fds {
             match reactor.prepare_wait(fd, dir, who.clone()) {

@@ -100,6 +100,7 @@ pub(crate) fn slice_over() -> bool {
 #[inline(never)]
 pub(crate) fn yield_for_slice() {
     if let Some(s) = current_scheduler() {
+        s.counters().slice_yielded();
         s.poll_soon();
         yield_now();
     }

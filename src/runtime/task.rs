@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 
+use super::observe::{Label, Wait};
 use super::scheduler::Remote;
 use super::stack::{Canary, Stack};
 
@@ -88,6 +89,17 @@ pub(crate) struct Task {
     /// A green thread's own signal mask (the kernel's 64-bit set, see
     /// `signals::adopt_mask`); None for a coroutine that has the OS thread's.
     pub(crate) sigmask: Cell<Option<u64>>,
+    /// What the next park stands for, set by the layer about to park
+    /// (`runtime::label`); every park takes it and leaves `Label::UNNAMED`.
+    pub(crate) label: Cell<Label>,
+    /// The current (or last) park, for snapshots (`observe`).
+    pub(crate) wait: Cell<Wait>,
+    /// When the current park began, if parks were timed then.
+    pub(crate) since: Cell<Option<Instant>>,
+    /// The function it started in (a green thread's start routine), or 0.
+    pub(crate) entry: Cell<usize>,
+    /// Its index in its scheduler's list of live tasks.
+    pub(crate) slot: Cell<usize>,
 }
 
 impl Task {
@@ -112,6 +124,11 @@ impl Task {
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),
             sigmask: Cell::new(None),
+            label: Cell::new(Label::UNNAMED),
+            wait: Cell::new(Wait::NONE),
+            since: Cell::new(None),
+            entry: Cell::new(0),
+            slot: Cell::new(0),
         }
     }
 }
