@@ -54,7 +54,7 @@ fn read_dump(err: &mut impl BufRead) -> Vec<String> {
                 let n: usize = rest
                     .rsplit(", ")
                     .next()
-                    .and_then(|s| s.strip_suffix(" coroutines"))
+                    .and_then(|s| s.split(' ').next())
                     .and_then(|s| s.parse().ok())
                     .expect("a coroutine count");
                 expected = Some(n);

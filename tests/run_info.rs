@@ -103,7 +103,10 @@ fn parked_in_sleep_a_channel_and_a_socket_are_listed_with_what_they_wait_for() {
         .lines()
         .filter(|l| l.starts_with("  coroutine "))
         .count();
-    assert!(header.ends_with(&format!("{listed} coroutines")), "{text}");
+    assert!(
+        header.ends_with(&format!(", {listed} coroutines")),
+        "{text}"
+    );
 
     drop(client);
     tx.send(7).unwrap();

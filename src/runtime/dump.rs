@@ -16,7 +16,7 @@
 //! waits for the other threads' answers, none of which a handler may do.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -161,10 +161,10 @@ impl fmt::Display for RunInfo {
         let n: usize = self.workers.iter().map(|w| w.coroutines.len()).sum();
         writeln!(
             f,
-            "patchall: run info of process {}: {} workers, {} coroutines",
+            "patchall: run info of process {}: {}, {}",
             self.pid,
-            self.workers.len(),
-            n
+            count(self.workers.len(), "worker"),
+            count(n, "coroutine")
         )?;
         for w in &self.workers {
             write!(f, "worker {} (thread {})", w.id, w.thread)?;
@@ -177,7 +177,7 @@ impl fmt::Display for RunInfo {
                 )?;
                 continue;
             }
-            writeln!(f, ": {} coroutines", w.coroutines.len())?;
+            writeln!(f, ": {}", count(w.coroutines.len(), "coroutine"))?;
             for c in &w.coroutines {
                 writeln!(f, "  {c}")?;
             }
@@ -232,6 +232,15 @@ impl fmt::Display for CoroutineInfo {
     }
 }
 
+/// `1 coroutine`, `2 coroutines`.
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn seconds(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
@@ -269,6 +278,8 @@ fn routine_name(addr: usize) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
+    /// The process's id.
+    pub pid: u32,
     /// Coroutines spawned (green threads, `spawn`, `pa_spawn`…).
     pub coroutines_created: u64,
     /// The most coroutines alive at once on each scheduler, summed over
@@ -318,6 +329,7 @@ pub fn stats() -> Stats {
     observe::start_timing();
     let t = observe::totals();
     Stats {
+        pid: std::process::id(),
         coroutines_created: t.created,
         peak_live: t.peak_live,
         switches: t.switches,
@@ -335,7 +347,7 @@ pub fn stats() -> Stats {
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "patchall: statistics")?;
+        writeln!(f, "patchall: statistics of process {}", self.pid)?;
         writeln!(f, "  coroutines created  {}", self.coroutines_created)?;
         writeln!(f, "  peak live           {}", self.peak_live)?;
         writeln!(f, "  switches            {}", self.switches)?;
@@ -378,11 +390,16 @@ pub(crate) fn on_first_scheduler() {
             listen_for(sig);
         }
         if cfg.dump_at_exit || cfg.stats {
+            REPORTER.store(std::process::id(), Ordering::Relaxed);
             // SAFETY: registers a plain function; it never unwinds.
             unsafe { libc::atexit(at_exit) };
         }
     });
 }
+
+/// The process that registered the exit report: a child made by `fork`
+/// inherits the registration and a copy of the counters, not the run.
+static REPORTER: AtomicU32 = AtomicU32::new(0);
 
 /// The eventfd the dump signal's handler writes to.
 static DUMP_EVENT: OnceLock<OwnFd> = OnceLock::new();
@@ -478,7 +495,7 @@ extern "C" fn at_exit() {
 pub(crate) fn exit_report() {
     static ONCE: Once = Once::new();
     let cfg = config();
-    if !(cfg.dump_at_exit || cfg.stats) {
+    if !(cfg.dump_at_exit || cfg.stats) || REPORTER.load(Ordering::Relaxed) != std::process::id() {
         return;
     }
     ONCE.call_once(|| {
