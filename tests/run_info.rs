@@ -1,6 +1,8 @@
 //! `patchall::run_info()`: every live coroutine with its state and what it
 //! waits for, read from the value and from its text (the dump's format).
 
+mod common;
+
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -167,4 +169,39 @@ fn other_workers_answer_and_list_their_coroutines() {
     tx.send(()).unwrap();
     tx.send(()).unwrap();
     assert!(a.join().unwrap().is_some() && b.join().unwrap().is_some());
+}
+
+/// `examples/run_info.rs` exits with two coroutines parked on its main
+/// thread: `PATCHALL_DUMP=exit` lists them (before `exit` drops the main
+/// thread's scheduler), `PATCHALL_STATS=1` counts them.
+#[test]
+fn at_exit_a_rust_program_lists_what_its_main_thread_left_parked() {
+    let out = std::process::Command::new(
+        common::cargo_build(&["--example", "run_info"]).join("examples/run_info"),
+    )
+    .env("PATCHALL_DUMP", "exit")
+    .env("PATCHALL_STATS", "1")
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // The example's own run_info(), then the same at exit.
+    for text in [&*stdout, &*stderr] {
+        assert!(
+            line_of(text, "producer").contains(": parked in recv (fd "),
+            "{text}"
+        );
+        assert!(
+            line_of(text, "consumer").contains(": parked in channel recv for "),
+            "{text}"
+        );
+    }
+    assert!(stderr.contains("\n  coroutines created  2\n"), "{stderr}");
+    assert!(
+        stderr.contains("\n  parks               2 (net 1, channel 1)\n"),
+        "{stderr}"
+    );
 }
