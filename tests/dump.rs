@@ -8,8 +8,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{TempDir, c_program, cc, preload_lib, root, run};
@@ -59,6 +60,9 @@ fn read_dump(err: &mut impl BufRead) -> Vec<String> {
                     .expect("a coroutine count");
                 expected = Some(n);
                 lines.push(line);
+                if n == 0 {
+                    break;
+                }
             }
             continue;
         }
@@ -87,8 +91,15 @@ struct Echo {
     port: u16,
 }
 
+/// echo_threads, compiled once: tests run in parallel, and a program being
+/// rewritten cannot be started (ETXTBSY).
+fn echo_program() -> &'static Path {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| c_program("echo_threads"))
+}
+
 fn start_echo(extra: &[(&str, &str)]) -> Echo {
-    let mut cmd = green(&c_program("echo_threads"));
+    let mut cmd = green(echo_program());
     cmd.envs(extra.iter().copied());
     let mut child = cmd.spawn().expect("start echo_threads");
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -210,6 +221,35 @@ fn without_the_variable_no_signal_is_taken() {
     assert!(!err.contains("patchall:"), "{err}");
 }
 
+/// Under the plain preload nothing is a coroutine, but the signal named is
+/// still taken from the start (its default action would end the program).
+#[test]
+fn without_coroutines_the_signal_is_taken_and_the_dump_is_empty() {
+    let mut cmd = green(echo_program());
+    cmd.env_remove("PATCHALL_GREEN_THREADS")
+        .env("PATCHALL_DUMP_SIGNAL", "SIGUSR2");
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let port: u16 = first.trim().strip_prefix("port ").unwrap().parse().unwrap();
+    let echo = Echo { child, port };
+    let clients = echo.idle_clients(2);
+    assert!(catches(echo.child.id(), libc::SIGUSR2));
+    // SAFETY: signals our own child.
+    assert_eq!(
+        unsafe { libc::kill(echo.child.id() as i32, libc::SIGUSR2) },
+        0
+    );
+    let mut echo = echo;
+    let mut err = BufReader::new(echo.child.stderr.take().unwrap());
+    let dump = read_dump(&mut err);
+    assert!(dump[0].ends_with(": 0 workers, 0 coroutines"), "{dump:?}");
+    echo.child.stderr = Some(err.into_inner());
+    let rest = echo.quit(clients);
+    assert!(!rest.contains("patchall:"), "{rest}");
+}
+
 #[test]
 fn sigquit_dumps_too_and_the_program_goes_on() {
     let echo = start_echo(&[("PATCHALL_DUMP_SIGNAL", "QUIT")]);
@@ -316,4 +356,15 @@ fn pa_print_run_info_lists_named_and_unnamed_coroutines() {
         "{napper}"
     );
     assert!(text.ends_with("done\n"), "{text}");
+}
+
+/// The dump thread is the runtime's: a green `main` that ends with
+/// `pthread_exit` still ends the process once its green threads have.
+#[test]
+fn a_main_that_calls_pthread_exit_still_ends_with_the_dump_thread_running() {
+    let mut cmd = green(&c_program("green_main_exit"));
+    cmd.env("PATCHALL_DUMP_SIGNAL", "SIGUSR2");
+    let out = common::run_limited(cmd, Duration::from_secs(20)).expect("ends within 20 s");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.ends_with("atexit handler\n"), "{out:?}");
 }

@@ -386,9 +386,7 @@ pub(crate) fn on_first_scheduler() {
         if cfg.dump_signal.is_some() || cfg.dump_at_exit || cfg.stats {
             observe::start_timing();
         }
-        if let Some(sig) = cfg.dump_signal {
-            listen_for(sig);
-        }
+        listen();
         if cfg.dump_at_exit || cfg.stats {
             REPORTER.store(std::process::id(), Ordering::Relaxed);
             // SAFETY: registers a plain function; it never unwinds.
@@ -403,6 +401,29 @@ static REPORTER: AtomicU32 = AtomicU32::new(0);
 
 /// The eventfd the dump signal's handler writes to.
 static DUMP_EVENT: OnceLock<OwnFd> = OnceLock::new();
+/// The process whose dump thread reads `DUMP_EVENT`: a child made by `fork`
+/// shares the eventfd but has no such thread, and must not make its parent
+/// dump.
+static LISTENER: AtomicU32 = AtomicU32::new(0);
+
+/// OS threads started here (the dump thread), which never end.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many OS threads of the process are the dump's: a process whose `main`
+/// ended with `pthread_exit` ends when its other threads have, not these.
+pub(crate) fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
+/// Takes `PATCHALL_DUMP_SIGNAL`'s signal, once: from the preload's
+/// constructor (so the signal never takes its default action in a process
+/// that was told of it), else when the first scheduler is made.
+pub(crate) fn listen() {
+    static ONCE: Once = Once::new();
+    if let Some(sig) = config().dump_signal {
+        ONCE.call_once(|| listen_for(sig));
+    }
+}
 
 fn listen_for(sig: libc::c_int) {
     // SAFETY: eventfd2 takes a count and flags and returns a new fd.
@@ -412,6 +433,7 @@ fn listen_for(sig: libc::c_int) {
         return;
     }
     let _ = DUMP_EVENT.set(OwnFd::adopt(fd));
+    LISTENER.store(std::process::id(), Ordering::Relaxed);
     let started = std::thread::Builder::new()
         .name("patchall-dump".into())
         .spawn(dump_thread);
@@ -419,6 +441,7 @@ fn listen_for(sig: libc::c_int) {
         diag(&[b"patchall: PATCHALL_DUMP_SIGNAL: no thread for dumps; no dumps\n"]);
         return;
     }
+    THREADS.store(1, Ordering::Relaxed);
     // libc's own sigaction, not our hook's: the hook would wrap the handler
     // so that the signal interrupts every parked call (their waits would all
     // restart and show as just begun). This one never touches the program.
@@ -451,6 +474,12 @@ fn listen_for(sig: libc::c_int) {
 /// The signal handler: one write to the eventfd, errno kept.
 extern "C" fn on_dump_signal(_sig: libc::c_int) {
     let saved = errno();
+    // SAFETY: getpid(2) is async-signal-safe (the raw call: glibc caches nothing).
+    let pid = unsafe { libc::syscall(libc::SYS_getpid) } as u32;
+    if pid != LISTENER.load(Ordering::Relaxed) {
+        set_errno(saved);
+        return;
+    }
     if let Some(event) = DUMP_EVENT.get() {
         let one: u64 = 1;
         event.with(|fd| {
