@@ -165,9 +165,16 @@ fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
+    /// A coroutine starts running (a switch to it).
     #[inline(always)]
     pub(crate) fn switched(&self) {
         bump(&self.switches);
+    }
+
+    /// Coroutine runs started so far: the time slice tells runs apart by it.
+    #[inline(always)]
+    pub(crate) fn runs(&self) -> &AtomicU64 {
+        &self.switches
     }
 
     #[inline(always)]

@@ -353,7 +353,6 @@ impl Scheduler {
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
-        self.slice.started();
         self.remote.counters.switched();
         let began = TIMED.then(Instant::now);
         let result = co.resume(());

@@ -15,6 +15,7 @@
 //! preemption, only a yield at a call that would not have parked.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::scheduler::{current_scheduler, current_task, yield_now};
@@ -26,9 +27,9 @@ use crate::config::config;
 const CHECK_EVERY: u32 = 32;
 
 /// One scheduler's time-slice bookkeeping; touched only by its own thread.
+/// Runs are told apart by the scheduler's count of them (its `switches`
+/// counter): a mark from another run is stale.
 pub(crate) struct Slice {
-    /// Coroutine runs started: a mark from another run is stale.
-    runs: Cell<u64>,
     /// Completed calls left before the clock is read again.
     countdown: Cell<u32>,
     /// (the run, when the clock was first read in it).
@@ -40,7 +41,6 @@ pub(crate) struct Slice {
 impl Slice {
     pub(crate) fn new() -> Slice {
         Slice {
-            runs: Cell::new(0),
             countdown: Cell::new(0),
             mark: Cell::new(None),
             // The clock is first read up to CHECK_EVERY calls into a run and
@@ -49,33 +49,27 @@ impl Slice {
         }
     }
 
-    /// A coroutine starts running.
+    /// Counts a completed call; true if the running coroutine's slice is
+    /// over. `run` is the number of the run in progress.
     #[inline(always)]
-    pub(crate) fn started(&self) {
-        self.runs.set(self.runs.get().wrapping_add(1));
-    }
-
-    /// Counts a completed call; true if the running coroutine's slice is over.
-    #[inline(always)]
-    fn over(&self) -> bool {
+    fn over(&self, run: &AtomicU64) -> bool {
         let left = self.countdown.get();
         if left != 0 {
             self.countdown.set(left - 1);
             return false;
         }
-        self.look()
+        self.look(run.load(Ordering::Relaxed))
     }
 
     #[cold]
     #[inline(never)]
-    fn look(&self) -> bool {
+    fn look(&self, run: u64) -> bool {
         let Some(limit) = self.limit else {
             self.countdown.set(u32::MAX);
             return false;
         };
         self.countdown.set(CHECK_EVERY - 1);
         let now = Instant::now();
-        let run = self.runs.get();
         match self.mark.get() {
             Some((r, since)) if r == run => now.saturating_duration_since(since) >= limit,
             _ => {
@@ -90,7 +84,8 @@ impl Slice {
 /// running here has had its slice and should yield (`yield_for_slice`).
 #[inline(always)]
 pub(crate) fn slice_over() -> bool {
-    current_scheduler().is_some_and(|s| s.slice().over()) && current_task().is_some()
+    current_scheduler().is_some_and(|s| s.slice().over(s.counters().runs()))
+        && current_task().is_some()
 }
 
 /// Yields the running coroutine at the end of its slice. The next round polls
