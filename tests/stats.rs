@@ -48,14 +48,48 @@ fn counters_match_known_workloads() {
     assert!(t.parks_in("net") >= 1, "{t}");
     assert_eq!(t.parks_in("sleep"), 50, "{t}");
 
+    // A coroutine whose calls keep completing at once yields at the end of
+    // each time slice (5 ms by default): 30 ms of them yield a few times.
+    let spinner = patchall::spawn(|| {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            let mut byte = 0u8;
+            // SAFETY: one byte into a live local; EAGAIN at once.
+            unsafe { libc::recv(fd, (&raw mut byte).cast(), 1, libc::MSG_DONTWAIT) };
+        }
+    })
+    .unwrap();
+    spinner.join().unwrap();
+    let u = patchall::stats();
+    assert!(u.timeslice_yields >= 1, "{u}");
+    assert_eq!(u.coroutines_created, 52);
+
+    // A name lookup from a coroutine runs on the offload pool while it parks.
+    let before = u.offloaded_calls;
+    patchall::spawn(|| {
+        use std::net::ToSocketAddrs;
+        ("localhost", 80)
+            .to_socket_addrs()
+            .map(|a| a.count())
+            .unwrap_or(0)
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    let v = patchall::stats();
+    assert_eq!(v.offloaded_calls, before + 1, "{v}");
+    assert_eq!(v.parks_in("offload"), u.parks_in("offload") + 1, "{v}");
+
     // The text form names every counter.
-    let text = t.to_string();
+    let text = v.to_string();
     for field in [
-        "coroutines created  51",
+        "coroutines created  53",
         "peak live           50",
         "parks ",
         "offloaded calls",
-        "time-slice yields   0",
+        "time-slice yields   ",
         "monitor reports     0",
         "longest hold",
     ] {
