@@ -73,12 +73,6 @@ impl Drop for Owner {
     }
 }
 
-/// A live task, and the reference that keeps it alive while it is parked.
-struct Entry {
-    task: *const Task,
-    held: Option<Arc<Task>>,
-}
-
 /// Messages other threads leave for a scheduler.
 pub(crate) enum Mail {
     Unpark(Option<Arc<Task>>, u64, Wake),
@@ -140,13 +134,15 @@ pub(crate) struct Scheduler {
     timers: RefCell<Timers>,
     reactor: RefCell<Reactor>,
     stacks: RefCell<StackCache>,
-    /// Coroutines spawned here that have not finished, for snapshots. Each
-    /// entry's task is alive: it is runnable (the run queue holds it), running
-    /// (`resume` holds it) or parked, and a parked task's entry holds it from
-    /// the end of the run that parked it (the reference `resume` used to drop
-    /// there, so no extra reference-count traffic) until it parks again or
-    /// finishes.
-    tasks: RefCell<Vec<Entry>>,
+    /// Coroutines spawned here that have not finished, linked through the
+    /// tasks (`Task::live_next`), for snapshots. Each listed task is alive:
+    /// runnable (the run queue holds it), running (`resume` holds it) or
+    /// parked, and a parked task holds itself (`Task::held`) from the end of
+    /// the run that parked it (the reference `resume` used to drop there, so
+    /// no extra reference-count traffic) until it parks again or finishes.
+    live_head: Cell<*const Task>,
+    /// How many tasks are listed.
+    live: Cell<usize>,
     /// Coroutine runs since the reactor was last polled.
     runs_since_poll: Cell<u32>,
     /// Time slices (contract 12).
@@ -210,7 +206,8 @@ impl Scheduler {
             timers: RefCell::new(Timers::default()),
             reactor: RefCell::new(reactor),
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
-            tasks: RefCell::new(Vec::new()),
+            live_head: Cell::new(ptr::null()),
+            live: Cell::new(0),
             runs_since_poll: Cell::new(0),
             slice: Slice::new(),
             root_woken: Cell::new(false),
@@ -231,7 +228,7 @@ impl Scheduler {
     }
 
     pub(crate) fn live(&self) -> usize {
-        self.tasks.borrow().len()
+        self.live.get()
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -242,12 +239,13 @@ impl Scheduler {
     /// thread only.
     pub(crate) fn snapshot(&self) -> observe::WorkerInfo {
         let now = Instant::now();
-        let tasks = self.tasks.borrow();
-        let mut coroutines: Vec<_> = tasks
-            .iter()
-            // SAFETY: every entry's task is alive (see `tasks`).
-            .map(|e| observe::task_info(unsafe { &*e.task }, now))
-            .collect();
+        let mut coroutines = Vec::with_capacity(self.live.get());
+        let mut at = self.live_head.get();
+        // SAFETY: every listed task is alive (see `live_head`).
+        while let Some(task) = unsafe { at.as_ref() } {
+            coroutines.push(observe::task_info(task, now));
+            at = task.live_next.get();
+        }
         coroutines.sort_by_key(|c| c.id);
         observe::WorkerInfo {
             id: self.id(),
@@ -320,14 +318,16 @@ impl Scheduler {
 
     /// Queues a task `new_task` made.
     fn start(&self, task: Arc<Task>) {
-        let mut tasks = self.tasks.borrow_mut();
-        task.slot.set(tasks.len());
-        tasks.push(Entry {
-            task: Arc::as_ptr(&task),
-            held: None,
-        });
-        self.remote.counters.started(tasks.len());
-        drop(tasks);
+        let me = Arc::as_ptr(&task);
+        let head = self.live_head.replace(me);
+        task.live_next.set(head);
+        // SAFETY: a listed task is alive (see `live_head`).
+        if let Some(head) = unsafe { head.as_ref() } {
+            head.live_prev.set(me);
+        }
+        let live = self.live.get() + 1;
+        self.live.set(live);
+        self.remote.counters.started(live);
         self.runq.push_back(task);
     }
 
@@ -385,7 +385,7 @@ impl Scheduler {
             // reference-count traffic of a clone per yield.
             CoroutineResult::Yield(()) => match task.state.get() {
                 State::Runnable => self.runq.push_back(task),
-                State::Parked => self.hold(task),
+                State::Parked => Scheduler::hold(task),
                 _ => {}
             },
             CoroutineResult::Return(()) => {
@@ -395,14 +395,14 @@ impl Scheduler {
         }
     }
 
-    /// Keeps a parked task alive in its entry (see `tasks`); a reference
+    /// Keeps a parked task alive in itself (see `live_head`); a reference
     /// kept from an earlier park goes.
     #[inline]
-    fn hold(&self, task: Arc<Task>) {
-        let slot = task.slot.get();
-        if let Some(entry) = self.tasks.borrow_mut().get_mut(slot) {
-            entry.held = Some(task);
-        }
+    fn hold(task: Arc<Task>) {
+        let me = Arc::as_ptr(&task);
+        // SAFETY: `task` keeps the task alive across the call, and then the
+        // reference it moved into the task does.
+        drop(unsafe { (*me).held.replace(Some(task)) });
     }
 
     /// Records how long a run held the thread and, for a run that parked,
@@ -419,20 +419,29 @@ impl Scheduler {
         }
     }
 
+    /// Takes `task` off the list of live tasks.
+    fn unlist(&self, task: &Task) {
+        let (prev, next) = (
+            task.live_prev.replace(ptr::null()),
+            task.live_next.replace(ptr::null()),
+        );
+        // SAFETY: listed tasks are alive (see `live_head`).
+        match unsafe { prev.as_ref() } {
+            Some(prev) => prev.live_next.set(next),
+            None => self.live_head.set(next),
+        }
+        // SAFETY: as above.
+        if let Some(next) = unsafe { next.as_ref() } {
+            next.live_prev.set(prev);
+        }
+        self.live.set(self.live.get() - 1);
+    }
+
     /// Recycles a finished coroutine's stack.
     fn finish(&self, task: &Task) {
         task.state.set(State::Done);
-        let held = {
-            let mut tasks = self.tasks.borrow_mut();
-            let slot = task.slot.get();
-            let entry = tasks.swap_remove(slot);
-            if let Some(moved) = tasks.get(slot) {
-                // SAFETY: every entry's task is alive (see `tasks`).
-                unsafe { (*moved.task).slot.set(slot) };
-            }
-            entry.held
-        };
-        drop(held);
+        self.unlist(task);
+        drop(task.held.take());
         // SAFETY: only this thread touches `co`; the coroutine finished (or was
         // reset), so its stack is free.
         let co = unsafe { (*task.co.get()).take() }.expect("a finishing task has its coroutine");
@@ -627,6 +636,14 @@ impl Scheduler {
 impl Drop for Scheduler {
     fn drop(&mut self) {
         observe::retire(&self.remote.counters);
+        // Parked tasks hold themselves: let go, as their other holders do.
+        let mut at = self.live_head.replace(ptr::null());
+        // SAFETY: listed tasks are alive until their own reference goes,
+        // which is after their successor is read.
+        while let Some(task) = unsafe { at.as_ref() } {
+            at = task.live_next.get();
+            drop(task.held.take());
+        }
         let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = remotes.get_mut(self.remote.id) {
             *slot = None;

@@ -98,8 +98,11 @@ pub(crate) struct Task {
     pub(crate) since: Cell<Option<Instant>>,
     /// The function it started in (a green thread's start routine), or 0.
     pub(crate) entry: Cell<usize>,
-    /// Its index in its scheduler's list of live tasks.
-    pub(crate) slot: Cell<usize>,
+    /// Its neighbours in its scheduler's list of live tasks.
+    pub(crate) live_prev: Cell<*const Task>,
+    pub(crate) live_next: Cell<*const Task>,
+    /// Itself, while it is parked: see `Scheduler::live_head`.
+    pub(crate) held: Cell<Option<Arc<Task>>>,
 }
 
 impl Task {
@@ -128,7 +131,9 @@ impl Task {
             wait: Cell::new(Wait::NONE),
             since: Cell::new(None),
             entry: Cell::new(0),
-            slot: Cell::new(0),
+            live_prev: Cell::new(ptr::null()),
+            live_next: Cell::new(ptr::null()),
+            held: Cell::new(None),
         }
     }
 }
