@@ -155,7 +155,7 @@ pub(crate) fn deadline_for(fd: libc::c_int, dir: Direction) -> Option<Instant> {
 /// `patchall::timeout` (ETIMEDOUT).
 pub(crate) fn wait(
     guard: &Guard,
-    call: Label,
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     deadline: Option<Instant>,
@@ -246,7 +246,11 @@ pub(crate) fn block_in_poll(
 /// # Safety
 /// As `runtime::offload::run`: `call` runs on another thread; it may use the
 /// caller's memory but no thread-local of the caller's except errno.
-pub(crate) unsafe fn offloaded<R>(guard: &Guard, label: Label, call: impl FnOnce() -> R) -> R {
+pub(crate) unsafe fn offloaded<R>(
+    guard: &Guard,
+    label: &'static Label,
+    call: impl FnOnce() -> R,
+) -> R {
     let mut call = Some(call);
     runtime::label(label);
     // SAFETY: the caller's promise.
@@ -260,7 +264,7 @@ pub(crate) unsafe fn offloaded<R>(guard: &Guard, label: Label, call: impl FnOnce
 /// Makes one attempt after another until one does not report EAGAIN.
 fn drive(
     guard: &Guard,
-    call: Label,
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     how: How,
@@ -373,7 +377,7 @@ fn yield_for_slice() {
 /// A call that completes as soon as it moves anything (read, recv, accept…).
 /// `user_flags` are the socket call's own flags, `None` for calls that take none.
 pub(crate) fn once(
-    call: Label,
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     user_flags: Option<libc::c_int>,
@@ -392,7 +396,7 @@ pub(crate) fn once(
 /// `recv(MSG_WAITALL)`). `op(done, attempt)` moves bytes from offset `done`. Stops
 /// early, as the kernel does, at end of file or on an error after some progress.
 pub(crate) fn all(
-    call: Label,
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     user_flags: Option<libc::c_int>,
@@ -411,7 +415,7 @@ pub(crate) fn all(
 }
 
 fn all_of(
-    call: Label,
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     user_flags: Option<libc::c_int>,

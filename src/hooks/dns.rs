@@ -54,11 +54,15 @@ fn resolve<R>(call: impl FnOnce() -> R) -> R {
     // SAFETY: `call` uses only the caller's arguments, which outlive this
     // function; h_errno is carried explicitly.
     let (r, theirs) = unsafe {
-        offloaded(&guard, Label::new("resolver", Family::Offload), || {
-            set_h_errno(mine);
-            let r = call();
-            (r, h_errno())
-        })
+        offloaded(
+            &guard,
+            &const { Label::new("resolver", Family::Offload) },
+            || {
+                set_h_errno(mine);
+                let r = call();
+                (r, h_errno())
+            },
+        )
     };
     set_h_errno(theirs);
     r

@@ -131,7 +131,7 @@ pub(crate) fn read(
         // gives any other error exactly.
     }
     // SAFETY: `rest` reads into the caller's buffers, alive across the call.
-    let r = unsafe { offloaded(&guard, FILE, || rest(done)) };
+    let r = unsafe { offloaded(&guard, &FILE, || rest(done)) };
     Some(match (done, r) {
         (0, r) => r,
         (done, r) if r < 0 => done as isize,
@@ -147,7 +147,7 @@ pub(crate) fn write(fd: c_int, len: usize, call: &mut dyn FnMut() -> isize) -> O
         return None;
     }
     // SAFETY: `call` writes from the caller's buffers, alive across the call.
-    Some(unsafe { offloaded(&guard, FILE, call) })
+    Some(unsafe { offloaded(&guard, &FILE, call) })
 }
 
 /// One buffer as an iovec, for the calls that take one.
@@ -283,7 +283,7 @@ fn sync(call: impl FnOnce() -> c_int) -> c_int {
     match coroutine_guard() {
         Some(guard) if config().offload_files != OffloadFiles::Off => {
             // SAFETY: `call` only passes the caller's fd.
-            unsafe { offloaded(&guard, FILE, call) }
+            unsafe { offloaded(&guard, &FILE, call) }
         }
         _ => call(),
     }
@@ -398,7 +398,7 @@ fn open_with(
         {
             Some(fd) => fd,
             // SAFETY: `call` uses the caller's path, alive across the call.
-            None => unsafe { offloaded(&guard, FILE, call) },
+            None => unsafe { offloaded(&guard, &FILE, call) },
         },
     };
     if fd >= 0 {

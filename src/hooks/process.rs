@@ -130,7 +130,7 @@ fn wait_for(
 
 fn pooled(guard: &Guard, call: impl FnOnce() -> c_int) -> c_int {
     // SAFETY: `call` only passes the caller's arguments and out-pointers.
-    unsafe { offloaded(guard, WAIT, call) }
+    unsafe { offloaded(guard, &WAIT, call) }
 }
 
 /// True if someone traces `pid` (its ptrace stops are reported to waits).
@@ -189,7 +189,7 @@ fn park_on_pidfd(
         let at = fd();
         match blocking::wait(
             guard,
-            WAIT,
+            &WAIT,
             at,
             Direction::Read,
             Some(Instant::now() + pause),

@@ -138,7 +138,7 @@ impl Replies {
 fn pause(park: bool) {
     const STEP: Duration = Duration::from_millis(1);
     if park {
-        label(Label::new("run_info", Family::Other));
+        label(&const { Label::new("run_info", Family::Other) });
         sleep_until(Instant::now() + STEP);
         return;
     }

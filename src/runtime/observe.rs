@@ -76,8 +76,10 @@ impl Family {
 }
 
 /// What a park stands for, as the layer above names it: a call (`"read"`,
-/// `"accept"`, `"mutex"`, `"join"`…) and its family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `"accept"`, `"mutex"`, `"join"`…) and its family. Parks take a
+/// `&'static Label` (a constant: `&const { Label::new(..) }`), one word to
+/// store per park.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Label {
     pub(crate) call: &'static str,
     pub(crate) family: Family,
@@ -87,10 +89,10 @@ impl Label {
     pub(crate) const fn new(call: &'static str, family: Family) -> Label {
         Label { call, family }
     }
-
-    /// A park nobody labelled.
-    pub(crate) const UNNAMED: Label = Label::new("wait", Family::Other);
 }
+
+/// A park nobody labelled.
+pub(crate) static UNNAMED: Label = Label::new("wait", Family::Other);
 
 /// What the runtime itself knows a park waits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,26 +106,19 @@ pub enum WaitsOn {
         /// Which readiness.
         dir: Direction,
         /// How many other fds the same wait watches.
-        more: usize,
+        more: u32,
     },
     /// An address in memory (a lock, a condition variable, a thread's record).
     Address(usize),
 }
 
-/// One park as recorded at its start.
+/// One park as recorded at its start, and since when it waits (if timed).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Wait {
-    pub(crate) label: Label,
+    pub(crate) label: &'static Label,
     pub(crate) on: WaitsOn,
     pub(crate) deadline: Option<Instant>,
-}
-
-impl Wait {
-    pub(crate) const NONE: Wait = Wait {
-        label: Label::UNNAMED,
-        on: WaitsOn::Nothing,
-        deadline: None,
-    };
+    pub(crate) since: Option<Instant>,
 }
 
 /// True while clocks are read for the records: how long runs hold their
@@ -329,13 +324,14 @@ pub(crate) fn task_info(task: &Task, now: Instant) -> CoroutineInfo {
         State::Parked => CoroutineState::Parked,
     };
     let waiting = (state == CoroutineState::Parked).then(|| {
-        let w = task.wait.get();
+        // SAFETY: a parked task's park wrote its record before it parked.
+        let w = unsafe { task.wait.get().assume_init() };
         WaitInfo {
             call: w.label.call,
             family: w.label.family.name(),
             on: w.on,
             deadline_in: w.deadline.map(|d| d.saturating_duration_since(now)),
-            waited: task.since.get().map(|s| now.saturating_duration_since(s)),
+            waited: w.since.map(|s| now.saturating_duration_since(s)),
         }
     });
     let entry = task.entry.get();

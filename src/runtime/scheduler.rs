@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
-use super::observe::{self, Counters, Label, Wait, WaitsOn};
+use super::observe::{self, Counters, Label, UNNAMED, Wait, WaitsOn};
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
 use super::runq::RunQueue;
@@ -415,7 +416,10 @@ impl Scheduler {
             .counters
             .held(now.saturating_duration_since(began));
         if task.state.get() == State::Parked {
-            task.since.set(Some(now));
+            // SAFETY: a parked task's park wrote its record.
+            let mut wait = unsafe { task.wait.get().assume_init() };
+            wait.since = Some(now);
+            task.wait.set(MaybeUninit::new(wait));
         }
     }
 
@@ -705,7 +709,7 @@ pub(crate) fn remotes() -> Vec<Arc<Remote>> {
 
 /// Names the next park of the running coroutine (none outside a coroutine).
 #[inline]
-pub(crate) fn label(label: Label) {
+pub(crate) fn label(label: &'static Label) {
     if let Some(task) = current_task() {
         task.label.set(label);
     }
@@ -881,7 +885,7 @@ pub(crate) fn park_on_what(
     let task = current_task().expect("park is only called in a coroutine");
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
     // Taken whether or not this parks: a label is for one park only.
-    let label = task.label.replace(Label::UNNAMED);
+    let label = task.label.replace(&UNNAMED);
     let expiry = match breaks {
         Breaks::Never | Breaks::Signal => None,
         Breaks::Stop | Breaks::Syscall | Breaks::Masked(_) => {
@@ -922,12 +926,12 @@ pub(crate) fn park_on_what(
     };
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
-    task.wait.set(Wait {
+    task.wait.set(MaybeUninit::new(Wait {
         label,
         on,
         deadline: timer_at,
-    });
-    task.since.set(None);
+        since: None,
+    }));
     sched.remote.counters.parked(label.family);
     task.state.set(State::Parked);
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
@@ -974,7 +978,7 @@ pub(crate) fn wait_any_as(
         .map_or(WaitsOn::Nothing, |&(fd, dir)| WaitsOn::Fd {
             fd,
             dir,
-            more: fds.len() - 1,
+            more: u32::try_from(fds.len() - 1).unwrap_or(u32::MAX),
         });
     let wake = park_on_what(on, deadline, breaks, |who| {
         let mut reactor = sched.reactor.borrow_mut();

@@ -2,13 +2,14 @@
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 
-use super::observe::{Label, Wait};
+use super::observe::{Label, UNNAMED, Wait};
 use super::scheduler::Remote;
 use super::stack::{Canary, Stack};
 
@@ -91,11 +92,11 @@ pub(crate) struct Task {
     pub(crate) sigmask: Cell<Option<u64>>,
     /// What the next park stands for, set by the layer about to park
     /// (`runtime::label`); every park takes it and leaves `Label::UNNAMED`.
-    pub(crate) label: Cell<Label>,
-    /// The current (or last) park, for snapshots (`observe`).
-    pub(crate) wait: Cell<Wait>,
-    /// When the current park began, if parks were timed then.
-    pub(crate) since: Cell<Option<Instant>>,
+    pub(crate) label: Cell<&'static Label>,
+    /// The current (or last) park, for snapshots (`observe`): written by
+    /// every park before the task is `Parked`, read only while it is (left
+    /// uninitialised at spawn, which then writes a few words fewer).
+    pub(crate) wait: Cell<MaybeUninit<Wait>>,
     /// The function it started in (a green thread's start routine), or 0.
     pub(crate) entry: Cell<usize>,
     /// Its neighbours in its scheduler's list of live tasks.
@@ -127,9 +128,8 @@ impl Task {
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),
             sigmask: Cell::new(None),
-            label: Cell::new(Label::UNNAMED),
-            wait: Cell::new(Wait::NONE),
-            since: Cell::new(None),
+            label: Cell::new(&UNNAMED),
+            wait: Cell::new(MaybeUninit::uninit()),
             entry: Cell::new(0),
             live_prev: Cell::new(ptr::null()),
             live_next: Cell::new(ptr::null()),

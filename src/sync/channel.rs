@@ -198,7 +198,7 @@ impl<T> Sender<T> {
                 Err(TrySendError::Full(v)) => value = Some(v),
             }
             let mut done = None;
-            runtime::label(Label::new("channel send", Family::Channel));
+            runtime::label(&const { Label::new("channel send", Family::Channel) });
             let (waiter, wake) = block(deadline, Breaks::Stop, |w| {
                 let v = value.take().expect("not yet handed over");
                 let mut st = lock(&self.chan);
@@ -337,7 +337,7 @@ impl<T> Receiver<T> {
                 Err(TryRecvError::Empty) => {}
             }
             let mut done = None;
-            runtime::label(Label::new("channel recv", Family::Channel));
+            runtime::label(&const { Label::new("channel recv", Family::Channel) });
             let (waiter, wake) = block(deadline, Breaks::Stop, |w| {
                 let mut st = lock(&self.chan);
                 match st.take() {

@@ -154,7 +154,7 @@ impl Condvar {
         deadline: Option<Instant>,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
         let mutex = MutexGuard::mutex(&guard);
-        runtime::label(Label::new("condvar", Family::Lock));
+        runtime::label(&const { Label::new("condvar", Family::Lock) });
         let (waiter, _) = block(deadline, Breaks::Never, |w| {
             lock(&self.waiters).push(w);
             drop(guard);

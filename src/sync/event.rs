@@ -117,7 +117,7 @@ impl Event {
             if self.is_set() {
                 return true;
             }
-            runtime::label(Label::new("event", Family::Channel));
+            runtime::label(&const { Label::new("event", Family::Channel) });
             let (waiter, wake) = block(deadline, Breaks::Stop, |w| {
                 let mut st = lock(&self.state);
                 if !st.set {

@@ -266,7 +266,7 @@ impl<T: ?Sized> RwLock<T> {
 
     fn acquire(&self, access: Access) {
         loop {
-            runtime::label(Label::new("rwlock", Family::Lock));
+            runtime::label(&const { Label::new("rwlock", Family::Lock) });
             let (waiter, _) = block(None, Breaks::Never, |w| {
                 let mut st = lock(&self.state);
                 if st.free_for(access) {

@@ -83,7 +83,7 @@ impl Semaphore {
     /// ```
     pub fn acquire(&self) -> Permit<'_> {
         loop {
-            runtime::label(Label::new("semaphore", Family::Lock));
+            runtime::label(&const { Label::new("semaphore", Family::Lock) });
             let (waiter, _) = block(None, Breaks::Never, |w| {
                 let mut st = lock(&self.state);
                 // Behind queued waiters, a newcomer waits its turn.
