@@ -424,6 +424,7 @@ impl Scheduler {
     }
 
     /// Takes `task` off the list of live tasks.
+    #[inline(always)]
     fn unlist(&self, task: &Task) {
         let (prev, next) = (
             task.live_prev.replace(ptr::null()),
@@ -441,7 +442,9 @@ impl Scheduler {
         self.live.set(self.live.get() - 1);
     }
 
-    /// Recycles a finished coroutine's stack.
+    /// Recycles a finished coroutine's stack. Inlined: out of line, its
+    /// call cost more than listing the tasks did (callgrind).
+    #[inline(always)]
     fn finish(&self, task: &Task) {
         task.state.set(State::Done);
         self.unlist(task);
