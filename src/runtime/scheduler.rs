@@ -337,10 +337,18 @@ impl Scheduler {
     #[inline]
     fn resume(&self, task: Arc<Task>) {
         if observe::timing() {
-            self.resume_as::<true>(task)
+            self.resume_timed(task)
         } else {
             self.resume_as::<false>(task)
         }
+    }
+
+    /// `resume` while runs are timed: out of line, so that the untimed run
+    /// inlined into `run_until` stays as small as it was.
+    #[cold]
+    #[inline(never)]
+    fn resume_timed(&self, task: Arc<Task>) {
+        self.resume_as::<true>(task)
     }
 
     #[inline(always)]
