@@ -450,9 +450,7 @@ impl Scheduler {
         self.live.set(self.live.get() - 1);
     }
 
-    /// Recycles a finished coroutine's stack. Inlined: out of line, its
-    /// call cost more than listing the tasks did (callgrind).
-    #[inline(always)]
+    /// Recycles a finished coroutine's stack.
     fn finish(&self, task: &Task) {
         task.state.set(State::Done);
         self.unlist(task);
