@@ -18,16 +18,20 @@ pub use patchall::hooks;
 /// Reads the `PATCHALL_*` variables when the library is loaded, so a bad value
 /// is reported once at startup rather than at the first spawn.
 ///
-/// Runs before `main`, possibly before the program's own constructors: it only
+/// Runs before `main`, possibly before the program's own constructors: it
 /// reads the environment and, on a bad value, writes a warning with a raw
-/// `write(2)`. It never touches std's stdout/stderr and never unwinds into the
-/// loader (a panic is caught and dropped).
+/// `write(2)`; with `PATCHALL_DUMP_SIGNAL` set, it installs that signal's
+/// handler and starts the thread that prints the dumps, so the signal never
+/// takes its default action in a program that was told of it. It never
+/// touches std's stdout/stderr and never unwinds into the loader (a panic is
+/// caught and dropped).
 extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
         // Green threads are decided once, before any program code runs (a
         // preloaded library's constructor runs before the program's
         // `__libc_start_main`).
         patchall::hooks::green::set_enabled(patchall::config().green_threads);
+        patchall::hooks::preload_init();
     });
 }
 

@@ -67,6 +67,14 @@ pub struct Config {
     /// `PATCHALL_SYSCALL_DISPATCH`: `on` or `off`; unset, on with green
     /// threads and off otherwise (see `syscall_dispatch_on`).
     pub syscall_dispatch: Option<bool>,
+    /// `PATCHALL_DUMP_SIGNAL`: the signal (`SIGUSR2`, `SIGQUIT`, a name
+    /// without `SIG` or a number) on which every coroutine is listed on
+    /// stderr. None (the default): no signal is taken.
+    pub dump_signal: Option<i32>,
+    /// `PATCHALL_DUMP=exit`: list every coroutine on stderr as the process exits.
+    pub dump_at_exit: bool,
+    /// `PATCHALL_STATS`: `1` prints the run's statistics on stderr at exit.
+    pub stats: bool,
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -165,8 +173,27 @@ impl Config {
                 _ => None,
             },
         );
+        let dump_signal = parse_or_warn(
+            get("PATCHALL_DUMP_SIGNAL"),
+            "PATCHALL_DUMP_SIGNAL",
+            parse_dump_signal,
+        )
+        .flatten();
+        let dump_at_exit = parse_or_warn(get("PATCHALL_DUMP"), "PATCHALL_DUMP", |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "exit" => Some(true),
+                "" | "off" | "0" => Some(false),
+                _ => None,
+            }
+        })
+        .unwrap_or(false);
+        let stats =
+            parse_or_warn(get("PATCHALL_STATS"), "PATCHALL_STATS", parse_bool).unwrap_or(false);
         Config {
             syscall_dispatch,
+            dump_signal,
+            dump_at_exit,
+            stats,
             workers,
             stack_size,
             stack_mode,
@@ -245,6 +272,35 @@ fn parse_off_or_duration(
         "0" | "off" => Some(None),
         v => parse_duration(v).filter(|d| range.contains(d)).map(Some),
     }
+}
+
+/// Signals `PATCHALL_DUMP_SIGNAL` may name: those whose default action a
+/// user may sensibly trade for a dump. Faults, SIGKILL, SIGSTOP and the ones
+/// glibc keeps for itself cannot be.
+const DUMP_SIGNALS: [(&str, i32); 9] = [
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+    ("TERM", libc::SIGTERM),
+    ("WINCH", libc::SIGWINCH),
+    ("PWR", libc::SIGPWR),
+    ("URG", libc::SIGURG),
+];
+
+/// `SIGUSR2`, `usr2`, `12`; `off`/`0`/empty is no signal (Some(None)).
+fn parse_dump_signal(text: &str) -> Option<Option<i32>> {
+    let upper = text.trim().to_ascii_uppercase();
+    if matches!(upper.as_str(), "" | "0" | "OFF") {
+        return Some(None);
+    }
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let sig = match name.parse::<i32>() {
+        Ok(n) => DUMP_SIGNALS.iter().find(|&&(_, s)| s == n)?.1,
+        Err(_) => DUMP_SIGNALS.iter().find(|&&(n, _)| n == name)?.1,
+    };
+    Some(Some(sig))
 }
 
 /// Parses `5ms`, `500us`, `2s`; a bare number is milliseconds.
@@ -346,6 +402,35 @@ mod tests {
         for bad in ["on", "500us", "61s", "1h", "-5ms", ""] {
             assert_eq!(monitor(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dump_and_stats_variables_parse_and_bad_ones_fall_back() {
+        let c = |name: &'static str, v: &'static str| {
+            Config::from_lookup(move |n| (n == name).then(|| v.into()))
+        };
+        assert_eq!(
+            c("PATCHALL_DUMP_SIGNAL", "SIGUSR2").dump_signal,
+            Some(libc::SIGUSR2)
+        );
+        assert_eq!(
+            c("PATCHALL_DUMP_SIGNAL", "quit").dump_signal,
+            Some(libc::SIGQUIT)
+        );
+        assert_eq!(
+            c("PATCHALL_DUMP_SIGNAL", " 10 ").dump_signal,
+            Some(libc::SIGUSR1)
+        );
+        for bad in ["SIGKILL", "SIGSEGV", "9", "SIGFOO", "99", "off"] {
+            assert_eq!(c("PATCHALL_DUMP_SIGNAL", bad).dump_signal, None, "{bad}");
+        }
+        assert_eq!(Config::from_lookup(|_| None).dump_signal, None);
+        assert!(c("PATCHALL_DUMP", "exit").dump_at_exit);
+        assert!(c("PATCHALL_DUMP", "EXIT").dump_at_exit);
+        assert!(!c("PATCHALL_DUMP", "always").dump_at_exit);
+        assert!(c("PATCHALL_STATS", "1").stats);
+        assert!(!c("PATCHALL_STATS", "maybe").stats);
+        assert!(!Config::from_lookup(|_| None).stats);
     }
 
     #[test]

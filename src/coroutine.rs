@@ -364,6 +364,7 @@ impl<T> Packet<T> {
     fn wait(&self, home: Option<usize>) -> Result<T> {
         if runtime::in_coroutine() {
             while !self.is_done() {
+                runtime::label(&const { runtime::Label::new("join", runtime::Family::Join) });
                 runtime::park(None, |who| self.watch(who));
             }
         } else if home.is_some() && runtime::current_scheduler_id() == home {
@@ -628,6 +629,7 @@ pub fn sleep(dur: Duration) {
     let deadline = Instant::now() + dur;
     if runtime::in_coroutine() {
         while Instant::now() < deadline {
+            runtime::label(&const { runtime::Label::new("sleep", runtime::Family::Sleep) });
             match runtime::sleep_until(deadline) {
                 Wake::Cancelled | Wake::Expired => return,
                 _ => continue,

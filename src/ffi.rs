@@ -213,3 +213,16 @@ pub extern "C" fn pa_run() -> c_int {
         0
     })
 }
+
+/// `pa_print_run_info`: writes the dump of every coroutine (as
+/// `PATCHALL_DUMP_SIGNAL` prints it) to `fd`. Returns 0, or an errno value
+/// if a write failed (errno itself is left alone).
+#[unsafe(no_mangle)]
+pub extern "C" fn pa_print_run_info(fd: c_int) -> c_int {
+    no_unwind(libc::ENOTRECOVERABLE, || {
+        match runtime::dump::print_to(fd) {
+            Ok(()) => 0,
+            Err(e) => e,
+        }
+    })
+}

@@ -54,5 +54,9 @@ pub use generator::{Generator, GeneratorState, Yielder};
 pub use greenlet::Greenlet;
 pub use pool::Pool;
 pub use runtime::offload::offloaded_calls;
+pub use runtime::{
+    CoroutineInfo, CoroutineState, Direction, RunInfo, Stats, WaitInfo, WaitsOn, WorkerInfo,
+    run_info, stats,
+};
 pub use timeout::{Elapsed, timeout};
 pub use workers::{Handle, Runtime, RuntimeBuilder};

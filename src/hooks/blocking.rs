@@ -12,8 +12,18 @@ use std::time::Instant;
 
 use super::real::Guard;
 use crate::fdtable::{self, Kind, Timeout};
-use crate::runtime::{self, Direction, Wake, control};
+use crate::runtime::{self, Direction, Family, Label, Wake, control};
 use crate::sys::{errno, set_errno};
+
+/// Names a park of a call on any fd (`read`, `write`…), for dumps and stats.
+pub(crate) const fn io(call: &'static str) -> Label {
+    Label::new(call, Family::Io)
+}
+
+/// Names a park of a socket call (`recv`, `accept`, `connect`…).
+pub(crate) const fn net(call: &'static str) -> Label {
+    Label::new(call, Family::Net)
+}
 
 /// How one attempt must be made.
 #[derive(Clone, Copy, Debug)]
@@ -145,11 +155,13 @@ pub(crate) fn deadline_for(fd: libc::c_int, dir: Direction) -> Option<Instant> {
 /// `patchall::timeout` (ETIMEDOUT).
 pub(crate) fn wait(
     guard: &Guard,
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     deadline: Option<Instant>,
 ) -> Result<(), i32> {
     loop {
+        runtime::label(call);
         return match guard.release_while(|| runtime::wait_fd(fd, dir, deadline)) {
             Ok(Wake::Ready) => Ok(()),
             Ok(Wake::TimedOut) => Err(libc::EAGAIN),
@@ -234,8 +246,13 @@ pub(crate) fn block_in_poll(
 /// # Safety
 /// As `runtime::offload::run`: `call` runs on another thread; it may use the
 /// caller's memory but no thread-local of the caller's except errno.
-pub(crate) unsafe fn offloaded<R>(guard: &Guard, call: impl FnOnce() -> R) -> R {
+pub(crate) unsafe fn offloaded<R>(
+    guard: &Guard,
+    label: &'static Label,
+    call: impl FnOnce() -> R,
+) -> R {
     let mut call = Some(call);
+    runtime::label(label);
     // SAFETY: the caller's promise.
     let done = guard.release_while(|| unsafe {
         runtime::offload::run(|| call.take().expect("an offloaded call runs once")())
@@ -247,6 +264,7 @@ pub(crate) unsafe fn offloaded<R>(guard: &Guard, call: impl FnOnce() -> R) -> R 
 /// Makes one attempt after another until one does not report EAGAIN.
 fn drive(
     guard: &Guard,
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     how: How,
@@ -276,7 +294,7 @@ fn drive(
         while how == How::WaitFirst
             && block_in_poll(fd, dir, Some(Instant::now())) == Err(libc::EAGAIN)
         {
-            if let Err(e) = wait(guard, fd, dir, deadline) {
+            if let Err(e) = wait(guard, call, fd, dir, deadline) {
                 set_errno(e);
                 return -1;
             }
@@ -289,7 +307,7 @@ fn drive(
         if r >= 0 || !would_block(errno()) || how == How::WaitFirst {
             return r;
         }
-        if let Err(e) = wait(guard, fd, dir, deadline) {
+        if let Err(e) = wait(guard, call, fd, dir, deadline) {
             set_errno(e);
             return -1;
         }
@@ -359,6 +377,7 @@ fn yield_for_slice() {
 /// A call that completes as soon as it moves anything (read, recv, accept…).
 /// `user_flags` are the socket call's own flags, `None` for calls that take none.
 pub(crate) fn once(
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     user_flags: Option<libc::c_int>,
@@ -367,7 +386,7 @@ pub(crate) fn once(
     let r = match plan(fd, user_flags) {
         Plan::Forward => op(PLAIN),
         Plan::BlockThread => drive_blocking(fd, dir, &mut op),
-        Plan::Park(guard, how) => drive(&guard, fd, dir, how, deadline_for(fd, dir), &mut op),
+        Plan::Park(guard, how) => drive(&guard, call, fd, dir, how, deadline_for(fd, dir), &mut op),
     };
     end_of_call();
     r
@@ -377,13 +396,14 @@ pub(crate) fn once(
 /// `recv(MSG_WAITALL)`). `op(done, attempt)` moves bytes from offset `done`. Stops
 /// early, as the kernel does, at end of file or on an error after some progress.
 pub(crate) fn all(
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     user_flags: Option<libc::c_int>,
     len: usize,
     op: impl FnMut(usize, Attempt) -> isize,
 ) -> isize {
-    let r = all_of(fd, dir, user_flags, len, op);
+    let r = all_of(call, fd, dir, user_flags, len, op);
     // Rust's `print!` and `eprint!` hold stdout's or stderr's lock across
     // this write; it is reentrant per OS thread, so a yield here would let
     // another coroutine of the thread into the same RefCell (a panic:
@@ -395,6 +415,7 @@ pub(crate) fn all(
 }
 
 fn all_of(
+    call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     user_flags: Option<libc::c_int>,
@@ -408,7 +429,9 @@ fn all_of(
         let r = match &plan {
             Plan::Forward => return op(0, PLAIN),
             Plan::BlockThread => drive_blocking(fd, dir, &mut |a| op(done, a)),
-            Plan::Park(guard, how) => drive(guard, fd, dir, *how, deadline, &mut |a| op(done, a)),
+            Plan::Park(guard, how) => {
+                drive(guard, call, fd, dir, *how, deadline, &mut |a| op(done, a))
+            }
         };
         if r < 0 {
             return if done > 0 { done as isize } else { r };

@@ -21,7 +21,7 @@ use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t
 
 use super::blocking::offloaded;
 use super::sleep::coroutine_guard;
-use crate::runtime::control;
+use crate::runtime::{Family, Label, control};
 
 unsafe extern "C" {
     fn __h_errno_location() -> *mut c_int;
@@ -54,11 +54,15 @@ fn resolve<R>(call: impl FnOnce() -> R) -> R {
     // SAFETY: `call` uses only the caller's arguments, which outlive this
     // function; h_errno is carried explicitly.
     let (r, theirs) = unsafe {
-        offloaded(&guard, || {
-            set_h_errno(mine);
-            let r = call();
-            (r, h_errno())
-        })
+        offloaded(
+            &guard,
+            &const { Label::new("resolver", Family::Offload) },
+            || {
+                set_h_errno(mine);
+                let r = call();
+                (r, h_errno())
+            },
+        )
     };
     set_h_errno(theirs);
     r

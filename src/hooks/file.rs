@@ -27,7 +27,11 @@ use super::real::Guard;
 use super::sleep::coroutine_guard;
 use crate::config::{OffloadFiles, config};
 use crate::fdtable::{self, Kind};
+use crate::runtime::{Family, Label};
 use crate::sys::{self, errno, set_errno};
+
+/// Names a park for a file call made on the offload pool.
+const FILE: Label = Label::new("file", Family::Offload);
 
 /// Writes up to this many bytes run inline under `auto`: a buffered write
 /// only copies into the page cache. See BENCHMARKS-offload.md.
@@ -127,7 +131,7 @@ pub(crate) fn read(
         // gives any other error exactly.
     }
     // SAFETY: `rest` reads into the caller's buffers, alive across the call.
-    let r = unsafe { offloaded(&guard, || rest(done)) };
+    let r = unsafe { offloaded(&guard, &FILE, || rest(done)) };
     Some(match (done, r) {
         (0, r) => r,
         (done, r) if r < 0 => done as isize,
@@ -143,7 +147,7 @@ pub(crate) fn write(fd: c_int, len: usize, call: &mut dyn FnMut() -> isize) -> O
         return None;
     }
     // SAFETY: `call` writes from the caller's buffers, alive across the call.
-    Some(unsafe { offloaded(&guard, call) })
+    Some(unsafe { offloaded(&guard, &FILE, call) })
 }
 
 /// One buffer as an iovec, for the calls that take one.
@@ -279,7 +283,7 @@ fn sync(call: impl FnOnce() -> c_int) -> c_int {
     match coroutine_guard() {
         Some(guard) if config().offload_files != OffloadFiles::Off => {
             // SAFETY: `call` only passes the caller's fd.
-            unsafe { offloaded(&guard, call) }
+            unsafe { offloaded(&guard, &FILE, call) }
         }
         _ => call(),
     }
@@ -394,7 +398,7 @@ fn open_with(
         {
             Some(fd) => fd,
             // SAFETY: `call` uses the caller's path, alive across the call.
-            None => unsafe { offloaded(&guard, call) },
+            None => unsafe { offloaded(&guard, &FILE, call) },
         },
     };
     if fd >= 0 {

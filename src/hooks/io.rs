@@ -22,7 +22,7 @@ hook! {
         if let Some(r) = file::read_at_position(fd, buf, count, real) {
             return r;
         }
-        blocking::once(fd, Direction::Read, socket_flags(fd), |a| {
+        blocking::once(&const { blocking::io("read") }, fd, Direction::Read, socket_flags(fd), |a| {
             if is_socket_attempt(a) {
                 // SAFETY: same buffer and length the caller gave `read`.
                 unsafe { libc::recv(fd, buf, count, a.msg_flags) }
@@ -41,7 +41,7 @@ hook! {
         if let Some(r) = file::write(fd, count, &mut || unsafe { real(fd, buf, count) }) {
             return r;
         }
-        blocking::all(fd, Direction::Write, socket_flags(fd), count, |done, a| {
+        blocking::all(&const { blocking::io("write") }, fd, Direction::Write, socket_flags(fd), count, |done, a| {
             let n = (count - done).min(a.cap);
             // SAFETY: `done < count`, so the pointer and length stay inside the
             // caller's buffer.
@@ -63,7 +63,7 @@ hook! {
         if let Some(r) = file::readv_at_position(fd, iov, iovcnt, real) {
             return r;
         }
-        blocking::once(fd, Direction::Read, socket_flags(fd), |a| {
+        blocking::once(&const { blocking::io("readv") }, fd, Direction::Read, socket_flags(fd), |a| {
             if is_socket_attempt(a) {
                 let mut msg = msghdr_for(iov, iovcnt);
                 // SAFETY: `msg` points at the caller's iovec array, unchanged.
@@ -88,7 +88,7 @@ hook! {
             return r;
         }
         let mut rest = IovCursor::new(iov, iovcnt);
-        blocking::all(fd, Direction::Write, socket_flags(fd), total, |done, a| {
+        blocking::all(&const { blocking::io("writev") }, fd, Direction::Write, socket_flags(fd), total, |done, a| {
             let (ptr, cnt) = rest.tail_at(done, a.cap);
             if is_socket_attempt(a) {
                 let mut msg = msghdr_for(ptr, cnt);

@@ -34,3 +34,10 @@ pub mod transfer;
 
 pub(crate) use real::Guard;
 pub use real::Original;
+
+/// For `libpatchall.so`'s constructor: what must be in place before the
+/// program's first instruction (`PATCHALL_DUMP_SIGNAL`'s handler).
+#[doc(hidden)]
+pub fn preload_init() {
+    crate::runtime::dump::listen();
+}

@@ -101,7 +101,7 @@ hook! {
     /// `accept4(2)`: parks until a connection arrives (or SO_RCVTIMEO expires).
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int as real {
         blocking::cancellation_point();
-        let r = blocking::once(fd, Direction::Read, None, |_| {
+        let r = blocking::once(&const { blocking::net("accept4") }, fd, Direction::Read, None, |_| {
             // SAFETY: forwarding the caller's arguments.
             accept_result(fd, unsafe { real(fd, addr, len, flags) as isize })
         }) as c_int;
@@ -116,7 +116,7 @@ hook! {
     /// `accept(2)`.
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int as real {
         blocking::cancellation_point();
-        let r = blocking::once(fd, Direction::Read, None, |_| {
+        let r = blocking::once(&const { blocking::net("accept") }, fd, Direction::Read, None, |_| {
             // SAFETY: forwarding the caller's arguments.
             accept_result(fd, unsafe { real(fd, addr, len) as isize })
         }) as c_int;
@@ -172,6 +172,7 @@ hook! {
                 return -1;
             }
             let until = deadline.map_or(now + pause, |d| d.min(now + pause));
+            runtime::label(&const { blocking::net("connect") });
             match guard.release_while(|| runtime::sleep_until(until)) {
                 // As the kernel's wait (signal(7)): restarted after SA_RESTART
                 // handlers unless a timeout is set, EINTR otherwise.
@@ -191,7 +192,7 @@ hook! {
             pause = (pause * 2).min(Duration::from_millis(20));
             r = call();
         }
-        finish_connect(fd, r, call, |deadline| blocking::wait(&guard, fd, Direction::Write, deadline))
+        finish_connect(fd, r, call, |deadline| blocking::wait(&guard, &const { blocking::net("connect") }, fd, Direction::Write, deadline))
     }
 }
 
@@ -235,9 +236,9 @@ hook! {
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags) }
         };
         if waits_for_all(fd, flags) {
-            blocking::all(fd, Direction::Read, Some(flags), len, op)
+            blocking::all(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), len, op)
         } else {
-            blocking::once(fd, Direction::Read, Some(flags), |a| op(0, a))
+            blocking::once(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), |a| op(0, a))
         }
     }
 }
@@ -250,9 +251,9 @@ hook! {
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags, addr, alen) }
         };
         if waits_for_all(fd, flags) {
-            blocking::all(fd, Direction::Read, Some(flags), len, op)
+            blocking::all(&const { blocking::net("recvfrom") }, fd, Direction::Read, Some(flags), len, op)
         } else {
-            blocking::once(fd, Direction::Read, Some(flags), |a| op(0, a))
+            blocking::once(&const { blocking::net("recvfrom") }, fd, Direction::Read, Some(flags), |a| op(0, a))
         }
     }
 }
@@ -270,13 +271,13 @@ hook! {
             .filter(|_| waits_for_all(fd, flags))
             .and_then(|(v, n)| Some((v, n, iov_total(v, n)?)))
         else {
-            return blocking::once(fd, Direction::Read, Some(flags), |a| {
+            return blocking::once(&const { blocking::net("recvmsg") }, fd, Direction::Read, Some(flags), |a| {
                 // SAFETY: forwarding the caller's arguments.
                 unsafe { real(fd, msg, flags | a.msg_flags) }
             });
         };
         let mut rest = IovCursor::new(iov, iovcnt);
-        blocking::all(fd, Direction::Read, Some(flags), total, |done, a| {
+        blocking::all(&const { blocking::net("recvmsg") }, fd, Direction::Read, Some(flags), total, |done, a| {
             if done == 0 {
                 // SAFETY: forwarding the caller's arguments.
                 return unsafe { real(fd, msg, flags | a.msg_flags) };
@@ -333,7 +334,7 @@ hook! {
         });
         let mut got: c_uint = 0;
         while got < vlen {
-            let r = blocking::once(fd, Direction::Read, Some(flags), |a| {
+            let r = blocking::once(&const { blocking::net("recvmmsg") }, fd, Direction::Read, Some(flags), |a| {
                 // SAFETY: `got < vlen`: the tail of the caller's array.
                 unsafe { real(fd, msgvec.add(got as usize), vlen - got, flags | a.msg_flags | libc::MSG_WAITFORONE, std::ptr::null_mut()) as isize }
             });
@@ -352,7 +353,7 @@ hook! {
 hook! {
     /// `send(2)`: parks as often as needed until every byte is sent.
     fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t as real passthrough(fd) {
-        blocking::all(fd, Direction::Write, Some(flags), len, |done, a| {
+        blocking::all(&const { blocking::net("send") }, fd, Direction::Write, Some(flags), len, |done, a| {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags) }
         })
@@ -362,7 +363,7 @@ hook! {
 hook! {
     /// `sendto(2)`.
     fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t as real passthrough(fd) {
-        blocking::all(fd, Direction::Write, Some(flags), len, |done, a| {
+        blocking::all(&const { blocking::net("sendto") }, fd, Direction::Write, Some(flags), len, |done, a| {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags, addr, alen) }
         })
@@ -379,7 +380,7 @@ hook! {
         };
         // SAFETY: checked non-null above.
         let mut rest = unsafe { IovCursor::new((*msg).msg_iov, (*msg).msg_iovlen as c_int) };
-        blocking::all(fd, Direction::Write, Some(flags), total, |done, a| {
+        blocking::all(&const { blocking::net("sendmsg") }, fd, Direction::Write, Some(flags), total, |done, a| {
             if done == 0 {
                 // SAFETY: forwarding the caller's arguments.
                 return unsafe { real(fd, msg, flags | a.msg_flags) };
@@ -416,7 +417,7 @@ hook! {
             }
             return sent as c_int;
         }
-        blocking::all(fd, Direction::Write, Some(flags), vlen as usize, |done, a| {
+        blocking::all(&const { blocking::net("sendmmsg") }, fd, Direction::Write, Some(flags), vlen as usize, |done, a| {
             // SAFETY: `done < vlen`: the tail of the caller's array.
             unsafe { real(fd, msgvec.add(done), vlen - done as c_uint, flags | a.msg_flags) as isize }
         }) as c_int

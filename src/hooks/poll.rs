@@ -41,6 +41,7 @@ fn left(deadline: Option<Instant>) -> Option<Duration> {
 /// Makes a readiness call from a coroutine. `attempt(t)` makes the real call with
 /// timeout `t` (None: infinite); `watched()` names the fds to park on.
 fn cooperate(
+    call: &'static runtime::Label,
     guard: &Guard,
     deadline: Option<Instant>,
     breaks: Breaks,
@@ -59,6 +60,7 @@ fn cooperate(
     }
     let fds = watched();
     loop {
+        runtime::label(call);
         let wake = match guard.release_while(|| runtime::wait_any_as(&fds, deadline, breaks)) {
             Ok(wake) => wake,
             // An fd the reactor refuses: block the thread for the time left.
@@ -180,7 +182,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(fds, nfds, timeout) };
         };
-        cooperate(&guard, ms_deadline(timeout), Breaks::Syscall, || poll_watched(fds, nfds), |t| {
+        cooperate(&const { runtime::Label::new("poll", runtime::Family::Poll) }, &guard, ms_deadline(timeout), Breaks::Syscall, || poll_watched(fds, nfds), |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(fds, nfds, to_ms(t)) }
         })
@@ -222,7 +224,7 @@ hook! {
         };
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
-        cooperate(&guard, deadline, breaks_for(sigmask), || poll_watched(fds, nfds), |t| {
+        cooperate(&const { runtime::Label::new("ppoll", runtime::Family::Poll) }, &guard, deadline, breaks_for(sigmask), || poll_watched(fds, nfds), |t| {
             // SAFETY: the caller's arguments, another timeout.
             with_timespec(t, |ts| unsafe { real(fds, nfds, ts, sigmask) })
         })
@@ -371,7 +373,7 @@ hook! {
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timeval_deadline(timeout) else { return forward() };
         let Some(sets) = FdSets::save(nfds, [readfds, writefds, exceptfds]) else { return forward() };
-        let n = cooperate(&guard, deadline, Breaks::Syscall, || sets.watched(), |t| {
+        let n = cooperate(&const { runtime::Label::new("select", runtime::Family::Poll) }, &guard, deadline, Breaks::Syscall, || sets.watched(), |t| {
             sets.restore();
             let mut tv = t.map(to_timeval);
             let tv = tv.as_mut().map_or(ptr::null_mut(), ptr::from_mut);
@@ -407,7 +409,7 @@ hook! {
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
         let Some(sets) = FdSets::save(nfds, [readfds, writefds, exceptfds]) else { return forward() };
-        cooperate(&guard, deadline, breaks_for(sigmask), || sets.watched(), |t| {
+        cooperate(&const { runtime::Label::new("pselect", runtime::Family::Poll) }, &guard, deadline, breaks_for(sigmask), || sets.watched(), |t| {
             sets.restore();
             // SAFETY: the caller's sets and mask, our own timeout.
             with_timespec(t, |ts| unsafe { real(nfds, readfds, writefds, exceptfds, ts, sigmask) })
@@ -425,7 +427,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(epfd, events, maxevents, timeout) };
         };
-        cooperate(&guard, ms_deadline(timeout), Breaks::Syscall, || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&const { runtime::Label::new("epoll_wait", runtime::Family::Poll) }, &guard, ms_deadline(timeout), Breaks::Syscall, || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(epfd, events, maxevents, to_ms(t)) }
         })
@@ -442,7 +444,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(epfd, events, maxevents, timeout, sigmask) };
         };
-        cooperate(&guard, ms_deadline(timeout), breaks_for(sigmask), || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&const { runtime::Label::new("epoll_pwait", runtime::Family::Poll) }, &guard, ms_deadline(timeout), breaks_for(sigmask), || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             unsafe { real(epfd, events, maxevents, to_ms(t), sigmask) }
         })
@@ -461,7 +463,7 @@ hook! {
         };
         let Some(guard) = coroutine_guard() else { return forward() };
         let Some(deadline) = timespec_deadline(timeout) else { return forward() };
-        cooperate(&guard, deadline, breaks_for(sigmask), || vec![(epfd, Direction::Read)], |t| {
+        cooperate(&const { runtime::Label::new("epoll_pwait2", runtime::Family::Poll) }, &guard, deadline, breaks_for(sigmask), || vec![(epfd, Direction::Read)], |t| {
             // SAFETY: the caller's arguments, another timeout.
             with_timespec(t, |ts| unsafe { real(epfd, events, maxevents, ts, sigmask) })
         })

@@ -58,7 +58,10 @@ use super::real::Guard;
 use super::sleep::coroutine_guard;
 use crate::fdtable::{self, Kind, Sharing};
 use crate::runtime::ownfd::OwnFd;
-use crate::runtime::{self, Direction};
+use crate::runtime::{self, Direction, Family, Label};
+
+/// Names a park for a child: `wait`, `waitpid`, `waitid`…
+const WAIT: Label = Label::new("waitpid", Family::Process);
 use crate::sys::{errno, set_errno};
 
 /// First and longest pause between rechecks of a child parked on a pidfd.
@@ -127,7 +130,7 @@ fn wait_for(
 
 fn pooled(guard: &Guard, call: impl FnOnce() -> c_int) -> c_int {
     // SAFETY: `call` only passes the caller's arguments and out-pointers.
-    unsafe { offloaded(guard, call) }
+    unsafe { offloaded(guard, &WAIT, call) }
 }
 
 /// True if someone traces `pid` (its ptrace stops are reported to waits).
@@ -184,7 +187,13 @@ fn park_on_pidfd(
     let mut pause = FIRST_RECHECK;
     loop {
         let at = fd();
-        match blocking::wait(guard, at, Direction::Read, Some(Instant::now() + pause)) {
+        match blocking::wait(
+            guard,
+            &WAIT,
+            at,
+            Direction::Read,
+            Some(Instant::now() + pause),
+        ) {
             Ok(()) => {}
             Err(libc::EBADF) if fd() != at => {}
             Err(libc::EAGAIN) if pid.is_some_and(traced) => return None,

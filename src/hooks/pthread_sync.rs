@@ -58,7 +58,7 @@ use libc::{
 
 use super::real::Guard;
 use super::{blocking, green, thread};
-use crate::runtime::{self, Breaks, Wake, parking};
+use crate::runtime::{self, Breaks, Family, Label, Wake, parking};
 use crate::sys::{errno, set_errno};
 
 // ---------------------------------------------------------------------------
@@ -117,8 +117,9 @@ fn clock_now(clock: clockid_t) -> timespec {
 
 /// How the caller waits when it must.
 enum Waiter {
-    /// A coroutine: parks; the other coroutines of its thread run.
-    Park(Guard),
+    /// A coroutine: parks (named `Label`); the other coroutines of its
+    /// thread run.
+    Park(Guard, &'static Label),
     /// A plain thread whose scheduler has coroutines: runs them meanwhile.
     Drive(Guard),
     /// Any other thread, or a call re-entered from our own code: futex(2).
@@ -126,12 +127,12 @@ enum Waiter {
 }
 
 impl Waiter {
-    fn new() -> Waiter {
+    fn new(label: &'static Label) -> Waiter {
         let Some(guard) = Guard::enter() else {
             return Waiter::Futex;
         };
         if runtime::in_coroutine() {
-            Waiter::Park(guard)
+            Waiter::Park(guard, label)
         } else if runtime::current_scheduler().is_some_and(|s| s.live() > 0) {
             Waiter::Drive(guard)
         } else {
@@ -163,7 +164,8 @@ impl Waiter {
         }
         let at = deadline.map(|d| d.at);
         let wake = match self {
-            Waiter::Park(guard) => {
+            Waiter::Park(guard, label) => {
+                runtime::label(label);
                 guard.release_while(|| parking::park_on_as(addr, at, breaks, still_blocked))
             }
             Waiter::Drive(guard) => {
@@ -383,7 +385,7 @@ impl Mutex {
     #[cold]
     fn lock_slow(&self, timeout: Timeout) -> Result<(), c_int> {
         let deadline = timeout.map(|(c, t)| Deadline::new(c, t)).transpose()?;
-        let waiter = Waiter::new();
+        let waiter = Waiter::new(&const { Label::new("mutex", Family::Lock) });
         let mine = LOCKED | if waiter.native() { NATIVE } else { PARKED };
         loop {
             let old = self.word.fetch_or(mine, Acquire);
@@ -577,7 +579,7 @@ impl Cond {
     }
 
     fn wait(&self, m: *mut pthread_mutex_t, deadline: Option<Deadline>) -> c_int {
-        let waiter = Waiter::new();
+        let waiter = Waiter::new(&const { Label::new("cond", Family::Lock) });
         let native = if waiter.native() { WAITER_NATIVE } else { 0 };
         let _ = self
             .waiters
@@ -847,7 +849,7 @@ impl RwLock {
         if is_write_locked(self.state.load(Relaxed)) && self.writer.load(Relaxed) == me() {
             return EDEADLK;
         }
-        let waiter = Waiter::new();
+        let waiter = Waiter::new(&const { Label::new("rwlock", Family::Lock) });
         let mut s = self.state.load(Relaxed);
         loop {
             if self.read_lockable(s) {
@@ -935,7 +937,7 @@ impl RwLock {
         if is_write_locked(self.state.load(Relaxed)) && self.writer.load(Relaxed) == me {
             return Err(EDEADLK);
         }
-        let waiter = Waiter::new();
+        let waiter = Waiter::new(&const { Label::new("rwlock", Family::Lock) });
         let mut other_writers_waiting = 0;
         let mut s = self.state.load(Relaxed);
         loop {
@@ -1283,7 +1285,7 @@ impl Barrier {
         self.adopt_from_glibc(count);
         self.inside.fetch_add(1, SeqCst);
         let round = self.round.load(SeqCst);
-        let waiter = Waiter::new();
+        let waiter = Waiter::new(&const { Label::new("barrier", Family::Lock) });
         let native = if waiter.native() { WAITER_NATIVE } else { 0 };
         let mut a = self.arrived.load(SeqCst);
         loop {
@@ -1419,7 +1421,7 @@ impl Sem {
         if self.try_take() {
             return Ok(());
         }
-        let waiter = Waiter::new();
+        let waiter = Waiter::new(&const { Label::new("sem", Family::Lock) });
         let mine = SEM_WAITER | if waiter.native() { SEM_NATIVE } else { 0 };
         let mut d = self.data.load(Relaxed);
         loop {
@@ -1569,7 +1571,7 @@ fn shared_sem_wait(
         // SAFETY: the pool thread uses only the caller's semaphore and `end`,
         // both alive until the job ends (`offloaded` returns after it).
         let (r, e) = unsafe {
-            blocking::offloaded(&guard, || {
+            blocking::offloaded(&guard, &const { Label::new("sem", Family::Lock) }, || {
                 (real_clockwait(s, libc::CLOCK_MONOTONIC, &end), errno())
             })
         };

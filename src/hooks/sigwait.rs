@@ -66,6 +66,7 @@ fn suspend(guard: &Guard, breaks: Breaks) -> c_int {
         }
     }
     loop {
+        runtime::label(&const { runtime::Label::new("sigsuspend", runtime::Family::Signal) });
         let wake = guard.release_while(|| runtime::park_as(None, breaks, |_| true));
         if let Wake::Interrupted { .. } = wake {
             return fail(libc::EINTR);
@@ -202,6 +203,7 @@ fn wait_for(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return fail(libc::EAGAIN);
         }
+        runtime::label(&const { runtime::Label::new("sigwait", runtime::Family::Signal) });
         let wake = guard.release_while(|| runtime::wait_signal(wanted, deadline));
         if let Wake::Interrupted { .. } = wake {
             // SAFETY: as above.

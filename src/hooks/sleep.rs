@@ -71,6 +71,7 @@ pub(super) fn to_timespec(d: Duration) -> timespec {
 /// the time had elapsed: EINTR would make `std::thread::sleep` retry, forever.
 fn park_until(guard: &Guard, deadline: Instant) -> Result<(), c_int> {
     loop {
+        runtime::label(&const { runtime::Label::new("sleep", runtime::Family::Sleep) });
         match guard.release_while(|| runtime::sleep_until(deadline)) {
             Wake::Interrupted { .. } => return Err(libc::EINTR),
             // SAFETY: this frame and the hook's own nothing but the guard,

@@ -549,6 +549,7 @@ fn wait_finished(rec: &GreenThread, deadline: Option<Instant>) -> Result<(), c_i
             if current().is_some_and(GreenThread::cancel_due) {
                 return Err(libc::ECANCELED);
             }
+            runtime::label(&const { runtime::Label::new("join", runtime::Family::Join) });
             if parking::park_on(addr, deadline, || !finished()) == Wake::TimedOut && !finished() {
                 return Err(libc::ETIMEDOUT);
             }
@@ -599,6 +600,7 @@ fn join_native(tryjoin: impl Fn() -> c_int, deadline: Option<Instant>) -> c_int 
             return libc::ETIMEDOUT;
         }
         let wake_at = deadline.map_or(now + pause, |d| d.min(now + pause));
+        runtime::label(&const { runtime::Label::new("join", runtime::Family::Join) });
         if runtime::sleep_until(wake_at) == Wake::Cancelled {
             // SAFETY: `tryjoin` borrows only plain values; nothing here needs dropping.
             if !unsafe { act_on_cancel() } {

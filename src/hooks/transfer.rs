@@ -22,11 +22,11 @@ use std::time::Instant;
 
 use libc::{c_int, c_uint, loff_t, off_t, size_t, ssize_t};
 
-use super::blocking::{block_in_poll, deadline_for, wait};
+use super::blocking::{block_in_poll, deadline_for, io, wait};
 use super::real::Guard;
 use super::sleep::coroutine_guard;
 use crate::fdtable::{self, Kind};
-use crate::runtime::{self, Direction};
+use crate::runtime::{self, Direction, Label};
 use crate::sys::{errno, set_errno};
 
 /// How one side of a call may wait.
@@ -136,6 +136,7 @@ fn fail(done: usize, e: c_int) -> isize {
 /// Makes `op(done, cap, extra_flags)` until `until` holds. `pipe_flag` as in
 /// `classify`.
 fn transfer(
+    call: &'static Label,
     sides: [(c_int, Direction); 2],
     pipe_flag: Option<bool>,
     until: Until,
@@ -171,7 +172,7 @@ fn transfer(
     loop {
         for s in sides.iter().filter(|s| s.waits == Waits::PollFirst) {
             while not_ready(s) {
-                if let Err(e) = wait(&guard, s.fd, s.dir, s.deadline) {
+                if let Err(e) = wait(&guard, call, s.fd, s.dir, s.deadline) {
                     return fail(done, e);
                 }
             }
@@ -185,7 +186,7 @@ fn transfer(
             .iter()
             .find(|s| s.waits == Waits::Park && not_ready(s))
         {
-            if let Err(e) = wait(&guard, s.fd, s.dir, s.deadline) {
+            if let Err(e) = wait(&guard, call, s.fd, s.dir, s.deadline) {
                 return fail(done, e);
             }
         } else if sides.iter().any(|s| s.waits == Waits::Users) {
@@ -246,7 +247,7 @@ hook! {
     /// input ends or an error comes after some progress.
     fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t as real {
         let sides = [(out_fd, Direction::Write), (in_fd, Direction::Read)];
-        transfer(sides, None, Until::All(count), &mut |done, cap, _| {
+        transfer(&const { io("sendfile") }, sides, None, Until::All(count), &mut |done, cap, _| {
             // SAFETY: the caller's fds and offset pointer; `done < count`.
             unsafe { real(out_fd, in_fd, offset, (count - done).min(cap)) }
         })
@@ -263,7 +264,7 @@ hook! {
     fn splice(fd_in: c_int, off_in: *mut loff_t, fd_out: c_int, off_out: *mut loff_t, len: size_t, flags: c_uint) -> ssize_t as real {
         let sides = [(fd_in, Direction::Read), (fd_out, Direction::Write)];
         let users = flags & libc::SPLICE_F_NONBLOCK != 0;
-        transfer(sides, Some(users), Until::Any, &mut |_, cap, extra| {
+        transfer(&const { io("splice") }, sides, Some(users), Until::Any, &mut |_, cap, extra| {
             // SAFETY: the caller's arguments, with SPLICE_F_NONBLOCK maybe added.
             unsafe { real(fd_in, off_in, fd_out, off_out, len.min(cap), flags | extra) }
         })
@@ -275,7 +276,7 @@ hook! {
     fn tee(fd_in: c_int, fd_out: c_int, len: size_t, flags: c_uint) -> ssize_t as real {
         let sides = [(fd_in, Direction::Read), (fd_out, Direction::Write)];
         let users = flags & libc::SPLICE_F_NONBLOCK != 0;
-        transfer(sides, Some(users), Until::Any, &mut |_, cap, extra| {
+        transfer(&const { io("tee") }, sides, Some(users), Until::Any, &mut |_, cap, extra| {
             // SAFETY: the caller's arguments, with SPLICE_F_NONBLOCK maybe added.
             unsafe { real(fd_in, fd_out, len.min(cap), flags | extra) }
         })

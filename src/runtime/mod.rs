@@ -3,7 +3,9 @@
 
 pub(crate) mod control;
 pub(crate) mod dispatch;
+pub(crate) mod dump;
 mod monitor;
+pub(crate) mod observe;
 pub(crate) mod offload;
 mod overflow;
 pub(crate) mod ownfd;
@@ -18,13 +20,16 @@ pub(crate) mod symbolize;
 mod task;
 mod timer;
 
+pub use dump::{RunInfo, Stats, run_info, stats};
+pub use observe::{CoroutineInfo, CoroutineState, WaitInfo, WaitsOn, WorkerInfo};
+pub(crate) use observe::{Family, Label};
 pub use reactor::Direction;
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
     Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,
     current_scheduler_id, current_task, fd_closing, fd_created, fd_shut_down, fds_closing,
-    keep_scheduler, park, park_as, root_unparker, sleep_until, spawn_at, wait_any_as, wait_fd,
-    wait_signal, with_scheduler, yield_now,
+    keep_scheduler, label, park, park_as, root_unparker, sleep_until, spawn_at, wait_any_as,
+    wait_fd, wait_signal, with_scheduler, yield_now,
 };
 pub(crate) use signals::{note_signal, signal_counts};
 pub(crate) use slice::{slice_over, yield_for_slice};

@@ -312,6 +312,7 @@ fn report(remote: &Arc<Remote>, switches: u64, running: u64, held: Duration, sup
         );
     }
     diag(&[out.as_bytes()]);
+    super::observe::count_monitor_report();
 }
 
 /// The coroutine's name, else its start routine's.
@@ -320,11 +321,7 @@ fn label(c: &Captured) -> String {
         return c.name.clone();
     }
     match c.entry {
-        Entry::Code(addr) => match describe(addr) {
-            Some(s) if !s.name.is_empty() => s.name,
-            Some(s) => format!("{}+{:#x}", s.object, s.offset),
-            None => format!("{addr:#x}"),
-        },
+        Entry::Code(addr) => super::symbolize::routine_name(addr),
         Entry::Type(name) => name.to_owned(),
         Entry::None => String::from("?"),
     }

@@ -10,7 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::scheduler::{Breaks, current_scheduler, park_as, root_unparker};
+use super::observe::WaitsOn;
+use super::scheduler::{Breaks, current_scheduler, park_on_what, root_unparker};
 use super::signals::signal_counts;
 use super::task::{Unparker, Wake};
 
@@ -45,7 +46,7 @@ pub(crate) fn park_on_as(
     still_blocked: impl FnOnce() -> bool,
 ) -> Wake {
     let mut me = None;
-    let wake = park_as(deadline, breaks, |who| {
+    let wake = park_on_what(WaitsOn::Address(addr), deadline, breaks, |who| {
         me = Some(who.clone());
         enqueue(addr, who, still_blocked)
     });

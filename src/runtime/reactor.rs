@@ -164,7 +164,9 @@ impl Waker {
 /// Which direction a coroutine waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
+    /// Readable (input, a connection to accept, end of file).
     Read,
+    /// Writable (room to send, a connection completed).
     Write,
 }
 

@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -15,6 +16,7 @@ use corosensei::{Coroutine, CoroutineResult};
 use super::control::TaskHandle;
 use super::dispatch;
 use super::monitor::{self, Hold};
+use super::observe::{self, Counters, Label, UNNAMED, Wait, WaitsOn};
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
 use super::runq::RunQueue;
@@ -49,6 +51,12 @@ impl Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        // `exit` runs the main thread's thread-local destructors before the
+        // atexit handlers: the exit report must see this scheduler first.
+        // SAFETY: getpid and gettid have no preconditions.
+        if unsafe { libc::getpid() == libc::gettid() } {
+            super::dump::exit_report();
+        }
         // `exit()` called in a coroutine runs this thread's thread-local
         // destructors on the coroutine's stack, then the atexit handlers and
         // destructors, which may join or wait for other coroutines of this
@@ -90,6 +98,11 @@ pub(crate) struct Remote {
     epoll: Arc<Epoll>,
     /// Written at every switch; read by the blocking monitor.
     pub(crate) hold: Hold,
+    /// The OS thread the scheduler belongs to.
+    pub(crate) tid: libc::pid_t,
+    /// Written by the owner only; on lines of their own (other threads write
+    /// `inbox` and `has_mail`).
+    pub(crate) counters: Counters,
 }
 
 impl Remote {
@@ -126,7 +139,14 @@ pub(crate) struct Scheduler {
     timers: RefCell<Timers>,
     reactor: RefCell<Reactor>,
     stacks: RefCell<StackCache>,
-    /// Coroutines spawned here that have not finished.
+    /// Coroutines spawned here that have not finished, linked through the
+    /// tasks (`Task::live_next`), for snapshots. Each listed task is alive:
+    /// runnable (the run queue holds it), running (`resume` holds it) or
+    /// parked, and a parked task holds itself (`Task::held`) from the end of
+    /// the run that parked it (the reference `resume` used to drop there, so
+    /// no extra reference-count traffic) until it parks again or finishes.
+    live_head: Cell<*const Task>,
+    /// How many tasks are listed.
     live: Cell<usize>,
     /// Coroutine runs since the reactor was last polled.
     runs_since_poll: Cell<u32>,
@@ -178,6 +198,9 @@ impl Scheduler {
             waker: Waker::new(reactor.epoll())?,
             epoll: reactor.epoll().clone(),
             hold: Hold::new(),
+            // SAFETY: gettid has no preconditions.
+            tid: unsafe { libc::gettid() },
+            counters: Counters::default(),
         });
         if id == remotes.len() {
             remotes.push(None);
@@ -194,6 +217,7 @@ impl Scheduler {
             timers: RefCell::new(Timers::default()),
             reactor: RefCell::new(reactor),
             stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
+            live_head: Cell::new(ptr::null()),
             live: Cell::new(0),
             runs_since_poll: Cell::new(0),
             slice: Slice::new(),
@@ -218,6 +242,30 @@ impl Scheduler {
 
     pub(crate) fn live(&self) -> usize {
         self.live.get()
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.remote.counters
+    }
+
+    /// A snapshot of this scheduler's live coroutines, by id. On its own
+    /// thread only.
+    pub(crate) fn snapshot(&self) -> observe::WorkerInfo {
+        let now = Instant::now();
+        let mut coroutines = Vec::with_capacity(self.live.get());
+        let mut at = self.live_head.get();
+        // SAFETY: every listed task is alive (see `live_head`).
+        while let Some(task) = unsafe { at.as_ref() } {
+            coroutines.push(observe::task_info(task, now));
+            at = task.live_next.get();
+        }
+        coroutines.sort_by_key(|c| c.id);
+        observe::WorkerInfo {
+            id: self.id(),
+            thread: self.remote.tid,
+            answered: true,
+            coroutines,
+        }
     }
 
     pub(super) fn slice(&self) -> &Slice {
@@ -283,11 +331,40 @@ impl Scheduler {
 
     /// Queues a task `new_task` made.
     fn start(&self, task: Arc<Task>) {
-        self.live.set(self.live.get() + 1);
+        let me = Arc::as_ptr(&task);
+        let head = self.live_head.replace(me);
+        task.live_next.set(head);
+        // SAFETY: a listed task is alive (see `live_head`).
+        if let Some(head) = unsafe { head.as_ref() } {
+            head.live_prev.set(me);
+        }
+        let live = self.live.get() + 1;
+        self.live.set(live);
+        self.remote.counters.started(live);
         self.runq.push_back(task);
     }
 
+    /// Runs `task` until it yields, parks or ends; its run is timed while
+    /// `observe::timing` is on (one test of a flag per run when it is off).
+    #[inline]
     fn resume(&self, task: Arc<Task>) {
+        if observe::timing() {
+            self.resume_timed(task)
+        } else {
+            self.resume_as::<false>(task)
+        }
+    }
+
+    /// `resume` while runs are timed: out of line, so that the untimed run
+    /// inlined into `run_until` stays as small as it was.
+    #[cold]
+    #[inline(never)]
+    fn resume_timed(&self, task: Arc<Task>) {
+        self.resume_as::<true>(task)
+    }
+
+    #[inline(always)]
+    fn resume_as<const TIMED: bool>(&self, task: Arc<Task>) {
         task.state.set(State::Running);
         RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
         let errno_slot = self.errno_slot;
@@ -297,13 +374,18 @@ impl Scheduler {
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
+        self.remote.counters.switched();
         self.remote.hold.run_started(task.id);
         // The selector is saved and restored around the switch as errno is
         // (where dispatch is off the kernel never reads it: no test here,
         // which cost more than the two stores).
         self.gate.switch_in(task.selector.get());
+        let began = TIMED.then(Instant::now);
         let result = co.resume(());
         task.selector.set(self.gate.switch_out());
+        if let Some(began) = began {
+            self.timed(&task, began);
+        }
         self.remote.hold.run_ended();
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
@@ -329,11 +411,11 @@ impl Scheduler {
             }
             // `yield_now` left it runnable: requeue this very Arc, sparing the
             // reference-count traffic of a clone per yield.
-            CoroutineResult::Yield(()) => {
-                if task.state.get() == State::Runnable {
-                    self.runq.push_back(task);
-                }
-            }
+            CoroutineResult::Yield(()) => match task.state.get() {
+                State::Runnable => self.runq.push_back(task),
+                State::Parked => Scheduler::hold(task),
+                _ => {}
+            },
             CoroutineResult::Return(()) => {
                 self.finish(&task);
                 self.keep_task(task);
@@ -341,14 +423,61 @@ impl Scheduler {
         }
     }
 
+    /// Keeps a parked task alive in itself (see `live_head`); a reference
+    /// kept from an earlier park goes.
+    #[inline]
+    fn hold(task: Arc<Task>) {
+        let me = Arc::as_ptr(&task);
+        // SAFETY: `task` keeps the task alive across the call, and then the
+        // reference it moved into the task does.
+        drop(unsafe { (*me).held.replace(Some(task)) });
+    }
+
+    /// Records how long a run held the thread and, for a run that parked,
+    /// since when it waits.
+    #[cold]
+    #[inline(never)]
+    fn timed(&self, task: &Task, began: Instant) {
+        let now = Instant::now();
+        self.remote
+            .counters
+            .held(now.saturating_duration_since(began));
+        if task.state.get() == State::Parked {
+            // SAFETY: a parked task's park wrote its record.
+            let mut wait = unsafe { task.wait.get().assume_init() };
+            wait.since = Some(now);
+            task.wait.set(MaybeUninit::new(wait));
+        }
+    }
+
+    /// Takes `task` off the list of live tasks.
+    #[inline(always)]
+    fn unlist(&self, task: &Task) {
+        let (prev, next) = (
+            task.live_prev.replace(ptr::null()),
+            task.live_next.replace(ptr::null()),
+        );
+        // SAFETY: listed tasks are alive (see `live_head`).
+        match unsafe { prev.as_ref() } {
+            Some(prev) => prev.live_next.set(next),
+            None => self.live_head.set(next),
+        }
+        // SAFETY: as above.
+        if let Some(next) = unsafe { next.as_ref() } {
+            next.live_prev.set(prev);
+        }
+        self.live.set(self.live.get() - 1);
+    }
+
     /// Recycles a finished coroutine's stack.
     fn finish(&self, task: &Task) {
         task.state.set(State::Done);
+        self.unlist(task);
+        drop(task.held.take());
         // SAFETY: only this thread touches `co`; the coroutine finished (or was
         // reset), so its stack is free.
         let co = unsafe { (*task.co.get()).take() }.expect("a finishing task has its coroutine");
         self.stacks.borrow_mut().put(co.into_stack());
-        self.live.set(self.live.get() - 1);
         if let Some(mask) = task.sigmask.take() {
             self.signals.masks.ended(mask);
         }
@@ -539,6 +668,15 @@ impl Scheduler {
 impl Drop for Scheduler {
     fn drop(&mut self) {
         dispatch::disable_for_thread();
+        observe::retire(&self.remote.counters);
+        // Parked tasks hold themselves: let go, as their other holders do.
+        let mut at = self.live_head.replace(ptr::null());
+        // SAFETY: listed tasks are alive until their own reference goes,
+        // which is after their successor is read.
+        while let Some(task) = unsafe { at.as_ref() } {
+            at = task.live_next.get();
+            drop(task.held.take());
+        }
         let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = remotes.get_mut(self.remote.id) {
             *slot = None;
@@ -593,16 +731,24 @@ fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
     (facts, co)
 }
 
+/// Every live scheduler's mailbox (for the monitor and the dump).
+pub(crate) fn remotes() -> Vec<Arc<Remote>> {
+    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
+    remotes.iter().flatten().cloned().collect()
+}
+
+/// Names the next park of the running coroutine (none outside a coroutine).
+#[inline]
+pub(crate) fn label(label: &'static Label) {
+    if let Some(task) = current_task() {
+        task.label.set(label);
+    }
+}
+
 /// The mailbox of the live scheduler whose `Scheduler::id` is `id`.
 pub(crate) fn remote_of(id: usize) -> Option<Arc<Remote>> {
     let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
     remotes.iter().flatten().find(|r| r.serial == id).cloned()
-}
-
-/// Every live scheduler's mailbox (for the monitor).
-pub(crate) fn remotes() -> Vec<Arc<Remote>> {
-    let remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
-    remotes.iter().flatten().cloned().collect()
 }
 
 /// This thread's scheduler's mailbox, for other threads to reach it.
@@ -658,6 +804,7 @@ pub(crate) fn with_scheduler<R>(f: impl FnOnce(&Scheduler) -> R) -> io::Result<R
         .try_with(|o| *o.0.borrow_mut() = Some(scheduler))
         .map_err(|_| io::Error::other("patchall: thread is exiting"))?;
     CURRENT.with(|c| c.set(ptr));
+    super::dump::on_first_scheduler();
     // SAFETY: the box is owned by OWNER until thread exit, which clears CURRENT first.
     Ok(f(unsafe { &*ptr }))
 }
@@ -748,8 +895,20 @@ pub(crate) fn park_as(
     breaks: Breaks,
     register: impl FnOnce(Unparker) -> bool,
 ) -> Wake {
+    park_on_what(WaitsOn::Nothing, deadline, breaks, register)
+}
+
+/// `park_as`, recording what the park waits on for snapshots.
+pub(crate) fn park_on_what(
+    on: WaitsOn,
+    deadline: Option<Instant>,
+    breaks: Breaks,
+    register: impl FnOnce(Unparker) -> bool,
+) -> Wake {
     let task = current_task().expect("park is only called in a coroutine");
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
+    // Taken whether or not this parks: a label is for one park only.
+    let label = task.label.replace(&UNNAMED);
     let expiry = match breaks {
         Breaks::Never | Breaks::Signal => None,
         Breaks::Stop | Breaks::Syscall | Breaks::Masked(_) => {
@@ -790,6 +949,13 @@ pub(crate) fn park_as(
     };
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
+    task.wait.set(MaybeUninit::new(Wait {
+        label,
+        on,
+        deadline: timer_at,
+        since: None,
+    }));
+    sched.remote.counters.parked(label.family);
     task.state.set(State::Parked);
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
     // the Yielder lives on this coroutine's stack for as long as it runs.
@@ -830,7 +996,14 @@ pub(crate) fn wait_any_as(
     let mut failed = None;
     let mut me = None;
     let mut queued = 0;
-    let wake = park_as(deadline, breaks, |who| {
+    let on = fds
+        .first()
+        .map_or(WaitsOn::Nothing, |&(fd, dir)| WaitsOn::Fd {
+            fd,
+            dir,
+            more: u32::try_from(fds.len() - 1).unwrap_or(u32::MAX),
+        });
+    let wake = park_on_what(on, deadline, breaks, |who| {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in fds {
             match reactor.prepare_wait(fd, dir, who.clone()) {

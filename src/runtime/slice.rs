@@ -29,6 +29,8 @@ use crate::config::config;
 const CHECK_EVERY: u32 = 32;
 
 /// One scheduler's time-slice bookkeeping; touched only by its own thread.
+/// Runs are told apart by the scheduler's count of them (its `switches`
+/// counter): a mark from another run is stale.
 pub(crate) struct Slice {
     /// Completed calls left before the clock is read again.
     countdown: Cell<u32>,
@@ -99,6 +101,7 @@ pub(crate) fn slice_over() -> bool {
 #[inline(never)]
 pub(crate) fn yield_for_slice() {
     if let Some(s) = current_scheduler() {
+        s.counters().slice_yielded();
         s.poll_soon();
         yield_now();
     }

@@ -36,6 +36,16 @@ pub(crate) struct Symbol {
     pub(crate) object: Arc<str>,
 }
 
+/// A start routine's name for reports: its symbol (static functions of an
+/// unstripped object included), else `object+0xoffset`, else the address.
+pub(crate) fn routine_name(addr: usize) -> String {
+    match describe(addr) {
+        Some(s) if !s.name.is_empty() => s.name,
+        Some(s) => format!("{}+{:#x}", s.object, s.offset),
+        None => format!("{addr:#x}"),
+    }
+}
+
 /// The function at `addr` and its object; None if no loaded object maps it.
 pub(crate) fn describe(addr: usize) -> Option<Symbol> {
     let (bias, name, extent) = object_at(addr)?;

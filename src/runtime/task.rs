@@ -2,12 +2,14 @@
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 
+use super::observe::{Label, UNNAMED, Wait};
 use super::scheduler::Remote;
 use super::stack::{Canary, Stack};
 
@@ -103,6 +105,18 @@ pub(crate) struct Task {
     /// The Syscall User Dispatch selector while it runs (`dispatch`), saved
     /// at every switch out.
     pub(crate) selector: Cell<u8>,
+    /// What the next park stands for, set by the layer about to park
+    /// (`runtime::label`); every park takes it and leaves `Label::UNNAMED`.
+    pub(crate) label: Cell<&'static Label>,
+    /// The current (or last) park, for snapshots (`observe`): written by
+    /// every park before the task is `Parked`, read only while it is (left
+    /// uninitialised at spawn, which then writes a few words fewer).
+    pub(crate) wait: Cell<MaybeUninit<Wait>>,
+    /// Its neighbours in its scheduler's list of live tasks.
+    pub(crate) live_prev: Cell<*const Task>,
+    pub(crate) live_next: Cell<*const Task>,
+    /// Itself, while it is parked: see `Scheduler::live_head`.
+    pub(crate) held: Cell<Option<Arc<Task>>>,
 }
 
 impl Task {
@@ -129,6 +143,11 @@ impl Task {
             sigmask: Cell::new(None),
             entry: Cell::new(Entry::None),
             selector: Cell::new(super::dispatch::ALLOW),
+            label: Cell::new(&UNNAMED),
+            wait: Cell::new(MaybeUninit::uninit()),
+            live_prev: Cell::new(ptr::null()),
+            live_next: Cell::new(ptr::null()),
+            held: Cell::new(None),
         }
     }
 }

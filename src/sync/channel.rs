@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::waiter::{WaitQueue, block, deadline_after, lock};
-use crate::runtime::{Breaks, Wake};
+use crate::runtime::{self, Breaks, Family, Label, Wake};
 
 /// A channel holding at most `cap` values; a sender waits while it is full.
 /// `bounded(0)` is a rendezvous channel: each send waits for a receiver.
@@ -198,6 +198,7 @@ impl<T> Sender<T> {
                 Err(TrySendError::Full(v)) => value = Some(v),
             }
             let mut done = None;
+            runtime::label(&const { Label::new("channel send", Family::Channel) });
             let (waiter, wake) = block(deadline, Breaks::Stop, |w| {
                 let v = value.take().expect("not yet handed over");
                 let mut st = lock(&self.chan);
@@ -336,6 +337,7 @@ impl<T> Receiver<T> {
                 Err(TryRecvError::Empty) => {}
             }
             let mut done = None;
+            runtime::label(&const { Label::new("channel recv", Family::Channel) });
             let (waiter, wake) = block(deadline, Breaks::Stop, |w| {
                 let mut st = lock(&self.chan);
                 match st.take() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::mutex::MutexGuard;
 use super::waiter::{WaitQueue, block, deadline_after, lock};
-use crate::runtime::Breaks;
+use crate::runtime::{self, Breaks, Family, Label};
 
 /// `std::sync::Condvar`'s interface, for guards of [`patchall::sync::Mutex`](super::Mutex):
 /// waiting parks the coroutine. Notifications wake waiters in the order they
@@ -154,6 +154,7 @@ impl Condvar {
         deadline: Option<Instant>,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
         let mutex = MutexGuard::mutex(&guard);
+        runtime::label(&const { Label::new("condvar", Family::Lock) });
         let (waiter, _) = block(deadline, Breaks::Never, |w| {
             lock(&self.waiters).push(w);
             drop(guard);

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::waiter::{WaitQueue, block, deadline_after, lock};
-use crate::runtime::{Breaks, Wake};
+use crate::runtime::{self, Breaks, Family, Label, Wake};
 
 /// A flag: [`set`](Event::set) wakes everyone waiting and lets later waiters
 /// through until [`clear`](Event::clear).
@@ -117,6 +117,7 @@ impl Event {
             if self.is_set() {
                 return true;
             }
+            runtime::label(&const { Label::new("event", Family::Channel) });
             let (waiter, wake) = block(deadline, Breaks::Stop, |w| {
                 let mut st = lock(&self.state);
                 if !st.set {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LockResult, Mutex, TryLockError, TryLockResult};
 
 use super::waiter::{WaitQueue, block, lock};
-use crate::runtime::Breaks;
+use crate::runtime::{self, Breaks, Family, Label};
 
 /// `std::sync::RwLock`'s interface for coroutines: many readers or one writer.
 /// Waiters are served in arrival order: a reader arriving after a waiting
@@ -266,6 +266,7 @@ impl<T: ?Sized> RwLock<T> {
 
     fn acquire(&self, access: Access) {
         loop {
+            runtime::label(&const { Label::new("rwlock", Family::Lock) });
             let (waiter, _) = block(None, Breaks::Never, |w| {
                 let mut st = lock(&self.state);
                 if st.free_for(access) {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 use super::waiter::{WaitQueue, block, lock};
-use crate::runtime::Breaks;
+use crate::runtime::{self, Breaks, Family, Label};
 
 /// A count of permits. [`acquire`](Semaphore::acquire) waits for one; a
 /// released permit goes straight to the longest waiter, so none starves.
@@ -83,6 +83,7 @@ impl Semaphore {
     /// ```
     pub fn acquire(&self) -> Permit<'_> {
         loop {
+            runtime::label(&const { Label::new("semaphore", Family::Lock) });
             let (waiter, _) = block(None, Breaks::Never, |w| {
                 let mut st = lock(&self.state);
                 // Behind queued waiters, a newcomer waits its turn.

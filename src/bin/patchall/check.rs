@@ -136,15 +136,7 @@ fn kernel_has_dispatch() -> bool {
     const PR_SYS_DISPATCH_OFF: libc::c_ulong = 0;
     // SAFETY: PR_SYS_DISPATCH_OFF takes no pointers; it only clears this
     // thread's (unset) dispatch state.
-    unsafe {
-        libc::prctl(
-            PR_SET_SYSCALL_USER_DISPATCH,
-            PR_SYS_DISPATCH_OFF,
-            0,
-            0,
-            0,
-        ) == 0
-    }
+    unsafe { libc::prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0) == 0 }
 }
 
 /// The report on `path` (what `command` names), for the default settings.

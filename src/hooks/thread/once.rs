@@ -55,6 +55,7 @@ hook! {
             }
             if seen & IN_PROGRESS != 0 {
                 let recheck = Instant::now() + NATIVE_RECHECK;
+                runtime::label(&const { runtime::Label::new("once", runtime::Family::Lock) });
                 parking::park_on(control as usize, Some(recheck), || word.load(Acquire) == seen);
                 continue;
             }

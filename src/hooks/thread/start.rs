@@ -113,7 +113,8 @@ fn run_as_coroutine(main: Main, argc: c_int, argv: usize, envp: usize) -> Option
     // on this thread meanwhile: keep running its scheduler.
     let _ = runtime::with_scheduler(|s| {
         s.run_until(None, &mut || s.live() == 0);
-        while s.live() > 0 || spread::live() > 0 || os_threads() > 1 + spread::threads() {
+        let ours = 1 + spread::threads() + runtime::dump::threads();
+        while s.live() > 0 || spread::live() > 0 || os_threads() > ours {
             s.run_until(
                 Some(Instant::now() + Duration::from_millis(10)),
                 &mut || false,
