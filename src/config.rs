@@ -59,6 +59,9 @@ pub struct Config {
     /// completing at once may hold its thread before one of them yields
     /// (`5ms`, `500us`; a bare number is milliseconds). None (`0`, `off`): never.
     pub timeslice: Option<Duration>,
+    /// `PATCHALL_SYSCALL_DISPATCH`: `on` or `off`; unset, on with green
+    /// threads and off otherwise (see `syscall_dispatch_on`).
+    pub syscall_dispatch: Option<bool>,
 }
 
 pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -154,7 +157,17 @@ impl Config {
                 .map(Some),
         })
         .unwrap_or(Some(DEFAULT_TIMESLICE));
+        let syscall_dispatch = parse_or_warn(
+            get("PATCHALL_SYSCALL_DISPATCH"),
+            "PATCHALL_SYSCALL_DISPATCH",
+            |v| match v.to_ascii_lowercase().as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            },
+        );
         Config {
+            syscall_dispatch,
             workers,
             stack_size,
             stack_mode,
@@ -164,6 +177,14 @@ impl Config {
             offload_files,
             timeslice,
         }
+    }
+}
+
+impl Config {
+    /// Whether threads that run a scheduler turn Syscall User Dispatch on, so
+    /// that system calls coroutines make behind our hooks park too.
+    pub fn syscall_dispatch_on(&self) -> bool {
+        self.syscall_dispatch.unwrap_or(self.green_threads)
     }
 }
 

@@ -122,7 +122,7 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
     }
     // SAFETY: fstat writes only into `st`; a bad fd gives an error.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } < 0 {
+    if unsafe { crate::sys::raw_syscall!(libc::SYS_fstat, fd, &mut st) } < 0 {
         return None;
     }
     let flags = raw_fcntl(fd, libc::F_GETFL, 0);
@@ -152,7 +152,7 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
             let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
             // SAFETY: getsockopt writes at most `len` bytes into `tv`.
             let ok = unsafe {
-                libc::syscall(
+                crate::sys::raw_syscall!(
                     libc::SYS_getsockopt,
                     fd,
                     libc::SOL_SOCKET,

@@ -7,6 +7,94 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, clockid_t, timespec};
 
+#[cfg(target_arch = "x86_64")]
+#[path = "sys/gate_x86_64.rs"]
+pub(crate) mod gate;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "sys/gate_other.rs"]
+pub(crate) mod gate;
+
+/// An argument of a raw system call: whatever libc's variadic `syscall`
+/// accepted at our call sites (integers, pointers, references), as a register.
+pub(crate) trait SysArg {
+    fn reg(self) -> libc::c_long;
+}
+
+macro_rules! sys_arg_int {
+    ($($t:ty),*) => {$(
+        impl SysArg for $t {
+            #[inline(always)]
+            fn reg(self) -> libc::c_long {
+                self as libc::c_long
+            }
+        }
+    )*};
+}
+sys_arg_int!(i8, u8, i16, u16, i32, u32, i64, u64, isize, usize);
+
+impl<T> SysArg for *const T {
+    #[inline(always)]
+    fn reg(self) -> libc::c_long {
+        self as libc::c_long
+    }
+}
+impl<T> SysArg for *mut T {
+    #[inline(always)]
+    fn reg(self) -> libc::c_long {
+        self as libc::c_long
+    }
+}
+impl<T> SysArg for &T {
+    #[inline(always)]
+    fn reg(self) -> libc::c_long {
+        self as *const T as libc::c_long
+    }
+}
+impl<T> SysArg for &mut T {
+    #[inline(always)]
+    fn reg(self) -> libc::c_long {
+        self as *mut T as libc::c_long
+    }
+}
+
+/// libc's `syscall(nr, args...)` made through the gate: -1 and errno on
+/// failure, as libc's. Our own raw calls must never reach our `syscall` hook
+/// (which parks coroutines) nor trap under Syscall User Dispatch.
+///
+/// # Safety
+/// The system call's own contract for these arguments.
+#[inline]
+pub(crate) unsafe fn syscall(nr: libc::c_long, a: [libc::c_long; 6]) -> libc::c_long {
+    // SAFETY: the caller keeps the call's contract.
+    let r = unsafe { gate::syscall6(nr, a) };
+    if (-4095..0).contains(&r) {
+        set_errno(-r as i32);
+        -1
+    } else {
+        r
+    }
+}
+
+/// `raw_syscall!(libc::SYS_x, args...)`: `sys::syscall` with up to six
+/// arguments of any `SysArg` type. Expands to an unsafe call, as libc's.
+macro_rules! raw_syscall {
+    ($nr:expr $(, $a:expr)* $(,)?) => {
+        $crate::sys::syscall(
+            $nr as libc::c_long,
+            $crate::sys::args([$($crate::sys::SysArg::reg($a)),*]),
+        )
+    };
+}
+pub(crate) use raw_syscall;
+
+/// Pads up to six registers to six.
+#[inline(always)]
+pub(crate) fn args<const N: usize>(given: [libc::c_long; N]) -> [libc::c_long; 6] {
+    let mut a = [0; 6];
+    a[..N].copy_from_slice(&given);
+    a
+}
+
 /// The calling thread's errno.
 #[inline]
 pub(crate) fn errno() -> i32 {
@@ -27,7 +115,7 @@ pub(crate) fn diag(parts: &[&[u8]]) {
         let mut rest = *part;
         while !rest.is_empty() {
             // SAFETY: the pointer and length describe the live slice `rest`.
-            let n = unsafe { libc::syscall(libc::SYS_write, 2, rest.as_ptr(), rest.len()) };
+            let n = unsafe { raw_syscall!(libc::SYS_write, 2, rest.as_ptr(), rest.len()) };
             if n <= 0 {
                 if n < 0 && errno() == libc::EINTR {
                     continue;
@@ -105,7 +193,7 @@ pub(crate) fn page_size() -> usize {
 /// `close` hook, which refuses the runtime's fds and would forget table facts.
 pub(crate) fn raw_close(fd: libc::c_int) {
     // SAFETY: close takes only a number; the callers close fds they own.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
+    unsafe { raw_syscall!(libc::SYS_close, fd) };
 }
 
 /// fcntl(2) by system call, for the integer-argument commands (F_GETFD,
@@ -113,7 +201,7 @@ pub(crate) fn raw_close(fd: libc::c_int) {
 /// table's probes must not pass through our `fcntl` hook.
 pub(crate) fn raw_fcntl(fd: libc::c_int, cmd: libc::c_int, arg: libc::c_long) -> libc::c_long {
     // SAFETY: with an integer argument, fcntl never touches our memory.
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) }
+    unsafe { raw_syscall!(libc::SYS_fcntl, fd, cmd, arg) }
 }
 
 /// The decimal number in the /proc file `path`: after `field` (e.g.
@@ -125,7 +213,7 @@ pub(crate) fn raw_fcntl(fd: libc::c_int, cmd: libc::c_int, arg: libc::c_long) ->
 pub(crate) fn proc_number(path: &std::ffi::CStr, field: Option<&[u8]>) -> Option<usize> {
     // SAFETY: a NUL-terminated path; the flags ask for nothing but reading.
     let fd = unsafe {
-        libc::syscall(
+        raw_syscall!(
             libc::SYS_openat,
             libc::AT_FDCWD,
             path.as_ptr(),
@@ -140,7 +228,7 @@ pub(crate) fn proc_number(path: &std::ffi::CStr, field: Option<&[u8]>) -> Option
     while len < buf.len() {
         // SAFETY: reading into the unfilled rest of our buffer.
         let n =
-            unsafe { libc::syscall(libc::SYS_read, fd, buf[len..].as_mut_ptr(), buf.len() - len) };
+            unsafe { raw_syscall!(libc::SYS_read, fd, buf[len..].as_mut_ptr(), buf.len() - len) };
         if n <= 0 {
             break;
         }

@@ -351,7 +351,7 @@ mod tests {
 
     fn thread_id() -> u64 {
         // SAFETY: gettid has no preconditions.
-        unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+        unsafe { crate::sys::raw_syscall!(libc::SYS_gettid) as u64 }
     }
 
     #[test]

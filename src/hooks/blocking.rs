@@ -203,7 +203,7 @@ pub(crate) fn block_in_poll(
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: one valid pollfd, an optional valid timespec, no signal mask.
         let n = unsafe {
-            libc::syscall(
+            crate::sys::raw_syscall!(
                 libc::SYS_ppoll,
                 &mut pfd,
                 1,

@@ -257,7 +257,7 @@ pub unsafe extern "C" fn closefrom(lowfd: c_int) {
     }
     let raw = |a: c_uint, b: c_uint, f: c_int| {
         // SAFETY: close_range(2) takes two numbers and flags.
-        unsafe { libc::syscall(libc::SYS_close_range, a, b, f) as c_int }
+        unsafe { crate::sys::raw_syscall!(libc::SYS_close_range, a, b, f) as c_int }
     };
     if close_range_around(lowfd.max(0) as c_uint, c_uint::MAX, 0, raw) != 0 {
         // No close_range in this kernel: one close at a time, through our
@@ -403,7 +403,7 @@ fn lowest_free(new: c_int, min: c_ulong, cloexec: bool) -> c_int {
     }
     let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
     // SAFETY: dup3 onto the number just vacated, by system call.
-    if unsafe { libc::syscall(libc::SYS_dup3, new, first[0], flags) } < 0 {
+    if unsafe { crate::sys::raw_syscall!(libc::SYS_dup3, new, first[0], flags) } < 0 {
         return new;
     }
     // The first copy goes by system call too (the copy is the program's; ours has moved).

@@ -310,7 +310,7 @@ fn openat2_cached(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
     };
     // SAFETY: the caller's path; `how` is a live open_how of the size passed.
     unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_openat2,
             dirfd,
             path,
@@ -339,7 +339,7 @@ fn open_cannot_wait(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
     // SAFETY: stat is plain data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat writes only into `st`.
-    let ok = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0;
+    let ok = unsafe { crate::sys::raw_syscall!(libc::SYS_fstat, fd, &mut st) } == 0;
     // The O_PATH fd just opened goes by raw system call: our `close` hook has
     // nothing to forget.
     sys::raw_close(fd);

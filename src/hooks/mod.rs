@@ -28,6 +28,7 @@ pub mod sched;
 pub mod signal;
 pub mod sigwait;
 pub mod sleep;
+pub mod syscall;
 pub mod thread;
 pub mod transfer;
 

@@ -85,7 +85,7 @@ fn read_hung_up(fd: c_int) -> bool {
     };
     // SAFETY: one valid pollfd, a valid zero timeout, no signal mask.
     let n = unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_ppoll,
             &mut pfd,
             1,
@@ -302,7 +302,7 @@ fn is_stream(fd: c_int) -> bool {
     let mut len = std::mem::size_of::<c_int>() as socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `ty`.
     let r = unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_getsockopt,
             fd,
             libc::SOL_SOCKET,

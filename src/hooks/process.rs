@@ -158,7 +158,7 @@ fn proc_field(path: &str, field: &str) -> Option<pid_t> {
 fn pidfd_open(pid: pid_t) -> Option<OwnFd> {
     let e = errno();
     // SAFETY: pidfd_open takes a pid and flags, and returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = unsafe { crate::sys::raw_syscall!(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         set_errno(e);
         return None;

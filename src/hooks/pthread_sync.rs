@@ -211,7 +211,7 @@ fn futex_wait(addr: usize, expected: u32, deadline: Option<&Deadline>) -> Result
     // SAFETY: `addr` is the caller's live, 4-byte aligned futex word; `ts` is
     // null or an absolute timespec on the clock named by `op`.
     let r = unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_futex,
             addr as *const u32,
             op,
@@ -236,7 +236,7 @@ fn futex_wake(addr: usize, n: i32) -> bool {
     let saved = errno();
     // SAFETY: FUTEX_WAKE reads no memory; any address is acceptable.
     let r = unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_futex,
             addr as *const u32,
             libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,

@@ -1,8 +1,9 @@
 //! Finding the real libc functions, and the per-thread re-entrancy guard.
 
-use std::cell::Cell;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::runtime::dispatch;
 
 /// A libc function looked up lazily with `dlsym(RTLD_NEXT, name)`.
 ///
@@ -50,37 +51,34 @@ impl Original {
     }
 }
 
-thread_local! {
-    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
-}
-
 /// Marks this thread as running hook logic; a hooked call made meanwhile (by our
-/// own code, or a signal handler interrupting us) goes straight to libc.
-pub(crate) struct Guard(());
+/// own code, or a signal handler interrupting us) goes straight to libc. While
+/// it is held, system calls are allowed under Syscall User Dispatch (the hook's
+/// real call must not trap); dropping it puts back the selector it found.
+pub(crate) struct Guard {
+    selector: u8,
+}
 
 impl Guard {
     /// None if this thread is already inside a hook, or its thread-locals are gone.
     #[inline]
     pub(crate) fn enter() -> Option<Guard> {
-        IN_HOOK
-            .try_with(|h| (!h.replace(true)).then_some(Guard(())))
-            .ok()
-            .flatten()
+        dispatch::hook_enter().map(|selector| Guard { selector })
     }
 
     /// Runs `f` (which parks) with the guard lifted, so other coroutines on this
     /// thread can use hooks while this one waits.
     pub(crate) fn release_while<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _ = IN_HOOK.try_with(|h| h.set(false));
+        dispatch::set_in_hook(false);
         let r = f();
-        let _ = IN_HOOK.try_with(|h| h.set(true));
+        dispatch::set_in_hook(true);
         r
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = IN_HOOK.try_with(|h| h.set(false));
+        dispatch::hook_leave(self.selector);
     }
 }
 
@@ -116,7 +114,7 @@ macro_rules! original {
 /// `va_arg`, so reading the optional argument as one more named parameter is
 /// ABI-correct; callers that pass none leave a harmless garbage value.
 macro_rules! hook {
-    (@define $abi:literal $(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty as $real:ident $body:block) => {
+    (@define $abi:tt $(#[$meta:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty as $real:ident $body:block) => {
         $(#[$meta])*
         ///
         /// # Safety
@@ -128,6 +126,7 @@ macro_rules! hook {
                 $crate::sys::set_errno(libc::ENOSYS);
                 return (-1_i64) as $ret;
             };
+            hook_allow!($abi);
             $body
         }
     };
@@ -182,7 +181,10 @@ macro_rules! hook {
                 real().map_or_else(unresolved, |$real| slow($($arg,)* $real))
             }
             #[inline(never)]
-            fn slow($($arg: $ty,)* $real: Real) -> $ret $body
+            fn slow($($arg: $ty,)* $real: Real) -> $ret {
+                let _allow = $crate::runtime::dispatch::Allow::new();
+                $body
+            }
             checked($($arg),*)
         }
     };
@@ -192,6 +194,18 @@ macro_rules! hook {
     ($(#[$meta:meta])* unwind fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident $body:block) => {
         hook! { @define "C-unwind" $(#[$meta])* $name($($arg: $ty),*) -> $ret as $real $body }
     };
+}
+
+/// The system calls of a hook's body (its real call above all) are allowed
+/// under Syscall User Dispatch: a hook is where a coroutine's call gets our
+/// treatment, so it must not trap a second time. Not for `unwind` hooks, whose
+/// frames glibc's forced unwinding may cross (no destructor may live there):
+/// those that wait take a `Guard`, which allows too.
+macro_rules! hook_allow {
+    ("C") => {
+        let _allow = $crate::runtime::engaged().then($crate::runtime::dispatch::Allow::new);
+    };
+    ("C-unwind") => {};
 }
 
 /// Defines `$alias` as a second entry point with the same behaviour as `$hook`.

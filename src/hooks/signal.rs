@@ -18,11 +18,14 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use libc::{c_int, sigaction as SigAction, sighandler_t, siginfo_t, sigset_t};
 
-use crate::runtime;
 use crate::runtime::signals::{FAULTS, kernel_set, own_mask, own_mask_seen, set_own_mask};
+use crate::runtime::{self, dispatch};
 use crate::sys::set_errno;
 
 const NSIG: usize = 65;
+
+/// glibc's own signals (SIGCANCEL, SIGSETXID): its `sigaction` refuses them.
+const GLIBC_OWN: [c_int; 2] = [32, 33];
 
 struct UserAction {
     handler: AtomicUsize,
@@ -61,6 +64,9 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut libc::c_voi
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         return;
     }
+    // The program's handler is plain code: its system calls are not caught
+    // (it may have blocked SIGSYS), and it returns through our restorer.
+    let selector = dispatch::allow();
     runtime::signals::in_handler(|| {
         if flags & libc::SA_SIGINFO != 0 {
             // SAFETY: the user installed this handler with SA_SIGINFO, so it
@@ -75,11 +81,16 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut libc::c_voi
             f(sig);
         }
     });
+    dispatch::restore(selector);
 }
 
 hook! {
     /// `sigaction(2)`: installs our trampoline in front of the user's handler.
     fn sigaction(sig: c_int, act: *const SigAction, old: *mut SigAction) -> c_int as real {
+        if sig == libc::SIGSYS && dispatch::handler_installed() {
+            // SAFETY: the caller's valid (or null) pointers.
+            return unsafe { program_sigsys(act, old) };
+        }
         // Copy first: `act` and `old` may be the same struct.
         // SAFETY: a non-null `act` points at the caller's sigaction.
         let wanted = (!act.is_null()).then(|| unsafe { *act });
@@ -92,8 +103,13 @@ hook! {
                 user.flags.store(a.sa_flags, Ordering::Release);
                 a.sa_sigaction = trampoline_addr();
                 a.sa_flags |= libc::SA_SIGINFO;
-                // SAFETY: forwarding the caller's request with our handler in it.
-                unsafe { real(sig, &a, old) }
+                if crate::config::config().syscall_dispatch_on() && !GLIBC_OWN.contains(&sig) {
+                    // SAFETY: our request, the caller's `old`.
+                    unsafe { dispatch::sigaction_with_restorer(sig, &a, old) }
+                } else {
+                    // SAFETY: forwarding the caller's request with our handler in it.
+                    unsafe { real(sig, &a, old) }
+                }
             }
             (Some(_), Some(user)) => {
                 // SAFETY: forwarding the caller's arguments.
@@ -121,6 +137,32 @@ hook! {
         }
         r
     }
+}
+
+/// `sigaction(SIGSYS)` while our dispatch handler holds SIGSYS: the
+/// program's handler is kept aside and receives the SIGSYS that are not
+/// dispatch's; the program sees its own handler.
+///
+/// # Safety
+/// `act` and `old` null or valid, as for `sigaction`.
+unsafe fn program_sigsys(act: *const SigAction, old: *mut SigAction) -> c_int {
+    let program = &dispatch::PROGRAM_SIGSYS;
+    // SAFETY: a non-null `act` points at the caller's sigaction.
+    let wanted = unsafe { act.as_ref() }.map(|a| a.sa_sigaction);
+    let before = match wanted {
+        Some(h) => program.swap(h, Ordering::AcqRel),
+        None => program.load(Ordering::Acquire),
+    };
+    // SAFETY: a non-null `old` is the caller's writable sigaction.
+    if let Some(old) = unsafe { old.as_mut() } {
+        // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
+        *old = unsafe { std::mem::zeroed() };
+        old.sa_sigaction = before;
+        if before != libc::SIG_DFL && before != libc::SIG_IGN {
+            old.sa_flags = libc::SA_SIGINFO;
+        }
+    }
+    0
 }
 
 alias! {

@@ -1067,7 +1067,7 @@ fn futex_wake_all<T>(word: *const T) {
     // SAFETY: FUTEX_WAKE only uses the address as a key; it never dereferences
     // memory we do not own (EFAULT at worst, ignored).
     unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_futex,
             word,
             libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
@@ -1085,7 +1085,7 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| t as *const timespec);
     // SAFETY: a live futex word and an optional valid relative timeout.
     unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,

@@ -87,7 +87,7 @@ fn is_fifo(fd: c_int) -> bool {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let saved = errno();
     // SAFETY: fstat writes only into `st`.
-    let ok = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0;
+    let ok = unsafe { crate::sys::raw_syscall!(libc::SYS_fstat, fd, &mut st) } == 0;
     set_errno(saved);
     ok && st.st_mode & libc::S_IFMT == libc::S_IFIFO
 }

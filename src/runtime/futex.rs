@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use libc::{EAGAIN, EINTR, EINVAL, ETIMEDOUT, c_int, c_long, timespec};
 
-use super::scheduler::{Breaks, in_coroutine};
+use super::scheduler::{Breaks, current_task, in_coroutine};
 use super::{Wake, parking};
 use crate::sys::{deadline_after, deadline_at, errno, set_errno, timespec_duration};
 
@@ -99,7 +99,7 @@ pub(crate) fn wait(
     if bitset == 0 || !uaddr.is_aligned() {
         return Err(EINVAL);
     }
-    if !in_coroutine() {
+    if !may_park() {
         return kernel_wait(uaddr, expected, deadline, bitset, libc::FUTEX_PRIVATE_FLAG);
     }
     // The kernel reads the word once for us: an address it cannot read fails
@@ -160,6 +160,13 @@ pub(crate) fn wait(
     }
 }
 
+/// In a coroutine, and not inside `park_as`: there a wait is for one of our
+/// own locks (a contended shard of the lot, reaching us through `syscall`),
+/// whose holder never parks; a second park would corrupt the first.
+fn may_park() -> bool {
+    in_coroutine() && current_task().is_some_and(|t| !t.in_park.get())
+}
+
 /// Takes a waiter off `WAITING` however `wait` returns.
 struct Counted;
 
@@ -170,15 +177,11 @@ impl Drop for Counted {
 }
 
 /// Wakes up to `n` waiters on `uaddr` whose bitset shares a bit with `bitset`:
-/// parked coroutines first, longest-waiting first, then threads in the kernel.
-/// Returns how many woke. Like the kernel, `n` below 1 still wakes one.
-pub(crate) fn wake(uaddr: *const u32, n: i32, bitset: u32) -> i32 {
-    wake_flagged(uaddr, n, bitset, None)
-}
-
-/// `wake`, with the kernel part private, shared, or (None, not known) first
-/// private then, for what is left, shared.
-fn wake_flagged(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>) -> i32 {
+/// parked coroutines first, longest-waiting first, then threads in the kernel,
+/// private or shared as `private` says or, if not known (None), first private
+/// then, for what is left, shared. Returns how many woke. Like the kernel, `n`
+/// below 1 still wakes one.
+pub(crate) fn wake(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>) -> i32 {
     let n = n.max(1);
     let woken = parking::unpark_matching(uaddr as usize, n as usize, bitset) as i32;
     let mut left = n - woken;
@@ -244,7 +247,7 @@ pub(crate) unsafe fn call(
     // SAFETY: forwarding the caller's own arguments.
     let forward = || unsafe { kernel(uaddr, op, val, timeout, uaddr2, val3) };
     match cmd {
-        libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET if in_coroutine() => {
+        libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET if may_park() => {
             let bitset = if cmd == libc::FUTEX_WAIT {
                 libc::FUTEX_BITSET_MATCH_ANY as u32
             } else {
@@ -261,7 +264,7 @@ pub(crate) unsafe fn call(
             if bitset == 0 {
                 return Err(EINVAL);
             }
-            Ok(wake_flagged(uaddr, val as i32, bitset, private).into())
+            Ok(wake(uaddr, val as i32, bitset, private).into())
         }
         libc::FUTEX_REQUEUE | libc::FUTEX_CMP_REQUEUE if !realtime => {
             let r = forward()?;
@@ -335,8 +338,10 @@ unsafe fn kernel(
     val3: u32,
 ) -> Result<c_long, i32> {
     let saved = errno();
-    // SAFETY: the caller's contract.
-    let r = unsafe { libc::syscall(libc::SYS_futex, uaddr, op, val, timeout, uaddr2, val3) };
+    // SAFETY: the caller's contract. Through the gate: never our own
+    // `syscall` hook, never trapped.
+    let r =
+        unsafe { crate::sys::raw_syscall!(libc::SYS_futex, uaddr, op, val, timeout, uaddr2, val3) };
     let e = errno();
     set_errno(saved);
     if r < 0 { Err(e) } else { Ok(r) }
@@ -429,7 +434,7 @@ mod tests {
                 crate::yield_now();
             }
             w.store(1, SeqCst);
-            wake(ptr(&w), 1, ANY)
+            wake(ptr(&w), 1, ANY, None)
         })
         .unwrap();
         let woken = ticker.join().unwrap();
@@ -525,10 +530,14 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         word.store(1, SeqCst);
         let w = word.clone();
-        let (first, rest) =
-            thread::spawn(move || (wake(ptr(&w), 2, ANY), wake(ptr(&w), i32::MAX, ANY)))
-                .join()
-                .unwrap();
+        let (first, rest) = thread::spawn(move || {
+            (
+                wake(ptr(&w), 2, ANY, None),
+                wake(ptr(&w), i32::MAX, ANY, None),
+            )
+        })
+        .join()
+        .unwrap();
         assert_eq!(first, 2);
         assert_eq!(rest, 2);
         assert_eq!(in_kernel.join().unwrap(), Ok(()));
@@ -543,10 +552,10 @@ mod tests {
         let w = word.clone();
         let even = spawn(move || wait(ptr(&w), 0, None, 0b10)).unwrap();
         crate::yield_now();
-        assert_eq!(wake(ptr(&word), i32::MAX, 0b10), 1);
+        assert_eq!(wake(ptr(&word), i32::MAX, 0b10, None), 1);
         assert!(even.join().unwrap().is_ok());
         assert!(!odd.is_finished());
-        assert_eq!(wake(ptr(&word), i32::MAX, 0b01), 1);
+        assert_eq!(wake(ptr(&word), i32::MAX, 0b01, None), 1);
         assert!(odd.join().unwrap().is_ok());
     }
 
@@ -561,7 +570,7 @@ mod tests {
         let w = word.clone();
         let waker = rt
             .spawn(move || {
-                while wake(ptr(&w), 1, ANY) == 0 {
+                while wake(ptr(&w), 1, ANY, None) == 0 {
                     crate::sleep(Duration::from_millis(1));
                 }
                 thread::current().id()
@@ -589,7 +598,7 @@ mod tests {
             if untrapped {
                 untrapped_wake(w, 1);
             } else {
-                wake(ptr(w), 1, ANY);
+                wake(ptr(w), 1, ANY, None);
             }
         }
     }
@@ -671,7 +680,7 @@ mod tests {
                         let _ = wait(ptr(&w), seen, None, ANY);
                     }
                     w.store(turn + 1, SeqCst);
-                    wake(ptr(&w), 1, ANY);
+                    wake(ptr(&w), 1, ANY, None);
                 }
                 d.fetch_add(1, SeqCst);
             })
@@ -770,7 +779,7 @@ mod tests {
         let waker = thread::spawn(move || {
             thread::sleep(Duration::from_millis(200));
             w.store(1, SeqCst);
-            wake(ptr(&w), 1, ANY)
+            wake(ptr(&w), 1, ANY, None)
         });
         let before = EINTR_SEEN.load(SeqCst);
         let (r, sent) = run(restarting, None, false);

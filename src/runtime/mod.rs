@@ -2,8 +2,7 @@
 //! libc calls: only "wait for this fd", "sleep until", "park until woken".
 
 pub(crate) mod control;
-// Reached from the SIGSYS handler and the syscall() hook.
-#[allow(dead_code)]
+pub(crate) mod dispatch;
 pub(crate) mod futex;
 pub(crate) mod offload;
 mod overflow;

@@ -70,10 +70,10 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
             unsafe {
                 libc::signal(sig, libc::SIG_DFL);
                 if sent {
-                    libc::syscall(
+                    crate::sys::raw_syscall!(
                         libc::SYS_tgkill,
                         libc::getpid(),
-                        libc::syscall(libc::SYS_gettid),
+                        crate::sys::raw_syscall!(libc::SYS_gettid),
                         sig,
                     );
                 }

@@ -92,7 +92,7 @@ impl Epoll {
             // SAFETY: our epoll fd, a buffer with room for `capacity` events, a
             // kernel-sized sigset (8 bytes) or null.
             let n = unsafe {
-                libc::syscall(
+                crate::sys::raw_syscall!(
                     libc::SYS_epoll_pwait,
                     ep,
                     events.as_mut_ptr(),
@@ -128,7 +128,7 @@ impl Waker {
         // cancellation point acts there).
         // SAFETY: eventfd2 takes an initial value and flags, returns a new fd.
         let fd = unsafe {
-            libc::syscall(
+            crate::sys::raw_syscall!(
                 libc::SYS_eventfd2,
                 0,
                 libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
@@ -148,12 +148,13 @@ impl Waker {
         let one: u64 = 1;
         self.0.with(|fd| {
             // SAFETY: writes 8 bytes from a local, to our own eventfd.
-            let w = || unsafe { libc::syscall(libc::SYS_write, fd, &one as *const u64, 8) };
+            let w =
+                || unsafe { crate::sys::raw_syscall!(libc::SYS_write, fd, &one as *const u64, 8) };
             if w() < 0 {
                 // The counter is full (EAGAIN): empty it and write again.
                 let mut sink: u64 = 0;
                 // SAFETY: reads 8 bytes into a local, from our own eventfd.
-                unsafe { libc::syscall(libc::SYS_read, fd, &mut sink as *mut u64, 8) };
+                unsafe { crate::sys::raw_syscall!(libc::SYS_read, fd, &mut sink as *mut u64, 8) };
                 w();
             }
         });

@@ -177,6 +177,7 @@ impl Scheduler {
         remotes[id] = Some(remote.clone());
         drop(remotes);
         overflow::install_handler();
+        super::dispatch::enable_for_thread();
         let cfg = config();
         Ok(Scheduler {
             remote,
@@ -520,6 +521,7 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
+        super::dispatch::disable_for_thread();
         let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = remotes.get_mut(self.remote.id) {
             *slot = None;
@@ -568,7 +570,9 @@ fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
     let co = Coroutine::with_stack(stack, move |yielder, ()| {
         let task = current_task().expect("a coroutine body runs as the current task");
         task.yielder.set(yielder);
+        let selector = super::dispatch::coroutine_start();
         body();
+        super::dispatch::restore(selector);
     });
     (facts, co)
 }
@@ -723,6 +727,18 @@ pub(crate) fn park_as(
     register: impl FnOnce(Unparker) -> bool,
 ) -> Wake {
     let task = current_task().expect("park is only called in a coroutine");
+    let outer = task.in_park.replace(true);
+    let wake = park_task(task, deadline, breaks, register);
+    task.in_park.set(outer);
+    wake
+}
+
+fn park_task(
+    task: &Task,
+    deadline: Option<Instant>,
+    breaks: Breaks,
+    register: impl FnOnce(Unparker) -> bool,
+) -> Wake {
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
     let expiry = match breaks {
         Breaks::Never | Breaks::Signal => None,
@@ -765,9 +781,11 @@ pub(crate) fn park_as(
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
+    let selector = super::dispatch::allow();
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
     // the Yielder lives on this coroutine's stack for as long as it runs.
     unsafe { (*task.yielder.get()).suspend(()) };
+    super::dispatch::restore(selector);
     let wake = task.wake.get();
     if let (Some(key), false) = (timer, wake == Wake::TimedOut) {
         sched.timers.borrow_mut().cancel(key);
@@ -927,8 +945,10 @@ pub(crate) fn fd_created(fd: RawFd) {
 pub(crate) fn yield_now() {
     let task = current_task().expect("in a coroutine");
     task.state.set(State::Runnable);
+    let selector = super::dispatch::allow();
     // SAFETY: as in `park`.
     unsafe { (*task.yielder.get()).suspend(()) };
+    super::dispatch::restore(selector);
 }
 
 /// Sleeps the running coroutine until `deadline` (in a coroutine).

@@ -69,7 +69,7 @@ pub(crate) fn thread_mask() -> u64 {
     let mut old = 0u64;
     // SAFETY: a query only (null new set), into a kernel-sized set of ours.
     unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_rt_sigprocmask,
             libc::SIG_BLOCK,
             std::ptr::null::<u64>(),
@@ -80,11 +80,18 @@ pub(crate) fn thread_mask() -> u64 {
     old
 }
 
-/// Sets this thread's signal mask, with the raw system call.
+/// Sets this thread's signal mask, with the raw system call. Never blocks
+/// SIGSYS where Syscall User Dispatch is on: a trap while it is blocked would
+/// kill the process.
 pub(super) fn set_thread_mask(mask: u64) {
+    let mask = if super::dispatch::on_here() {
+        mask & !bit(libc::SIGSYS)
+    } else {
+        mask
+    };
     // SAFETY: a kernel-sized set of ours; no old set asked for.
     unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
             &mask,
@@ -140,7 +147,7 @@ fn idle_mask() -> u64 {
 /// True on the process's first thread (the one green `main` runs on).
 fn is_main_thread() -> bool {
     // SAFETY: gettid and getpid have no preconditions.
-    unsafe { libc::syscall(libc::SYS_gettid) == libc::getpid() as libc::c_long }
+    unsafe { crate::sys::raw_syscall!(libc::SYS_gettid) == libc::getpid() as libc::c_long }
 }
 
 /// The running green thread's own mask; None outside one (outside a
@@ -252,7 +259,7 @@ pub(crate) fn deliver_pending(mask: u64) -> bool {
     // SAFETY: no fds, our timespec and kernel-sized set: the call only swaps
     // the mask, delivers what it lets in (failing with EINTR), and swaps it back.
     let r = unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_ppoll,
             std::ptr::null::<libc::pollfd>(),
             0,
@@ -504,7 +511,7 @@ impl Signals {
         let fd = own.as_ref().map_or(-1, OwnFd::raw);
         // SAFETY: a kernel-sized set of ours; `fd` is -1 or our signalfd.
         let r = unsafe {
-            libc::syscall(
+            crate::sys::raw_syscall!(
                 libc::SYS_signalfd4,
                 fd,
                 &set,

@@ -88,6 +88,10 @@ pub(crate) struct Task {
     /// A green thread's own signal mask (the kernel's 64-bit set, see
     /// `signals::adopt_mask`); None for a coroutine that has the OS thread's.
     pub(crate) sigmask: Cell<Option<u64>>,
+    /// Inside `park_as`, whose bookkeeping a second park would corrupt: a
+    /// futex wait made meanwhile (our own locks' contention, reaching the
+    /// `syscall` hook) goes to the kernel instead (see `runtime::futex`).
+    pub(crate) in_park: Cell<bool>,
 }
 
 impl Task {
@@ -108,6 +112,7 @@ impl Task {
             local: Cell::new(0),
             scratch: UnsafeCell::new(None),
             cancelled: Cell::new(false),
+            in_park: Cell::new(false),
             exiting: Cell::new(false),
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),

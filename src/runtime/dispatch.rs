@@ -1,0 +1,425 @@
+//! Syscall User Dispatch: system calls a coroutine makes without passing
+//! through a hook (glibc's internal `__read`, inline `syscall` instructions)
+//! trap into our SIGSYS handler, which gives them the hooks' treatment.
+//!
+//! Per OS thread that runs a scheduler, `prctl(PR_SET_SYSCALL_USER_DISPATCH)`
+//! names a selector byte (in this thread's `GATE`) and an allowed range (the
+//! gate, `sys::gate`). The kernel reads the byte at every system call made
+//! outside the gate: ALLOW runs it, BLOCK raises SIGSYS instead. The byte is
+//! BLOCK only while coroutine code runs; a hook's entry (`hook_enter`, the
+//! guard of `hooks::real`) and every suspension of a coroutine
+//! (`allow`/`restore` around it) set ALLOW, so the runtime, a hook and its real
+//! call, plain threads and the offload pool never trap. Coroutines start with
+//! BLOCK (`coroutine_start`).
+//!
+//! Measured on this kernel: a new thread and a fork child do not inherit the
+//! dispatch state (the kernel clears it), and `exec` ends it, so nothing is
+//! needed across them; the child of a `fork` goes on as a plain thread anyway.
+//!
+//! The handler runs on the coroutine's own stack (no `SA_ONSTACK`: the
+//! alternate stack is the thread's, and a coroutine may park inside the
+//! handler while another traps) with `SA_NODEFER` (a coroutine parked inside
+//! it must not leave SIGSYS blocked for the others: a trap while SIGSYS is
+//! blocked kills the process). It returns through the gate's restorer; before
+//! returning it writes the thread's current signal mask into the saved context,
+//! so that `rt_sigreturn` does not undo a mask changed while it was parked.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use libc::{c_int, c_long, c_void, siginfo_t};
+
+use crate::sys::{self, diag, gate};
+
+pub(crate) const ALLOW: u8 = 0;
+pub(crate) const BLOCK: u8 = 1;
+
+const PR_SET_SYSCALL_USER_DISPATCH: c_int = 59;
+const PR_SYS_DISPATCH_OFF: c_long = 0;
+const PR_SYS_DISPATCH_ON: c_long = 1;
+/// `si_code` of a SIGSYS raised by dispatch (not seccomp, not `kill`).
+const SYS_USER_DISPATCH: c_int = 2;
+const SA_RESTORER: c_int = 0x0400_0000;
+
+/// One thread's dispatch state, in one thread-local so that a hook's entry
+/// pays a single thread-local access for its re-entrancy flag and the flip.
+pub(crate) struct ThreadGate {
+    /// The byte the kernel reads (ALLOW or BLOCK; any other value kills).
+    selector: Cell<u8>,
+    /// Hook logic runs on this thread (see `hooks::real::Guard`).
+    in_hook: Cell<bool>,
+    /// Dispatch is on for this thread.
+    on: Cell<bool>,
+    /// A trapped call was re-made in place with ALLOW (a `clone` that
+    /// starts the child on a new stack): the next hook or suspension puts
+    /// BLOCK back once it returns to the coroutine.
+    reblock: Cell<bool>,
+}
+
+thread_local! {
+    static GATE: ThreadGate = const {
+        ThreadGate {
+            selector: Cell::new(ALLOW),
+            in_hook: Cell::new(false),
+            on: Cell::new(false),
+            reblock: Cell::new(false),
+        }
+    };
+}
+
+/// What this thread's selector goes back to when the caller returns to
+/// coroutine code: the value now, or BLOCK owed after an in-place call.
+#[inline(always)]
+fn owed(g: &ThreadGate) -> u8 {
+    if g.reblock.get() {
+        g.reblock.set(false);
+        BLOCK
+    } else {
+        g.selector.get()
+    }
+}
+
+/// A hook's entry: None if this thread is already in hook logic (or its
+/// thread-locals are gone); otherwise marks it and sets ALLOW, returning the
+/// selector to put back at `hook_leave`.
+#[inline(always)]
+pub(crate) fn hook_enter() -> Option<u8> {
+    GATE.try_with(|g| {
+        if g.in_hook.replace(true) {
+            return None;
+        }
+        let saved = owed(g);
+        g.selector.set(ALLOW);
+        Some(saved)
+    })
+    .ok()
+    .flatten()
+}
+
+#[inline(always)]
+pub(crate) fn hook_leave(saved: u8) {
+    let _ = GATE.try_with(|g| {
+        g.in_hook.set(false);
+        g.selector.set(saved);
+    });
+}
+
+/// ALLOW while it lives, then the selector it found: a hook's body.
+pub(crate) struct Allow {
+    gate: *const ThreadGate,
+    saved: u8,
+}
+
+impl Allow {
+    #[inline(always)]
+    pub(crate) fn new() -> Allow {
+        GATE.try_with(|g| {
+            let saved = owed(g);
+            g.selector.set(ALLOW);
+            Allow { gate: g, saved }
+        })
+        .unwrap_or(Allow {
+            gate: std::ptr::null(),
+            saved: ALLOW,
+        })
+    }
+}
+
+impl Drop for Allow {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: this thread's gate, which outlives the hook's frame (a
+        // coroutine never changes threads; the thread-local has no destructor).
+        if let Some(g) = unsafe { self.gate.as_ref() } {
+            g.selector.set(self.saved);
+        }
+    }
+}
+
+/// Hook logic runs on this thread.
+#[inline(always)]
+pub(crate) fn in_hook() -> bool {
+    GATE.try_with(|g| g.in_hook.get()).unwrap_or(true)
+}
+
+/// Lifts (`false`) or retakes (`true`) the hook mark, the selector unchanged
+/// (ALLOW: a hook's wait runs the runtime).
+#[inline(always)]
+pub(crate) fn set_in_hook(on: bool) {
+    let _ = GATE.try_with(|g| g.in_hook.set(on));
+}
+
+/// Sets ALLOW, returning what `restore` puts back: around a coroutine's
+/// suspension, which runs the scheduler and other coroutines.
+#[inline(always)]
+pub(crate) fn allow() -> u8 {
+    GATE.try_with(|g| {
+        let saved = owed(g);
+        g.selector.set(ALLOW);
+        saved
+    })
+    .unwrap_or(ALLOW)
+}
+
+#[inline(always)]
+pub(crate) fn restore(saved: u8) {
+    let _ = GATE.try_with(|g| g.selector.set(saved));
+}
+
+/// A coroutine's body is about to run the program's code: BLOCK if dispatch
+/// is on for this thread. The returned value goes to `restore` when it ends.
+#[inline]
+pub(crate) fn coroutine_start() -> u8 {
+    GATE.try_with(|g| g.selector.replace(if g.on.get() { BLOCK } else { ALLOW }))
+        .unwrap_or(ALLOW)
+}
+
+/// Dispatch is on for this thread.
+pub(crate) fn on_here() -> bool {
+    GATE.try_with(|g| g.on.get()).unwrap_or(false)
+}
+
+/// 0: not decided, 1: handler installed, 2: unavailable (said once).
+static STATE: AtomicU8 = AtomicU8::new(0);
+const INSTALLED: u8 = 1;
+const UNAVAILABLE: u8 = 2;
+
+/// Turns dispatch on for the calling thread if the configuration asks for it
+/// (`PATCHALL_SYSCALL_DISPATCH`; on by default with green threads). Called
+/// when a thread gets its scheduler. Where the kernel refuses, one line says
+/// so and calls made behind our hooks keep blocking the thread, as before.
+pub(crate) fn enable_for_thread() {
+    if !gate::SUPPORTED || !crate::config::config().syscall_dispatch_on() {
+        return;
+    }
+    if STATE.load(Ordering::Acquire) == UNAVAILABLE {
+        return;
+    }
+    if STATE.load(Ordering::Acquire) != INSTALLED && !install_handler() {
+        unavailable(libc::ENOSYS);
+        return;
+    }
+    let (start, len) = gate::range();
+    let Ok(selector) = GATE.try_with(|g| g.selector.as_ptr() as c_long) else {
+        return;
+    };
+    // SAFETY: the selector lives as long as this thread (its thread-local),
+    // and dispatch is turned off before the scheduler that asked goes away.
+    let r = unsafe {
+        sys::raw_syscall!(
+            libc::SYS_prctl,
+            PR_SET_SYSCALL_USER_DISPATCH,
+            PR_SYS_DISPATCH_ON,
+            start,
+            len,
+            selector
+        )
+    };
+    if r != 0 {
+        unavailable(sys::errno());
+        return;
+    }
+    let _ = GATE.try_with(|g| g.on.set(true));
+}
+
+/// Turns dispatch off for the calling thread (its scheduler is going away;
+/// its thread-locals may be freed before the thread's last system calls).
+pub(crate) fn disable_for_thread() {
+    if GATE.try_with(|g| g.on.replace(false)).unwrap_or(false) {
+        // SAFETY: turning dispatch off touches no memory.
+        unsafe {
+            sys::raw_syscall!(
+                libc::SYS_prctl,
+                PR_SET_SYSCALL_USER_DISPATCH,
+                PR_SYS_DISPATCH_OFF,
+                0,
+                0,
+                0
+            )
+        };
+    }
+}
+
+#[cold]
+fn unavailable(errno: c_int) {
+    if STATE.swap(UNAVAILABLE, Ordering::AcqRel) != UNAVAILABLE {
+        let mut buf = [0u8; 20];
+        diag(&[
+            b"patchall: syscall user dispatch unavailable (errno ",
+            sys::fmt_u64(errno as u64, &mut buf),
+            b", needs Linux 5.11+): calls glibc makes internally still block the thread\n",
+        ]);
+    }
+}
+
+/// The kernel's `struct sigaction` (x86_64): what `rt_sigaction` takes.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// `rt_sigaction` with our restorer, which lies in the gate: a handler the
+/// kernel returns from through it never traps on `rt_sigreturn`, whatever the
+/// selector. `act` and `old` in libc's layout; `old`'s restorer is ours.
+///
+/// # Safety
+/// `act` and `old` null or valid, as for `sigaction`.
+pub(crate) unsafe fn sigaction_with_restorer(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    // SAFETY: a non-null `act` is the caller's valid sigaction.
+    let new = unsafe { act.as_ref() }.map(|a| KernelSigaction {
+        handler: a.sa_sigaction,
+        flags: (a.sa_flags | SA_RESTORER) as libc::c_ulong,
+        restorer: gate::restorer(),
+        // SAFETY: sigset_t's first 8 bytes are the kernel's set on Linux.
+        mask: unsafe { *(&a.sa_mask as *const libc::sigset_t as *const u64) },
+    });
+    let mut prev = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    let new_ptr = new
+        .as_ref()
+        .map_or(std::ptr::null(), |n| n as *const KernelSigaction);
+    // SAFETY: both structs are ours and of the kernel's layout and size.
+    let r = unsafe { sys::raw_syscall!(libc::SYS_rt_sigaction, sig, new_ptr, &mut prev, 8) };
+    if r == 0 {
+        // SAFETY: a non-null `old` is the caller's writable sigaction.
+        if let Some(old) = unsafe { old.as_mut() } {
+            // SAFETY: a zeroed sigaction is valid; filled below.
+            *old = unsafe { std::mem::zeroed() };
+            old.sa_sigaction = prev.handler;
+            old.sa_flags = prev.flags as c_int;
+            old.sa_restorer = (prev.restorer != 0).then(|| {
+                // SAFETY: the kernel's restorer is a function address.
+                unsafe { std::mem::transmute::<usize, extern "C" fn()>(prev.restorer) }
+            });
+            // SAFETY: as above, the kernel's set is sigset_t's first 8 bytes.
+            unsafe { *(&mut old.sa_mask as *mut libc::sigset_t as *mut u64) = prev.mask };
+        }
+    }
+    r as c_int
+}
+
+fn install_handler() -> bool {
+    // SAFETY: a zeroed sigaction is valid; the fields we use are set below.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = on_sigsys as *const () as usize;
+    act.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_RESTART;
+    // SAFETY: a zeroed sigaction is valid to be filled.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `act` and `old` are ours.
+    let ok = unsafe { sigaction_with_restorer(libc::SIGSYS, &act, &mut old) } == 0;
+    if ok {
+        // What the program had installed goes on receiving the SIGSYS that
+        // are not ours.
+        PROGRAM_SIGSYS.store(old.sa_sigaction, Ordering::Release);
+        STATE.store(INSTALLED, Ordering::Release);
+    }
+    ok
+}
+
+/// Our SIGSYS handler is in the kernel: `hooks::signal` keeps it there and
+/// records what the program installs in `PROGRAM_SIGSYS`.
+pub(crate) fn handler_installed() -> bool {
+    STATE.load(Ordering::Acquire) == INSTALLED
+}
+
+/// The program's own SIGSYS handler (or SIG_DFL/SIG_IGN), called for a
+/// SIGSYS that dispatch did not raise (seccomp, `kill`).
+pub(crate) static PROGRAM_SIGSYS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+const REG_RAX: usize = libc::REG_RAX as usize;
+const REG_RIP: usize = libc::REG_RIP as usize;
+const ARG_REGS: [usize; 6] = [
+    libc::REG_RDI as usize,
+    libc::REG_RSI as usize,
+    libc::REG_RDX as usize,
+    libc::REG_R10 as usize,
+    libc::REG_R8 as usize,
+    libc::REG_R9 as usize,
+];
+
+extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
+    // The handler is runtime code: nothing it does may trap.
+    let saved = allow();
+    // SAFETY: the kernel passes a valid siginfo.
+    let code = unsafe { (*info).si_code };
+    if code != SYS_USER_DISPATCH {
+        restore(saved);
+        not_ours(sig, info, ctx);
+        return;
+    }
+    // SAFETY: with SA_SIGINFO the kernel passes its ucontext.
+    let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
+    let gregs = &mut uc.uc_mcontext.gregs;
+    // Rolled back by the kernel: RAX holds the number again.
+    let nr = gregs[REG_RAX];
+    let args = ARG_REGS.map(|r| gregs[r]);
+    match crate::hooks::syscall::emulate(nr, args) {
+        Some(result) => gregs[REG_RAX] = result,
+        None => {
+            // Re-made in place, as the program made it, with ALLOW: a
+            // `clone` whose child starts on a new stack, or `rt_sigreturn`,
+            // must run where it was made (the gate's stub would return
+            // into the wrong frame). RIP goes back over the 2-byte
+            // `syscall`; BLOCK comes back at this coroutine's next hook
+            // or suspension.
+            gregs[REG_RIP] -= 2;
+            let _ = GATE.try_with(|g| g.reblock.set(saved == BLOCK));
+            thread_mask_into(uc);
+            return;
+        }
+    }
+    thread_mask_into(uc);
+    restore(saved);
+}
+
+/// Makes `rt_sigreturn` keep the thread's signal mask as it is now (a call
+/// emulated here may have changed it, other coroutines may have while this one
+/// was parked), never with SIGSYS blocked.
+fn thread_mask_into(uc: &mut libc::ucontext_t) {
+    let now = super::signals::thread_mask() & !(1 << (libc::SIGSYS - 1));
+    // SAFETY: sigset_t's first 8 bytes are the kernel's set.
+    unsafe { *(&mut uc.uc_sigmask as *mut libc::sigset_t as *mut u64) = now };
+}
+
+/// A SIGSYS dispatch did not raise: the program's handler, or the default
+/// action (the process ends, as it would have).
+#[cold]
+fn not_ours(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
+    let handler = PROGRAM_SIGSYS.load(Ordering::Acquire);
+    if handler == libc::SIG_IGN {
+        return;
+    }
+    if handler != libc::SIG_DFL && handler != 0 {
+        // SAFETY: the program installed this as its SIGSYS handler; one that
+        // takes only the signal ignores the other two arguments (C ABI).
+        let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+        return;
+    }
+    // SAFETY: a zeroed sigaction with SIG_DFL; then the signal again, which
+    // the default action turns into the end the program would have had.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        sigaction_with_restorer(libc::SIGSYS, &dfl, std::ptr::null_mut());
+        sys::raw_syscall!(
+            libc::SYS_tgkill,
+            sys::raw_syscall!(libc::SYS_getpid),
+            sys::raw_syscall!(libc::SYS_gettid),
+            libc::SIGSYS
+        );
+    }
+}
