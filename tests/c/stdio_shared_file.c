@@ -5,7 +5,7 @@
  * and every line arrives whole, once, in order. Prints what the reader saw. */
 #include "stdio_net.h"
 
-#define LINES 400
+#define LINES 2000
 #define PAD 90
 
 static int fds[2];
