@@ -191,6 +191,8 @@ fn an_absurd_worker_count_warns_and_uses_the_default() {
     let out = common::run({
         let mut cmd = green("green_sleepers", 1);
         cmd.env("PATCHALL_WORKERS", "99999999999");
+        // As below: no offload thread in the count.
+        cmd.env("PATCHALL_OFFLOAD_FILES", "off");
         cmd
     });
     assert!(out.status.success(), "{out:?}");
@@ -204,7 +206,11 @@ fn an_absurd_worker_count_warns_and_uses_the_default() {
 #[test]
 fn green_threads_spread_over_the_workers() {
     // A thousand sleeping threads: main's OS thread and one worker hold them.
-    let out = common::run(green("green_sleepers", 2));
+    // Its stdio read of /proc is trapped and handled as a hooked `read`,
+    // which the offload pool would make on a thread of its own.
+    let mut cmd = green("green_sleepers", 2);
+    cmd.env("PATCHALL_OFFLOAD_FILES", "off");
+    let out = common::run(cmd);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(field(&out.stdout, "finished"), 1000, "{out:?}");
     assert_eq!(field(&out.stdout, "threads while sleeping"), 2, "{out:?}");

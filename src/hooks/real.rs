@@ -126,8 +126,7 @@ macro_rules! hook {
                 $crate::sys::set_errno(libc::ENOSYS);
                 return (-1_i64) as $ret;
             };
-            hook_allow!($abi);
-            $body
+            hook_body!($abi, $body)
         }
     };
     // The data calls. Until the process engages the hooks (`runtime::engaged`),
@@ -182,8 +181,11 @@ macro_rules! hook {
             }
             #[inline(never)]
             fn slow($($arg: $ty,)* $real: Real) -> $ret {
-                let _allow = $crate::runtime::dispatch::Allow::new();
-                $body
+                let allow = $crate::runtime::dispatch::Allow::new();
+                #[allow(clippy::redundant_closure_call)]
+                let r = (|| $body)();
+                allow.end();
+                r
             }
             checked($($arg),*)
         }
@@ -196,16 +198,27 @@ macro_rules! hook {
     };
 }
 
-/// The system calls of a hook's body (its real call above all) are allowed
+/// A hook's body, with its system calls (its real call above all) allowed
 /// under Syscall User Dispatch: a hook is where a coroutine's call gets our
-/// treatment, so it must not trap a second time. Not for `unwind` hooks, whose
-/// frames glibc's forced unwinding may cross (no destructor may live there):
+/// treatment, so it must not trap a second time. No value with a destructor
+/// lives in the frame: glibc's forced unwinding (`pthread_exit`, cancellation
+/// inside the real call) may cross it, and a landing pad in an `extern "C"`
+/// frame would abort; a thread being unwound is no coroutine, so skipping
+/// `end` there leaves ALLOW as it was. `unwind` hooks are left as they are:
 /// those that wait take a `Guard`, which allows too.
-macro_rules! hook_allow {
-    ("C") => {
-        let _allow = $crate::runtime::engaged().then($crate::runtime::dispatch::Allow::new);
+macro_rules! hook_body {
+    ("C", $body:block) => {{
+        let allow = $crate::runtime::engaged().then($crate::runtime::dispatch::Allow::new);
+        #[allow(clippy::redundant_closure_call)]
+        let r = (|| $body)();
+        if let Some(allow) = allow {
+            allow.end();
+        }
+        r
+    }};
+    ("C-unwind", $body:block) => {
+        $body
     };
-    ("C-unwind") => {};
 }
 
 /// Defines `$alias` as a second entry point with the same behaviour as `$hook`.

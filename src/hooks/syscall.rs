@@ -11,7 +11,7 @@
 
 use libc::{c_int, c_long, c_uint, c_ulong, c_void, sigset_t, size_t};
 
-use super::{fd, file, io, net, poll, process, sched, signal, sigwait, sleep, transfer};
+use super::{fd, file, io, net, poll, process, sched, sigwait, sleep, transfer};
 use crate::runtime::{self, dispatch};
 use crate::sys::{errno, gate, set_errno};
 
@@ -280,18 +280,18 @@ unsafe fn dispatch_call(nr: c_long, a: [c_long; 6]) -> c_long {
                 Ok(None) => -c_long::from(libc::EFAULT),
                 Err(e) => e,
             },
-            libc::SYS_rt_sigprocmask => match kernel_sigset(a[1], a[3]) {
-                Ok(set) => {
-                    // SAFETY: sigset_t is plain data; zeroed is the empty set.
-                    let mut old: sigset_t = std::mem::zeroed();
-                    let e = signal::pthread_sigmask(int(0), set_ptr(&set), &mut old);
-                    if e == 0 && a[2] != 0 {
-                        (a[2] as *mut u64).write_unaligned((&raw const old).cast::<u64>().read());
-                    }
-                    -c_long::from(e)
-                }
-                Err(e) => e,
-            },
+            // glibc's own masking (all signals blocked around `clone`, in
+            // `fork`, `posix_spawn`, `abort`) goes to the OS thread, as
+            // without dispatch, but never blocks SIGSYS: a trap while it is
+            // blocked would kill the process.
+            libc::SYS_rt_sigprocmask
+                if a[1] != 0 && a[3] == 8 && a[0] != libc::SIG_UNBLOCK as c_long =>
+            {
+                let set = (a[1] as *const u64).read_unaligned() & !(1 << (libc::SIGSYS - 1));
+                let mut b = a;
+                b[1] = &set as *const u64 as c_long;
+                gate::syscall6(nr, b)
+            }
             libc::SYS_futex => futex(a),
             _ => gate::syscall6(nr, a),
         }

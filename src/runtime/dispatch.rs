@@ -104,7 +104,7 @@ pub(crate) fn hook_leave(saved: u8) {
     });
 }
 
-/// ALLOW while it lives, then the selector it found: a hook's body.
+/// ALLOW until `end`, then the selector it found: a hook's body.
 pub(crate) struct Allow {
     gate: *const ThreadGate,
     saved: u8,
@@ -125,9 +125,10 @@ impl Allow {
     }
 }
 
-impl Drop for Allow {
+impl Allow {
+    /// Puts back the selector it found. Not a destructor: see `hook_body!`.
     #[inline(always)]
-    fn drop(&mut self) {
+    pub(crate) fn end(self) {
         // SAFETY: this thread's gate, which outlives the hook's frame (a
         // coroutine never changes threads; the thread-local has no destructor).
         if let Some(g) = unsafe { self.gate.as_ref() } {
