@@ -701,6 +701,160 @@ mod tests {
         ping_pong(3000, on_rt, native);
     }
 
+    /// futex(2) through `call`, as the hooks make it.
+    fn futex(
+        w: &AtomicU32,
+        op: c_int,
+        val: u32,
+        ts: Option<&timespec>,
+        w2: Option<&AtomicU32>,
+        val3: u32,
+    ) -> Result<c_long, i32> {
+        let ts = ts.map_or(std::ptr::null(), |t| t as *const timespec);
+        let w2 = w2.map_or(std::ptr::null_mut(), |w| w.as_ptr());
+        // SAFETY: live words and an optional live timespec.
+        unsafe { call(w.as_ptr(), op, val, ts, w2, val3) }
+    }
+
+    const PRIVATE: c_int = libc::FUTEX_PRIVATE_FLAG;
+
+    /// Parks `n` coroutines on `word` (expecting 0) and lets them queue.
+    fn park_some(word: &Arc<AtomicU32>, n: usize) -> Vec<crate::JoinHandle<Result<c_long, i32>>> {
+        let hs = (0..n)
+            .map(|_| {
+                let w = word.clone();
+                spawn(move || futex(&w, libc::FUTEX_WAIT | PRIVATE, 0, None, None, 0)).unwrap()
+            })
+            .collect();
+        crate::yield_now();
+        hs
+    }
+
+    #[test]
+    fn call_times_out_relative_and_absolute_waits_on_either_clock() {
+        let word = Arc::new(AtomicU32::new(0));
+        let w = word.clone();
+        let h = spawn(move || {
+            let rel = timespec {
+                tv_sec: 0,
+                tv_nsec: 20_000_000,
+            };
+            let start = Instant::now();
+            let r = futex(&w, libc::FUTEX_WAIT | PRIVATE, 0, Some(&rel), None, 0);
+            assert!(start.elapsed() >= Duration::from_millis(20));
+            let mut now = timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes one timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+            let abs = timespec {
+                tv_sec: now.tv_sec,
+                tv_nsec: now.tv_nsec,
+            };
+            let op = libc::FUTEX_WAIT_BITSET | libc::FUTEX_CLOCK_REALTIME | PRIVATE;
+            let past = futex(&w, op, 0, Some(&abs), None, ANY);
+            let bad = timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000_000,
+            };
+            let invalid = futex(&w, libc::FUTEX_WAIT | PRIVATE, 0, Some(&bad), None, 0);
+            let no_bits = futex(&w, libc::FUTEX_WAIT_BITSET | PRIVATE, 0, None, None, 0);
+            (r, past, invalid, no_bits)
+        })
+        .unwrap();
+        let out = (Err(ETIMEDOUT), Err(ETIMEDOUT), Err(EINVAL), Err(EINVAL));
+        assert_eq!(h.join().unwrap(), out);
+        // The same answers from the kernel, outside.
+        let rel = timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        assert_eq!(
+            futex(&word, libc::FUTEX_WAIT | PRIVATE, 0, Some(&rel), None, 0),
+            Err(ETIMEDOUT)
+        );
+        let bad = timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000_000,
+        };
+        assert_eq!(
+            futex(&word, libc::FUTEX_WAIT | PRIVATE, 0, Some(&bad), None, 0),
+            Err(EINVAL)
+        );
+    }
+
+    #[test]
+    fn call_requeue_checks_the_word_then_wakes_every_parked_coroutine() {
+        let word = Arc::new(AtomicU32::new(0));
+        let other = AtomicU32::new(0);
+        let hs = park_some(&word, 3);
+        let op = libc::FUTEX_CMP_REQUEUE | PRIVATE;
+        // A changed word: EAGAIN, and nobody woke.
+        let requeue_all = std::ptr::without_provenance::<timespec>(100);
+        // SAFETY: CMP_REQUEUE reads no timespec (the argument is a count).
+        let r = unsafe { call(word.as_ptr(), op, 1, requeue_all, other.as_ptr(), 7) };
+        assert_eq!(r, Err(EAGAIN));
+        assert!(hs.iter().all(|h| !h.is_finished()));
+        // Wake one, requeue the rest: here they all wake, spuriously.
+        // SAFETY: CMP_REQUEUE reads no timespec (the argument is a count).
+        let r = unsafe { call(word.as_ptr(), op, 1, requeue_all, other.as_ptr(), 0) };
+        assert_eq!(r, Ok(3));
+        assert!(join_all(hs).into_iter().all(|r| r.unwrap() == Ok(0)));
+    }
+
+    #[test]
+    fn call_wake_op_wakes_coroutines_on_both_words() {
+        let (a, b) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let on_a = park_some(&a, 2);
+        let on_b = park_some(&b, 1);
+        // FUTEX_OP_SET 5 on b, wake b's waiters if its old value was 0.
+        let op_set_b = (1 << 28) | (5 << 12);
+        let one = std::ptr::without_provenance::<timespec>(1);
+        // SAFETY: WAKE_OP reads no timespec (the argument is a count).
+        let r = unsafe {
+            call(
+                a.as_ptr(),
+                libc::FUTEX_WAKE_OP | PRIVATE,
+                2,
+                one,
+                b.as_ptr(),
+                op_set_b,
+            )
+        };
+        assert_eq!(r, Ok(3));
+        assert_eq!(b.load(SeqCst), 5);
+        assert!(
+            join_all(on_a.into_iter().chain(on_b))
+                .into_iter()
+                .all(|r| r.unwrap() == Ok(0))
+        );
+    }
+
+    #[test]
+    fn call_keeps_a_shared_wake_shared_and_forwards_what_it_does_not_emulate() {
+        let word = Arc::new(AtomicU32::new(0));
+        let w = word.clone();
+        // A native waiter on the shared (not private) key.
+        let shared = thread::spawn(move || futex(&w, libc::FUTEX_WAIT, 0, None, None, 0));
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            futex(&word, libc::FUTEX_WAKE | PRIVATE, 1, None, None, 0),
+            Ok(0)
+        );
+        assert_eq!(futex(&word, libc::FUTEX_WAKE, 1, None, None, 0), Ok(1));
+        assert_eq!(shared.join().unwrap(), Ok(0));
+        // A priority-inheritance lock is the kernel's: it writes our thread id.
+        let pi = AtomicU32::new(0);
+        assert_eq!(
+            futex(&pi, libc::FUTEX_TRYLOCK_PI | PRIVATE, 0, None, None, 0),
+            Ok(0)
+        );
+        // SAFETY: gettid has no preconditions.
+        assert_eq!(pi.load(SeqCst), unsafe { libc::gettid() } as u32);
+        assert_eq!(futex(&word, 99, 0, None, None, 0), Err(libc::ENOSYS));
+    }
+
     static EINTR_SEEN: AtomicUsize = AtomicUsize::new(0);
 
     extern "C" fn count(_: c_int) {
