@@ -23,7 +23,7 @@
 //!
 //! `FUTEX_PRIVATE_FLAG` does not matter in the lot (one process). The kernel
 //! keys a private and a shared futex differently, so `call` passes the op's
-//! flag on, and `wake`, which is not told, wakes kernel waiters of both kinds.
+//! flag on to the kernel, and `wake` told neither wakes kernel waiters of both.
 //!
 //! **Wakes the lot never sees.** A waker that is not trapped — a native thread,
 //! an offload thread, a coroutine of a thread without dispatch — makes a kernel
@@ -144,7 +144,7 @@ pub(crate) fn wait(
         match wake {
             Wake::TimedOut => {
                 if word.load(SeqCst) != expected {
-                    tests::rescued();
+                    tests::rescued(uaddr);
                     return Ok(());
                 }
                 pause = (pause * 2).min(slowest_recheck());
@@ -179,12 +179,18 @@ impl Drop for Counted {
 /// Wakes up to `n` waiters on `uaddr` whose bitset shares a bit with `bitset`:
 /// parked coroutines first, longest-waiting first, then threads in the kernel,
 /// private or shared as `private` says or, if not known (None), first private
-/// then, for what is left, shared. Returns how many woke. Like the kernel, `n`
-/// below 1 still wakes one.
+/// then, for what is left, shared; the kernel always gets at least one. Returns
+/// how many woke, at most `n`. Like the kernel, `n` below 1 still wakes one.
 pub(crate) fn wake(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>) -> i32 {
     let n = n.max(1);
     let woken = parking::unpark_matching(uaddr as usize, n as usize, bitset) as i32;
-    let mut left = n - woken;
+    // One thread may wait twice on one word: a coroutine parked in the lot,
+    // and the thread's own code blocked in the kernel under it (the park's
+    // bookkeeping calling malloc, whose arena lock is the word). Waking only
+    // the coroutine would leave both asleep, so the kernel always gets at
+    // least one wake (a spurious one at worst, which its waiters accept).
+    let mut left = (n - woken).max(1);
+    let asked = left;
     for flag in [libc::FUTEX_PRIVATE_FLAG, 0] {
         if left == 0 || private.is_some_and(|p| p != (flag != 0)) {
             continue;
@@ -203,7 +209,7 @@ pub(crate) fn wake(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>
         };
         left -= r.map_or(0, |r| r as i32);
     }
-    n - left
+    (woken + asked - left).min(n)
 }
 
 /// Converts a futex op's timeout to a deadline: FUTEX_WAIT's is relative,
@@ -354,7 +360,7 @@ mod tests {
         false
     }
     #[inline(always)]
-    pub(super) fn rescued() {}
+    pub(super) fn rescued(_: *const u32) {}
 }
 
 #[cfg(test)]
@@ -369,15 +375,15 @@ mod tests {
 
     /// The word whose waiters never re-check, so that a lost wake hangs.
     static NO_RECHECK: AtomicUsize = AtomicUsize::new(0);
-    /// How many waits ended because a re-check saw the word changed.
-    static RESCUED: AtomicUsize = AtomicUsize::new(0);
+    /// The words whose waits a re-check ended (it saw the word changed).
+    static RESCUED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
 
     pub(super) fn no_recheck(uaddr: *const u32) -> bool {
         NO_RECHECK.load(SeqCst) == uaddr as usize
     }
 
-    pub(super) fn rescued() {
-        RESCUED.fetch_add(1, SeqCst);
+    pub(super) fn rescued(uaddr: *const u32) {
+        RESCUED.lock().unwrap().push(uaddr as usize);
     }
 
     fn ptr(w: &AtomicU32) -> *const u32 {
@@ -403,6 +409,15 @@ mod tests {
             );
         }
         r
+    }
+
+    /// Runs this thread's coroutines until `n` wait on `w` (at most 10 s).
+    fn until_parked(w: &AtomicU32, n: usize) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while parking::waiters(ptr(w) as usize) < n {
+            assert!(Instant::now() < end, "{n} coroutines never parked");
+            crate::yield_now();
+        }
     }
 
     /// Waits, outside any coroutine, until `cond` holds or `limit` passes.
@@ -512,6 +527,7 @@ mod tests {
         assert_eq!(r, Ok(()));
         assert_eq!(native.join().unwrap(), 0);
         assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert!(RESCUED.lock().unwrap().contains(&(word.as_ptr() as usize)));
     }
 
     #[test]
@@ -523,11 +539,24 @@ mod tests {
                 spawn(move || wait(ptr(&w), 0, None, ANY)).unwrap()
             })
             .collect();
-        crate::yield_now();
+        until_parked(&word, 3);
         // A native thread blocked in the kernel on the same word.
         let w = word.clone();
-        let in_kernel = thread::spawn(move || wait(ptr(&w), 0, None, ANY));
-        thread::sleep(Duration::from_millis(50));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let in_kernel = thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            wait(ptr(&w), 0, None, ANY)
+        });
+        let stat = format!("/proc/self/task/{}/stat", tid_rx.recv().unwrap());
+        // Asleep (state S) once in the kernel's wait: it does nothing else.
+        let asleep = || {
+            let s = std::fs::read_to_string(&stat).unwrap_or_default();
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('S'))
+        };
+        assert!(eventually(Duration::from_secs(10), asleep));
         word.store(1, SeqCst);
         let w = word.clone();
         let (first, rest) = thread::spawn(move || {
@@ -538,9 +567,11 @@ mod tests {
         })
         .join()
         .unwrap();
+        // Two coroutines, and the kernel's one wake (always sent) took the
+        // thread; the count stays within what was asked.
         assert_eq!(first, 2);
-        assert_eq!(rest, 2);
         assert_eq!(in_kernel.join().unwrap(), Ok(()));
+        assert_eq!(rest, 1);
         assert!(join_all(waiters).into_iter().all(|r| r.unwrap() == Ok(())));
     }
 
@@ -551,7 +582,7 @@ mod tests {
         let odd = spawn(move || wait(ptr(&w), 0, None, 0b01)).unwrap();
         let w = word.clone();
         let even = spawn(move || wait(ptr(&w), 0, None, 0b10)).unwrap();
-        crate::yield_now();
+        until_parked(&word, 2);
         assert_eq!(wake(ptr(&word), i32::MAX, 0b10, None), 1);
         assert!(even.join().unwrap().is_ok());
         assert!(!odd.is_finished());
@@ -726,7 +757,7 @@ mod tests {
                 spawn(move || futex(&w, libc::FUTEX_WAIT | PRIVATE, 0, None, None, 0)).unwrap()
             })
             .collect();
-        crate::yield_now();
+        until_parked(word, n);
         hs
     }
 

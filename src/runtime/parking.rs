@@ -205,6 +205,15 @@ pub(crate) fn unpark_matching(addr: usize, n: usize, mask: u32) -> usize {
     count
 }
 
+/// How many wait on `addr`, for tests that must let waiters queue first.
+#[cfg(test)]
+pub(crate) fn waiters(addr: usize) -> usize {
+    shard(addr)
+        .as_ref()
+        .and_then(|t| t.get(&addr))
+        .map_or(0, |q| q.len())
+}
+
 /// Wakes every coroutine parked on `addr`; returns how many.
 pub(crate) fn unpark_all(addr: usize) -> usize {
     let queue = shard(addr)
@@ -222,9 +231,8 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 
-    /// True if any coroutine is parked on `addr`.
     fn has_waiters(addr: usize) -> bool {
-        shard(addr).as_ref().is_some_and(|t| t.contains_key(&addr))
+        waiters(addr) > 0
     }
 
     #[test]
