@@ -66,6 +66,21 @@ fn on_one_worker_the_waiting_threads_run_while_trapped_calls_wait() {
 }
 
 #[test]
+fn a_thread_that_stays_native_blocks_as_natively() {
+    let mut native = dispatch_program();
+    native.arg("native_thread");
+    let want = run(native);
+    assert_eq!(want.stdout, "native thread read 9 \"from main\"\n");
+    for workers in ["1", "2"] {
+        let mut inner = dispatch_program();
+        inner.arg("native_thread");
+        let mut cmd = green(workers, inner);
+        cmd.env("PATCHALL_NATIVE_THREADS", "stays_native");
+        assert_eq!(run(cmd), want, "{workers} workers");
+    }
+}
+
+#[test]
 fn without_dispatch_glibc_internal_reads_block_the_only_thread() {
     let mut inner = dispatch_program();
     inner.arg("fgets_socket");

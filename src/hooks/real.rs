@@ -181,10 +181,12 @@ macro_rules! hook {
             }
             #[inline(never)]
             fn slow($($arg: $ty,)* $real: Real) -> $ret {
-                let allow = $crate::runtime::dispatch::Allow::new();
+                let allow = $crate::runtime::dispatch::any_on().then($crate::runtime::dispatch::Allow::new);
                 #[allow(clippy::redundant_closure_call)]
                 let r = (|| $body)();
-                allow.end();
+                if let Some(allow) = allow {
+                    allow.end();
+                }
                 r
             }
             checked($($arg),*)
@@ -204,11 +206,12 @@ macro_rules! hook {
 /// lives in the frame: glibc's forced unwinding (`pthread_exit`, cancellation
 /// inside the real call) may cross it, and a landing pad in an `extern "C"`
 /// frame would abort; a thread being unwound is no coroutine, so skipping
-/// `end` there leaves ALLOW as it was. `unwind` hooks are left as they are:
+/// `end` there leaves ALLOW as it was. Until a thread turns dispatch on, the
+/// selector is not touched at all. `unwind` hooks are left as they are:
 /// those that wait take a `Guard`, which allows too.
 macro_rules! hook_body {
     ("C", $body:block) => {{
-        let allow = $crate::runtime::engaged().then($crate::runtime::dispatch::Allow::new);
+        let allow = $crate::runtime::dispatch::any_on().then($crate::runtime::dispatch::Allow::new);
         #[allow(clippy::redundant_closure_call)]
         let r = (|| $body)();
         if let Some(allow) = allow {

@@ -92,23 +92,33 @@ fn futex(a: [c_long; 6]) -> c_long {
 /// The result the system call `nr` with arguments `a` would have had, given
 /// the hooks' treatment; None for a call that must be made in place by the
 /// caller (`in_place`). errno is left as it was: a system call never sets it.
-pub(crate) fn emulate(nr: c_long, a: [c_long; 6]) -> Option<c_long> {
+pub(crate) fn emulate(nr: c_long, a: [c_long; 6]) -> Option<Emulated> {
     if in_place(nr, &a) {
         return None;
     }
     let saved = errno();
+    let mut at_once = false;
     // SAFETY: each arm passes the program's own arguments to the hook of the
     // libc call that makes this system call, with the types the kernel gives
     // them; the hooks have the libc functions' contracts, which are the
     // system calls'.
-    let r = unsafe { dispatch_call(nr, a) };
+    let result = unsafe { dispatch_call(nr, a, &mut at_once) };
     set_errno(saved);
-    Some(r)
+    Some(Emulated { result, at_once })
+}
+
+/// What `emulate` did.
+pub(crate) struct Emulated {
+    /// The kernel's way: the value, or -errno.
+    pub(crate) result: c_long,
+    /// Made through the gate with no hook: the coroutine did not switch and
+    /// the signal mask did not change.
+    pub(crate) at_once: bool,
 }
 
 /// # Safety
 /// `a` are the arguments of system call `nr`, valid for it.
-unsafe fn dispatch_call(nr: c_long, a: [c_long; 6]) -> c_long {
+unsafe fn dispatch_call(nr: c_long, a: [c_long; 6], at_once: &mut bool) -> c_long {
     let int = |i: usize| a[i] as c_int;
     let ptr = |i: usize| a[i] as *mut c_void;
     // SAFETY: as `emulate` says, for every arm.
@@ -293,7 +303,10 @@ unsafe fn dispatch_call(nr: c_long, a: [c_long; 6]) -> c_long {
                 gate::syscall6(nr, b)
             }
             libc::SYS_futex => futex(a),
-            _ => gate::syscall6(nr, a),
+            _ => {
+                *at_once = true;
+                gate::syscall6(nr, a)
+            }
         }
     }
 }
@@ -309,7 +322,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(nr, a1, a2, a3, a4, a5, a6) };
         }
-        match emulate(nr, [a1, a2, a3, a4, a5, a6]) {
+        match emulate(nr, [a1, a2, a3, a4, a5, a6]).map(|e| e.result) {
             Some(r) if (-4095..0).contains(&r) => {
                 set_errno(-r as c_int);
                 -1
@@ -360,14 +373,12 @@ mod tests {
     fn other_numbers_run_through_the_gate() {
         // Outside a coroutine every number is the kernel's, errno untouched.
         set_errno(1234);
-        assert_eq!(
-            emulate(libc::SYS_getpid, [0; 6]),
-            Some(c_long::from(std::process::id()))
-        );
-        assert_eq!(
-            emulate(libc::SYS_close, [-1, 0, 0, 0, 0, 0]),
-            Some(-c_long::from(libc::EBADF))
-        );
+        let pid = emulate(libc::SYS_getpid, [0; 6]).unwrap();
+        assert_eq!(pid.result, c_long::from(std::process::id()));
+        assert!(pid.at_once);
+        let close = emulate(libc::SYS_close, [-1, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(close.result, -c_long::from(libc::EBADF));
+        assert!(!close.at_once, "close is the hook's");
         assert_eq!(errno(), 1234);
     }
 }

@@ -6,11 +6,12 @@
 //! names a selector byte (in this thread's `GATE`) and an allowed range (the
 //! gate, `sys::gate`). The kernel reads the byte at every system call made
 //! outside the gate: ALLOW runs it, BLOCK raises SIGSYS instead. The byte is
-//! BLOCK only while coroutine code runs; a hook's entry (`hook_enter`, the
-//! guard of `hooks::real`) and every suspension of a coroutine
-//! (`allow`/`restore` around it) set ALLOW, so the runtime, a hook and its real
-//! call, plain threads and the offload pool never trap. Coroutines start with
-//! BLOCK (`coroutine_start`).
+//! BLOCK only while coroutine code runs: a coroutine's body starts with it
+//! (`coroutine_start`), every switch saves the running coroutine's and puts
+//! back the scheduler's ALLOW (`switch_in`/`switch_out`, as errno), and a
+//! hook's body (`Allow`, and the guard of `hooks::real`) sets ALLOW. So the
+//! scheduler, a hook and its real call, plain threads and the offload pool
+//! never trap.
 //!
 //! Measured on this kernel: a new thread and a fork child do not inherit the
 //! dispatch state (the kernel clears it), and `exec` ends it, so nothing is
@@ -25,7 +26,7 @@
 //! so that `rt_sigreturn` does not undo a mask changed while it was parked.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use libc::{c_int, c_long, c_void, siginfo_t};
 
@@ -51,8 +52,8 @@ pub(crate) struct ThreadGate {
     /// Dispatch is on for this thread.
     on: Cell<bool>,
     /// A trapped call was re-made in place with ALLOW (a `clone` that
-    /// starts the child on a new stack): the next hook or suspension puts
-    /// BLOCK back once it returns to the coroutine.
+    /// starts the child on a new stack): the next hook or switch out puts
+    /// BLOCK back for when it returns to the coroutine.
     reblock: Cell<bool>,
 }
 
@@ -168,16 +169,56 @@ pub(crate) fn restore(saved: u8) {
 }
 
 /// A coroutine's body is about to run the program's code: BLOCK if dispatch
-/// is on for this thread. The returned value goes to `restore` when it ends.
+/// is on for this thread (the scheduler saves it at every switch out).
 #[inline]
-pub(crate) fn coroutine_start() -> u8 {
-    GATE.try_with(|g| g.selector.replace(if g.on.get() { BLOCK } else { ALLOW }))
-        .unwrap_or(ALLOW)
+pub(crate) fn coroutine_start() {
+    let _ = GATE.try_with(|g| g.selector.set(if g.on.get() { BLOCK } else { ALLOW }));
+}
+
+/// This thread's gate, for its scheduler to reach without a thread-local
+/// access per switch (in `libpatchall.so` each is a call).
+#[derive(Clone, Copy)]
+pub(crate) struct GateRef(std::ptr::NonNull<ThreadGate>);
+
+/// This thread's gate (None while its thread-locals are being destroyed).
+pub(crate) fn gate_ref() -> Option<GateRef> {
+    GATE.try_with(|g| GateRef(std::ptr::NonNull::from(g))).ok()
+}
+
+impl GateRef {
+    /// Switching to a coroutine whose selector is `task`. The scheduler's own
+    /// is always ALLOW: it runs on a plain stack, where nothing traps.
+    #[inline(always)]
+    pub(crate) fn switch_in(self, task: u8) {
+        // SAFETY: the scheduler's own thread's gate: a scheduler never
+        // changes threads, and the thread-local has no destructor, so it
+        // lives as long as the thread.
+        unsafe { self.0.as_ref() }.selector.set(task);
+    }
+
+    /// Back from a coroutine: ALLOW again; returns the coroutine's selector.
+    /// (A BLOCK owed after a call made in place stays owed until the
+    /// coroutine's next hook, which is how a green thread parks.)
+    #[inline(always)]
+    pub(crate) fn switch_out(self) -> u8 {
+        // SAFETY: as in `switch_in`.
+        unsafe { self.0.as_ref() }.selector.replace(ALLOW)
+    }
 }
 
 /// Dispatch is on for this thread.
 pub(crate) fn on_here() -> bool {
     GATE.try_with(|g| g.on.get()).unwrap_or(false)
+}
+
+/// Some thread of the process turned dispatch on: until then a hook's body
+/// need not touch the selector (one load of a global instead of a
+/// thread-local access, which in `libpatchall.so` is a call).
+static ANY_ON: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+pub(crate) fn any_on() -> bool {
+    ANY_ON.load(Ordering::Relaxed)
 }
 
 /// 0: not decided, 1: handler installed, 2: unavailable (said once).
@@ -221,6 +262,7 @@ pub(crate) fn enable_for_thread() {
         return;
     }
     let _ = GATE.try_with(|g| g.on.set(true));
+    ANY_ON.store(true, Ordering::Relaxed);
 }
 
 /// Turns dispatch off for the calling thread (its scheduler is going away;
@@ -367,7 +409,14 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     let nr = gregs[REG_RAX];
     let args = ARG_REGS.map(|r| gregs[r]);
     match crate::hooks::syscall::emulate(nr, args) {
-        Some(result) => gregs[REG_RAX] = result,
+        Some(done) if done.at_once => {
+            // No switch, no mask change: `rt_sigreturn` puts back the mask
+            // the call was made with, which is still the thread's.
+            gregs[REG_RAX] = done.result;
+            restore(saved);
+            return;
+        }
+        Some(done) => gregs[REG_RAX] = done.result,
         None => {
             // Re-made in place, as the program made it, with ALLOW: a
             // `clone` whose child starts on a new stack, or `rt_sigreturn`,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, CoroutineResult};
 
 use super::control::TaskHandle;
+use super::dispatch;
 use super::overflow::{self, AltStack};
 use super::reactor::{self, Direction, Epoll, FD_REGS, Prepared, Reactor, Waker};
 use super::runq::RunQueue;
@@ -140,6 +141,9 @@ pub(crate) struct Scheduler {
     /// This thread's errno: its address is fixed for the thread's life, and
     /// every switch saves and restores it.
     errno_slot: *mut libc::c_int,
+    /// This thread's Syscall User Dispatch state: every switch saves and
+    /// restores the selector, as errno.
+    gate: dispatch::GateRef,
     /// Task ids taken from `NEXT_TASK_ID` a block at a time: (next, end).
     ids: Cell<(u64, u64)>,
     /// Finished tasks nobody else holds, whose allocations the next spawns
@@ -177,7 +181,7 @@ impl Scheduler {
         remotes[id] = Some(remote.clone());
         drop(remotes);
         overflow::install_handler();
-        super::dispatch::enable_for_thread();
+        dispatch::enable_for_thread();
         let cfg = config();
         Ok(Scheduler {
             remote,
@@ -194,6 +198,8 @@ impl Scheduler {
             // SAFETY: __errno_location has no preconditions and returns this
             // thread's errno, which outlives the scheduler (owned by this thread).
             errno_slot: unsafe { libc::__errno_location() },
+            gate: dispatch::gate_ref()
+                .ok_or_else(|| io::Error::other("patchall: thread is exiting"))?,
             ids: Cell::new((0, 0)),
             spare_tasks: RefCell::new(Vec::new()),
             _altstack: AltStack::ensure(),
@@ -287,7 +293,12 @@ impl Scheduler {
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
         self.slice.started();
+        // The selector is saved and restored around the switch as errno is
+        // (where dispatch is off the kernel never reads it: no test here,
+        // which cost more than the two stores).
+        self.gate.switch_in(task.selector.get());
         let result = co.resume(());
+        task.selector.set(self.gate.switch_out());
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
@@ -521,7 +532,7 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        super::dispatch::disable_for_thread();
+        dispatch::disable_for_thread();
         let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = remotes.get_mut(self.remote.id) {
             *slot = None;
@@ -570,9 +581,8 @@ fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
     let co = Coroutine::with_stack(stack, move |yielder, ()| {
         let task = current_task().expect("a coroutine body runs as the current task");
         task.yielder.set(yielder);
-        let selector = super::dispatch::coroutine_start();
+        dispatch::coroutine_start();
         body();
-        super::dispatch::restore(selector);
     });
     (facts, co)
 }
@@ -781,11 +791,9 @@ fn park_task(
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
-    let selector = super::dispatch::allow();
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
     // the Yielder lives on this coroutine's stack for as long as it runs.
     unsafe { (*task.yielder.get()).suspend(()) };
-    super::dispatch::restore(selector);
     let wake = task.wake.get();
     if let (Some(key), false) = (timer, wake == Wake::TimedOut) {
         sched.timers.borrow_mut().cancel(key);
@@ -945,10 +953,8 @@ pub(crate) fn fd_created(fd: RawFd) {
 pub(crate) fn yield_now() {
     let task = current_task().expect("in a coroutine");
     task.state.set(State::Runnable);
-    let selector = super::dispatch::allow();
     // SAFETY: as in `park`.
     unsafe { (*task.yielder.get()).suspend(()) };
-    super::dispatch::restore(selector);
 }
 
 /// Sleeps the running coroutine until `deadline` (in a coroutine).

@@ -92,6 +92,9 @@ pub(crate) struct Task {
     /// futex wait made meanwhile (our own locks' contention, reaching the
     /// `syscall` hook) goes to the kernel instead (see `runtime::futex`).
     pub(crate) in_park: Cell<bool>,
+    /// The Syscall User Dispatch selector while it runs (`dispatch`), saved
+    /// at every switch out.
+    pub(crate) selector: Cell<u8>,
 }
 
 impl Task {
@@ -117,6 +120,7 @@ impl Task {
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),
             sigmask: Cell::new(None),
+            selector: Cell::new(super::dispatch::ALLOW),
         }
     }
 }

@@ -275,6 +275,29 @@ static void processes(void)
 	printf("inline vfork child status %d\n", WEXITSTATUS(status));
 }
 
+/* A thread that stays native (PATCHALL_NATIVE_THREADS=stays_native) has no
+ * scheduler, so no dispatch: its inline read blocks its own OS thread, as
+ * natively, while main's green thread goes on and writes. */
+static void *stays_native_reader(void *arg)
+{
+	int fd = *(int *)arg;
+	char buf[16] = {0};
+	long n = inline_syscall3(SYS_read, fd, (long)buf, sizeof buf - 1);
+	printf("native thread read %ld \"%s\"\n", n, buf);
+	return NULL;
+}
+
+static void native_thread(void)
+{
+	int p[2];
+	MUST(pipe(p) == 0);
+	pthread_t t;
+	MUST(pthread_create(&t, NULL, stays_native_reader, &p[0]) == 0);
+	msleep(100);
+	MUST(write(p[1], "from main", 9) == 9);
+	pthread_join(t, NULL);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -288,6 +311,7 @@ int main(int argc, char **argv)
 		{"handler_syscalls", handler_syscalls},
 		{"fault_returns", fault_returns},
 		{"processes", processes},
+		{"native_thread", native_thread},
 	};
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
