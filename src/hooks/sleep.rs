@@ -20,6 +20,7 @@ use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 use super::real::Guard;
 use crate::runtime::{self, Wake};
 use crate::sys::set_errno;
+pub(super) use crate::sys::{deadline_after, timespec_duration};
 
 /// The hook guard, when the caller is a coroutine and not our own code: None
 /// means "forward to the real call".
@@ -29,24 +30,6 @@ pub(super) fn coroutine_guard() -> Option<Guard> {
     } else {
         None
     }
-}
-
-/// `d` from now. Beyond `Instant`'s range (`tv_sec` near `time_t::MAX`) the
-/// deadline becomes a century away, which a process cannot tell from never.
-pub(super) fn deadline_after(d: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    let now = Instant::now();
-    now.checked_add(d).unwrap_or(now + CENTURY)
-}
-
-/// What the kernel accepts as a timespec (`timespec64_valid`): `tv_sec >= 0`,
-/// `0 <= tv_nsec < 1e9`. None for anything it rejects with EINVAL.
-pub(super) fn timespec_duration(ts: &timespec) -> Option<Duration> {
-    let secs = u64::try_from(ts.tv_sec).ok()?;
-    let nanos = u32::try_from(ts.tv_nsec)
-        .ok()
-        .filter(|&n| n < 1_000_000_000)?;
-    Some(Duration::new(secs, nanos))
 }
 
 /// Reads a caller's non-null timespec that the kernel would accept.

@@ -73,11 +73,20 @@ fn set_ptr(set: &Option<sigset_t>) -> *const sigset_t {
         .map_or(std::ptr::null(), |s| s as *const sigset_t)
 }
 
-/// `futex(2)`: made by the kernel, blocking the thread, until the parking lot
-/// for raw futex waits takes it (this one function changes then).
+/// `futex(2)`: waits park the coroutine on the parking lot (`runtime::futex`).
 fn futex(a: [c_long; 6]) -> c_long {
-    // SAFETY: the caller's futex arguments, forwarded as made.
-    unsafe { gate::syscall6(libc::SYS_futex, a) }
+    // SAFETY: the caller's futex arguments, as made.
+    let r = unsafe {
+        runtime::futex::call(
+            a[0] as *mut u32,
+            a[1] as c_int,
+            a[2] as u32,
+            a[3] as *const libc::timespec,
+            a[4] as *mut u32,
+            a[5] as u32,
+        )
+    };
+    r.unwrap_or_else(|e| -c_long::from(e))
 }
 
 /// The result the system call `nr` with arguments `a` would have had, given

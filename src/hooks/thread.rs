@@ -40,6 +40,7 @@ use super::green;
 use crate::config::{StackMode, config};
 use crate::runtime::control::{self, TaskHandle, TaskHome};
 use crate::runtime::{self, Breaks, Wake, parking, stack::GUARD_GAP};
+use crate::sys::deadline_at;
 
 mod keys;
 mod native;
@@ -609,32 +610,6 @@ fn join_native(tryjoin: impl Fn() -> c_int, deadline: Option<Instant>) -> c_int 
         }
         pause = (pause * 2).min(Duration::from_millis(20));
     }
-}
-
-/// Converts an absolute `clock` time to a deadline; EINVAL for a bad timespec.
-fn deadline_at(clock: clockid_t, abstime: *const timespec) -> Result<Option<Instant>, c_int> {
-    // SAFETY: null or the caller's readable timespec.
-    let Some(at) = (unsafe { abstime.as_ref() }) else {
-        return Ok(None);
-    };
-    if !(0..1_000_000_000).contains(&at.tv_nsec) {
-        return Err(libc::EINVAL);
-    }
-    let mut now = timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
-        return Err(libc::EINVAL);
-    }
-    let nanos = |t: &timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
-    let left = u64::try_from((nanos(at) - nanos(&now)).max(0)).unwrap_or(u64::MAX);
-    let now = Instant::now();
-    Ok(Some(
-        now.checked_add(Duration::from_nanos(left))
-            .unwrap_or(now + Duration::from_secs(100 * 365 * 86400)),
-    ))
 }
 
 /// Every join flavour: `wait` for a green thread; a coroutine joining a native

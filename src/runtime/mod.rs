@@ -6,6 +6,7 @@ pub(crate) mod dispatch;
 pub(crate) mod dump;
 mod monitor;
 pub(crate) mod observe;
+pub(crate) mod futex;
 pub(crate) mod offload;
 mod overflow;
 pub(crate) mod ownfd;

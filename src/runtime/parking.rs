@@ -4,7 +4,9 @@
 //!
 //! Waiters queue FIFO per address in a small sharded table. `park_on` checks the
 //! caller's condition under the shard's lock after queueing, so a wake-up that
-//! races with the park is never lost.
+//! races with the park is never lost. Each waiter carries a 32-bit mask that
+//! `unpark_matching` selects on (a futex bitset); every other waiter and waker
+//! uses all bits.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -17,7 +19,10 @@ use super::task::{Unparker, Wake};
 
 const SHARDS: usize = 64;
 
-type Queues = HashMap<usize, VecDeque<Unparker>>;
+/// A waiter and its mask.
+type Queues = HashMap<usize, VecDeque<(Unparker, u32)>>;
+
+const ALL: u32 = u32::MAX;
 
 static TABLE: [Mutex<Option<Queues>>; SHARDS] = [const { Mutex::new(None) }; SHARDS];
 
@@ -45,10 +50,22 @@ pub(crate) fn park_on_as(
     breaks: Breaks,
     still_blocked: impl FnOnce() -> bool,
 ) -> Wake {
+    park_on_masked(addr, deadline, breaks, ALL, still_blocked)
+}
+
+/// `park_on_as` for a waiter that only an `unpark_matching` whose mask shares a
+/// bit with `mask` (or an `unpark_one`/`unpark_all`) wakes.
+pub(crate) fn park_on_masked(
+    addr: usize,
+    deadline: Option<Instant>,
+    breaks: Breaks,
+    mask: u32,
+    still_blocked: impl FnOnce() -> bool,
+) -> Wake {
     let mut me = None;
     let wake = park_on_what(WaitsOn::Address(addr), deadline, breaks, |who| {
         me = Some(who.clone());
-        enqueue(addr, who, still_blocked)
+        enqueue(addr, who, mask, still_blocked)
     });
     if wake != Wake::Ready {
         if let Some(me) = me {
@@ -77,7 +94,7 @@ pub(crate) fn drive_on(
     let Ok(me) = root_unparker() else {
         return Wake::Ready;
     };
-    if !enqueue(addr, me.clone(), &still_blocked) {
+    if !enqueue(addr, me.clone(), ALL, &still_blocked) {
         return Wake::Ready;
     }
     let signals = signal_counts();
@@ -100,7 +117,7 @@ pub(crate) fn drive_on(
 
 /// Queues `who` on `addr` if `still_blocked()`, checked under the queue's lock so
 /// that an `unpark_*` racing with this is either seen by the check or sees `who`.
-fn enqueue(addr: usize, who: Unparker, still_blocked: impl FnOnce() -> bool) -> bool {
+fn enqueue(addr: usize, who: Unparker, mask: u32, still_blocked: impl FnOnce() -> bool) -> bool {
     let mut table = shard(addr);
     if !still_blocked() {
         return false;
@@ -109,7 +126,7 @@ fn enqueue(addr: usize, who: Unparker, still_blocked: impl FnOnce() -> bool) -> 
         .get_or_insert_with(HashMap::new)
         .entry(addr)
         .or_default()
-        .push_back(who);
+        .push_back((who, mask));
     true
 }
 
@@ -123,7 +140,7 @@ fn dequeue(addr: usize, who: &Unparker) -> bool {
         return false;
     };
     let before = q.len();
-    q.retain(|w| !w.same_task(who));
+    q.retain(|(w, _)| !w.same_task(who));
     let removed = q.len() != before;
     if q.is_empty() {
         t.remove(&addr);
@@ -135,7 +152,7 @@ fn is_queued(addr: usize, who: &Unparker) -> bool {
     shard(addr)
         .as_ref()
         .and_then(|t| t.get(&addr))
-        .is_some_and(|q| q.iter().any(|w| w.same_task(who)))
+        .is_some_and(|q| q.iter().any(|(w, _)| w.same_task(who)))
 }
 
 /// Wakes the longest-waiting coroutine parked on `addr`; false if there was none.
@@ -154,7 +171,48 @@ pub(crate) fn unpark_one(addr: usize) -> bool {
         }
         who
     };
-    who.map(|w| w.unpark(Wake::Ready)).is_some()
+    who.map(|(w, _)| w.unpark(Wake::Ready)).is_some()
+}
+
+/// Wakes up to `n` of the coroutines parked on `addr` whose mask shares a bit
+/// with `mask`, longest-waiting first; returns how many. One at a time, so that
+/// nothing is allocated (a futex wake may come from inside malloc).
+pub(crate) fn unpark_matching(addr: usize, n: usize, mask: u32) -> usize {
+    let mut count = 0;
+    while count < n {
+        let who = {
+            let mut table = shard(addr);
+            let Some(t) = table.as_mut() else {
+                break;
+            };
+            let Some(q) = t.get_mut(&addr) else {
+                break;
+            };
+            let who = q
+                .iter()
+                .position(|(_, m)| m & mask != 0)
+                .and_then(|i| q.remove(i));
+            if q.is_empty() {
+                t.remove(&addr);
+            }
+            who
+        };
+        let Some((w, _)) = who else {
+            break;
+        };
+        w.unpark(Wake::Ready);
+        count += 1;
+    }
+    count
+}
+
+/// How many wait on `addr`, for tests that must let waiters queue first.
+#[cfg(test)]
+pub(crate) fn waiters(addr: usize) -> usize {
+    shard(addr)
+        .as_ref()
+        .and_then(|t| t.get(&addr))
+        .map_or(0, |q| q.len())
 }
 
 /// Wakes every coroutine parked on `addr`; returns how many.
@@ -164,7 +222,7 @@ pub(crate) fn unpark_all(addr: usize) -> usize {
         .and_then(|t| t.remove(&addr))
         .unwrap_or_default();
     let n = queue.len();
-    queue.into_iter().for_each(|w| w.unpark(Wake::Ready));
+    queue.into_iter().for_each(|(w, _)| w.unpark(Wake::Ready));
     n
 }
 
@@ -174,9 +232,8 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 
-    /// True if any coroutine is parked on `addr`.
     fn has_waiters(addr: usize) -> bool {
-        shard(addr).as_ref().is_some_and(|t| t.contains_key(&addr))
+        waiters(addr) > 0
     }
 
     #[test]

@@ -906,6 +906,19 @@ pub(crate) fn park_on_what(
     register: impl FnOnce(Unparker) -> bool,
 ) -> Wake {
     let task = current_task().expect("park is only called in a coroutine");
+    let outer = task.in_park.replace(true);
+    let wake = park_task(task, on, deadline, breaks, register);
+    task.in_park.set(outer);
+    wake
+}
+
+fn park_task(
+    task: &Task,
+    on: WaitsOn,
+    deadline: Option<Instant>,
+    breaks: Breaks,
+    register: impl FnOnce(Unparker) -> bool,
+) -> Wake {
     let sched = current_scheduler().expect("a coroutine runs on a scheduler");
     // Taken whether or not this parks: a label is for one park only.
     let label = task.label.replace(&UNNAMED);
