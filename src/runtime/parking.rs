@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::scheduler::{Breaks, current_scheduler, park_as, root_unparker};
+use super::scheduler::{Breaks, current_scheduler, park_as, root_unparker, without_parking};
 use super::signals::signal_counts;
 use super::task::{Unparker, Wake};
 
@@ -68,7 +68,7 @@ pub(crate) fn park_on_masked(
     });
     if wake != Wake::Ready {
         if let Some(me) = me {
-            dequeue(addr, &me);
+            without_parking(|| dequeue(addr, &me));
         }
     }
     wake

@@ -88,9 +88,10 @@ pub(crate) struct Task {
     /// A green thread's own signal mask (the kernel's 64-bit set, see
     /// `signals::adopt_mask`); None for a coroutine that has the OS thread's.
     pub(crate) sigmask: Cell<Option<u64>>,
-    /// Inside `park_as`, whose bookkeeping a second park would corrupt: a
-    /// futex wait made meanwhile (our own locks' contention, reaching the
-    /// `syscall` hook) goes to the kernel instead (see `runtime::futex`).
+    /// Inside `park_as` (or `without_parking`), whose bookkeeping a second
+    /// park would corrupt: a futex wait made meanwhile (our own locks'
+    /// contention, reaching the `syscall` hook) goes to the kernel instead
+    /// (see `runtime::futex`).
     pub(crate) in_park: Cell<bool>,
     /// The Syscall User Dispatch selector while it runs (`dispatch`), saved
     /// at every switch out.
