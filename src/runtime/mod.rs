@@ -4,9 +4,9 @@
 pub(crate) mod control;
 pub(crate) mod dispatch;
 pub(crate) mod dump;
+pub(crate) mod futex;
 mod monitor;
 pub(crate) mod observe;
-pub(crate) mod futex;
 pub(crate) mod offload;
 mod overflow;
 pub(crate) mod ownfd;

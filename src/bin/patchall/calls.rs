@@ -220,6 +220,12 @@ pub static GROUPS: &[Group] = &[
         &["system"],
     ),
     group(
+        Quiet,
+        true,
+        "starts /bin/sh -c; its pipe's reads and writes park like any pipe's",
+        &["popen"],
+    ),
+    group(
         Files,
         true,
         "inline when cached and it cannot wait, else on the pool",
