@@ -447,8 +447,11 @@ fn packaged_crate_installs_a_working_launcher() {
     if std::fs::read(&seen).ok().as_ref() != Some(&bytes) {
         let _ = std::fs::remove_dir_all(&unpacked);
         std::fs::create_dir_all(&unpacked).expect("mkdir");
+        // `-m`: files dated now. `cargo package` dates every file 2006, so
+        // a changed crate unpacked over the same path would look older than
+        // the last build in the shared target directory and not be rebuilt.
         let mut tar = Command::new("tar");
-        tar.arg("-xzf").arg(&packaged).arg("-C").arg(&unpacked);
+        tar.arg("-xmzf").arg(&packaged).arg("-C").arg(&unpacked);
         succeed(tar);
         // This checkout's workspace encloses target/: an empty [workspace]
         // makes the crate its own, as in ~/.cargo/registry/src.
