@@ -69,7 +69,13 @@ pub(crate) fn park_on_masked(
     });
     if wake != Wake::Ready {
         if let Some(me) = me {
-            without_parking(|| dequeue(addr, &me));
+            // Not queued any more: a waker took us off and counted us as
+            // woken while the timer or a signal ended the park. The wake is
+            // ours; dropping it would lose it (the waker woke no one else).
+            let taken = !without_parking(|| dequeue(addr, &me));
+            if taken && matches!(wake, Wake::TimedOut | Wake::Interrupted { .. }) {
+                return Wake::Ready;
+            }
         }
     }
     wake
