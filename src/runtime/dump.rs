@@ -107,7 +107,7 @@ fn gather(park: bool) -> RunInfo {
         .map(|(remote, slot)| {
             slot.take().unwrap_or(WorkerInfo {
                 id: remote.serial(),
-                thread: remote.tid,
+                thread: remote.hold.tid,
                 answered: false,
                 coroutines: Vec::new(),
             })

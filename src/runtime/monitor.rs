@@ -60,7 +60,7 @@ pub(crate) struct Hold {
     /// When the run began (`coarse_now`), when watched.
     since: AtomicU64,
     /// The scheduler's OS thread (`gettid`), for the capture signal.
-    tid: i32,
+    pub(crate) tid: i32,
     /// `PATCHALL_MONITOR` is on: the switches stamp starts and mark ends.
     watched: bool,
     /// The run (`switches`) the monitor reported: time slices yield at its

@@ -98,8 +98,6 @@ pub(crate) struct Remote {
     epoll: Arc<Epoll>,
     /// Written at every switch; read by the blocking monitor.
     pub(crate) hold: Hold,
-    /// The OS thread the scheduler belongs to.
-    pub(crate) tid: libc::pid_t,
     /// Written by the owner only; on lines of their own (other threads write
     /// `inbox` and `has_mail`).
     pub(crate) counters: Counters,
@@ -198,8 +196,6 @@ impl Scheduler {
             waker: Waker::new(reactor.epoll())?,
             epoll: reactor.epoll().clone(),
             hold: Hold::new(),
-            // SAFETY: gettid has no preconditions.
-            tid: unsafe { libc::gettid() },
             counters: Counters::default(),
         });
         if id == remotes.len() {
@@ -262,7 +258,7 @@ impl Scheduler {
         coroutines.sort_by_key(|c| c.id);
         observe::WorkerInfo {
             id: self.id(),
-            thread: self.remote.tid,
+            thread: self.remote.hold.tid,
             answered: true,
             coroutines,
         }
