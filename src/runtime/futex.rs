@@ -112,7 +112,10 @@ pub(crate) fn wait(
     let op = libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG;
     // SAFETY: `epoch` is a live absolute timespec; the kernel checks `uaddr`.
     match unsafe { kernel(uaddr, op, expected, &epoch, std::ptr::null(), bitset) } {
-        Err(ETIMEDOUT) | Ok(_) => {}
+        Err(ETIMEDOUT) => {}
+        // For that instant this thread was a kernel waiter: a wake that found
+        // it there counted it as woken, so the wake is ours to return.
+        Ok(_) => return Ok(()),
         Err(e) => return Err(e),
     }
     // SAFETY: the kernel just read this aligned word; futex words are accessed
