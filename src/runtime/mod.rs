@@ -16,6 +16,7 @@ mod task;
 mod timer;
 
 pub use reactor::Direction;
+pub(crate) use reactor::{Readiness, clear_readiness};
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
     Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,

@@ -837,6 +837,7 @@ pub(crate) fn wait_any_as(
 pub(crate) fn fd_closing(fd: RawFd) {
     let Some(reg) = FD_REGS.get(fd) else { return };
     let old = reg.generation.fetch_add(1, Ordering::AcqRel);
+    reg.reset_readiness();
     let mask = reg.reactors.swap(0, Ordering::AcqRel);
     if mask == 0 {
         return;
@@ -870,6 +871,8 @@ pub(crate) fn fd_closing(fd: RawFd) {
 /// raises no epoll event when a send can no longer block (`SHUT_WR`).
 pub(crate) fn fd_shut_down(fd: RawFd) {
     let Some(reg) = FD_REGS.get(fd) else { return };
+    // No event announces it either: the next call on it tries.
+    reg.reset_readiness();
     let generation = reg.generation.load(Ordering::Acquire);
     let mask = reg.reactors.load(Ordering::Acquire);
     if mask == 0 {
@@ -918,6 +921,7 @@ pub(crate) fn fd_created(fd: RawFd) {
         fd_closing(fd);
     } else if let Some(reg) = FD_REGS.get(fd) {
         reg.generation.fetch_add(1, Ordering::AcqRel);
+        reg.reset_readiness();
     }
 }
 
