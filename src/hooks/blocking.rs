@@ -143,7 +143,12 @@ fn plan(fd: libc::c_int, user_flags: Option<libc::c_int>) -> Plan {
     } else {
         How::WaitFirst
     };
-    let on = how != How::WaitFirst && user_flags.is_none_or(|f| f & UNCACHED == 0);
+    // Sockets only: a blocking socket call waits for readiness before it
+    // looks at its arguments, so parking first answers as it would. An
+    // eventfd's read too small for its record fails at once, ready or not.
+    let on = how != How::WaitFirst
+        && facts.kind == Kind::Socket
+        && user_flags.is_none_or(|f| f & UNCACHED == 0);
     let cache = Cache {
         on,
         short_drains: on && facts.tcp,
@@ -291,6 +296,13 @@ fn drive(
             },
         },
     };
+    // Reads only: a socket's write readiness has hysteresis (EPOLLOUT comes
+    // back at a third of the buffer free), and a send fills any room left,
+    // so a send after EAGAIN may progress where no edge will say so.
+    let cache = Cache {
+        on: cache.on && dir == Direction::Read,
+        ..cache
+    };
     let mut parked = false;
     loop {
         // Edge-triggered epoll reports changes, not states: an fd that is ready
@@ -308,7 +320,8 @@ fn drive(
         let seen = runtime::Readiness::of(fd);
         // The last call found nothing and no event came since: park without
         // a call that would fail. Once woken, a call always tries.
-        if cache.on && !parked && seen.idle(dir) {
+        // A zero-length call never waits.
+        if cache.on && !parked && seen.idle(dir) && asked != Some(0) {
             if let Err(e) = wait(guard, fd, dir, deadline) {
                 set_errno(e);
                 return -1;
@@ -334,8 +347,8 @@ fn drive(
     }
 }
 
-/// Marks `dir` of `fd` idle when an attempt begun at `seen` found nothing: EAGAIN,
-/// or a TCP read shorter than `asked` (tokio does the same, `poll_read`).
+/// Marks a read of `fd` idle when an attempt begun at `seen` found nothing:
+/// EAGAIN, or a TCP read shorter than `asked` (tokio does the same, `poll_read`).
 #[inline]
 fn note_result(
     fd: libc::c_int,
