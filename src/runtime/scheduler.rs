@@ -145,6 +145,8 @@ pub(crate) struct Scheduler {
     /// Finished tasks nobody else holds, whose allocations the next spawns
     /// reuse (a malloc and a free fewer per spawn).
     spare_tasks: RefCell<Vec<Arc<Task>>>,
+    /// The waiters a poll woke, kept between polls for its capacity.
+    woken: RefCell<Vec<Unparker>>,
     _altstack: Option<AltStack>,
 }
 
@@ -195,6 +197,7 @@ impl Scheduler {
             errno_slot: unsafe { libc::__errno_location() },
             ids: Cell::new((0, 0)),
             spare_tasks: RefCell::new(Vec::new()),
+            woken: RefCell::new(Vec::new()),
             _altstack: AltStack::ensure(),
         })
     }
@@ -427,6 +430,9 @@ impl Scheduler {
                 let Some(task) = self.runq.pop_front() else {
                     break;
                 };
+                if let Some(next) = self.runq.front() {
+                    prefetch_resumption(next);
+                }
                 self.resume(task);
             }
             if batch > 0 {
@@ -481,7 +487,7 @@ impl Scheduler {
                 timeout = Some(Duration::ZERO);
             }
         }
-        let mut woken = Vec::new();
+        let mut woken = std::mem::take(&mut *self.woken.borrow_mut());
         let sigmask = self.signals.wait_mask();
         let result = {
             let mut reactor = self.reactor.borrow_mut();
@@ -509,9 +515,10 @@ impl Scheduler {
             // Those pending that `mask` lets in have their handlers run now.
             super::signals::deliver_pending(mask);
         }
-        for who in woken {
+        for who in woken.drain(..) {
             self.unpark_local(who.task, who.seq, Wake::Ready);
         }
+        *self.woken.borrow_mut() = woken;
         self.check_signals();
         self.drain_mail();
         self.fire_timers();
@@ -525,6 +532,41 @@ impl Drop for Scheduler {
             *slot = None;
         }
     }
+}
+
+/// Asks the CPU to bring in what resuming `task` will touch first: its record
+/// and the top frames of its stack, which the return from its switch and its
+/// blocking call pops. With a thousand coroutines taking turns, each one's
+/// stack has left the caches by its next turn; fetched while the one before it
+/// runs (its system calls take microseconds), the misses overlap with that work
+/// instead of stalling the switch (`perf record` at 1,000 echo connections put
+/// a fifth of patchall's own time on the first touch of the resumed stack).
+#[inline]
+fn prefetch_resumption(task: &Task) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        /// The switch's own saves lie below the hint; the frames of the call
+        /// that parked (hook, wait, park) and the program's above it.
+        const BELOW: usize = 64;
+        const ABOVE: usize = 1024;
+        let at = task.stack_hint.get();
+        let record = ptr::from_ref(task).cast::<i8>();
+        // SAFETY: prefetching is a hint: it never faults, on any address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(record);
+            _mm_prefetch::<_MM_HINT_T0>(record.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(record.wrapping_add(128));
+        }
+        if at != 0 {
+            for line in (at.saturating_sub(BELOW)..at + ABOVE).step_by(64) {
+                // SAFETY: as above.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = task;
 }
 
 /// Spawns `body` as a coroutine on the scheduler `home` (usually another thread's).
@@ -765,6 +807,8 @@ pub(crate) fn park_as(
     let timer_at = if expires_first { expiry } else { deadline };
     let timer = timer_at.map(|d| sched.timers.borrow_mut().insert(d, me));
     task.state.set(State::Parked);
+    let here = 0u8;
+    task.stack_hint.set(ptr::from_ref(&here) as usize);
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
     // the Yielder lives on this coroutine's stack for as long as it runs.
     unsafe { (*task.yielder.get()).suspend(()) };
@@ -931,6 +975,8 @@ pub(crate) fn fd_created(fd: RawFd) {
 pub(crate) fn yield_now() {
     let task = current_task().expect("in a coroutine");
     task.state.set(State::Runnable);
+    let here = 0u8;
+    task.stack_hint.set(ptr::from_ref(&here) as usize);
     // SAFETY: as in `park`.
     unsafe { (*task.yielder.get()).suspend(()) };
 }

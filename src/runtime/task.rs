@@ -88,6 +88,9 @@ pub(crate) struct Task {
     /// A green thread's own signal mask (the kernel's 64-bit set, see
     /// `signals::adopt_mask`); None for a coroutine that has the OS thread's.
     pub(crate) sigmask: Cell<Option<u64>>,
+    /// Where its stack was when it last switched out (0: never): the frames
+    /// its resumption returns through lie just above.
+    pub(crate) stack_hint: Cell<usize>,
 }
 
 impl Task {
@@ -112,6 +115,7 @@ impl Task {
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),
             sigmask: Cell::new(None),
+            stack_hint: Cell::new(0),
         }
     }
 }
