@@ -168,8 +168,8 @@ def main(run):
         add("*recv / rt*, *send / rt* and *epoll waits / rt* are the server's system calls per "
             "round trip, counted by `perf stat` on the tracepoints `syscalls:sys_enter_recvfrom` "
             "+ `read`, `sendto` + `write`, and `epoll_wait` + `epoll_pwait`, attached to the server "
-            "over the last four fifths of its warm-up (so that tracing does not slow the measured "
-            "window) and divided by the round trips completed meanwhile. The Rust servers and "
+            "for 2 s right after the measured window, the load going on (so that tracing does not "
+            "slow the window), and divided by the round trips completed meanwhile. The Rust servers and "
             "gevent read with `recvfrom`; the C server's `read` is `read` natively and "
             "`recvfrom` under patchall (a socket read made with `MSG_DONTWAIT`).")
     own = lambda s, c: ratio(get(s, c, "loadgen_cpu_s"), get(s, c, "round_trips"))

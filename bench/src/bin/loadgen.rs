@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! loadgen --port P --conns C [--size 64] [--warmup 1] [--duration 5]
-//!         [--server-pid PID] [--server NAME] [--perf PERF]
+//!         [--server-pid PID] [--server NAME] [--perf PERF] [--count-secs 2]
 //! ```
 //!
 //! Opens C connections to 127.0.0.1:P (blocking connects, one after another),
@@ -26,9 +26,10 @@
 //!
 //! With `--perf` (the perf binary) it also counts the server's system calls
 //! per round trip (`perf stat` on the syscall tracepoints, attached to the
-//! server): over the last four fifths of the warm-up, so that the tracing
-//! does not slow the measured window, divided by the round trips completed
-//! between enabling and disabling the counters.
+//! server): for COUNT seconds (`--count-secs`, default 2) after the measured
+//! window, the load going on as before, so that the tracing does not slow
+//! the measured window; divided by the round trips completed between enabling
+//! and disabling the counters.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
@@ -42,7 +43,7 @@ use patchall_bench::{
 };
 
 const USAGE: &str = "loadgen --port P --conns C [--size 64] [--warmup 1] [--duration 5] \
-                     [--server-pid PID] [--server NAME] [--perf PERF]";
+                     [--server-pid PID] [--server NAME] [--perf PERF] [--count-secs 2]";
 
 /// The system calls counted per round trip: (tracepoint, JSON key). Reads and
 /// writes of every family the servers use; the epoll waits summed.
@@ -254,6 +255,7 @@ fn main() -> io::Result<()> {
     let server_pid: u32 = args.get("server-pid", 0);
     let server = args.get("server", String::from("?"));
     let perf = args.get("perf", String::new());
+    let count_secs = Duration::from_secs_f64(args.get("count-secs", 2.0));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // The server's own figures; 0 (no pid) reads nothing.
     let of_server = |field: &str| {
@@ -344,42 +346,16 @@ fn main() -> io::Result<()> {
     let mut in_window = false;
     let mut threads = None;
     let mut completed: u64 = 0;
-    let count_from = load_start + warmup / 5;
-    let mut counter = if perf.is_empty() || server_pid == 0 {
-        None
-    } else {
-        match SyscallCounter::start(&perf, server_pid) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("loadgen: cannot start {perf}: {e}");
-                None
-            }
-        }
-    };
+    // Attached now, its counters off: enabling them later makes the generator
+    // wait for perf's acknowledgement only, while the server goes on serving.
+    let mut counter = (!perf.is_empty() && server_pid != 0 && !count_secs.is_zero())
+        .then(|| SyscallCounter::start(&perf, server_pid))
+        .and_then(|r| r.inspect_err(|e| eprintln!("loadgen: perf: {e}")).ok());
     let mut counted_from = None;
     let mut syscalls = None;
+    let mut window = None;
     loop {
         let now = Instant::now();
-        if counted_from.is_none() && now >= count_from {
-            if let Some(c) = counter.as_mut() {
-                match c.command("enable") {
-                    Ok(()) => counted_from = Some(completed),
-                    Err(e) => {
-                        eprintln!("loadgen: perf enable: {e}");
-                        counter = None;
-                    }
-                }
-            }
-        }
-        if now >= window_start && counter.is_some() {
-            let mut c = counter.take().expect("checked");
-            let trips = completed - counted_from.unwrap_or(completed);
-            match c.command("disable").and_then(|()| c.finish()) {
-                Ok(counts) if trips > 0 => syscalls = Some((counts, trips)),
-                Ok(_) => eprintln!("loadgen: no round trips while counting"),
-                Err(e) => eprintln!("loadgen: perf: {e}"),
-            }
-        }
         if !in_window && now >= window_start {
             in_window = true;
             cpu_start = server_cpu();
@@ -389,8 +365,37 @@ fn main() -> io::Result<()> {
         if threads.is_none() && now >= middle {
             threads = of_server("Threads");
         }
-        if now >= window_end {
-            break;
+        if window.is_none() && now >= window_end {
+            // The window's figures, before the counting that follows it.
+            window = Some((
+                (now - window_start).as_secs_f64(),
+                server_cpu(),
+                own_cpu_seconds() - own_start,
+                machine_busy_seconds(),
+                of_server("VmHWM"),
+                of_server("VmRSS"),
+            ));
+            if let Some(c) = counter.as_mut() {
+                match c.command("enable") {
+                    Ok(()) => counted_from = Some((completed, Instant::now())),
+                    Err(e) => eprintln!("loadgen: perf: {e}"),
+                }
+            }
+        }
+        if window.is_some() {
+            let Some((from, since)) = counted_from.filter(|_| counter.is_some()) else {
+                break;
+            };
+            if now >= since + count_secs {
+                let mut c = counter.take().expect("checked");
+                let trips = completed - from;
+                match c.command("disable").and_then(|()| c.finish()) {
+                    Ok(counts) if trips > 0 => syscalls = Some((counts, trips)),
+                    Ok(_) => eprintln!("loadgen: no round trips while counting"),
+                    Err(e) => eprintln!("loadgen: perf: {e}"),
+                }
+                break;
+            }
         }
         generator.turn(Duration::from_millis(20), &mut buf, |g, i, latency, now| {
             completed += 1;
@@ -400,12 +405,9 @@ fn main() -> io::Result<()> {
             g.send(i, now);
         })?;
     }
-    let elapsed = (Instant::now() - window_start).as_secs_f64();
-    let cpu_end = server_cpu();
-    let own = own_cpu_seconds() - own_start;
-    let busy = busy_start.zip(machine_busy_seconds()).map(|(a, b)| b - a);
-    let hwm = of_server("VmHWM");
-    let rss = of_server("VmRSS");
+    let (elapsed, cpu_end, own, busy_end, hwm, rss) =
+        window.expect("the loop ends after the window");
+    let busy = busy_start.zip(busy_end).map(|(a, b)| b - a);
     latencies.sort_unstable();
     let trips = latencies.len() as f64;
     let cpu = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
