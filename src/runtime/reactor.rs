@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::ownfd::OwnFd;
-use super::task::{Unparker, Wake};
+use super::task::{Task, Unparker, Wake};
 use crate::fdmap::{FdMap, Zeroable};
 
 /// The token of the cross-thread waker.
@@ -422,10 +422,12 @@ impl Reactor {
         }
     }
 
-    /// Drops `who` from the waiters of `fd` (after it woke for another reason).
-    pub(crate) fn cancel_wait(&mut self, fd: RawFd, dir: Direction, who: &Unparker) {
+    /// Drops the coroutine `task` from the waiters of `fd` (after it woke for
+    /// another reason).
+    pub(crate) fn cancel_wait(&mut self, fd: RawFd, dir: Direction, task: *const Task) {
         if let Some(slot) = self.slot_mut(fd) {
-            slot.waiters(dir).retain(|w| !w.same_task(who));
+            slot.waiters(dir)
+                .retain(|w| w.task.as_ref().is_none_or(|t| Arc::as_ptr(t) != task));
         }
     }
 

@@ -846,12 +846,21 @@ pub(crate) fn wait_any_as(
 ) -> io::Result<Wake> {
     let sched = current_scheduler().expect("wait_any is only called in a coroutine");
     let mut failed = None;
-    let mut me = None;
+    let mut me = ptr::null();
     let mut queued = 0;
     let wake = park_as(deadline, breaks, |who| {
+        me = who.task.as_ref().map_or(ptr::null(), Arc::as_ptr);
         let mut reactor = sched.reactor.borrow_mut();
-        for &(fd, dir) in fds {
-            match reactor.prepare_wait(fd, dir, who.clone()) {
+        // The last fd gets `who` itself: one waiter handle fewer to count.
+        let mut who = Some(who);
+        for (i, &(fd, dir)) in fds.iter().enumerate() {
+            let w = if i + 1 == fds.len() {
+                who.take()
+            } else {
+                who.clone()
+            };
+            let w = w.expect("taken at the last fd only");
+            match reactor.prepare_wait(fd, dir, w) {
                 Ok(Prepared::Queued) => queued += 1,
                 Ok(Prepared::Retry) => break,
                 Err(e) => {
@@ -860,14 +869,13 @@ pub(crate) fn wait_any_as(
                 }
             }
         }
-        me = Some(who);
         queued == fds.len()
     });
     // Whatever woke us, the other registrations are stale now.
-    if let Some(me) = me {
+    if !me.is_null() {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in &fds[..queued] {
-            reactor.cancel_wait(fd, dir, &me);
+            reactor.cancel_wait(fd, dir, me);
         }
     }
     match failed {
