@@ -238,8 +238,8 @@ def main(run):
         gr, gc = get("c_green", c, "rps"), get("c_green", c, "server_cpu_s_per_100k")
         if pr and pc and gr and gc:
             add(f"- {c:,} connections, the green-threads C server within 10 % of patchall's Rust "
-                f"server: {fmt(gr / pr)}× its round trips/s, {fmt(gc / pc)}× its CPU per round trip "
-                f"— {t(gr >= 0.9 * pr and gc <= 1.1 * pc)}.")
+                f"server (≥ 0.9× its round trips/s, ≤ 1.1× its CPU per round trip): {fmt(gr / pr)}× "
+                f"and {fmt(gc / pc)}× — {t(gr >= 0.9 * pr and gc <= 1.1 * pc)}.")
     at = 1000 if 1000 in levels else levels[-1]
     p = lambda k, c=at: get("patchall", c, k)
     r_mio = ratio(p("rps"), get("mio", at, "rps"))
