@@ -4,9 +4,9 @@
 pub(crate) mod control;
 pub(crate) mod dispatch;
 pub(crate) mod dump;
+pub(crate) mod futex;
 mod monitor;
 pub(crate) mod observe;
-pub(crate) mod futex;
 pub(crate) mod offload;
 mod overflow;
 pub(crate) mod ownfd;
@@ -25,6 +25,7 @@ pub use dump::{RunInfo, Stats, run_info, stats};
 pub use observe::{CoroutineInfo, CoroutineState, WaitInfo, WaitsOn, WorkerInfo};
 pub(crate) use observe::{Family, Label};
 pub use reactor::Direction;
+pub(crate) use reactor::{Readiness, clear_readiness};
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
     Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,

@@ -172,6 +172,8 @@ pub(crate) struct Scheduler {
     /// Finished tasks nobody else holds, whose allocations the next spawns
     /// reuse (a malloc and a free fewer per spawn).
     spare_tasks: RefCell<Vec<Arc<Task>>>,
+    /// The waiters a poll woke, kept between polls for its capacity.
+    woken: RefCell<Vec<Unparker>>,
     _altstack: Option<AltStack>,
 }
 
@@ -231,6 +233,7 @@ impl Scheduler {
                 .ok_or_else(|| io::Error::other("patchall: thread is exiting"))?,
             ids: Cell::new((0, 0)),
             spare_tasks: RefCell::new(Vec::new()),
+            woken: RefCell::new(Vec::new()),
             _altstack: AltStack::ensure(),
         })
     }
@@ -574,6 +577,9 @@ impl Scheduler {
                 let Some(task) = self.runq.pop_front() else {
                     break;
                 };
+                if let Some(next) = self.runq.front() {
+                    prefetch_resumption(next);
+                }
                 self.resume(task);
             }
             if batch > 0 {
@@ -628,7 +634,7 @@ impl Scheduler {
                 timeout = Some(Duration::ZERO);
             }
         }
-        let mut woken = Vec::new();
+        let mut woken = std::mem::take(&mut *self.woken.borrow_mut());
         let sigmask = self.signals.wait_mask();
         let result = {
             let mut reactor = self.reactor.borrow_mut();
@@ -656,9 +662,10 @@ impl Scheduler {
             // Those pending that `mask` lets in have their handlers run now.
             super::signals::deliver_pending(mask);
         }
-        for who in woken {
+        for who in woken.drain(..) {
             self.unpark_local(who.task, who.seq, Wake::Ready);
         }
+        *self.woken.borrow_mut() = woken;
         self.check_signals();
         self.drain_mail();
         self.fire_timers();
@@ -682,6 +689,41 @@ impl Drop for Scheduler {
             *slot = None;
         }
     }
+}
+
+/// Asks the CPU to bring in what resuming `task` will touch first: its record
+/// and the top frames of its stack, which the return from its switch and its
+/// blocking call pops. With a thousand coroutines taking turns, each one's
+/// stack has left the caches by its next turn; fetched while the one before it
+/// runs (its system calls take microseconds), the misses overlap with that work
+/// instead of stalling the switch (`perf record` at 1,000 echo connections put
+/// a fifth of patchall's own time on the first touch of the resumed stack).
+#[inline]
+fn prefetch_resumption(task: &Task) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        /// The switch's own saves lie below the hint; the frames of the call
+        /// that parked (hook, wait, park) and the program's above it.
+        const BELOW: usize = 64;
+        const ABOVE: usize = 1024;
+        let at = task.stack_hint.get();
+        let record = ptr::from_ref(task).cast::<i8>();
+        // SAFETY: prefetching is a hint: it never faults, on any address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(record);
+            _mm_prefetch::<_MM_HINT_T0>(record.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(record.wrapping_add(128));
+        }
+        if at != 0 {
+            for line in (at.saturating_sub(BELOW)..at + ABOVE).step_by(64) {
+                // SAFETY: as above.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = task;
 }
 
 /// Spawns `body` as a coroutine on the scheduler `home` (usually another thread's).
@@ -970,6 +1012,8 @@ fn park_task(
     }));
     sched.remote.counters.parked(label.family);
     task.state.set(State::Parked);
+    let here = 0u8;
+    task.stack_hint.set(ptr::from_ref(&here) as usize);
     // SAFETY: `yielder` was set by the coroutine body before any user code ran, and
     // the Yielder lives on this coroutine's stack for as long as it runs.
     unsafe { (*task.yielder.get()).suspend(()) };
@@ -1007,7 +1051,7 @@ pub(crate) fn wait_any_as(
 ) -> io::Result<Wake> {
     let sched = current_scheduler().expect("wait_any is only called in a coroutine");
     let mut failed = None;
-    let mut me = None;
+    let mut me = ptr::null();
     let mut queued = 0;
     let on = fds
         .first()
@@ -1017,9 +1061,18 @@ pub(crate) fn wait_any_as(
             more: u32::try_from(fds.len() - 1).unwrap_or(u32::MAX),
         });
     let wake = park_on_what(on, deadline, breaks, |who| {
+        me = who.task.as_ref().map_or(ptr::null(), Arc::as_ptr);
         let mut reactor = sched.reactor.borrow_mut();
-        for &(fd, dir) in fds {
-            match reactor.prepare_wait(fd, dir, who.clone()) {
+        // The last fd gets `who` itself: one waiter handle fewer to count.
+        let mut who = Some(who);
+        for (i, &(fd, dir)) in fds.iter().enumerate() {
+            let w = if i + 1 == fds.len() {
+                who.take()
+            } else {
+                who.clone()
+            };
+            let w = w.expect("taken at the last fd only");
+            match reactor.prepare_wait(fd, dir, w) {
                 Ok(Prepared::Queued) => queued += 1,
                 Ok(Prepared::Retry) => break,
                 Err(e) => {
@@ -1028,14 +1081,13 @@ pub(crate) fn wait_any_as(
                 }
             }
         }
-        me = Some(who);
         queued == fds.len()
     });
     // Whatever woke us, the other registrations are stale now.
-    if let Some(me) = me {
+    if !me.is_null() {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in &fds[..queued] {
-            reactor.cancel_wait(fd, dir, &me);
+            reactor.cancel_wait(fd, dir, me);
         }
     }
     match failed {
@@ -1049,6 +1101,7 @@ pub(crate) fn wait_any_as(
 pub(crate) fn fd_closing(fd: RawFd) {
     let Some(reg) = FD_REGS.get(fd) else { return };
     let old = reg.generation.fetch_add(1, Ordering::AcqRel);
+    reg.reset_readiness();
     let mask = reg.reactors.swap(0, Ordering::AcqRel);
     if mask == 0 {
         return;
@@ -1082,6 +1135,8 @@ pub(crate) fn fd_closing(fd: RawFd) {
 /// raises no epoll event when a send can no longer block (`SHUT_WR`).
 pub(crate) fn fd_shut_down(fd: RawFd) {
     let Some(reg) = FD_REGS.get(fd) else { return };
+    // No event announces it either: the next call on it tries.
+    reg.reset_readiness();
     let generation = reg.generation.load(Ordering::Acquire);
     let mask = reg.reactors.load(Ordering::Acquire);
     if mask == 0 {
@@ -1130,6 +1185,7 @@ pub(crate) fn fd_created(fd: RawFd) {
         fd_closing(fd);
     } else if let Some(reg) = FD_REGS.get(fd) {
         reg.generation.fetch_add(1, Ordering::AcqRel);
+        reg.reset_readiness();
     }
 }
 
@@ -1139,6 +1195,8 @@ pub(crate) fn fd_created(fd: RawFd) {
 pub(crate) fn yield_now() {
     let task = current_task().expect("in a coroutine");
     task.state.set(State::Runnable);
+    let here = 0u8;
+    task.stack_hint.set(ptr::from_ref(&here) as usize);
     // SAFETY: as in `park`.
     unsafe { (*task.yielder.get()).suspend(()) };
 }

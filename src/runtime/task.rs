@@ -121,6 +121,9 @@ pub(crate) struct Task {
     pub(crate) live_next: Cell<*const Task>,
     /// Itself, while it is parked: see `Scheduler::live_head`.
     pub(crate) held: Cell<Option<Arc<Task>>>,
+    /// Where its stack was when it last switched out (0: never): the frames
+    /// its resumption returns through lie just above.
+    pub(crate) stack_hint: Cell<usize>,
 }
 
 impl Task {
@@ -153,6 +156,7 @@ impl Task {
             live_prev: Cell::new(ptr::null()),
             live_next: Cell::new(ptr::null()),
             held: Cell::new(None),
+            stack_hint: Cell::new(0),
         }
     }
 }
