@@ -414,7 +414,7 @@ fn spawn(
     let (home, load) = spread::place();
     let spawned = match &home {
         None => runtime::with_scheduler(|s| s.spawn(None, Some(stack), body)).ok(),
-        Some(home) => Some(runtime::spawn_at(home, None, Some(stack), body)),
+        Some(home) => Some(runtime::spawn_at(home, None, Some(stack), None, body)),
     };
     match (spawned, load) {
         (Some(Ok(_)), Some(load)) => {

@@ -14,6 +14,7 @@ mod slice;
 pub(crate) mod stack;
 mod task;
 mod timer;
+pub(crate) mod tls;
 
 pub use reactor::Direction;
 pub use scheduler::in_coroutine;

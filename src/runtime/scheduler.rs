@@ -21,6 +21,7 @@ use super::slice::Slice;
 use super::stack::{self, Stack, StackCache};
 use super::task::{Co, StackFacts, State, Task, Unparker, Wake};
 use super::timer::Timers;
+use super::tls;
 use crate::config::config;
 
 thread_local! {
@@ -138,8 +139,12 @@ pub(crate) struct Scheduler {
     /// It must never run again (its epoll instance is the parent's).
     orphaned: Cell<bool>,
     /// This thread's errno: its address is fixed for the thread's life, and
-    /// every switch saves and restores it.
+    /// every switch to a coroutine without a TLS block of its own saves and
+    /// restores it.
     errno_slot: *mut libc::c_int,
+    /// This thread's own thread pointer, switched back to after a coroutine
+    /// with its own TLS block (`tls`) ran.
+    tp: usize,
     /// Task ids taken from `NEXT_TASK_ID` a block at a time: (next, end).
     ids: Cell<(u64, u64)>,
     /// Finished tasks nobody else holds, whose allocations the next spawns
@@ -193,6 +198,7 @@ impl Scheduler {
             // SAFETY: __errno_location has no preconditions and returns this
             // thread's errno, which outlives the scheduler (owned by this thread).
             errno_slot: unsafe { libc::__errno_location() },
+            tp: tls::thread_pointer(),
             ids: Cell::new((0, 0)),
             spare_tasks: RefCell::new(Vec::new()),
             _altstack: AltStack::ensure(),
@@ -219,13 +225,34 @@ impl Scheduler {
     }
 
     /// Creates a coroutine running `body` and queues it. `body` must not unwind.
+    /// It gets a TLS block of its own if `PATCHALL_GREEN_TLS=own` says so.
     pub(crate) fn spawn<F: FnOnce() + 'static>(
         &self,
         name: Option<Arc<str>>,
         stack_size: Option<usize>,
         body: F,
     ) -> io::Result<TaskHandle> {
-        let stack = self.stacks.borrow_mut().get(stack_size)?;
+        self.spawn_tls(name, stack_size, None, body)
+    }
+
+    /// `spawn`, with `own_tls` deciding the TLS block (None: the variable).
+    pub(crate) fn spawn_tls<F: FnOnce() + 'static>(
+        &self,
+        name: Option<Arc<str>>,
+        stack_size: Option<usize>,
+        own_tls: Option<bool>,
+        body: F,
+    ) -> io::Result<TaskHandle> {
+        let tp = take_tls(own_tls)?;
+        let stack = match self.stacks.borrow_mut().get(stack_size) {
+            Ok(stack) => stack,
+            Err(e) => {
+                if tp != 0 {
+                    tls::give_back(tp);
+                }
+                return Err(e);
+            }
+        };
         let id = self.next_id();
         let (facts, co) = coroutine(stack, body);
         // `Task::new` is written in each arm so that it is built where it
@@ -242,6 +269,7 @@ impl Scheduler {
             },
             None => Arc::new(Task::new(id, name, Some(co), facts)),
         };
+        task.tls.set(tp);
         let handle = TaskHandle(task.clone());
         self.start(task);
         Ok(handle)
@@ -271,31 +299,47 @@ impl Scheduler {
 
     /// Queues a task `new_task` made.
     fn start(&self, task: Arc<Task>) {
+        let tp = task.tls.get();
+        if tp != 0 {
+            tls::bind(tp, (task.guard.1, task.stack_size));
+        }
         self.live.set(self.live.get() + 1);
         self.runq.push_back(task);
     }
 
     fn resume(&self, task: Arc<Task>) {
         task.state.set(State::Running);
-        RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
+        let tp = task.tls.get();
         let errno_slot = self.errno_slot;
-        // SAFETY: the scheduler runs only on the thread whose errno this is
-        // (see `errno_slot`); nothing else holds a reference to it.
-        let own_errno = unsafe { errno_slot.replace(task.errno.get()) };
+        let mut own_errno = 0;
+        if tp == 0 {
+            RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
+            // SAFETY: the scheduler runs only on the thread whose errno this is
+            // (see `errno_slot`); nothing else holds a reference to it.
+            own_errno = unsafe { errno_slot.replace(task.errno.get()) };
+        } else {
+            // Its errno is its own: nothing to save.
+            enter_tls(self, &task, tp);
+        }
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
         self.slice.started();
         let result = co.resume(());
+        if tp != 0 {
+            leave_tls(self.tp);
+        }
         if self.orphaned.get() {
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
             // SAFETY: exit has no preconditions.
             unsafe { libc::exit(0) }
         }
-        // SAFETY: as above.
-        task.errno.set(unsafe { errno_slot.replace(own_errno) });
-        RUNNING.with(|r| r.set(ptr::null()));
+        if tp == 0 {
+            // SAFETY: as above.
+            task.errno.set(unsafe { errno_slot.replace(own_errno) });
+            RUNNING.with(|r| r.set(ptr::null()));
+        }
         // Checked on return too: a finished coroutine's overrun smashed its
         // neighbour just the same, and the pool rewrites the canary.
         if task.canary.is_some_and(|c| !c.intact()) {
@@ -330,6 +374,10 @@ impl Scheduler {
         // reset), so its stack is free.
         let co = unsafe { (*task.co.get()).take() }.expect("a finishing task has its coroutine");
         self.stacks.borrow_mut().put(co.into_stack());
+        let tp = task.tls.replace(0);
+        if tp != 0 {
+            tls::give_back(tp);
+        }
         self.live.set(self.live.get() - 1);
         if let Some(mask) = task.sigmask.take() {
             self.signals.masks.ended(mask);
@@ -534,14 +582,23 @@ pub(crate) fn spawn_at<F: FnOnce() + Send + 'static>(
     home: &Arc<Remote>,
     name: Option<Arc<str>>,
     stack_size: Option<usize>,
+    own_tls: Option<bool>,
     body: F,
 ) -> io::Result<TaskHandle> {
     let cfg = config();
     let size = stack::round_size(stack_size.unwrap_or(cfg.stack_size))
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
     let stack = stack::allocate(size, cfg.stack_mode)?;
+    let tp = match take_tls(own_tls) {
+        Ok(tp) => tp,
+        Err(e) => {
+            stack::release([stack]);
+            return Err(e);
+        }
+    };
     let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
     let task = new_task(id, name, stack, body);
+    task.tls.set(tp);
     let handle = TaskHandle(task.clone());
     home.post(Mail::Run(Box::new(move || {
         let s = current_scheduler().expect("mail is read by its scheduler's thread");
@@ -569,8 +626,52 @@ fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
         let task = current_task().expect("a coroutine body runs as the current task");
         task.yielder.set(yielder);
         body();
+        if task.tls.get() != 0 {
+            tls::exiting();
+        }
     });
     (facts, co)
+}
+
+/// A TLS block for a new coroutine if `own_tls` (None: the variable) asks for
+/// one and blocks can be made; 0 for the carrier's.
+fn take_tls(own_tls: Option<bool>) -> io::Result<usize> {
+    if !own_tls.unwrap_or_else(tls::wanted) || !tls::available() {
+        return Ok(0);
+    }
+    tls::take().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
+}
+
+/// Switches to a coroutine's own TLS block. Out of line, as is `leave_tls`:
+/// the compiler takes a thread-local's address as fixed within a function, so
+/// the ones touched after a switch must be reached from a new call.
+#[inline(never)]
+fn enter_tls(s: &Scheduler, task: &Arc<Task>, tp: usize) {
+    tls::switch_to(tp);
+    set_running(s, Arc::as_ptr(task));
+}
+
+#[inline(never)]
+fn set_running(s: &Scheduler, task: *const Task) {
+    CURRENT.with(|c| c.set(s));
+    RUNNING.with(|r| r.set(task));
+}
+
+/// Back to the carrier's block. Signals whose handler ran meanwhile were
+/// noted in the coroutine's copy of the per-thread record: they move to the
+/// carrier's, which the scheduler reads.
+#[inline(never)]
+fn leave_tls(carrier: usize) {
+    let noted = super::signals::take_delivered();
+    tls::switch_to(carrier);
+    if noted != (0, 0) {
+        add_delivered(noted);
+    }
+}
+
+#[inline(never)]
+fn add_delivered(noted: (u64, u64)) {
+    super::signals::add_delivered(noted);
 }
 
 /// The mailbox of the live scheduler whose `Scheduler::id` is `id`.

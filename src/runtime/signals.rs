@@ -265,6 +265,28 @@ pub(crate) fn deliver_pending(mask: u64) -> bool {
 }
 
 /// Records, from a signal handler, that the handler for `sig` ran on this thread.
+/// Takes the signals noted on this thread's record (a coroutine's own TLS
+/// block's), for `add_delivered` to move to another's.
+pub(crate) fn take_delivered() -> (u64, u64) {
+    DELIVERED
+        .try_with(|(all, no_restart)| {
+            if all.load(Ordering::Relaxed) == 0 {
+                return (0, 0);
+            }
+            let all = all.swap(0, Ordering::Acquire);
+            (all, no_restart.fetch_and(!all, Ordering::Relaxed) & all)
+        })
+        .unwrap_or((0, 0))
+}
+
+/// Notes on this thread's record signals `take_delivered` took elsewhere.
+pub(crate) fn add_delivered((all, no_restart): (u64, u64)) {
+    let _ = DELIVERED.try_with(|d| {
+        d.1.fetch_or(no_restart, Ordering::Relaxed);
+        d.0.fetch_or(all, Ordering::Release);
+    });
+}
+
 /// Only touches const thread-locals: async-signal-safe.
 pub(crate) fn note_signal(sig: libc::c_int, restart: bool) {
     let b = bit(sig);
