@@ -176,3 +176,129 @@ fn twenty_thousand_threads_leak_no_malloc_cache() {
         .unwrap_or_else(|| panic!("unexpected output {own:?}"));
     assert!(growth < 256, "{growth} bytes per thread");
 }
+
+/// An HTTP server on 127.0.0.1 answering each of `count` requests after
+/// 200 ms with a body naming its path, a thread per connection; returns the
+/// port, the most requests it held at once, and the thread to join.
+fn slow_http_server(
+    count: usize,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = most.clone();
+    let server = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..count {
+            let (mut conn, _) = listener.accept().unwrap();
+            let (now, most) = (now.clone(), most.clone());
+            conns.push(std::thread::spawn(move || {
+                most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                    .unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let path = String::from_utf8_lossy(&request)
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("?")
+                    .to_owned();
+                let body = format!("you asked for {path}");
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                now.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        conns.into_iter().for_each(|c| c.join().unwrap());
+    });
+    (port, seen, server)
+}
+
+/// reqwest's blocking client waits for its worker thread on a per-thread
+/// parker (a futex): with TLS of their own, ten coroutines each have theirs,
+/// and their requests overlap once futex waits park the coroutine.
+#[test]
+#[ignore = "needs futex waits made through syscall() to park the coroutine (the futex work)"]
+fn ten_reqwest_blocking_gets_in_coroutines_overlap() {
+    if !patchall::own_tls_available() {
+        eprintln!("skipped: no own TLS here");
+        return;
+    }
+    let (port, most, server) = slow_http_server(10);
+    let start = std::time::Instant::now();
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            own()
+                .spawn(move || {
+                    let url = format!("http://127.0.0.1:{port}/page/{i}");
+                    reqwest::blocking::get(url).and_then(|r| r.text())
+                })
+                .unwrap()
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let body = h.join().unwrap().expect("the request succeeds");
+        assert_eq!(body, format!("you asked for /page/{i}"));
+    }
+    let took = start.elapsed();
+    server.join().unwrap();
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("10 gets took {took:?}, at most {most} at once");
+    assert!(most >= 5, "requests overlapped: at most {most} at once");
+}
+
+/// A Rust example program, built like the library.
+fn example(name: &str) -> std::path::PathBuf {
+    common::cargo_build(&["--example", name])
+        .join("examples")
+        .join(name)
+}
+
+/// With own TLS, std's threads are green threads (no longer kept native): the
+/// std_threads example's threads see their own names and ids, as natively.
+#[test]
+fn rust_std_threads_run_green_with_own_tls() {
+    if !patchall::own_tls_available() {
+        eprintln!("skipped: no own TLS here");
+        return;
+    }
+    let prog = example("std_threads");
+    let native = run(Command::new(&prog));
+    assert!(native.status.success(), "{native:?}");
+    for workers in ["1", "2"] {
+        let own = run(green(&prog, workers, "own"));
+        assert_eq!(native, own, "own TLS on {workers} worker(s)");
+    }
+}
+
+/// std threads with `thread_local!` state and channels: a channel's receiver
+/// waits on its thread's parker, a futex.
+#[test]
+#[ignore = "needs futex waits made through syscall() to park the coroutine (the futex work)"]
+fn rust_std_threads_with_thread_locals_and_channels_run_green() {
+    let prog = example("std_threads_tls");
+    let native = run(Command::new(&prog));
+    assert!(native.status.success(), "{native:?}");
+    assert!(native.stdout.contains("consumer counted 4000"));
+    for workers in ["1", "2"] {
+        let own = run(green(&prog, workers, "own"));
+        assert_eq!(native, own, "own TLS on {workers} worker(s)");
+    }
+}
