@@ -162,6 +162,21 @@ fn db_field(name: &CStr) -> Option<[u32; 3]> {
     Some(unsafe { *(a as *const [u32; 3]) })
 }
 
+/// True if glibc's descriptions of its thread descriptor (its size, then
+/// `tid`, `specific` and `list` as (bits, count, offset)) are those of the
+/// layout the offsets here are for.
+fn layout_known(
+    sizeof: Option<usize>,
+    tid: Option<[u32; 3]>,
+    specific: Option<[u32; 3]>,
+    list: Option<[u32; 3]>,
+) -> bool {
+    sizeof == Some(SIZEOF_PTHREAD)
+        && tid == Some([32, 1, TID as u32])
+        && specific == Some([64 * 32, 1, SPECIFIC as u32])
+        && list == Some([128, 1, TCB_HEADER as u32])
+}
+
 fn check() -> Result<Glibc, &'static str> {
     // SAFETY: getauxval has no preconditions.
     if unsafe { libc::getauxval(libc::AT_HWCAP2) } & HWCAP2_FSGSBASE == 0 {
@@ -170,10 +185,12 @@ fn check() -> Result<Glibc, &'static str> {
     let sizeof = lookup(c"_thread_db_sizeof_pthread", c"GLIBC_PRIVATE")
         // SAFETY: glibc defines it as a `const uint32_t`.
         .map(|a| unsafe { *(a as *const u32) } as usize);
-    let layout = sizeof == Some(SIZEOF_PTHREAD)
-        && db_field(c"_thread_db_pthread_tid") == Some([32, 1, TID as u32])
-        && db_field(c"_thread_db_pthread_specific") == Some([64 * 32, 1, SPECIFIC as u32])
-        && db_field(c"_thread_db_pthread_list") == Some([128, 1, TCB_HEADER as u32]);
+    let layout = layout_known(
+        sizeof,
+        db_field(c"_thread_db_pthread_tid"),
+        db_field(c"_thread_db_pthread_specific"),
+        db_field(c"_thread_db_pthread_list"),
+    );
     if !layout {
         return Err("glibc's thread descriptor is not the layout patchall knows");
     }
@@ -318,9 +335,9 @@ fn probe(g: &Glibc) -> Probe {
     // A 40-byte request is a 48-byte chunk: tcache bin 1 (u16 counts[64],
     // then the entries).
     let is_tcache = |t: usize| {
-        // SAFETY: a candidate is a pointer malloc just stored; checked for
-        // being readable by being a heap address that malloc handed out
-        // around `chunk` is not possible, so only exact matches are read.
+        // SAFETY: the only words of libc's block a first malloc and free set
+        // from 0 are malloc's own pointers (its cache and its arena), both to
+        // live structures larger than the 144 bytes read.
         chunk != 0
             && unsafe { *((t + 2) as *const u16) == 1 && *((t + 128 + 8) as *const usize) == chunk }
     };
@@ -725,4 +742,62 @@ pub(crate) fn after_dlopen() {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_known_layout_is_accepted() {
+        let (tid, specific, list) = ([32, 1, 720], [2048, 1, 1296], [128, 1, 704]);
+        // glibc 2.36's, as it exports them.
+        assert!(layout_known(
+            Some(2368),
+            Some(tid),
+            Some(specific),
+            Some(list)
+        ));
+        assert!(!layout_known(
+            Some(2432),
+            Some(tid),
+            Some(specific),
+            Some(list)
+        ));
+        assert!(!layout_known(
+            Some(2368),
+            Some([32, 1, 736]),
+            Some(specific),
+            Some(list)
+        ));
+        assert!(!layout_known(Some(2368), Some(tid), None, Some(list)));
+        assert!(!layout_known(None, Some(tid), Some(specific), Some(list)));
+    }
+
+    #[test]
+    fn blocks_are_reused_and_switching_gives_their_own_errno() {
+        if !available() {
+            return;
+        }
+        let a = take().expect("a block");
+        bind(a, (0, 0));
+        give_back(a);
+        let b = take().expect("a block");
+        assert_eq!(a, b, "the pooled block is reused");
+        bind(b, (0, 0));
+        let carrier = thread_pointer();
+        crate::sys::set_errno(5);
+        switch_to(b);
+        let fresh = errno_here();
+        crate::sys::set_errno(7);
+        switch_to(carrier);
+        assert_eq!((fresh, crate::sys::errno()), (0, 5));
+        give_back(b);
+    }
+
+    /// errno read in a call of its own (see `scheduler::set_running`).
+    #[inline(never)]
+    fn errno_here() -> i32 {
+        crate::sys::errno()
+    }
 }
