@@ -122,6 +122,11 @@ fn fork_and_setuid_from_a_green_thread_with_own_tls() {
     let native = run(Command::new(&prog));
     assert!(native.status.success(), "{native:?}");
     assert!(native.stdout.contains("child: counter 15 tid is pid 1"));
+    assert!(
+        native
+            .stdout
+            .contains("main: setuid 0, spinner still running 1")
+    );
     for workers in ["1", "2"] {
         let mut cmd = green(&prog, workers, "own");
         cmd.env("PATCHALL_NATIVE_THREADS", "native_sleeper");

@@ -457,7 +457,10 @@ hook! {
         // A native thread starts with its creator's mask: a green thread's own.
         let forward = || {
             // SAFETY: forwarding the caller's arguments.
-            runtime::signals::with_own_mask(|| unsafe { real(thread, attr, start, arg) })
+            let r = runtime::signals::with_own_mask(|| unsafe { real(thread, attr, start, arg) });
+            // glibc's first thread installs its SIGSETXID handler.
+            runtime::tls::after_thread_created();
+            r
         };
         let Some(routine) = start else { return forward() };
         if !green::enabled()

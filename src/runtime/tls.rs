@@ -23,6 +23,7 @@
 //! - `fork` and the setuid family walk glibc's thread lists and must run on a
 //!   descriptor that is on them: `on_carrier`.
 
+use std::collections::BTreeSet;
 use std::ffi::{CStr, c_int, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -119,7 +120,7 @@ static GLIBC: OnceLock<Option<Glibc>> = OnceLock::new();
 /// Blocks of ended coroutines, ready for reuse (thread pointers).
 static POOL: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 /// Blocks handed out and not yet given back, for `after_dlopen`.
-static LIVE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static LIVE: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
 
 /// True when coroutines get their own block unless told otherwise
 /// (`PATCHALL_GREEN_TLS=own` and the check passed).
@@ -229,7 +230,6 @@ fn check() -> Result<Glibc, &'static str> {
         }
     };
     g.probe = probe(&g);
-    wrap_setxid_handler();
     *KNOWN.lock().unwrap_or_else(|e| e.into_inner()) =
         tls_modules().into_iter().map(|m| m.0).collect();
     Ok(g)
@@ -423,7 +423,8 @@ pub(crate) fn take() -> Option<usize> {
     if tp == 0 {
         return None;
     }
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(tp);
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).insert(tp);
+    wrap_setxid_handler();
     BLOCKS_EXIST.store(true, Ordering::Release);
     Some(tp)
 }
@@ -525,12 +526,7 @@ unsafe fn release_tcache(probe: &Probe, tp: usize) {
 /// carrier's own block).
 pub(crate) fn give_back(tp: usize) {
     let Some(g) = glibc() else { return };
-    {
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = live.iter().position(|&t| t == tp) {
-            live.swap_remove(i);
-        }
-    }
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).remove(&tp);
     // SAFETY: the coroutine ended: nothing runs on the block.
     unsafe { release_tcache(&g.probe, tp) };
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
@@ -590,16 +586,34 @@ struct KernelSigaction {
     mask: u64,
 }
 
-/// glibc's SIGSETXID handler, which `setxid_handler` calls.
+/// glibc's SIGSETXID handler, which `setxid_handler` calls (0: not wrapped yet).
 static SETXID_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// After glibc started a thread: its first installs glibc's SIGSETXID
+/// handler, which must be wrapped once blocks may exist.
+pub(crate) fn after_thread_created() {
+    if GLIBC.get().is_some_and(Option::is_some) {
+        wrap_setxid_handler();
+    }
+}
 
 /// A thread running a block of ours when another thread calls `setuid` is
 /// signalled as its carrier (the thread on glibc's list), but glibc's handler
 /// marks the running descriptor done: the caller would wait for the carrier
 /// forever. Our handler runs glibc's on the carrier's descriptor. Installed
 /// with the raw system call: glibc refuses its internal signals to
-/// `sigaction`.
+/// `sigaction`. glibc installs its handler when the process starts its first
+/// thread: this is tried again until it finds it (`take`,
+/// `after_thread_created`).
 fn wrap_setxid_handler() {
+    static WRAPPING: Mutex<()> = Mutex::new(());
+    if SETXID_HANDLER.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let _one = WRAPPING.lock().unwrap_or_else(|e| e.into_inner());
+    if SETXID_HANDLER.load(Ordering::Acquire) != 0 {
+        return;
+    }
     let mut old = KernelSigaction {
         handler: 0,
         flags: 0,
@@ -619,7 +633,7 @@ fn wrap_setxid_handler() {
     if got != 0 || old.handler <= 1 || old.flags & libc::SA_SIGINFO as u64 == 0 {
         return;
     }
-    SETXID_HANDLER.store(old.handler, Ordering::Relaxed);
+    SETXID_HANDLER.store(old.handler, Ordering::Release);
     let new = KernelSigaction {
         handler: setxid_handler as *const () as usize,
         ..old
@@ -641,7 +655,7 @@ type SigInfoHandler = unsafe extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_v
 extern "C" fn setxid_handler(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     // SAFETY: the address glibc installed, a SA_SIGINFO handler.
     let glibc = unsafe {
-        std::mem::transmute::<usize, SigInfoHandler>(SETXID_HANDLER.load(Ordering::Relaxed))
+        std::mem::transmute::<usize, SigInfoHandler>(SETXID_HANDLER.load(Ordering::Acquire))
     };
     let carrier = running_carrier();
     if carrier == 0 {

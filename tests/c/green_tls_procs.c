@@ -1,7 +1,7 @@
 /* fork and setuid/setgid from a thread, with other threads alive: one kept
- * native (PATCHALL_NATIVE_THREADS=native_sleeper) and one spinning on
- * another OS thread if there is one (the setxid signal then finds a thread
- * with TLS of its own running). The child of fork uses its thread's
+ * native (PATCHALL_NATIVE_THREADS=native_sleeper); then main calls setuid
+ * while a thread spins on another OS thread if there is one (the setxid
+ * signal then finds a thread with TLS of its own running there). The child of fork uses its thread's
  * __thread state and exits normally. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 static __thread int counter = 5;
-static atomic_int done;
+static atomic_int done, spinning, skipped;
 static pid_t main_tid;
 
 static double now(void) {
@@ -31,10 +31,16 @@ void *native_sleeper(void *arg) {
 
 static void *spinner(void *arg) {
     (void)arg;
-    double end = now() + 2;
+    double end = now() + 5;
     /* On main's OS thread a spin would only delay the others. */
-    while (gettid() != main_tid && !atomic_load(&done) && now() < end)
+    if (gettid() == main_tid) {
+        atomic_fetch_add(&skipped, 1);
+        return NULL;
+    }
+    atomic_store(&spinning, 1);
+    while (!atomic_load(&done) && now() < end)
         ;
+    atomic_store(&spinning, 0);
     return NULL;
 }
 
@@ -58,13 +64,24 @@ static void *worker(void *arg) {
 
 int main(void) {
     main_tid = gettid();
-    pthread_t n, s, w;
+    pthread_t n, s[2], w;
     pthread_create(&n, NULL, native_sleeper, NULL);
-    pthread_create(&s, NULL, spinner, NULL);
     pthread_create(&w, NULL, worker, NULL);
     pthread_join(w, NULL);
+    /* With a spinner running on another OS thread (there is none with one
+     * worker), main changes its ids: that thread must take part. */
+    pthread_create(&s[0], NULL, spinner, NULL);
+    pthread_create(&s[1], NULL, spinner, NULL);
+    for (int i = 0; i < 100 && !atomic_load(&spinning) && atomic_load(&skipped) < 2; i++)
+        usleep(10 * 1000);
+    int r = setuid(getuid());
+    /* Still spinning (or nothing could spin): setuid did not wait for the
+     * spinner to give up. */
+    int still = atomic_load(&spinning) || atomic_load(&skipped) == 2;
     atomic_store(&done, 1);
-    pthread_join(s, NULL);
+    printf("main: setuid %d, spinner still running %d\n", r, still);
+    pthread_join(s[0], NULL);
+    pthread_join(s[1], NULL);
     pthread_join(n, NULL);
     printf("main: counter %d\n", counter);
     return 0;
