@@ -308,7 +308,7 @@ impl Scheduler {
     fn start(&self, task: Arc<Task>) {
         let tp = task.tls.get();
         if tp != 0 {
-            tls::bind(tp, (task.guard.1, task.stack_size));
+            tls::bind(tp, self.tp, (task.guard.1, task.stack_size));
         }
         self.live.set(self.live.get() + 1);
         self.runq.push_back(task);

@@ -366,8 +366,8 @@ fn probe(g: &Glibc) -> Probe {
 /// would, for a coroutine on the OS thread whose descriptor is `carrier`.
 ///
 /// # Safety
-/// `tp` is a block fresh from `_dl_allocate_tls`; `carrier` the running
-/// thread's descriptor.
+/// `tp` is a block fresh from `_dl_allocate_tls`; `carrier` the running OS
+/// thread's own descriptor.
 unsafe fn set_up(g: &Glibc, tp: usize, carrier: usize, stack: (usize, usize)) {
     // SAFETY: both descriptors are SIZEOF_PTHREAD bytes; the header after
     // tcb, dtv and self (multiple_threads, sysinfo, the stack and pointer
@@ -402,10 +402,11 @@ unsafe fn set_up(g: &Glibc, tp: usize, carrier: usize, stack: (usize, usize)) {
             *word(tp, arena) = *word(carrier, arena);
         }
     }
+    let here = thread_pointer();
     switch_to(tp);
     // SAFETY: glibc's per-thread ctype set-up, on the new block.
     unsafe { (g.ctype_init)() };
-    switch_to(carrier);
+    switch_to(here);
 }
 
 /// A block for a new coroutine (from the pool if one is there), not yet bound
@@ -429,11 +430,13 @@ pub(crate) fn take() -> Option<usize> {
     Some(tp)
 }
 
-/// Binds `tp` (from `take`) to the running OS thread, which will run it.
-pub(crate) fn bind(tp: usize, stack: (usize, usize)) {
+/// Binds `tp` (from `take`) to the OS thread whose own descriptor is
+/// `carrier`, the running one, which will run it. (The code running may be a
+/// coroutine with a block of its own: `carrier` is not `thread_pointer()`.)
+pub(crate) fn bind(tp: usize, carrier: usize, stack: (usize, usize)) {
     if let Some(g) = glibc() {
-        // SAFETY: `tp` came from `take`; this is the carrier.
-        unsafe { set_up(g, tp, thread_pointer(), stack) };
+        // SAFETY: `tp` came from `take`; `carrier` is this OS thread's.
+        unsafe { set_up(g, tp, carrier, stack) };
     }
 }
 
@@ -794,11 +797,11 @@ mod tests {
             return;
         }
         let a = take().expect("a block");
-        bind(a, (0, 0));
+        bind(a, thread_pointer(), (0, 0));
         give_back(a);
         let b = take().expect("a block");
         assert_eq!(a, b, "the pooled block is reused");
-        bind(b, (0, 0));
+        bind(b, thread_pointer(), (0, 0));
         let carrier = thread_pointer();
         crate::sys::set_errno(5);
         switch_to(b);

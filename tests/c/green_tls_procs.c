@@ -44,7 +44,7 @@ static void *spinner(void *arg) {
     return NULL;
 }
 
-static void *worker(void *arg) {
+static void *forker(void *arg) {
     (void)arg;
     counter += 10;
     fflush(stdout);
@@ -59,6 +59,15 @@ static void *worker(void *arg) {
     printf("setuid %d setgid %d seteuid %d setresgid %d\n", setuid(getuid()), setgid(getgid()),
            seteuid(geteuid()), setresgid(-1, getegid(), -1));
     printf("counter %d\n", counter);
+    return NULL;
+}
+
+/* A thread started by a thread: forker's descriptor is set up while the
+ * creator runs. */
+static void *worker(void *arg) {
+    pthread_t t;
+    pthread_create(&t, NULL, forker, arg);
+    pthread_join(t, NULL);
     return NULL;
 }
 
