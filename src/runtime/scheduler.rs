@@ -683,21 +683,10 @@ fn set_running(s: &Scheduler, task: *const Task) {
     RUNNING.with(|r| r.set(task));
 }
 
-/// Points `fs` at `to`. Signals whose handler ran meanwhile were noted in the
-/// block being left: they move to the next, and so on to the carrier's,
-/// which the scheduler reads.
+/// Points `fs` at `to`.
 #[inline(never)]
 fn move_tls(to: usize) {
-    let noted = super::signals::take_delivered();
     tls::switch_to(to);
-    if noted != (0, 0) {
-        add_delivered(noted);
-    }
-}
-
-#[inline(never)]
-fn add_delivered(noted: (u64, u64)) {
-    super::signals::add_delivered(noted);
 }
 
 /// The mailbox of the live scheduler whose `Scheduler::id` is `id`.

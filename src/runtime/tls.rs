@@ -206,6 +206,8 @@ fn check() -> Result<Glibc, &'static str> {
         return Err("glibc lacks a private function patchall needs");
     };
     let libc_tls = libc_tls().ok_or("libc's TLS block was not found")?;
+    let static_size = static_tls_size().ok_or("ld.so does not say its static TLS size")?;
+    STATIC_SIZE.store(static_size, Ordering::Relaxed);
     let rseq_cpu = lookup(c"__rseq_size", c"GLIBC_2.35")
         .zip(lookup(c"__rseq_offset", c"GLIBC_2.35"))
         // SAFETY: glibc defines them as `const unsigned int` and `const ptrdiff_t`.
@@ -233,6 +235,19 @@ fn check() -> Result<Glibc, &'static str> {
     *KNOWN.lock().unwrap_or_else(|e| e.into_inner()) =
         tls_modules().into_iter().map(|m| m.0).collect();
     Ok(g)
+}
+
+/// The size of the static TLS area (ld.so's `_dl_get_tls_static_info`).
+fn static_tls_size() -> Option<usize> {
+    let f = lookup(c"_dl_get_tls_static_info", c"GLIBC_PRIVATE")?;
+    let (mut size, mut align) = (0usize, 0usize);
+    // SAFETY: ld.so's `void _dl_get_tls_static_info(size_t *, size_t *)`.
+    unsafe {
+        std::mem::transmute::<usize, unsafe extern "C" fn(*mut usize, *mut usize)>(f)(
+            &mut size, &mut align,
+        )
+    };
+    (size != 0).then_some(size)
 }
 
 /// libc's PT_TLS block: (distance below the thread pointer, size).
@@ -560,6 +575,28 @@ fn running_carrier() -> usize {
     carrier
 }
 
+/// The same thread-local as `p` (this running block's) in the carrier's own
+/// block, for per-OS-thread state kept in thread-locals (the signals noted
+/// by handlers, which the scheduler reads). `p` itself outside blocks of ours,
+/// or when `p` is not in static TLS (which lies at the same distance below
+/// the thread pointer in every block).
+#[inline]
+pub(crate) fn carrier_copy<T>(p: *const T) -> *const T {
+    let carrier = running_carrier();
+    if carrier == 0 {
+        return p;
+    }
+    let below = thread_pointer().wrapping_sub(p as usize);
+    if below == 0 || below > STATIC_SIZE.load(Ordering::Relaxed) {
+        return p;
+    }
+    (carrier - below) as *const T
+}
+
+/// `_dl_get_tls_static_info`'s size: static TLS lies within this much below
+/// the thread pointer (0 until blocks are available).
+static STATIC_SIZE: AtomicUsize = AtomicUsize::new(0);
+
 /// Runs `f` on the carrier's descriptor when the running code is on a block of
 /// ours: for calls that walk glibc's thread lists (fork, the setxid family),
 /// where the caller must be on them. In the child of a fork the block takes
@@ -725,16 +762,7 @@ pub(crate) fn after_dlopen() {
     if fresh.is_empty() {
         return;
     }
-    let (mut static_size, mut align) = (0usize, 0usize);
-    if let Some(f) = lookup(c"_dl_get_tls_static_info", c"GLIBC_PRIVATE") {
-        // SAFETY: ld.so's `void _dl_get_tls_static_info(size_t *, size_t *)`.
-        unsafe {
-            std::mem::transmute::<usize, unsafe extern "C" fn(*mut usize, *mut usize)>(f)(
-                &mut static_size,
-                &mut align,
-            )
-        };
-    }
+    let static_size = STATIC_SIZE.load(Ordering::Relaxed);
     // On the carrier, which glibc did initialise, and whose DTV learns of the
     // module (for a static one, where it lies below the thread pointer).
     on_carrier(|| {
