@@ -22,6 +22,11 @@
 //!   in the threads on its lists; `after_dlopen` copies it into every live block.
 //! - `fork` and the setuid family walk glibc's thread lists and must run on a
 //!   descriptor that is on them: `on_carrier`.
+//!
+//! patchall's own thread-locals are then the coroutine's too. Those that mean
+//! "this OS thread" (what a signal handler notes for the scheduler; any
+//! address registered with the kernel per thread) must be reached with
+//! `carrier_copy`, which finds the same thread-local in the carrier's block.
 
 use std::collections::BTreeSet;
 use std::ffi::{CStr, c_int, c_void};
