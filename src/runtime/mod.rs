@@ -20,6 +20,7 @@ pub(crate) mod stack;
 pub(crate) mod symbolize;
 mod task;
 mod timer;
+pub(crate) mod tls;
 
 pub use dump::{RunInfo, Stats, run_info, stats};
 pub use observe::{CoroutineInfo, CoroutineState, WaitInfo, WaitsOn, WorkerInfo};

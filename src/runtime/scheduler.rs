@@ -25,6 +25,7 @@ use super::slice::Slice;
 use super::stack::{self, Stack, StackCache};
 use super::task::{Co, StackFacts, State, Task, Unparker, Wake};
 use super::timer::Timers;
+use super::tls;
 use crate::config::config;
 
 thread_local! {
@@ -162,11 +163,21 @@ pub(crate) struct Scheduler {
     /// It must never run again (its epoll instance is the parent's).
     orphaned: Cell<bool>,
     /// This thread's errno: its address is fixed for the thread's life, and
-    /// every switch saves and restores it.
+    /// every switch to a coroutine without a TLS block of its own saves and
+    /// restores it.
     errno_slot: *mut libc::c_int,
     /// This thread's Syscall User Dispatch state: every switch saves and
     /// restores the selector, as errno.
     gate: dispatch::GateRef,
+    /// This thread's own thread pointer, switched back to after coroutines
+    /// with their own TLS block (`tls`) ran.
+    tp: usize,
+    /// The block `fs` points at now: `tp`, or that of the coroutine with its
+    /// own block that ran last. Between two such coroutines of one round the
+    /// scheduler stays on the first one's (a `wrfsbase` fewer per switch);
+    /// it touches no thread-local there, and goes back to `tp` before
+    /// anything else.
+    fs: Cell<usize>,
     /// Task ids taken from `NEXT_TASK_ID` a block at a time: (next, end).
     ids: Cell<(u64, u64)>,
     /// Finished tasks nobody else holds, whose allocations the next spawns
@@ -231,6 +242,8 @@ impl Scheduler {
             errno_slot: unsafe { libc::__errno_location() },
             gate: dispatch::gate_ref()
                 .ok_or_else(|| io::Error::other("patchall: thread is exiting"))?,
+            tp: tls::thread_pointer(),
+            fs: Cell::new(tls::thread_pointer()),
             ids: Cell::new((0, 0)),
             spare_tasks: RefCell::new(Vec::new()),
             woken: RefCell::new(Vec::new()),
@@ -282,13 +295,34 @@ impl Scheduler {
     }
 
     /// Creates a coroutine running `body` and queues it. `body` must not unwind.
+    /// It gets a TLS block of its own if `PATCHALL_GREEN_TLS=own` says so.
     pub(crate) fn spawn<F: FnOnce() + 'static>(
         &self,
         name: Option<Arc<str>>,
         stack_size: Option<usize>,
         body: F,
     ) -> io::Result<TaskHandle> {
-        let stack = self.stacks.borrow_mut().get(stack_size)?;
+        self.spawn_tls(name, stack_size, None, body)
+    }
+
+    /// `spawn`, with `own_tls` deciding the TLS block (None: the variable).
+    pub(crate) fn spawn_tls<F: FnOnce() + 'static>(
+        &self,
+        name: Option<Arc<str>>,
+        stack_size: Option<usize>,
+        own_tls: Option<bool>,
+        body: F,
+    ) -> io::Result<TaskHandle> {
+        let tp = take_tls(own_tls)?;
+        let stack = match self.stacks.borrow_mut().get(stack_size) {
+            Ok(stack) => stack,
+            Err(e) => {
+                if tp != 0 {
+                    tls::give_back(tp);
+                }
+                return Err(e);
+            }
+        };
         let id = self.next_id();
         let (facts, co) = coroutine(stack, body);
         // `Task::new` is written in each arm so that it is built where it
@@ -305,6 +339,7 @@ impl Scheduler {
             },
             None => Arc::new(Task::new(id, name, Some(co), facts)),
         };
+        task.tls.set(tp);
         let handle = TaskHandle(task.clone());
         self.start(task);
         Ok(handle)
@@ -334,6 +369,10 @@ impl Scheduler {
 
     /// Queues a task `new_task` made.
     fn start(&self, task: Arc<Task>) {
+        let tp = task.tls.get();
+        if tp != 0 {
+            tls::bind(tp, self.tp, (task.guard.1, task.stack_size));
+        }
         let me = Arc::as_ptr(&task);
         let head = self.live_head.replace(me);
         task.live_next.set(head);
@@ -369,11 +408,20 @@ impl Scheduler {
     #[inline(always)]
     fn resume_as<const TIMED: bool>(&self, task: Arc<Task>) {
         task.state.set(State::Running);
-        RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
+        let tp = task.tls.get();
         let errno_slot = self.errno_slot;
-        // SAFETY: the scheduler runs only on the thread whose errno this is
-        // (see `errno_slot`); nothing else holds a reference to it.
-        let own_errno = unsafe { errno_slot.replace(task.errno.get()) };
+        let mut own_errno = 0;
+        if tp == 0 {
+            self.back_to_carrier();
+            RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
+            // SAFETY: the scheduler runs only on the thread whose errno this is
+            // (see `errno_slot`); nothing else holds a reference to it.
+            own_errno = unsafe { errno_slot.replace(task.errno.get()) };
+        } else {
+            // Its errno is its own: nothing to save.
+            self.move_fs(tp);
+            set_running(self, Arc::as_ptr(&task));
+        }
         // SAFETY: `co` is only touched on this thread; a runnable task always still
         // holds its coroutine, and nothing else borrows it while it runs.
         let co = unsafe { (*task.co.get()).as_mut() }.expect("runnable task has a coroutine");
@@ -386,26 +434,35 @@ impl Scheduler {
         let began = TIMED.then(Instant::now);
         let result = co.resume(());
         task.selector.set(self.gate.switch_out());
+        if tp != 0 {
+            // Its copy must not name it as running while it is not.
+            set_running(self, ptr::null());
+        }
         if let Some(began) = began {
             self.timed(&task, began);
         }
         self.remote.hold.run_ended();
         if self.orphaned.get() {
+            self.back_to_carrier();
             // The coroutine that called `fork` was the child's only thread and
             // has ended: as when a process's last thread ends, it exits.
             // SAFETY: exit has no preconditions.
             unsafe { libc::exit(0) }
         }
-        // SAFETY: as above.
-        task.errno.set(unsafe { errno_slot.replace(own_errno) });
-        RUNNING.with(|r| r.set(ptr::null()));
+        if tp == 0 {
+            // SAFETY: as above.
+            task.errno.set(unsafe { errno_slot.replace(own_errno) });
+            RUNNING.with(|r| r.set(ptr::null()));
+        }
         // Checked on return too: a finished coroutine's overrun smashed its
         // neighbour just the same, and the pool rewrites the canary.
         if task.canary.is_some_and(|c| !c.intact()) {
+            self.back_to_carrier();
             overflow::report_and_abort(&task);
         }
         match result {
             CoroutineResult::Yield(()) if task.exiting.get() => {
+                self.back_to_carrier();
                 // SAFETY: `exit_current` promised that no frame on this stack owns
                 // anything that needs dropping (it is called from C frames and our
                 // own frames hold only plain values), so abandoning them is sound.
@@ -420,6 +477,7 @@ impl Scheduler {
                 _ => {}
             },
             CoroutineResult::Return(()) => {
+                self.back_to_carrier();
                 self.finish(&task);
                 self.keep_task(task);
             }
@@ -472,6 +530,22 @@ impl Scheduler {
         self.live.set(self.live.get() - 1);
     }
 
+    /// Points `fs` at `to` (a coroutine's block or `tp`), unless it is there.
+    #[inline]
+    fn move_fs(&self, to: usize) {
+        if self.fs.get() != to {
+            move_tls(to);
+            self.fs.set(to);
+        }
+    }
+
+    /// Back on this thread's own block: before the scheduler does anything
+    /// but resume the next coroutine with a block of its own.
+    #[inline]
+    fn back_to_carrier(&self) {
+        self.move_fs(self.tp);
+    }
+
     /// Recycles a finished coroutine's stack.
     fn finish(&self, task: &Task) {
         task.state.set(State::Done);
@@ -481,6 +555,10 @@ impl Scheduler {
         // reset), so its stack is free.
         let co = unsafe { (*task.co.get()).take() }.expect("a finishing task has its coroutine");
         self.stacks.borrow_mut().put(co.into_stack());
+        let tp = task.tls.replace(0);
+        if tp != 0 {
+            tls::give_back(tp);
+        }
         if let Some(mask) = task.sigmask.take() {
             self.signals.masks.ended(mask);
         }
@@ -582,6 +660,7 @@ impl Scheduler {
                 }
                 self.resume(task);
             }
+            self.back_to_carrier();
             if batch > 0 {
                 self.root_woken.set(false);
                 if done() {
@@ -733,14 +812,23 @@ pub(crate) fn spawn_at<F: FnOnce() + Send + 'static>(
     home: &Arc<Remote>,
     name: Option<Arc<str>>,
     stack_size: Option<usize>,
+    own_tls: Option<bool>,
     body: F,
 ) -> io::Result<TaskHandle> {
     let cfg = config();
     let size = stack::round_size(stack_size.unwrap_or(cfg.stack_size))
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
     let stack = stack::allocate(size, cfg.stack_mode)?;
+    let tp = match take_tls(own_tls) {
+        Ok(tp) => tp,
+        Err(e) => {
+            stack::release([stack]);
+            return Err(e);
+        }
+    };
     let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
     let task = new_task(id, name, stack, body);
+    task.tls.set(tp);
     let handle = TaskHandle(task.clone());
     home.post(Mail::Run(Box::new(move || {
         let s = current_scheduler().expect("mail is read by its scheduler's thread");
@@ -769,6 +857,9 @@ fn coroutine<F: FnOnce() + 'static>(stack: Stack, body: F) -> (StackFacts, Co) {
         task.yielder.set(yielder);
         dispatch::coroutine_start();
         body();
+        if task.tls.get() != 0 {
+            tls::exiting();
+        }
     });
     (facts, co)
 }
@@ -785,6 +876,31 @@ pub(crate) fn label(label: &'static Label) {
     if let Some(task) = current_task() {
         task.label.set(label);
     }
+}
+
+/// A TLS block for a new coroutine if `own_tls` (None: the variable) asks for
+/// one and blocks can be made; 0 for the carrier's.
+fn take_tls(own_tls: Option<bool>) -> io::Result<usize> {
+    if !own_tls.unwrap_or_else(tls::wanted) || !tls::available() {
+        return Ok(0);
+    }
+    tls::take().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
+}
+
+/// The running coroutine's record in the block `fs` points at. Out of line,
+/// as is `move_tls`: the compiler takes a thread-local's address as fixed
+/// within a function, so the ones touched after a switch must be reached from
+/// a new call.
+#[inline(never)]
+fn set_running(s: &Scheduler, task: *const Task) {
+    CURRENT.with(|c| c.set(s));
+    RUNNING.with(|r| r.set(task));
+}
+
+/// Points `fs` at `to`.
+#[inline(never)]
+fn move_tls(to: usize) {
+    tls::switch_to(to);
 }
 
 /// The mailbox of the live scheduler whose `Scheduler::id` is `id`.

@@ -75,6 +75,8 @@ pub(crate) struct Task {
     pub(crate) co: UnsafeCell<Option<Co>>,
     pub(crate) yielder: Cell<*const Yielder<(), ()>>,
     pub(crate) errno: Cell<i32>,
+    /// The thread pointer of its own TLS block (`tls`), 0 for the carrier's.
+    pub(crate) tls: Cell<usize>,
     pub(crate) state: Cell<State>,
     /// Bumped at every park: a wake-up carrying an older value is stale.
     pub(crate) park_seq: Cell<u64>,
@@ -135,6 +137,7 @@ impl Task {
             co: UnsafeCell::new(co),
             yielder: Cell::new(ptr::null()),
             errno: Cell::new(0),
+            tls: Cell::new(0),
             state: Cell::new(State::Runnable),
             park_seq: Cell::new(0),
             wake: Cell::new(Wake::Ready),
