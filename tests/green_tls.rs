@@ -240,7 +240,6 @@ fn slow_http_server(
 /// parker (a futex): with TLS of their own, ten coroutines each have theirs,
 /// and their requests overlap once futex waits park the coroutine.
 #[test]
-#[ignore = "needs futex waits made through syscall() to park the coroutine (the futex work)"]
 fn ten_reqwest_blocking_gets_in_coroutines_overlap() {
     if !patchall::own_tls_available() {
         eprintln!("skipped: no own TLS here");
@@ -296,7 +295,6 @@ fn rust_std_threads_run_green_with_own_tls() {
 /// std threads with `thread_local!` state and channels: a channel's receiver
 /// waits on its thread's parker, a futex.
 #[test]
-#[ignore = "needs futex waits made through syscall() to park the coroutine (the futex work)"]
 fn rust_std_threads_with_thread_locals_and_channels_run_green() {
     let prog = example("std_threads_tls");
     let native = run(Command::new(&prog));

@@ -191,8 +191,8 @@ pub(crate) struct GateRef(std::ptr::NonNull<ThreadGate>);
 
 /// This thread's gate (None while its thread-locals are being destroyed).
 pub(crate) fn gate_ref() -> Option<GateRef> {
-    gate(|g| GateRef(std::ptr::NonNull::from(g)))
     gate(|g| GateRef(std::ptr::NonNull::from(g))).ok()
+}
 
 impl GateRef {
     /// Switching to a coroutine whose selector is `task`. The scheduler's own
