@@ -194,7 +194,7 @@ fn is_tcp(fd: i32) -> bool {
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes into `v`.
         let r = unsafe {
-            libc::syscall(
+            crate::sys::raw_syscall!(
                 libc::SYS_getsockopt,
                 fd,
                 libc::SOL_SOCKET,

@@ -148,7 +148,7 @@ fn pause(park: bool) {
     };
     // SAFETY: a valid timespec; no remainder wanted.
     unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_nanosleep,
             &ts,
             std::ptr::null_mut::<libc::timespec>(),
@@ -399,7 +399,8 @@ pub(crate) fn listen() {
 
 fn listen_for(sig: libc::c_int) {
     // SAFETY: eventfd2 takes a count and flags and returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_eventfd2, 0, libc::EFD_CLOEXEC) } as libc::c_int;
+    let fd = unsafe { crate::sys::raw_syscall!(libc::SYS_eventfd2, 0, libc::EFD_CLOEXEC) }
+        as libc::c_int;
     if fd < 0 {
         diag(&[b"patchall: PATCHALL_DUMP_SIGNAL: no eventfd; no dumps\n"]);
         return;
@@ -447,7 +448,7 @@ fn listen_for(sig: libc::c_int) {
 extern "C" fn on_dump_signal(_sig: libc::c_int) {
     let saved = errno();
     // SAFETY: getpid(2) is async-signal-safe (the raw call: glibc caches nothing).
-    let pid = unsafe { libc::syscall(libc::SYS_getpid) } as u32;
+    let pid = unsafe { crate::sys::raw_syscall!(libc::SYS_getpid) } as u32;
     if pid != LISTENER.load(Ordering::Relaxed) {
         set_errno(saved);
         return;
@@ -457,7 +458,7 @@ extern "C" fn on_dump_signal(_sig: libc::c_int) {
         event.with(|fd| {
             // SAFETY: writes 8 bytes from a live u64; write(2) is
             // async-signal-safe.
-            unsafe { libc::syscall(libc::SYS_write, fd, &one, 8) };
+            unsafe { crate::sys::raw_syscall!(libc::SYS_write, fd, &one, 8) };
         });
     }
     set_errno(saved);
@@ -470,7 +471,7 @@ fn dump_thread() {
     loop {
         let mut count: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 (a raw call: no hook).
-        let n = unsafe { libc::syscall(libc::SYS_read, event.raw(), &mut count, 8) };
+        let n = unsafe { crate::sys::raw_syscall!(libc::SYS_read, event.raw(), &mut count, 8) };
         if n != 8 {
             if n < 0 && errno() == libc::EINTR {
                 continue;
@@ -516,7 +517,7 @@ pub(crate) fn print_to(fd: libc::c_int) -> Result<(), i32> {
     while !rest.is_empty() {
         // SAFETY: the pointer and length describe the live slice `rest`; a
         // raw call, so a coroutine's write never parks mid-dump.
-        let n = unsafe { libc::syscall(libc::SYS_write, fd, rest.as_ptr(), rest.len()) };
+        let n = unsafe { crate::sys::raw_syscall!(libc::SYS_write, fd, rest.as_ptr(), rest.len()) };
         if n < 0 {
             match errno() {
                 libc::EINTR => continue,
@@ -528,7 +529,7 @@ pub(crate) fn print_to(fd: libc::c_int) -> Result<(), i32> {
                     };
                     // SAFETY: one valid pollfd, no timeout, no mask.
                     unsafe {
-                        libc::syscall(
+                        crate::sys::raw_syscall!(
                             libc::SYS_ppoll,
                             &mut pfd,
                             1,

@@ -76,7 +76,7 @@ impl Hold {
             running: AtomicU64::new(0),
             since: AtomicU64::new(0),
             // SAFETY: gettid has no preconditions.
-            tid: unsafe { libc::syscall(libc::SYS_gettid) } as i32,
+            tid: unsafe { crate::sys::raw_syscall!(libc::SYS_gettid) } as i32,
             watched: config().monitor.is_some(),
             poke: AtomicU64::new(0),
         }
@@ -348,7 +348,15 @@ fn coroutine_frames(frames: &[(usize, bool)]) -> Vec<String> {
     while end > 1 && RUNTIME_FRAMES.iter().any(|p| name(end - 1).starts_with(p)) {
         end -= 1;
     }
-    named[..end]
+    // A system call trapped by syscall dispatch waits in our SIGSYS handler,
+    // which returns through the gate's restorer: the program's frames start
+    // below the last frame in the gate.
+    let (gate, len) = crate::sys::gate::range();
+    let begin = named[..end]
+        .iter()
+        .rposition(|&(addr, _, _)| (gate..gate + len).contains(&addr))
+        .map_or(0, |i| i + 1);
+    named[begin..end]
         .iter()
         .map(|(addr, back, sym)| match sym {
             Some(s) if !s.name.is_empty() => {
@@ -408,7 +416,8 @@ fn capture(remote: &Remote, switches: u64) -> Result<Captured, String> {
     c.switches.store(switches, Ordering::Relaxed);
     c.state.store(ASKED, Ordering::Release);
     // SAFETY: tgkill takes only numbers; the thread is ours and has the handler.
-    let sent = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), remote.hold.tid, sig) };
+    let sent =
+        unsafe { crate::sys::raw_syscall!(libc::SYS_tgkill, libc::getpid(), remote.hold.tid, sig) };
     if sent != 0 {
         c.state.store(IDLE, Ordering::Release);
         return Err("the thread has ended".into());
@@ -548,7 +557,7 @@ fn kernel_action(sig: i32) -> Option<KernelAction> {
     };
     // SAFETY: a query only (null new action) into a kernel-sized struct of ours.
     let r = unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_rt_sigaction,
             sig,
             std::ptr::null::<KernelAction>(),
@@ -587,6 +596,10 @@ fn install_handler() -> Option<i32> {
             act.sa_sigaction = on_signal as *const () as usize;
             act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
             libc::sigfillset(&mut act.sa_mask);
+            // A system call trapped while SIGSYS is blocked kills the process
+            // (Syscall User Dispatch): the handler's return through glibc's
+            // restorer is one, in a coroutine whose selector blocks.
+            libc::sigdelset(&mut act.sa_mask, libc::SIGSYS);
             sigaction(sig, &act, std::ptr::null_mut()) == 0
         }
     })
@@ -596,6 +609,8 @@ fn install_handler() -> Option<i32> {
 /// unwinder, which neither allocates nor takes a lock of ours).
 extern "C" fn on_signal(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut c_void) {
     let saved = errno();
+    // The unwinder may make system calls: none may trap here.
+    let selector = super::dispatch::allow();
     let c = &CAPTURE;
     // A late answer to an abandoned capture, reaching this thread while
     // another thread is asked, leaves the capture alone.
@@ -612,6 +627,7 @@ extern "C" fn on_signal(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut c_void
         fill(found, c, ctx);
         c.state.store(DONE, Ordering::Release);
     }
+    super::dispatch::restore(selector);
     set_errno(saved);
 }
 

@@ -667,7 +667,7 @@ fn wrap_setxid_handler() {
     };
     // SAFETY: reads the current action into `old`; 8 is the kernel's sigset size.
     let got = unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_rt_sigaction,
             SIGSETXID,
             ptr::null::<u8>(),
@@ -685,7 +685,7 @@ fn wrap_setxid_handler() {
     };
     // SAFETY: the same action with our handler, which calls glibc's.
     unsafe {
-        libc::syscall(
+        crate::sys::raw_syscall!(
             libc::SYS_rt_sigaction,
             SIGSETXID,
             &raw const new,

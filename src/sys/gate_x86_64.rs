@@ -18,6 +18,10 @@ std::arch::global_asm!(
     ".hidden patchall_gate_syscall",
     ".type patchall_gate_syscall,@function",
     "patchall_gate_syscall:",
+    // Unwind information (it moves no stack pointer: the default rule), so
+    // that a stack taken while a call waits here (the blocking monitor's)
+    // unwinds through it to the program's frames.
+    ".cfi_startproc",
     "mov rax, rdi",
     "mov rdi, rsi",
     "mov rsi, rdx",
@@ -27,12 +31,19 @@ std::arch::global_asm!(
     "mov r9, [rsp + 8]",
     "syscall",
     "ret",
+    ".cfi_endproc",
     ".size patchall_gate_syscall, . - patchall_gate_syscall",
+    // An unwinder looks up the frame of a return address at the byte before
+    // it: a handler's return address is the restorer, so that byte must
+    // belong to no function (glibc's `__restore_rt` has the same `nop`).
+    "nop",
     ".globl patchall_gate_restorer",
     ".hidden patchall_gate_restorer",
     ".type patchall_gate_restorer,@function",
     "patchall_gate_restorer:",
-    "mov eax, 15",
+    // `mov rax, 15; syscall`, spelled as glibc's `__restore_rt` is: libgcc's
+    // unwinder knows a signal frame by these very bytes.
+    ".byte 0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00",
     "syscall",
     "ud2",
     ".size patchall_gate_restorer, . - patchall_gate_restorer",
