@@ -65,6 +65,30 @@ fn on_one_worker_the_waiting_threads_run_while_trapped_calls_wait() {
     }
 }
 
+/// glibc calls `open`, `read` and `close` inside `free` with the arena's lock
+/// held (its first heap shrink reads /proc/sys/vm/overcommit_memory). On two
+/// workers the green threads of the second share that thread's arena: a
+/// trapped call there that suspended the coroutine (the open handed to the
+/// offload pool) deadlocked the worker at once (measured: every run hung).
+/// Trapped calls that wait for no other party run where they were made.
+#[test]
+fn a_free_that_reads_proc_under_the_arena_lock_is_not_suspended() {
+    let program = c_program("green_heap_trim");
+    let native = run(Command::new(&program));
+    let want = "threads finished: 8 of 8\none ran on another OS thread than main's: yes\n";
+    assert_eq!(native.stdout, want);
+    let limit = Duration::from_secs(30);
+    let two = run_limited(green("2", Command::new(&program)), limit)
+        .unwrap_or_else(|hung| panic!("a trapped call inside free suspended: {hung}"));
+    assert_eq!(two, native);
+    let one =
+        run_limited(green("1", Command::new(&program)), limit).unwrap_or_else(|h| panic!("{h}"));
+    assert!(
+        one.stdout.starts_with("threads finished: 8 of 8\n"),
+        "{one:?}"
+    );
+}
+
 #[test]
 fn a_thread_that_stays_native_blocks_as_natively() {
     let mut native = dispatch_program();

@@ -107,6 +107,10 @@ pub(crate) fn read(
         return None;
     }
     let (guard, mode) = file_call(fd)?;
+    if guard.trapped() {
+        // A disk is no other party: made here, as glibc made it.
+        return Some(rest(0));
+    }
     let total = iov_total(iov, iovcnt)?;
     let mut done = 0;
     if mode == OffloadFiles::Auto {
@@ -143,6 +147,9 @@ pub(crate) fn read(
 /// made here (on the pool), None to make it as is.
 pub(crate) fn write(fd: c_int, len: usize, call: &mut dyn FnMut() -> isize) -> Option<isize> {
     let (guard, mode) = file_call(fd)?;
+    if guard.trapped() {
+        return Some(call());
+    }
     if mode == OffloadFiles::Auto && len <= WRITE_INLINE_MAX {
         return None;
     }
@@ -281,7 +288,7 @@ alias! {
 fn sync(call: impl FnOnce() -> c_int) -> c_int {
     blocking::cancellation_point();
     match coroutine_guard() {
-        Some(guard) if config().offload_files != OffloadFiles::Off => {
+        Some(guard) if config().offload_files != OffloadFiles::Off && !guard.trapped() => {
             // SAFETY: `call` only passes the caller's fd.
             unsafe { offloaded(&guard, &FILE, call) }
         }
@@ -305,12 +312,13 @@ hook! {
     }
 }
 
-/// `openat2` with a lookup the page cache must serve (EAGAIN otherwise).
-fn openat2_cached(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+/// `openat2` with these resolve flags: with RESOLVE_CACHED, a lookup the
+/// page cache must serve (EAGAIN otherwise).
+fn openat2(dirfd: c_int, path: *const c_char, flags: c_int, resolve: u64) -> c_int {
     let how = OpenHow {
         flags: flags as c_uint as u64,
         mode: 0,
-        resolve: RESOLVE_CACHED,
+        resolve,
     };
     // SAFETY: the caller's path; `how` is a live open_how of the size passed.
     unsafe {
@@ -330,15 +338,18 @@ fn openat2_cached(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
 /// a device may wait (a modem line for its carrier): those go to the pool.
 /// The look is an `O_PATH` open, which reaches neither a FIFO's nor a driver's
 /// open, so it has no effect another process could see.
-fn open_cannot_wait(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
+/// `resolve` is the probe's `openat2` resolve flags: RESOLVE_CACHED, or 0 for
+/// a trapped open, which may wait for the disk but not for a peer.
+fn open_cannot_wait(dirfd: c_int, path: *const c_char, flags: c_int, resolve: u64) -> bool {
     if flags & (libc::O_NONBLOCK | libc::O_DIRECTORY | libc::O_PATH) != 0 {
         return true;
     }
     let probe = libc::O_PATH | libc::O_CLOEXEC | (flags & libc::O_NOFOLLOW);
-    let fd = openat2_cached(dirfd, path, probe);
+    let fd = openat2(dirfd, path, probe, resolve);
     if fd < 0 {
-        // ENOENT: the open gives ENOENT at once too.
-        return errno() == libc::ENOENT;
+        // ENOENT: the open gives ENOENT at once too; so does any refusal of
+        // an uncached lookup.
+        return resolve == 0 || errno() == libc::ENOENT;
     }
     // SAFETY: stat is plain data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -368,11 +379,11 @@ fn open_cached(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_int>
         return None;
     }
     let saved = errno();
-    if !open_cannot_wait(dirfd, path, flags) {
+    if !open_cannot_wait(dirfd, path, flags, RESOLVE_CACHED) {
         set_errno(saved);
         return None;
     }
-    let fd = openat2_cached(dirfd, path, flags);
+    let fd = openat2(dirfd, path, flags, RESOLVE_CACHED);
     if fd >= 0 {
         set_errno(saved);
     }
@@ -392,6 +403,20 @@ fn open_with(
     blocking::cancellation_point();
     let fd = match coroutine_guard().map(|g| (g, config().offload_files)) {
         None | Some((_, OffloadFiles::Off)) => call(),
+        // glibc's own opens (malloc's /proc/sys/vm/overcommit_memory under
+        // an arena's lock, the loader's under its lock) run here, unless
+        // the open waits for a peer (a FIFO), which is worth a park.
+        Some((guard, _)) if guard.trapped() => {
+            let saved = errno();
+            if open_cannot_wait(dirfd, path, flags, 0) {
+                set_errno(saved);
+                call()
+            } else {
+                set_errno(saved);
+                // SAFETY: `call` uses the caller's path, alive across the call.
+                unsafe { offloaded(&guard, &FILE, call) }
+            }
+        }
         Some((guard, mode)) => match (mode == OffloadFiles::Auto)
             .then(|| open_cached(dirfd, path, flags))
             .flatten()

@@ -351,7 +351,7 @@ fn before_exec() {
 
 /// `before_exec`, then `call` (an exec or spawn) with a green thread's own
 /// signal mask on the OS thread, which the new program inherits.
-fn exec_with(call: impl FnOnce() -> c_int) -> c_int {
+fn exec_with<R>(call: impl FnOnce() -> R) -> R {
     before_exec();
     runtime::signals::with_own_mask(call)
 }
@@ -420,6 +420,33 @@ hook! {
     fn posix_spawnp(pid: *mut pid_t, file: *const c_char, actions: *const posix_spawn_file_actions_t, attr: *const posix_spawnattr_t, argv: Argv, envp: Argv) -> c_int as real {
         // SAFETY: forwarding the caller's arguments.
         exec_with(|| unsafe { real(pid, file, actions, attr, argv, envp) })
+    }
+}
+
+hook! {
+    /// `popen(3)`. glibc spawns the shell with a `clone3` whose child starts
+    /// on a stack of its own, which Syscall User Dispatch can only let run
+    /// where it was made, with system calls allowed: nothing then traps until
+    /// the coroutine's next hook, and the `fgets` that follows read the pipe
+    /// blocking the OS thread. This hook is that next hook: the coroutine's
+    /// calls trap again once it returns. The pipe glibc made inside is new to
+    /// the fd table (its number may have meant something else): its facts are
+    /// read on first use. The child keeps this process's fds as for
+    /// `posix_spawn`.
+    fn popen(command: *const c_char, mode: *const c_char) -> *mut libc::FILE as real {
+        if !runtime::in_coroutine() {
+            // SAFETY: forwarding the caller's arguments.
+            return unsafe { real(command, mode) };
+        }
+        // SAFETY: forwarding the caller's arguments.
+        let f = exec_with(|| unsafe { real(command, mode) });
+        if !f.is_null() {
+            let e = errno();
+            // SAFETY: a FILE popen just returned.
+            fdtable::forget(unsafe { libc::fileno(f) });
+            set_errno(e);
+        }
+        f
     }
 }
 

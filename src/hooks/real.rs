@@ -57,13 +57,27 @@ impl Original {
 /// real call must not trap); dropping it puts back the selector it found.
 pub(crate) struct Guard {
     selector: u8,
+    trapped: bool,
 }
 
 impl Guard {
     /// None if this thread is already inside a hook, or its thread-locals are gone.
     #[inline]
     pub(crate) fn enter() -> Option<Guard> {
-        dispatch::hook_enter().map(|selector| Guard { selector })
+        dispatch::hook_enter().map(|(selector, trapped)| Guard { selector, trapped })
+    }
+
+    /// The call reached this hook through Syscall User Dispatch: glibc made it
+    /// internally, perhaps holding one of its own locks (a malloc arena's
+    /// while it reads /proc/sys/vm/overcommit_memory in `free`, the loader's
+    /// while `dlopen` reads a library, a FILE's). Such a call may suspend the
+    /// coroutine only to wait for another party (a peer, a child, a timer):
+    /// a coroutine suspended for anything else would leave the lock held
+    /// while the others of its OS thread, and its scheduler, which allocates,
+    /// run into it.
+    #[inline]
+    pub(crate) fn trapped(&self) -> bool {
+        self.trapped
     }
 
     /// Runs `f` (which parks) with the guard lifted, so other coroutines on this

@@ -55,6 +55,11 @@ pub(crate) struct ThreadGate {
     /// starts the child on a new stack): the next hook or switch out puts
     /// BLOCK back for when it returns to the coroutine.
     reblock: Cell<bool>,
+    /// The SIGSYS handler is handing a trapped call to its hook: the hook's
+    /// first `hook_enter` takes the mark into its guard (a frame of the
+    /// coroutine's own, so the mark survives its parks and no other
+    /// coroutine of the thread sees it).
+    trapped: Cell<bool>,
 }
 
 thread_local! {
@@ -64,6 +69,7 @@ thread_local! {
             in_hook: Cell::new(false),
             on: Cell::new(false),
             reblock: Cell::new(false),
+            trapped: Cell::new(false),
         }
     };
 }
@@ -91,16 +97,17 @@ fn owed(g: &ThreadGate) -> u8 {
 
 /// A hook's entry: None if this thread is already in hook logic (or its
 /// thread-locals are gone); otherwise marks it and sets ALLOW, returning the
-/// selector to put back at `hook_leave`.
+/// selector to put back at `hook_leave`, and whether the call was trapped
+/// (the mark `on_sigsys` set, taken here).
 #[inline(always)]
-pub(crate) fn hook_enter() -> Option<u8> {
+pub(crate) fn hook_enter() -> Option<(u8, bool)> {
     gate(|g| {
         if g.in_hook.replace(true) {
             return None;
         }
         let saved = owed(g);
         g.selector.set(ALLOW);
-        Some(saved)
+        Some((saved, g.trapped.replace(false)))
     })
     .ok()
     .flatten()
@@ -417,7 +424,12 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     // Rolled back by the kernel: RAX holds the number again.
     let nr = gregs[REG_RAX];
     let args = ARG_REGS.map(|r| gregs[r]);
-    match crate::hooks::syscall::emulate(nr, args) {
+    // The hook that takes the call learns it was trapped: glibc may be
+    // holding one of its own locks around it (`hooks::real::Guard::trapped`).
+    let _ = gate(|g| g.trapped.set(true));
+    let emulated = crate::hooks::syscall::emulate(nr, args);
+    let _ = gate(|g| g.trapped.set(false));
+    match emulated {
         Some(done) if done.at_once => {
             // No switch, no mask change: `rt_sigreturn` puts back the mask
             // the call was made with, which is still the thread's.
