@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use libc::{EAGAIN, EINTR, EINVAL, ETIMEDOUT, c_int, c_long, timespec};
 
-use super::scheduler::{Breaks, current_task, in_coroutine};
+use super::scheduler::{Breaks, current_task, in_coroutine, without_parking};
 use super::{Wake, parking};
 use crate::sys::{deadline_after, deadline_at, errno, set_errno, timespec_duration};
 
@@ -178,20 +178,39 @@ impl Drop for Counted {
 }
 
 /// Wakes up to `n` waiters on `uaddr` whose bitset shares a bit with `bitset`:
-/// parked coroutines first, longest-waiting first, then threads in the kernel,
-/// private or shared as `private` says or, if not known (None), first private
-/// then, for what is left, shared; the kernel always gets at least one. Returns
-/// how many woke, at most `n`. Like the kernel, `n` below 1 still wakes one.
+/// one thread in the kernel first (the kernel always gets a wake), then
+/// parked coroutines, longest-waiting first, then threads in the kernel again
+/// (`kernel_wake`). Returns how many woke, at most `n`. Like the kernel, `n`
+/// below 1 still wakes one.
 pub(crate) fn wake(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>) -> i32 {
+    without_parking(|| wake_now(uaddr, n, bitset, private))
+}
+
+fn wake_now(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>) -> i32 {
     let n = n.max(1);
-    let woken = parking::unpark_matching(uaddr as usize, n as usize, bitset) as i32;
     // One thread may wait twice on one word: a coroutine parked in the lot,
     // and the thread's own code blocked in the kernel under it (the park's
     // bookkeeping calling malloc, whose arena lock is the word). Waking only
     // the coroutine would leave both asleep, so the kernel always gets at
-    // least one wake (a spurious one at worst, which its waiters accept).
-    let mut left = (n - woken).max(1);
-    let asked = left;
+    // least one wake (a spurious one at worst, which its waiters accept), and
+    // gets it first: that thread may hold the lot's queue lock while it
+    // waits (`parking::enqueue` allocating), so a wake that took the queue
+    // lock first would wait for it forever (measured: the stdio chat on two
+    // workers hung so, each thread waiting for the other).
+    let first = kernel_wake(uaddr, 1, bitset, private);
+    let woken =
+        first + parking::unpark_matching(uaddr as usize, (n - first) as usize, bitset) as i32;
+    if woken >= n {
+        return n;
+    }
+    woken + kernel_wake(uaddr, n - woken, bitset, private)
+}
+
+/// Wakes up to `n` threads waiting in the kernel on `uaddr`: private or shared
+/// as `private` says or, if not known (None), first private then, for what
+/// is left, shared. Returns how many woke.
+fn kernel_wake(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>) -> i32 {
+    let mut left = n;
     for flag in [libc::FUTEX_PRIVATE_FLAG, 0] {
         if left == 0 || private.is_some_and(|p| p != (flag != 0)) {
             continue;
@@ -210,7 +229,7 @@ pub(crate) fn wake(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>
         };
         left -= r.map_or(0, |r| r as i32);
     }
-    (woken + asked - left).min(n)
+    n - left
 }
 
 /// Converts a futex op's timeout to a deadline: FUTEX_WAIT's is relative,
@@ -275,13 +294,15 @@ pub(crate) unsafe fn call(
         }
         libc::FUTEX_REQUEUE | libc::FUTEX_CMP_REQUEUE if !realtime => {
             let r = forward()?;
-            Ok(r + parking::unpark_all(uaddr as usize) as c_long)
+            Ok(r + without_parking(|| parking::unpark_all(uaddr as usize)) as c_long)
         }
         libc::FUTEX_WAKE_OP if !realtime => {
             let r = forward()?;
             let n2 = timeout as usize;
-            let woken = parking::unpark_matching(uaddr as usize, val as usize, u32::MAX)
-                + parking::unpark_matching(uaddr2 as usize, n2, u32::MAX);
+            let woken = without_parking(|| {
+                parking::unpark_matching(uaddr as usize, val as usize, u32::MAX)
+                    + parking::unpark_matching(uaddr2 as usize, n2, u32::MAX)
+            });
             Ok(r + woken as c_long)
         }
         _ => forward(),
@@ -532,7 +553,7 @@ mod tests {
     }
 
     #[test]
-    fn a_native_thread_calling_wake_finds_parked_coroutines_then_kernel_waiters() {
+    fn a_native_thread_calling_wake_finds_a_kernel_waiter_then_parked_coroutines() {
         let word = Arc::new(AtomicU32::new(0));
         let waiters: Vec<_> = (0..3)
             .map(|_| {
@@ -568,11 +589,12 @@ mod tests {
         })
         .join()
         .unwrap();
-        // Two coroutines, and the kernel's one wake (always sent) took the
-        // thread; the count stays within what was asked.
+        // The kernel's wake (always sent, first) took the thread, then one
+        // coroutine; the count stays within what was asked; the second wake
+        // found the two coroutines left.
         assert_eq!(first, 2);
         assert_eq!(in_kernel.join().unwrap(), Ok(()));
-        assert_eq!(rest, 1);
+        assert_eq!(rest, 2);
         assert!(join_all(waiters).into_iter().all(|r| r.unwrap() == Ok(())));
     }
 

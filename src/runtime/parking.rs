@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::observe::WaitsOn;
-use super::scheduler::{Breaks, current_scheduler, park_on_what, root_unparker};
+use super::scheduler::{Breaks, current_scheduler, park_on_what, root_unparker, without_parking};
 use super::signals::signal_counts;
 use super::task::{Unparker, Wake};
 
@@ -69,7 +69,7 @@ pub(crate) fn park_on_masked(
     });
     if wake != Wake::Ready {
         if let Some(me) = me {
-            dequeue(addr, &me);
+            without_parking(|| dequeue(addr, &me));
         }
     }
     wake

@@ -1070,6 +1070,25 @@ pub(crate) fn park_on_what(
     wake
 }
 
+/// Runs `f`, runtime bookkeeping on a coroutine's stack (a futex wake, the
+/// lot's queue after a park), as `park_as` runs its own: a futex wait it
+/// reaches (one of our own locks, contended, through the `syscall` hook) goes
+/// to the kernel instead of parking the coroutine. Our locks' holders never
+/// park, so that wait is short; a coroutine parked inside a wake would leave
+/// the wake half delivered, the glibc lock around it (a malloc arena's, whose
+/// unlock made the wake) contended, and its scheduler, which allocates,
+/// blocked in the kernel behind it (measured: the stdio chat on two workers
+/// hung so).
+pub(crate) fn without_parking<R>(f: impl FnOnce() -> R) -> R {
+    let task = current_task();
+    let outer = task.map(|t| t.in_park.replace(true));
+    let r = f();
+    if let (Some(t), Some(o)) = (task, outer) {
+        t.in_park.set(o);
+    }
+    r
+}
+
 fn park_task(
     task: &Task,
     on: WaitsOn,

@@ -104,9 +104,10 @@ pub(crate) struct Task {
     pub(crate) sigmask: Cell<Option<u64>>,
     /// Set by the coroutine's body as it starts (`note_entry`).
     pub(crate) entry: Cell<Entry>,
-    /// Inside `park_as`, whose bookkeeping a second park would corrupt: a
-    /// futex wait made meanwhile (our own locks' contention, reaching the
-    /// `syscall` hook) goes to the kernel instead (see `runtime::futex`).
+    /// Inside `park_as` (or `without_parking`), whose bookkeeping a second
+    /// park would corrupt: a futex wait made meanwhile (our own locks'
+    /// contention, reaching the `syscall` hook) goes to the kernel instead
+    /// (see `runtime::futex`).
     pub(crate) in_park: Cell<bool>,
     /// The Syscall User Dispatch selector while it runs (`dispatch`), saved
     /// at every switch out.
