@@ -127,6 +127,10 @@ def main(run):
     levels = sorted({c for _, c in top})
     servers = [s for s in SERVERS if any((s, c) in top for c in levels)]
     get = lambda s, c, k: top.get((s, c), {}).get(k)
+
+    def calls(s, c, *keys):
+        vals = [get(s, c, k) for k in keys]
+        return None if all(v is None for v in vals) else sum(v or 0 for v in vals)
     L = []
     add = L.append
     add(BEGIN)
@@ -159,6 +163,15 @@ def main(run):
         "saturated and the rate is partly the generator's, so the CPU column compares servers better. "
         "*others' CPU* is what the rest of the machine used meanwhile (busy time in /proc/stat minus "
         "server and generator), in cores: other builds competing for the two cores.")
+    if any(get(s, c, "syscalls_counted_trips") for s in servers for c in levels):
+        add("")
+        add("*recv / rt*, *send / rt* and *epoll waits / rt* are the server's system calls per "
+            "round trip, counted by `perf stat` on the tracepoints `syscalls:sys_enter_recvfrom` "
+            "+ `read`, `sendto` + `write`, and `epoll_wait` + `epoll_pwait`, attached to the server "
+            "for 2 s right after the measured window, the load going on (so that tracing does not "
+            "slow the window), and divided by the round trips completed meanwhile. The Rust servers and "
+            "gevent read with `recvfrom`; the C server's `read` is `read` natively and "
+            "`recvfrom` under patchall (a socket read made with `MSG_DONTWAIT`).")
     own = lambda s, c: ratio(get(s, c, "loadgen_cpu_s"), get(s, c, "round_trips"))
     if all(own("mio", c) for c in levels):
         add("")
@@ -174,11 +187,11 @@ def main(run):
         add("")
         add(f"### {c:,} connections")
         add("")
-        add("| server | round trips/s | × raw epoll | × tokio | p50 µs | p99 µs | peak RSS MiB | OS threads | CPU s / 100k | load gen busy | others' CPU | errors |")
-        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add("| server | round trips/s | × raw epoll | × tokio | p50 µs | p99 µs | peak RSS MiB | OS threads | CPU s / 100k | recv / rt | send / rt | epoll waits / rt | load gen busy | others' CPU | errors |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for s in servers:
             if (s, c) not in top:
-                add(f"| {SERVERS[s][0]} | did not run | | | | | | | | | | |")
+                add(f"| {SERVERS[s][0]} | did not run | | | | | | | | | | | | | |")
                 continue
             rps = get(s, c, "rps")
             hwm = get(s, c, "server_hwm_kib")
@@ -186,6 +199,9 @@ def main(run):
                 f"{fmt(ratio(rps, get('tokio', c, 'rps')))} | {fmt_int(get(s, c, 'p50_us'))} | "
                 f"{fmt_int(get(s, c, 'p99_us'))} | {fmt(hwm / 1024 if hwm else None, 1)} | "
                 f"{fmt_int(get(s, c, 'server_threads'))} | {fmt(get(s, c, 'server_cpu_s_per_100k'))} | "
+                f"{fmt(calls(s, c, 'recvfrom_per_rt', 'read_per_rt'))} | "
+                f"{fmt(calls(s, c, 'sendto_per_rt', 'write_per_rt'))} | "
+                f"{fmt(calls(s, c, 'epoll_wait_per_rt'), 3)} | "
                 f"{fmt(get(s, c, 'loadgen_cpu_util'))} | {fmt(get(s, c, 'others_cpu_cores'))} | "
                 f"{fmt_int(get(s, c, 'errors'))} |")
     big = levels[-1]
@@ -206,22 +222,33 @@ def main(run):
             f"{fmt(get(s, big, 'kernel_stack_kib_per_conn'), 1)} |")
 
     add("")
-    add("### Targets (issue 6)")
+    add("### Targets")
     add("")
     t = lambda ok: "**met**" if ok else "**not met**"
+    for c in levels:
+        pr, tr = get("patchall", c, "rps"), get("tokio", c, "rps")
+        pc, tc = get("patchall", c, "server_cpu_s_per_100k"), get("tokio", c, "server_cpu_s_per_100k")
+        if pr and tr and pc and tc:
+            add(f"- {c:,} connections, patchall ≥ 1.0× tokio current_thread: {fmt(pr / tr)}× in "
+                f"round trips/s — {t(pr >= tr)}; {fmt(tc / pc)}× in server CPU per round trip "
+                f"(tokio's / patchall's) — {t(tc >= pc)}.")
+        rv = get("patchall", c, "recvfrom_per_rt")
+        if rv is not None:
+            add(f"- {c:,} connections, patchall ≤ 1.1 `recvfrom` per round trip: {fmt(rv)} — {t(rv <= 1.1)}.")
+        gr, gc = get("c_green", c, "rps"), get("c_green", c, "server_cpu_s_per_100k")
+        if pr and pc and gr and gc:
+            add(f"- {c:,} connections, the green-threads C server within 10 % of patchall's Rust "
+                f"server (≥ 0.9× its round trips/s, ≤ 1.1× its CPU per round trip): {fmt(gr / pr)}× "
+                f"and {fmt(gc / pc)}× — {t(gr >= 0.9 * pr and gc <= 1.1 * pc)}.")
     at = 1000 if 1000 in levels else levels[-1]
     p = lambda k, c=at: get("patchall", c, k)
-    r_tokio = ratio(p("rps"), get("tokio", at, "rps"))
     r_mio = ratio(p("rps"), get("mio", at, "rps"))
     r_gevent = ratio(p("rps"), get("gevent", at, "rps"))
     cpu_gevent = ratio(get("gevent", at, "server_cpu_s_per_100k"), p("server_cpu_s_per_100k"))
-    cpu_tokio = ratio(get("tokio", at, "server_cpu_s_per_100k"), p("server_cpu_s_per_100k"))
     cpu_mio = ratio(get("mio", at, "server_cpu_s_per_100k"), p("server_cpu_s_per_100k"))
     both = lambda r, c, want: (
         f"{fmt(r)}× in round trips/s — {t(r >= want)}; {fmt(c)}× in server CPU per round trip "
         f"(the peer's / patchall's, which the load generator does not cap) — {t(c >= want)}.")
-    if r_tokio is not None and cpu_tokio is not None:
-        add(f"- patchall ≥ 1.0× tokio current_thread at {at:,} connections: " + both(r_tokio, cpu_tokio, 1.0))
     if r_mio is not None and cpu_mio is not None:
         add(f"- patchall ≥ 0.9× the raw epoll loop at {at:,}: " + both(r_mio, cpu_mio, 0.9))
     if r_gevent is not None and cpu_gevent is not None:

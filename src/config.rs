@@ -56,6 +56,11 @@ pub struct Config {
     pub offload_threads: usize,
     /// `PATCHALL_OFFLOAD_FILES`: `auto`, `always` or `off`.
     pub offload_files: OffloadFiles,
+    /// `PATCHALL_GREEN_TLS`: `own` gives every green thread and coroutine its
+    /// own thread-local storage and thread descriptor (when glibc's layout and
+    /// the CPU allow it, see `runtime::tls`); `shared` (the default) has them
+    /// use their OS thread's.
+    pub own_tls: bool,
     /// `PATCHALL_TIMESLICE`: how long a coroutine whose hooked calls keep
     /// completing at once may hold its thread before one of them yields
     /// (`5ms`, `500us`; a bare number is milliseconds). None (`0`, `off`): never.
@@ -189,7 +194,17 @@ impl Config {
         .unwrap_or(false);
         let stats =
             parse_or_warn(get("PATCHALL_STATS"), "PATCHALL_STATS", parse_bool).unwrap_or(false);
+        let own_tls = parse_or_warn(get("PATCHALL_GREEN_TLS"), "PATCHALL_GREEN_TLS", |v| match v
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "own" => Some(true),
+            "shared" => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false);
         Config {
+            own_tls,
             syscall_dispatch,
             dump_signal,
             dump_at_exit,
@@ -342,12 +357,14 @@ mod tests {
             "PATCHALL_OFFLOAD_THREADS" => Some("0".into()),
             "PATCHALL_OFFLOAD_FILES" => Some("sometimes".into()),
             "PATCHALL_WORKERS" => Some("99999999999".into()),
+            "PATCHALL_GREEN_TLS" => Some("mine".into()),
             _ => None,
         });
         assert_eq!(c.workers, None);
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
         assert_eq!(c.stack_mode, StackMode::Guarded);
         assert!(!c.green_threads);
+        assert!(!c.own_tls);
         assert_eq!(c.offload_threads, DEFAULT_OFFLOAD_THREADS);
         assert_eq!(c.offload_files, OffloadFiles::Auto);
         let c = Config::from_lookup(|name| match name {
@@ -357,8 +374,10 @@ mod tests {
             "PATCHALL_NATIVE_THREADS" => Some(" worker_main, ,libfoo.so".into()),
             "PATCHALL_OFFLOAD_THREADS" => Some(" 8 ".into()),
             "PATCHALL_OFFLOAD_FILES" => Some("Always".into()),
+            "PATCHALL_GREEN_TLS" => Some("Own".into()),
             _ => None,
         });
+        assert!(c.own_tls);
         assert_eq!(c.offload_threads, 8);
         assert_eq!(c.offload_files, OffloadFiles::Always);
         assert_eq!(c.stack_size, 64 << 10);

@@ -52,6 +52,7 @@ where
 pub struct Builder {
     name: Option<String>,
     stack_size: Option<usize>,
+    own_tls: Option<bool>,
 }
 
 impl Builder {
@@ -69,6 +70,30 @@ impl Builder {
     /// Usable stack bytes, rounded up to whole pages (at least 16 KiB).
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Gives the coroutine thread-local storage and a thread descriptor of its
+    /// own (`true`) or its OS thread's (`false`); by default
+    /// `PATCHALL_GREEN_TLS` decides (`own` or `shared`, the default). With its
+    /// own, `thread_local!`, `__thread`, errno and the per-thread state of
+    /// blocking crates are the coroutine's, as in a thread of its own. Asked
+    /// where glibc's layout or the CPU does not allow it, it shares (said once
+    /// on stderr).
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// thread_local!(static N: Cell<u32> = const { Cell::new(0) });
+    /// N.with(|n| n.set(7));
+    /// let own = patchall::Builder::new()
+    ///     .own_tls(true)
+    ///     .spawn(|| N.with(|n| n.get()))
+    ///     .unwrap();
+    /// let seen = own.join().unwrap();
+    /// assert!(seen == 0 || !patchall::own_tls_available());
+    /// ```
+    pub fn own_tls(mut self, own: bool) -> Builder {
+        self.own_tls = Some(own);
         self
     }
 
@@ -113,11 +138,11 @@ impl Builder {
         };
         let (task, home) = match home {
             None => runtime::with_scheduler(|s| {
-                let task = s.spawn(name.clone(), self.stack_size, body)?;
+                let task = s.spawn_tls(name.clone(), self.stack_size, self.own_tls, body)?;
                 Ok::<_, io::Error>((task, s.id()))
             })??,
             Some(home) => (
-                runtime::spawn_at(home, name.clone(), self.stack_size, body)?,
+                runtime::spawn_at(home, name.clone(), self.stack_size, self.own_tls, body)?,
                 home.serial(),
             ),
         };
@@ -131,6 +156,12 @@ impl Builder {
             home,
         })
     }
+}
+
+/// True if coroutines can have TLS of their own here (glibc's layout known,
+/// user-space FSGSBASE): see [`Builder::own_tls`].
+pub fn own_tls_available() -> bool {
+    runtime::tls::available()
 }
 
 /// Spawns `f` to run after `dur` (gevent's `spawn_later`): the coroutine exists

@@ -34,6 +34,10 @@ const USER_NONBLOCK: u32 = 1 << 3;
 const WE_SET_NONBLOCK: u32 = 1 << 4;
 /// Created through a hook in this process: no other process shares it yet.
 const OURS: u32 = 1 << 5;
+/// A TCP stream socket: a read shorter than asked emptied its receive queue
+/// (unlike a datagram, a unix stream, which stops where the writer changes,
+/// or a packet-mode pipe).
+const TCP: u32 = 1 << 6;
 
 pub(crate) struct FdEntry {
     bits: AtomicU32,
@@ -76,6 +80,7 @@ pub(crate) struct Facts {
     pub(crate) user_nonblock: bool,
     pub(crate) we_set_nonblock: bool,
     pub(crate) ours: bool,
+    pub(crate) tcp: bool,
 }
 
 fn decode(bits: u32) -> Facts {
@@ -91,6 +96,7 @@ fn decode(bits: u32) -> Facts {
         user_nonblock: bits & USER_NONBLOCK != 0,
         we_set_nonblock: bits & WE_SET_NONBLOCK != 0,
         ours: bits & OURS != 0,
+        tcp: bits & TCP != 0,
     }
 }
 
@@ -139,6 +145,9 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
         bits |= USER_NONBLOCK;
     }
     let entry = TABLE.get_or_create(fd)?;
+    if kind == Kind::Socket && is_tcp(fd) {
+        bits |= TCP;
+    }
     if kind == Kind::Socket {
         // Timeouts set before we could see them (inherited, or set by glibc).
         for (opt, slot) in [
@@ -177,13 +186,51 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
     Some(decode(entry.bits.load(Ordering::Acquire)))
 }
 
+/// True for a TCP stream socket (two `getsockopt`s: once per fd we did not see
+/// created).
+fn is_tcp(fd: i32) -> bool {
+    let opt = |name: libc::c_int| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `v`.
+        let r = unsafe {
+            crate::sys::raw_syscall!(
+                libc::SYS_getsockopt,
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                &mut v,
+                &mut len,
+            )
+        };
+        (r == 0).then_some(v)
+    };
+    opt(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && opt(libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
+}
+
+/// True when `socket(domain, ty, protocol)` makes a TCP stream socket.
+pub(crate) fn makes_tcp(domain: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> bool {
+    matches!(domain, libc::AF_INET | libc::AF_INET6)
+        && ty & 0xf == libc::SOCK_STREAM
+        && matches!(protocol, 0 | libc::IPPROTO_TCP)
+}
+
 /// Records an fd a hook just created.
 pub(crate) fn created(fd: i32, kind: Kind, user_nonblock: bool) {
+    created_as(fd, kind, user_nonblock, false);
+}
+
+/// `created`, for a socket that may be TCP.
+pub(crate) fn created_as(fd: i32, kind: Kind, user_nonblock: bool, tcp: bool) {
     crate::runtime::fd_created(fd);
     if let Some(entry) = TABLE.get_or_create(fd) {
         let mut bits = KNOWN | OURS | kind_bits(kind);
         if user_nonblock {
             bits |= USER_NONBLOCK;
+        }
+        if tcp {
+            bits |= TCP;
         }
         entry.rcvtimeo_us.store(0, Ordering::Relaxed);
         entry.sndtimeo_us.store(0, Ordering::Relaxed);

@@ -47,8 +47,8 @@ pub use config::{
     parse_bool, parse_size,
 };
 pub use coroutine::{
-    Builder, Coroutine, JoinHandle, Killed, Result, current, in_coroutine, join_all, run, sleep,
-    spawn, spawn_later, yield_now,
+    Builder, Coroutine, JoinHandle, Killed, Result, current, in_coroutine, join_all,
+    own_tls_available, run, sleep, spawn, spawn_later, yield_now,
 };
 pub use generator::{Generator, GeneratorState, Yielder};
 pub use greenlet::Greenlet;

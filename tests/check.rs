@@ -392,6 +392,7 @@ fn every_option_validates_and_sets_its_variable() {
             "PATCHALL_SYSCALL_DISPATCH",
             "on",
         ),
+        ("--green-tls", Some("own"), "PATCHALL_GREEN_TLS", "own"),
         ("--monitor", Some("100ms"), "PATCHALL_MONITOR", "100ms"),
         (
             "--dump-signal",
@@ -418,6 +419,7 @@ fn every_option_validates_and_sets_its_variable() {
         ("--timeslice", "10us", "out of range; from 100us to 60s"),
         ("--timeslice", "2h", "expected a duration"),
         ("--syscall-dispatch", "maybe", "expected `on` or `off`"),
+        ("--green-tls", "mine", "expected `own` or `shared`"),
         ("--monitor", "fast", "expected a duration"),
         (
             "--dump-signal",
@@ -556,6 +558,11 @@ fn launcher_and_library_agree_on_values() {
             "--syscall-dispatch",
             "PATCHALL_SYSCALL_DISPATCH",
             &["on", "off", "ON", "maybe"],
+        ),
+        (
+            "--green-tls",
+            "PATCHALL_GREEN_TLS",
+            &["own", "shared", "mine"],
         ),
         (
             "--monitor",

@@ -7,7 +7,7 @@
 //! `differences*.txt`, one line per known difference (`#` comments allowed):
 //!
 //! ```text
-//! <file>/<scenario> <modes: preload,green1,green2> <by-design|bug> <reason>
+//! <file>/<scenario> <modes: preload,green1,green2,own1,own2> <by-design|bug> <reason>
 //! ```
 //!
 //! A mode written with a trailing `?` (`green1,green2?`) may or may not
@@ -19,7 +19,9 @@
 //! Switches (environment):
 //! - `PATCHALL_DIFF_ONLY=GLOB[,GLOB...]`: run only the matching scenarios
 //!   (`*` and `?`, on `<file>/<scenario>`); lines of others are not checked.
-//! - `PATCHALL_DIFF_MODES=preload,green1,green2`: run only these modes.
+//! - `PATCHALL_DIFF_MODES=preload,green1,green2,own1,own2`: run these modes
+//!   (default: the first three; `own1`/`own2` are green threads with
+//!   `PATCHALL_GREEN_TLS=own`).
 //! - `PATCHALL_DIFF_NATIVE_TWICE=1`: run native twice and fail on scenarios
 //!   whose native output varies (a scenario bug: its output must be stable).
 //! - `PATCHALL_DIFF_JOBS=N`: runs at a time (default 2, the CI's cores).
@@ -43,8 +45,12 @@ const PATCHALL: &str = env!("CARGO_BIN_EXE_patchall");
 /// Longest one scenario may run in one mode; its process group is killed then.
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// The modes compared with native, in report order.
-const MODES: [&str; 3] = ["preload", "green1", "green2"];
+/// The modes compared with native, in report order: `own1` and `own2` are
+/// green threads with TLS of their own (`PATCHALL_GREEN_TLS=own`), run only
+/// when `PATCHALL_DIFF_MODES` names them.
+const MODES: [&str; 5] = ["preload", "green1", "green2", "own1", "own2"];
+/// The modes run without `PATCHALL_DIFF_MODES`.
+const DEFAULT_MODES: [&str; 3] = ["preload", "green1", "green2"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct RunResult {
@@ -165,10 +171,21 @@ fn command(mode: &str, prog: &Path, scenario: &str) -> Command {
             c.env("LD_PRELOAD", preload_lib());
             c
         }
-        "green1" | "green2" => {
+        "green1" | "green2" | "own1" | "own2" => {
             let mut c = Command::new(PATCHALL);
             c.args(["run", "--green-threads", "--"]).arg(prog);
-            c.env("PATCHALL_WORKERS", if mode == "green1" { "1" } else { "2" });
+            c.env(
+                "PATCHALL_WORKERS",
+                if mode.ends_with('1') { "1" } else { "2" },
+            );
+            c.env(
+                "PATCHALL_GREEN_TLS",
+                if mode.starts_with("own") {
+                    "own"
+                } else {
+                    "shared"
+                },
+            );
             c
         }
         other => panic!("unknown mode {other}"),
@@ -325,7 +342,7 @@ fn read_line(map: &mut BTreeMap<String, Listed>, n: String, raw: &str) {
     for m in &modes {
         assert!(
             MODES.contains(&m.as_str()),
-            "{n}: unknown mode {m:?} (preload, green1, green2)"
+            "{n}: unknown mode {m:?} (preload, green1, green2, own1, own2)"
         );
     }
     let prev = map.insert(
@@ -424,7 +441,7 @@ fn differential_suite() {
                 .filter(|x| m.iter().any(|y| y == x))
                 .collect()
         }
-        None => MODES.to_vec(),
+        None => DEFAULT_MODES.to_vec(),
     };
     let twice = env_flag("PATCHALL_DIFF_NATIVE_TWICE");
     let verbose = env_flag("PATCHALL_DIFF_VERBOSE");

@@ -98,4 +98,12 @@ fn two_writers_sharing_one_file_on_a_slow_pipe() {
         .and_then(|b| b.parse().ok())
         .unwrap_or(0);
     assert!(bytes >= 400_000, "{}", one.stdout);
+    // With a thread descriptor per green thread the FILE lock tells the two
+    // writers apart, and the second one's wait for it parks: as natively.
+    let mut c = Command::new(&program);
+    c.env("LD_PRELOAD", preload_lib())
+        .env("PATCHALL_GREEN_THREADS", "1")
+        .env("PATCHALL_GREEN_TLS", "own")
+        .env("PATCHALL_WORKERS", "1");
+    assert_eq!(run(c), native);
 }

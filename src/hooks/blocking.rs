@@ -53,8 +53,22 @@ enum Plan {
     Forward,
     /// Outside a coroutine on an fd we made non-blocking: block the thread in poll.
     BlockThread,
-    Park(Guard, How),
+    Park(Guard, How, Cache),
 }
+
+/// How a call uses the fd's readiness cache (`runtime::Readiness`).
+#[derive(Clone, Copy)]
+struct Cache {
+    /// What the call finds says what the next call will: not a peek, nor a
+    /// read of urgent data or of the error queue, whose EAGAIN says nothing
+    /// of the data behind.
+    on: bool,
+    /// A read shorter than asked emptied the receive queue (TCP).
+    short_drains: bool,
+}
+
+/// Flags whose calls leave the readiness cache alone.
+const UNCACHED: libc::c_int = libc::MSG_PEEK | libc::MSG_OOB | libc::MSG_ERRQUEUE;
 
 fn would_block(e: i32) -> bool {
     e == libc::EAGAIN || e == libc::EWOULDBLOCK
@@ -139,7 +153,17 @@ fn plan(fd: libc::c_int, user_flags: Option<libc::c_int>) -> Plan {
     } else {
         How::WaitFirst
     };
-    Plan::Park(guard, how)
+    // Sockets only: a blocking socket call waits for readiness before it
+    // looks at its arguments, so parking first answers as it would. An
+    // eventfd's read too small for its record fails at once, ready or not.
+    let on = how != How::WaitFirst
+        && facts.kind == Kind::Socket
+        && user_flags.is_none_or(|f| f & UNCACHED == 0);
+    let cache = Cache {
+        on,
+        short_drains: on && facts.tcp,
+    };
+    Plan::Park(guard, how, cache)
 }
 
 pub(crate) fn deadline_for(fd: libc::c_int, dir: Direction) -> Option<Instant> {
@@ -261,13 +285,17 @@ pub(crate) unsafe fn offloaded<R>(
     done.unwrap_or_else(|| call.take().expect("not run yet")())
 }
 
-/// Makes one attempt after another until one does not report EAGAIN.
+/// Makes one attempt after another until one does not report EAGAIN. `asked`:
+/// the bytes a read asks for (a shorter result may say the queue is empty).
+#[allow(clippy::too_many_arguments)]
 fn drive(
     guard: &Guard,
     call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     how: How,
+    cache: Cache,
+    asked: Option<usize>,
     deadline: Option<Instant>,
     op: &mut dyn FnMut(Attempt) -> isize,
 ) -> isize {
@@ -286,6 +314,13 @@ fn drive(
             },
         },
     };
+    // Reads only: a socket's write readiness has hysteresis (EPOLLOUT comes
+    // back at a third of the buffer free), and a send fills any room left,
+    // so a send after EAGAIN may progress where no edge will say so.
+    let cache = Cache {
+        on: cache.on && dir == Direction::Read,
+        ..cache
+    };
     let mut parked = false;
     loop {
         // Edge-triggered epoll reports changes, not states: an fd that is ready
@@ -300,7 +335,22 @@ fn drive(
             }
             parked = true;
         }
+        let seen = runtime::Readiness::of(fd);
+        // The last call found nothing and no event came since: park without
+        // a call that would fail. Once woken, a call always tries.
+        // A zero-length call never waits.
+        if cache.on && !parked && seen.idle(dir) && asked != Some(0) {
+            if let Err(e) = wait(guard, call, fd, dir, deadline) {
+                set_errno(e);
+                return -1;
+            }
+            parked = true;
+            continue;
+        }
         let r = op(attempt);
+        if cache.on {
+            note_result(fd, dir, cache, asked, seen, r);
+        }
         if r < 0 && parked && dir == Direction::Write && errno() == libc::EPIPE {
             woken_send_error(fd);
         }
@@ -312,6 +362,33 @@ fn drive(
             return -1;
         }
         parked = true;
+    }
+}
+
+/// Marks a read of `fd` idle when an attempt begun at `seen` found nothing:
+/// EAGAIN, or a TCP read shorter than `asked` (tokio does the same, `poll_read`).
+#[inline]
+fn note_result(
+    fd: libc::c_int,
+    dir: Direction,
+    cache: Cache,
+    asked: Option<usize>,
+    seen: runtime::Readiness,
+    r: isize,
+) {
+    let empty = if r < 0 {
+        would_block(errno())
+    } else {
+        dir == Direction::Read
+            && r > 0
+            && cache.short_drains
+            && seen.short_read_drains()
+            && asked.is_some_and(|a| (r as usize) < a)
+    };
+    if empty {
+        let saved = errno();
+        runtime::clear_readiness(fd, dir, seen, r < 0);
+        set_errno(saved);
     }
 }
 
@@ -375,18 +452,24 @@ fn yield_for_slice() {
 }
 
 /// A call that completes as soon as it moves anything (read, recv, accept…).
-/// `user_flags` are the socket call's own flags, `None` for calls that take none.
+/// `user_flags` are the socket call's own flags, `None` for calls that take none;
+/// `asked` the bytes a read asks for, `None` where a count says nothing of what
+/// is left (accept, several messages).
 pub(crate) fn once(
     call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
     user_flags: Option<libc::c_int>,
+    asked: Option<usize>,
     mut op: impl FnMut(Attempt) -> isize,
 ) -> isize {
     let r = match plan(fd, user_flags) {
         Plan::Forward => op(PLAIN),
         Plan::BlockThread => drive_blocking(fd, dir, &mut op),
-        Plan::Park(guard, how) => drive(&guard, call, fd, dir, how, deadline_for(fd, dir), &mut op),
+        Plan::Park(guard, how, cache) => {
+            let deadline = deadline_for(fd, dir);
+            drive(&guard, call, fd, dir, how, cache, asked, deadline, &mut op)
+        }
     };
     end_of_call();
     r
@@ -429,8 +512,19 @@ fn all_of(
         let r = match &plan {
             Plan::Forward => return op(0, PLAIN),
             Plan::BlockThread => drive_blocking(fd, dir, &mut |a| op(done, a)),
-            Plan::Park(guard, how) => {
-                drive(guard, call, fd, dir, *how, deadline, &mut |a| op(done, a))
+            Plan::Park(guard, how, cache) => {
+                let asked = Some(len - done);
+                drive(
+                    guard,
+                    call,
+                    fd,
+                    dir,
+                    *how,
+                    *cache,
+                    asked,
+                    deadline,
+                    &mut |a| op(done, a),
+                )
             }
         };
         if r < 0 {

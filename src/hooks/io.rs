@@ -22,7 +22,7 @@ hook! {
         if let Some(r) = file::read_at_position(fd, buf, count, real) {
             return r;
         }
-        blocking::once(&const { blocking::io("read") }, fd, Direction::Read, socket_flags(fd), |a| {
+        blocking::once(&const { blocking::io("read") }, fd, Direction::Read, socket_flags(fd), Some(count), |a| {
             if is_socket_attempt(a) {
                 // SAFETY: same buffer and length the caller gave `read`.
                 unsafe { libc::recv(fd, buf, count, a.msg_flags) }
@@ -63,7 +63,7 @@ hook! {
         if let Some(r) = file::readv_at_position(fd, iov, iovcnt, real) {
             return r;
         }
-        blocking::once(&const { blocking::io("readv") }, fd, Direction::Read, socket_flags(fd), |a| {
+        blocking::once(&const { blocking::io("readv") }, fd, Direction::Read, socket_flags(fd), iov_total(iov, iovcnt), |a| {
             if is_socket_attempt(a) {
                 let mut msg = msghdr_for(iov, iovcnt);
                 // SAFETY: `msg` points at the caller's iovec array, unchanged.

@@ -14,6 +14,8 @@
 #[macro_use]
 mod real;
 pub(crate) mod blocking;
+mod creds;
+mod dl;
 pub mod dns;
 pub mod fd;
 pub mod file;

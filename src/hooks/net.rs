@@ -19,7 +19,8 @@ hook! {
         // SAFETY: forwarding the caller's arguments.
         let fd = unsafe { real(domain, ty, protocol) };
         if fd >= 0 {
-            fdtable::created(fd, Kind::Socket, ty & libc::SOCK_NONBLOCK != 0);
+            let tcp = fdtable::makes_tcp(domain, ty, protocol);
+            fdtable::created_as(fd, Kind::Socket, ty & libc::SOCK_NONBLOCK != 0, tcp);
         }
         fd
     }
@@ -101,7 +102,7 @@ hook! {
     /// `accept4(2)`: parks until a connection arrives (or SO_RCVTIMEO expires).
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int as real {
         blocking::cancellation_point();
-        let r = blocking::once(&const { blocking::net("accept4") }, fd, Direction::Read, None, |_| {
+        let r = blocking::once(&const { blocking::net("accept4") }, fd, Direction::Read, None, None, |_| {
             // SAFETY: forwarding the caller's arguments.
             accept_result(fd, unsafe { real(fd, addr, len, flags) as isize })
         }) as c_int;
@@ -116,7 +117,7 @@ hook! {
     /// `accept(2)`.
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int as real {
         blocking::cancellation_point();
-        let r = blocking::once(&const { blocking::net("accept") }, fd, Direction::Read, None, |_| {
+        let r = blocking::once(&const { blocking::net("accept") }, fd, Direction::Read, None, None, |_| {
             // SAFETY: forwarding the caller's arguments.
             accept_result(fd, unsafe { real(fd, addr, len) as isize })
         }) as c_int;
@@ -131,8 +132,8 @@ hook! {
 /// and SO_SNDTIMEO to it, but not its O_NONBLOCK.
 fn accepted(listener: c_int, fd: c_int, user_nonblock: bool) {
     // Examines a listener we never saw, so that its timeouts are known.
-    let _ = fdtable::facts(listener);
-    fdtable::created(fd, Kind::Socket, user_nonblock);
+    let tcp = fdtable::facts(listener).is_some_and(|f| f.tcp);
+    fdtable::created_as(fd, Kind::Socket, user_nonblock, tcp);
     for which in [Timeout::Recv, Timeout::Send] {
         fdtable::set_timeout(fd, which, fdtable::timeout(listener, which));
     }
@@ -238,7 +239,7 @@ hook! {
         if waits_for_all(fd, flags) {
             blocking::all(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), len, op)
         } else {
-            blocking::once(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), |a| op(0, a))
+            blocking::once(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), Some(len), |a| op(0, a))
         }
     }
 }
@@ -253,7 +254,7 @@ hook! {
         if waits_for_all(fd, flags) {
             blocking::all(&const { blocking::net("recvfrom") }, fd, Direction::Read, Some(flags), len, op)
         } else {
-            blocking::once(&const { blocking::net("recvfrom") }, fd, Direction::Read, Some(flags), |a| op(0, a))
+            blocking::once(&const { blocking::net("recvfrom") }, fd, Direction::Read, Some(flags), Some(len), |a| op(0, a))
         }
     }
 }
@@ -271,7 +272,8 @@ hook! {
             .filter(|_| waits_for_all(fd, flags))
             .and_then(|(v, n)| Some((v, n, iov_total(v, n)?)))
         else {
-            return blocking::once(&const { blocking::net("recvmsg") }, fd, Direction::Read, Some(flags), |a| {
+            let asked = iov.and_then(|(v, n)| iov_total(v, n));
+            return blocking::once(&const { blocking::net("recvmsg") }, fd, Direction::Read, Some(flags), asked, |a| {
                 // SAFETY: forwarding the caller's arguments.
                 unsafe { real(fd, msg, flags | a.msg_flags) }
             });
@@ -334,7 +336,7 @@ hook! {
         });
         let mut got: c_uint = 0;
         while got < vlen {
-            let r = blocking::once(&const { blocking::net("recvmmsg") }, fd, Direction::Read, Some(flags), |a| {
+            let r = blocking::once(&const { blocking::net("recvmmsg") }, fd, Direction::Read, Some(flags), None, |a| {
                 // SAFETY: `got < vlen`: the tail of the caller's array.
                 unsafe { real(fd, msgvec.add(got as usize), vlen - got, flags | a.msg_flags | libc::MSG_WAITFORONE, std::ptr::null_mut()) as isize }
             });

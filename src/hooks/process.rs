@@ -308,9 +308,10 @@ hook! {
     /// `fork(2)`: the child starts over with no runtime of the parent's.
     fn fork() -> pid_t as real {
         let held = runtime::before_fork();
+        // A coroutine with TLS of its own forks on its OS thread's descriptor:
+        // the one glibc's thread lists (which the child rebuilds) hold.
         // SAFETY: no arguments.
-        let pid = unsafe { real() };
-        let e = errno();
+        let (pid, e) = runtime::tls::on_carrier(|| (unsafe { real() }, errno()));
         if pid == 0 {
             runtime::offload::after_fork_child();
             runtime::after_fork(held, true);

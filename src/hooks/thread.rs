@@ -415,7 +415,7 @@ fn spawn(
     let (home, load) = spread::place();
     let spawned = match &home {
         None => runtime::with_scheduler(|s| s.spawn(None, Some(stack), body)).ok(),
-        Some(home) => Some(runtime::spawn_at(home, None, Some(stack), body)),
+        Some(home) => Some(runtime::spawn_at(home, None, Some(stack), None, body)),
     };
     match (spawned, load) {
         (Some(Ok(_)), Some(load)) => {
@@ -459,7 +459,10 @@ hook! {
         // A native thread starts with its creator's mask: a green thread's own.
         let forward = || {
             // SAFETY: forwarding the caller's arguments.
-            runtime::signals::with_own_mask(|| unsafe { real(thread, attr, start, arg) })
+            let r = runtime::signals::with_own_mask(|| unsafe { real(thread, attr, start, arg) });
+            // glibc's first thread installs its SIGSETXID handler.
+            runtime::tls::after_thread_created();
+            r
         };
         let Some(routine) = start else { return forward() };
         if !green::enabled()

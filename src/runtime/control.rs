@@ -136,6 +136,9 @@ pub(crate) fn with_scratch<T: Any + Send + Default, R>(f: impl FnOnce(&mut T) ->
 pub(crate) unsafe fn exit_current() -> ! {
     let task = current_task().expect("exit_current is only called in a coroutine");
     task.exiting.set(true);
+    if task.tls.get() != 0 {
+        super::tls::exiting();
+    }
     // SAFETY: as in `park`; the scheduler never resumes an exiting coroutine.
     unsafe { (*task.yielder.get()).suspend(()) };
     unreachable!("an exited coroutine was resumed")

@@ -74,6 +74,15 @@ thread_local! {
     };
 }
 
+/// Runs `f` on this OS thread's gate: the kernel reads the selector of the
+/// OS thread's own block, also while a coroutine with a TLS block of its own
+/// runs (`tls::carrier_copy`).
+fn gate<R>(f: impl FnOnce(&ThreadGate) -> R) -> Result<R, std::thread::AccessError> {
+    // SAFETY: `carrier_copy` gives the same thread-local in this OS thread's
+    // own block, live as long as the thread.
+    GATE.try_with(|g| f(unsafe { &*super::tls::carrier_copy(g) }))
+}
+
 /// What this thread's selector goes back to when the caller returns to
 /// coroutine code: the value now, or BLOCK owed after an in-place call.
 #[inline(always)]
@@ -92,7 +101,7 @@ fn owed(g: &ThreadGate) -> u8 {
 /// (the mark `on_sigsys` set, taken here).
 #[inline(always)]
 pub(crate) fn hook_enter() -> Option<(u8, bool)> {
-    GATE.try_with(|g| {
+    gate(|g| {
         if g.in_hook.replace(true) {
             return None;
         }
@@ -106,7 +115,7 @@ pub(crate) fn hook_enter() -> Option<(u8, bool)> {
 
 #[inline(always)]
 pub(crate) fn hook_leave(saved: u8) {
-    let _ = GATE.try_with(|g| {
+    let _ = gate(|g| {
         g.in_hook.set(false);
         g.selector.set(saved);
     });
@@ -121,7 +130,7 @@ pub(crate) struct Allow {
 impl Allow {
     #[inline(always)]
     pub(crate) fn new() -> Allow {
-        GATE.try_with(|g| {
+        gate(|g| {
             let saved = owed(g);
             g.selector.set(ALLOW);
             Allow { gate: g, saved }
@@ -148,21 +157,21 @@ impl Allow {
 /// Hook logic runs on this thread.
 #[inline(always)]
 pub(crate) fn in_hook() -> bool {
-    GATE.try_with(|g| g.in_hook.get()).unwrap_or(true)
+    gate(|g| g.in_hook.get()).unwrap_or(true)
 }
 
 /// Lifts (`false`) or retakes (`true`) the hook mark, the selector unchanged
 /// (ALLOW: a hook's wait runs the runtime).
 #[inline(always)]
 pub(crate) fn set_in_hook(on: bool) {
-    let _ = GATE.try_with(|g| g.in_hook.set(on));
+    let _ = gate(|g| g.in_hook.set(on));
 }
 
 /// Sets ALLOW, returning what `restore` puts back: around a coroutine's
 /// suspension, which runs the scheduler and other coroutines.
 #[inline(always)]
 pub(crate) fn allow() -> u8 {
-    GATE.try_with(|g| {
+    gate(|g| {
         let saved = owed(g);
         g.selector.set(ALLOW);
         saved
@@ -172,14 +181,14 @@ pub(crate) fn allow() -> u8 {
 
 #[inline(always)]
 pub(crate) fn restore(saved: u8) {
-    let _ = GATE.try_with(|g| g.selector.set(saved));
+    let _ = gate(|g| g.selector.set(saved));
 }
 
 /// A coroutine's body is about to run the program's code: BLOCK if dispatch
 /// is on for this thread (the scheduler saves it at every switch out).
 #[inline]
 pub(crate) fn coroutine_start() {
-    let _ = GATE.try_with(|g| g.selector.set(if g.on.get() { BLOCK } else { ALLOW }));
+    let _ = gate(|g| g.selector.set(if g.on.get() { BLOCK } else { ALLOW }));
 }
 
 /// This thread's gate, for its scheduler to reach without a thread-local
@@ -189,7 +198,7 @@ pub(crate) struct GateRef(std::ptr::NonNull<ThreadGate>);
 
 /// This thread's gate (None while its thread-locals are being destroyed).
 pub(crate) fn gate_ref() -> Option<GateRef> {
-    GATE.try_with(|g| GateRef(std::ptr::NonNull::from(g))).ok()
+    gate(|g| GateRef(std::ptr::NonNull::from(g))).ok()
 }
 
 impl GateRef {
@@ -215,7 +224,7 @@ impl GateRef {
 
 /// Dispatch is on for this thread.
 pub(crate) fn on_here() -> bool {
-    GATE.try_with(|g| g.on.get()).unwrap_or(false)
+    gate(|g| g.on.get()).unwrap_or(false)
 }
 
 /// Some thread of the process turned dispatch on: until then a hook's body
@@ -249,7 +258,7 @@ pub(crate) fn enable_for_thread() {
         return;
     }
     let (start, len) = gate::range();
-    let Ok(selector) = GATE.try_with(|g| g.selector.as_ptr() as c_long) else {
+    let Ok(selector) = gate(|g| g.selector.as_ptr() as c_long) else {
         return;
     };
     // SAFETY: the selector lives as long as this thread (its thread-local),
@@ -268,14 +277,14 @@ pub(crate) fn enable_for_thread() {
         unavailable(sys::errno());
         return;
     }
-    let _ = GATE.try_with(|g| g.on.set(true));
+    let _ = gate(|g| g.on.set(true));
     ANY_ON.store(true, Ordering::Relaxed);
 }
 
 /// Turns dispatch off for the calling thread (its scheduler is going away;
 /// its thread-locals may be freed before the thread's last system calls).
 pub(crate) fn disable_for_thread() {
-    if GATE.try_with(|g| g.on.replace(false)).unwrap_or(false) {
+    if gate(|g| g.on.replace(false)).unwrap_or(false) {
         // SAFETY: turning dispatch off touches no memory.
         unsafe {
             sys::raw_syscall!(
@@ -417,9 +426,9 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     let args = ARG_REGS.map(|r| gregs[r]);
     // The hook that takes the call learns it was trapped: glibc may be
     // holding one of its own locks around it (`hooks::real::Guard::trapped`).
-    let _ = GATE.try_with(|g| g.trapped.set(true));
+    let _ = gate(|g| g.trapped.set(true));
     let emulated = crate::hooks::syscall::emulate(nr, args);
-    let _ = GATE.try_with(|g| g.trapped.set(false));
+    let _ = gate(|g| g.trapped.set(false));
     match emulated {
         Some(done) if done.at_once => {
             // No switch, no mask change: `rt_sigreturn` puts back the mask
@@ -437,7 +446,7 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
             // `syscall`; BLOCK comes back at this coroutine's next hook
             // or suspension.
             gregs[REG_RIP] -= 2;
-            let _ = GATE.try_with(|g| g.reblock.set(saved == BLOCK));
+            let _ = gate(|g| g.reblock.set(saved == BLOCK));
             thread_mask_into(uc);
             return;
         }

@@ -20,11 +20,13 @@ pub(crate) mod stack;
 pub(crate) mod symbolize;
 mod task;
 mod timer;
+pub(crate) mod tls;
 
 pub use dump::{RunInfo, Stats, run_info, stats};
 pub use observe::{CoroutineInfo, CoroutineState, WaitInfo, WaitsOn, WorkerInfo};
 pub(crate) use observe::{Family, Label};
 pub use reactor::Direction;
+pub(crate) use reactor::{Readiness, clear_readiness};
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
     Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::ownfd::OwnFd;
-use super::task::{Unparker, Wake};
+use super::task::{Task, Unparker, Wake};
 use crate::fdmap::{FdMap, Zeroable};
 
 /// The token of the cross-thread waker.
@@ -179,9 +179,13 @@ impl Direction {
     }
 }
 
-/// Process-wide facts per fd: its generation and which reactors registered it.
+/// Process-wide facts per fd: its generation, which reactors registered it,
+/// and its readiness cache.
 pub(crate) struct FdReg {
     pub(crate) generation: AtomicU32,
+    /// The readiness cache (`Readiness`): what the last attempts and events
+    /// said, and a tick that every event moves on.
+    readiness: AtomicU32,
     /// Bit `min(id, 63)` set for each reactor holding a registration.
     pub(crate) reactors: AtomicU64,
 }
@@ -190,6 +194,127 @@ pub(crate) struct FdReg {
 unsafe impl Zeroable for FdReg {}
 
 pub(crate) static FD_REGS: FdMap<FdReg> = FdMap::new();
+
+impl FdReg {
+    /// Forgets what was cached: the fd number is about to mean another file
+    /// (or the same one, unseen for a while). Unknown means "try".
+    pub(crate) fn reset_readiness(&self) {
+        // The tick moves on too: a call that began before must not mark idle.
+        let _ = self
+            .readiness
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                Some((cur & !Readiness::BITS).wrapping_add(Readiness::TICK_ONE))
+            });
+    }
+
+    /// Records an event: the directions it reports are worth a try again.
+    fn mark_ready(
+        &self,
+        read: bool,
+        write: bool,
+        read_closed: bool,
+        write_closed: bool,
+        urgent: bool,
+    ) {
+        let mut cleared = 0;
+        let mut sticky = 0;
+        if read {
+            cleared |= Readiness::IDLE_READ;
+        }
+        if write {
+            cleared |= Readiness::IDLE_WRITE;
+        }
+        if read_closed {
+            sticky |= Readiness::READ_CLOSED;
+        }
+        if write_closed {
+            sticky |= Readiness::WRITE_CLOSED;
+        }
+        if urgent {
+            sticky |= Readiness::URGENT;
+        }
+        let _ = self
+            .readiness
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                let tick = (cur & !Readiness::BITS).wrapping_add(Readiness::TICK_ONE);
+                Some(tick | (cur & Readiness::BITS & !cleared) | sticky)
+            });
+    }
+}
+
+/// A snapshot of one fd's readiness cache, taken before an attempt.
+///
+/// Edge-triggered epoll says when something changed, never that nothing is
+/// left; the cache says what the program's own calls found since. A call that
+/// found nothing (EAGAIN, or a TCP read shorter than asked: the kernel copies
+/// until the queue is empty) marks its direction idle, and the next call parks
+/// before trying. Every event the reactor sees moves the tick on and marks its
+/// directions ready; a call marks idle only if the tick is where it was when
+/// the call began (`clear_readiness`), so an event that came in between (on
+/// another worker's reactor) is never erased. Closed and urgent-data states
+/// stay until the fd is closed: no edge follows them, and a short read there
+/// (stopped at end of file or at the urgent mark) leaves data behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Readiness(u32);
+
+impl Readiness {
+    const IDLE_READ: u32 = 1 << 0;
+    const IDLE_WRITE: u32 = 1 << 1;
+    const READ_CLOSED: u32 = 1 << 2;
+    const WRITE_CLOSED: u32 = 1 << 3;
+    const URGENT: u32 = 1 << 4;
+    const BITS: u32 = 0xff;
+    const TICK_ONE: u32 = 1 << 8;
+
+    /// The cache of `fd`: unknown (ready) if no one ever looked.
+    #[inline]
+    pub(crate) fn of(fd: RawFd) -> Readiness {
+        Readiness(
+            FD_REGS
+                .get(fd)
+                .map_or(0, |r| r.readiness.load(Ordering::Acquire)),
+        )
+    }
+
+    /// True when a call for `dir` would find nothing: park before trying.
+    #[inline]
+    pub(crate) fn idle(self, dir: Direction) -> bool {
+        let (idle, closed) = match dir {
+            Direction::Read => (Self::IDLE_READ, Self::READ_CLOSED),
+            Direction::Write => (Self::IDLE_WRITE, Self::WRITE_CLOSED),
+        };
+        self.0 & (idle | closed) == idle
+    }
+
+    /// True when a read shorter than asked emptied the receive queue: no end
+    /// of file or urgent mark was seen, where a read stops short with data left.
+    #[inline]
+    pub(crate) fn short_read_drains(self) -> bool {
+        self.0 & (Self::READ_CLOSED | Self::URGENT) == 0
+    }
+}
+
+/// Marks `dir` of `fd` idle after a call that began when the cache was `seen`
+/// found nothing, unless an event arrived since (the tick moved): then the
+/// next call tries. After an EAGAIN read the queue is empty, so an urgent mark
+/// seen before is behind it.
+pub(crate) fn clear_readiness(fd: RawFd, dir: Direction, seen: Readiness, would_block: bool) {
+    let Some(reg) = FD_REGS.get(fd) else { return };
+    let set = match dir {
+        Direction::Read => Readiness::IDLE_READ,
+        Direction::Write => Readiness::IDLE_WRITE,
+    };
+    let unset = if dir == Direction::Read && would_block {
+        Readiness::URGENT
+    } else {
+        0
+    };
+    let _ = reg
+        .readiness
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+            ((cur ^ seen.0) & !Readiness::BITS == 0).then_some((cur | set) & !unset)
+        });
+}
 
 pub(crate) fn reactor_bit(id: usize) -> u64 {
     1 << id.min(63)
@@ -300,10 +425,12 @@ impl Reactor {
         }
     }
 
-    /// Drops `who` from the waiters of `fd` (after it woke for another reason).
-    pub(crate) fn cancel_wait(&mut self, fd: RawFd, dir: Direction, who: &Unparker) {
+    /// Drops the coroutine `task` from the waiters of `fd` (after it woke for
+    /// another reason).
+    pub(crate) fn cancel_wait(&mut self, fd: RawFd, dir: Direction, task: *const Task) {
         if let Some(slot) = self.slot_mut(fd) {
-            slot.waiters(dir).retain(|w| !w.same_task(who));
+            slot.waiters(dir)
+                .retain(|w| w.task.as_ref().is_none_or(|t| Arc::as_ptr(t) != task));
         }
     }
 
@@ -377,6 +504,15 @@ impl Reactor {
             let has = |b: i32| bits & b as u32 != 0;
             let failed = has(libc::EPOLLERR | libc::EPOLLHUP)
                 || (has(libc::EPOLLIN) && has(libc::EPOLLRDHUP));
+            if let Some(reg) = FD_REGS.get(fd) {
+                reg.mark_ready(
+                    has(libc::EPOLLIN | libc::EPOLLPRI) || failed,
+                    has(libc::EPOLLOUT) || failed,
+                    failed || has(libc::EPOLLRDHUP),
+                    has(libc::EPOLLERR | libc::EPOLLHUP),
+                    has(libc::EPOLLPRI),
+                );
+            }
             for (dir, hit) in [
                 (
                     Direction::Read,
@@ -387,11 +523,12 @@ impl Reactor {
                 if !hit {
                     continue;
                 }
-                let waiters = std::mem::take(slot.waiters(dir));
-                if waiters.is_empty() {
+                if slot.waiters(dir).is_empty() {
                     slot.ready |= dir.bit();
                 }
-                waiters.into_iter().for_each(&mut wake);
+                // Drained, not taken: the next waiter's push reuses the
+                // capacity (a malloc and a free fewer per wake-up).
+                slot.waiters(dir).drain(..).for_each(&mut wake);
             }
         }
         Ok(polled)
@@ -415,5 +552,101 @@ fn wake_all(slot: Slot, why: Wake) {
     } = slot;
     for who in readers.into_iter().chain(writers) {
         who.unpark(why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    /// Fd numbers no test opens, one per test (they run in parallel): the
+    /// cache is plain memory keyed by number.
+    fn reg(fd: RawFd) -> &'static FdReg {
+        FD_REGS.get_or_create(fd).expect("an entry")
+    }
+
+    #[test]
+    fn an_attempt_that_found_nothing_marks_idle_until_the_next_event() {
+        const FD: RawFd = 1000001;
+        reg(FD).reset_readiness();
+        let seen = Readiness::of(FD);
+        assert!(!seen.idle(Direction::Read), "unknown means try");
+        clear_readiness(FD, Direction::Read, seen, true);
+        assert!(Readiness::of(FD).idle(Direction::Read));
+        assert!(!Readiness::of(FD).idle(Direction::Write), "per direction");
+        reg(FD).mark_ready(true, false, false, false, false);
+        assert!(!Readiness::of(FD).idle(Direction::Read));
+    }
+
+    #[test]
+    fn closed_and_urgent_states_stay_until_the_fd_is_reused() {
+        const FD: RawFd = 1000002;
+        reg(FD).reset_readiness();
+        reg(FD).mark_ready(true, false, true, false, false);
+        let seen = Readiness::of(FD);
+        assert!(
+            !seen.short_read_drains(),
+            "end of file queued: a short read leaves it"
+        );
+        clear_readiness(FD, Direction::Read, seen, true);
+        assert!(
+            !Readiness::of(FD).idle(Direction::Read),
+            "a closed side is always tried"
+        );
+        reg(FD).reset_readiness();
+        reg(FD).mark_ready(true, false, false, false, true);
+        let seen = Readiness::of(FD);
+        assert!(!seen.short_read_drains(), "a read stops at the urgent mark");
+        clear_readiness(FD, Direction::Read, seen, true);
+        assert!(
+            Readiness::of(FD).short_read_drains(),
+            "EAGAIN: the mark is behind"
+        );
+    }
+
+    /// Two threads: one begins a read (takes its snapshot) and then clears,
+    /// the other delivers an event after the read began, at a random moment
+    /// before or after the clear. Whichever comes first, the event must
+    /// survive: the next read has to try, or its data waits for an edge that
+    /// already came. With the tick comparison removed from `clear_readiness`
+    /// about half of the rounds fail.
+    #[test]
+    fn an_event_after_a_read_began_survives_its_clear() {
+        const FD: RawFd = 1000003;
+        const ROUNDS: u64 = 20_000;
+        let barrier = Barrier::new(2);
+        let lost = AtomicU64::new(0);
+        let spin = |seed: u64| {
+            for _ in 0..(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) {
+                std::hint::spin_loop();
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for round in 0..ROUNDS {
+                    barrier.wait(); // the read has begun
+                    spin(round);
+                    reg(FD).mark_ready(true, false, false, false, false);
+                    barrier.wait(); // both done
+                    barrier.wait(); // checked
+                }
+            });
+            for round in 0..ROUNDS {
+                reg(FD).reset_readiness();
+                let seen = Readiness::of(FD);
+                barrier.wait();
+                spin(round ^ 0x55);
+                clear_readiness(FD, Direction::Read, seen, false);
+                barrier.wait();
+                if Readiness::of(FD).idle(Direction::Read) {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                }
+                barrier.wait();
+            }
+        });
+        assert_eq!(lost.load(Ordering::Relaxed), 0, "events erased by a clear");
     }
 }

@@ -54,6 +54,15 @@ impl RunQueue {
         self.len.set(self.len.get() + 1);
     }
 
+    /// The task `pop_front` would give next, not taken out.
+    #[inline]
+    pub(crate) fn front(&self) -> Option<&Task> {
+        // SAFETY: a non-null head is a task the queue holds a count of, alive
+        // for as long as it stays queued, which `&self` outlasts only if the
+        // caller pops nothing meanwhile (it only reads the reference at once).
+        unsafe { self.head.get().as_ref() }
+    }
+
     #[inline]
     pub(crate) fn pop_front(&self) -> Option<Arc<Task>> {
         let head = self.head.get();

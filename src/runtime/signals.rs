@@ -36,6 +36,7 @@ thread_local! {
     /// Signals whose handler ran on this thread since the scheduler last
     /// looked: (all of them, those whose handler lacks SA_RESTART). Written
     /// from signal handlers: const, no destructor, one atomic instruction each.
+    /// Per OS thread: reached through `delivered`.
     static DELIVERED: (AtomicU64, AtomicU64) = const { (AtomicU64::new(0), AtomicU64::new(0)) };
     /// Handlers run on this thread: (all, those without SA_RESTART), for plain
     /// threads that block in the real call and must tell a restart from EINTR.
@@ -43,6 +44,20 @@ thread_local! {
     /// Handlers running on this thread now (nested ones count; one left by
     /// `siglongjmp` stays counted, which costs only a system call per query).
     static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `f` on this OS thread's record of delivered signals: a handler that
+/// ran in a coroutine with TLS of its own notes it there too, where the
+/// scheduler looks.
+#[inline]
+fn delivered<R>(f: impl FnOnce(&(AtomicU64, AtomicU64)) -> R) -> Option<R> {
+    DELIVERED
+        .try_with(|d| {
+            // SAFETY: `carrier_copy` gives the same thread-local in this OS
+            // thread's own block, live as long as the thread.
+            f(unsafe { &*super::tls::carrier_copy(d) })
+        })
+        .ok()
 }
 
 /// The kernel's bit for `sig` (0 for a number out of range).
@@ -277,7 +292,7 @@ pub(crate) fn deliver_pending(mask: u64) -> bool {
 /// Only touches const thread-locals: async-signal-safe.
 pub(crate) fn note_signal(sig: libc::c_int, restart: bool) {
     let b = bit(sig);
-    let _ = DELIVERED.try_with(|(all, no_restart)| {
+    let _ = delivered(|(all, no_restart)| {
         if !restart {
             no_restart.fetch_or(b, Ordering::Relaxed);
         }
@@ -440,9 +455,7 @@ impl Signals {
     /// in. A plain load when none was: this runs every scheduler round.
     #[inline]
     pub(super) fn check(&self) {
-        let pending = DELIVERED
-            .try_with(|d| d.0.load(Ordering::Relaxed))
-            .unwrap_or(0);
+        let pending = delivered(|d| d.0.load(Ordering::Relaxed)).unwrap_or(0);
         if pending != 0 {
             self.interrupt();
         }
@@ -451,7 +464,7 @@ impl Signals {
     #[cold]
     #[inline(never)]
     fn interrupt(&self) {
-        let Ok((all, no_restart)) = DELIVERED.try_with(|(all, no_restart)| {
+        let Some((all, no_restart)) = delivered(|(all, no_restart)| {
             let all = all.swap(0, Ordering::Acquire);
             // A handler that runs between the two keeps its bit in both for
             // the next check.

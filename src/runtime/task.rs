@@ -75,6 +75,8 @@ pub(crate) struct Task {
     pub(crate) co: UnsafeCell<Option<Co>>,
     pub(crate) yielder: Cell<*const Yielder<(), ()>>,
     pub(crate) errno: Cell<i32>,
+    /// The thread pointer of its own TLS block (`tls`), 0 for the carrier's.
+    pub(crate) tls: Cell<usize>,
     pub(crate) state: Cell<State>,
     /// Bumped at every park: a wake-up carrying an older value is stale.
     pub(crate) park_seq: Cell<u64>,
@@ -122,6 +124,9 @@ pub(crate) struct Task {
     pub(crate) live_next: Cell<*const Task>,
     /// Itself, while it is parked: see `Scheduler::live_head`.
     pub(crate) held: Cell<Option<Arc<Task>>>,
+    /// Where its stack was when it last switched out (0: never): the frames
+    /// its resumption returns through lie just above.
+    pub(crate) stack_hint: Cell<usize>,
 }
 
 impl Task {
@@ -133,6 +138,7 @@ impl Task {
             co: UnsafeCell::new(co),
             yielder: Cell::new(ptr::null()),
             errno: Cell::new(0),
+            tls: Cell::new(0),
             state: Cell::new(State::Runnable),
             park_seq: Cell::new(0),
             wake: Cell::new(Wake::Ready),
@@ -154,6 +160,7 @@ impl Task {
             live_prev: Cell::new(ptr::null()),
             live_next: Cell::new(ptr::null()),
             held: Cell::new(None),
+            stack_hint: Cell::new(0),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! loadgen --port P --conns C [--size 64] [--warmup 1] [--duration 5]
-//!         [--server-pid PID] [--server NAME]
+//!         [--server-pid PID] [--server NAME] [--perf PERF] [--count-secs 2]
 //! ```
 //!
 //! Opens C connections to 127.0.0.1:P (blocking connects, one after another),
@@ -23,6 +23,13 @@
 //! 1.0, the rate measured is the generator's, not the server's, and the
 //! server's CPU seconds per 100k round trips are the figure that still
 //! compares servers.
+//!
+//! With `--perf` (the perf binary) it also counts the server's system calls
+//! per round trip (`perf stat` on the syscall tracepoints, attached to the
+//! server): for COUNT seconds (`--count-secs`, default 2) after the measured
+//! window, the load going on as before, so that the tracing does not slow
+//! the measured window; divided by the round trips completed between enabling
+//! and disabling the counters.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
@@ -36,7 +43,108 @@ use patchall_bench::{
 };
 
 const USAGE: &str = "loadgen --port P --conns C [--size 64] [--warmup 1] [--duration 5] \
-                     [--server-pid PID] [--server NAME]";
+                     [--server-pid PID] [--server NAME] [--perf PERF] [--count-secs 2]";
+
+/// The system calls counted per round trip: (tracepoint, JSON key). Reads and
+/// writes of every family the servers use; the epoll waits summed.
+const SYSCALLS: [(&str, &str); 7] = [
+    ("recvfrom", "recvfrom"),
+    ("read", "read"),
+    ("sendto", "sendto"),
+    ("write", "write"),
+    ("epoll_wait", "epoll_wait"),
+    ("epoll_pwait", "epoll_wait"),
+    ("io_uring_enter", "io_uring_enter"),
+];
+
+/// `perf stat` attached to the server, its counters enabled and disabled
+/// through a control fifo.
+struct SyscallCounter {
+    child: std::process::Child,
+    ctl: std::fs::File,
+    ack: std::fs::File,
+    out: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl SyscallCounter {
+    fn start(perf: &str, pid: u32) -> io::Result<SyscallCounter> {
+        let dir = std::env::temp_dir().join(format!("loadgen-perf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (ctl, ack, out) = (dir.join("ctl"), dir.join("ack"), dir.join("out"));
+        for fifo in [&ctl, &ack] {
+            let _ = std::fs::remove_file(fifo);
+            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a NUL-terminated path.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let events: Vec<String> = SYSCALLS
+            .iter()
+            .map(|(t, _)| format!("syscalls:sys_enter_{t}"))
+            .collect();
+        let child = std::process::Command::new(perf)
+            .args([
+                "stat",
+                "-x",
+                ",",
+                "--delay=-1",
+                "-e",
+                &events.join(","),
+                "-p",
+            ])
+            .arg(pid.to_string())
+            .arg("--control")
+            .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+            .arg("-o")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        // Read-write on our side: opening never waits for perf's.
+        let open = |p: &std::path::Path| std::fs::OpenOptions::new().read(true).write(true).open(p);
+        Ok(SyscallCounter {
+            child,
+            ctl: open(&ctl)?,
+            ack: open(&ack)?,
+            out,
+            dir,
+        })
+    }
+
+    /// Sends `enable` or `disable` and waits for perf's acknowledgement.
+    fn command(&mut self, what: &str) -> io::Result<()> {
+        self.ctl.write_all(format!("{what}\n").as_bytes())?;
+        let mut buf = [0u8; 4];
+        self.ack.read_exact(&mut buf)?;
+        Ok(())
+    }
+
+    /// Stops perf; the counts by JSON key.
+    fn finish(mut self) -> io::Result<Vec<(&'static str, f64)>> {
+        // SAFETY: kill with a pid of our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        self.child.wait()?;
+        let text = std::fs::read_to_string(&self.out)?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let mut counts: Vec<(&'static str, f64)> = Vec::new();
+        for (tracepoint, key) in SYSCALLS {
+            let event = format!("syscalls:sys_enter_{tracepoint}");
+            let n = text
+                .lines()
+                .map(|l| l.split(',').collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[2] == event)
+                .and_then(|f| f[0].parse::<f64>().ok())
+                .ok_or_else(|| io::Error::other(format!("perf counted no {event}")))?;
+            match counts.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => *v += n,
+                None => counts.push((key, n)),
+            }
+        }
+        Ok(counts)
+    }
+}
 
 /// Longest a connect, or the first round trip on every connection, may take.
 const SETUP_LIMIT: Duration = Duration::from_secs(120);
@@ -146,6 +254,8 @@ fn main() -> io::Result<()> {
     let duration = Duration::from_secs_f64(args.get("duration", 5.0));
     let server_pid: u32 = args.get("server-pid", 0);
     let server = args.get("server", String::from("?"));
+    let perf = args.get("perf", String::new());
+    let count_secs = Duration::from_secs_f64(args.get("count-secs", 2.0));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // The server's own figures; 0 (no pid) reads nothing.
     let of_server = |field: &str| {
@@ -235,6 +345,15 @@ fn main() -> io::Result<()> {
     let (mut cpu_start, mut own_start, mut busy_start) = (None, 0.0, None);
     let mut in_window = false;
     let mut threads = None;
+    let mut completed: u64 = 0;
+    // Attached now, its counters off: enabling them later makes the generator
+    // wait for perf's acknowledgement only, while the server goes on serving.
+    let mut counter = (!perf.is_empty() && server_pid != 0 && !count_secs.is_zero())
+        .then(|| SyscallCounter::start(&perf, server_pid))
+        .and_then(|r| r.inspect_err(|e| eprintln!("loadgen: perf: {e}")).ok());
+    let mut counted_from = None;
+    let mut syscalls = None;
+    let mut window = None;
     loop {
         let now = Instant::now();
         if !in_window && now >= window_start {
@@ -246,22 +365,49 @@ fn main() -> io::Result<()> {
         if threads.is_none() && now >= middle {
             threads = of_server("Threads");
         }
-        if now >= window_end {
-            break;
+        if window.is_none() && now >= window_end {
+            // The window's figures, before the counting that follows it.
+            window = Some((
+                (now - window_start).as_secs_f64(),
+                server_cpu(),
+                own_cpu_seconds() - own_start,
+                machine_busy_seconds(),
+                of_server("VmHWM"),
+                of_server("VmRSS"),
+            ));
+            if let Some(c) = counter.as_mut() {
+                match c.command("enable") {
+                    Ok(()) => counted_from = Some((completed, Instant::now())),
+                    Err(e) => eprintln!("loadgen: perf: {e}"),
+                }
+            }
+        }
+        if window.is_some() {
+            let Some((from, since)) = counted_from.filter(|_| counter.is_some()) else {
+                break;
+            };
+            if now >= since + count_secs {
+                let mut c = counter.take().expect("checked");
+                let trips = completed - from;
+                match c.command("disable").and_then(|()| c.finish()) {
+                    Ok(counts) if trips > 0 => syscalls = Some((counts, trips)),
+                    Ok(_) => eprintln!("loadgen: no round trips while counting"),
+                    Err(e) => eprintln!("loadgen: perf: {e}"),
+                }
+                break;
+            }
         }
         generator.turn(Duration::from_millis(20), &mut buf, |g, i, latency, now| {
+            completed += 1;
             if now >= window_start && now < window_end {
                 latencies.push(latency.as_nanos() as u64);
             }
             g.send(i, now);
         })?;
     }
-    let elapsed = (Instant::now() - window_start).as_secs_f64();
-    let cpu_end = server_cpu();
-    let own = own_cpu_seconds() - own_start;
-    let busy = busy_start.zip(machine_busy_seconds()).map(|(a, b)| b - a);
-    let hwm = of_server("VmHWM");
-    let rss = of_server("VmRSS");
+    let (elapsed, cpu_end, own, busy_end, hwm, rss) =
+        window.expect("the loop ends after the window");
+    let busy = busy_start.zip(busy_end).map(|(a, b)| b - a);
     latencies.sort_unstable();
     let trips = latencies.len() as f64;
     let cpu = cpu_start.zip(cpu_end).map(|(a, b)| b - a);
@@ -308,6 +454,25 @@ fn main() -> io::Result<()> {
         .num("loadgen_cpu_s", Some(own))
         .num("loadgen_cpu_util", Some(own / elapsed))
         .num("others_cpu_cores", others);
+    let per_trip = |key: &str| {
+        syscalls.as_ref().and_then(|(counts, trips)| {
+            counts
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, n)| n / *trips as f64)
+        })
+    };
+    let report = report
+        .num(
+            "syscalls_counted_trips",
+            syscalls.as_ref().map(|(_, t)| *t as f64),
+        )
+        .num("recvfrom_per_rt", per_trip("recvfrom"))
+        .num("read_per_rt", per_trip("read"))
+        .num("sendto_per_rt", per_trip("sendto"))
+        .num("write_per_rt", per_trip("write"))
+        .num("epoll_wait_per_rt", per_trip("epoll_wait"))
+        .num("io_uring_enter_per_rt", per_trip("io_uring_enter"));
     println!("{report}");
     Ok(())
 }

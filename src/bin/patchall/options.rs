@@ -150,6 +150,15 @@ pub static OPTIONS: &[Opt] = &[
                inside glibc) with Syscall User Dispatch",
     },
     Opt {
+        name: "--green-tls",
+        metavar: "own|shared",
+        var: Some("PATCHALL_GREEN_TLS"),
+        kind: Kind::Choice(&["own", "shared"]),
+        scope: VARS,
+        help: "each green thread has its own thread-local storage (own) or shares \
+               its OS thread's (shared)",
+    },
+    Opt {
         name: "--monitor",
         metavar: "D",
         var: Some("PATCHALL_MONITOR"),

@@ -26,6 +26,9 @@
 //! one entered before — on a shared OS thread, another worker's isolate, maybe
 //! disposed already (SIGSEGV in `Isolate::Exit` on one worker, every time).
 //!
+//! With `PATCHALL_GREEN_TLS=own` (and own TLS available) each green thread has
+//! its own thread-locals, and std's threads are green threads too.
+//!
 //! `PATCHALL_NATIVE_THREADS` adds comma-separated patterns: a start routine
 //! stays native if its symbol name (`.symtab` or `.dynsym`) or the path of its
 //! object contains one.
@@ -144,6 +147,9 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
     } else {
         String::from_utf8_lossy(name).into_owned()
     };
+    // With TLS of their own, std's threads keep their identity per green
+    // thread, as natively.
+    let rust = !crate::runtime::tls::wanted();
     let mut object = Object {
         map,
         all: matches_any(path.as_bytes(), patterns),
@@ -156,7 +162,7 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
     match symbols(bytes, SHT_SYMTAB) {
         Some(symbols) => {
             for (value, _, sym) in symbols {
-                if is_rust_thread_start(sym)
+                if (rust && is_rust_thread_start(sym))
                     || keeps_state_in_tls(sym)
                     || matches_any(sym, patterns)
                 {
@@ -164,7 +170,7 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
                 }
             }
         }
-        None => object.all |= matches_any(bytes, &["RUST_MIN_STACK".into()]),
+        None => object.all |= rust && matches_any(bytes, &["RUST_MIN_STACK".into()]),
     }
     object
 }

@@ -94,7 +94,9 @@ fn run_as_coroutine(main: Main, argc: c_int, argv: usize, envp: usize) -> Option
     let rec = GreenThread::alloc(true, false, stack).ok()?;
     let addr = rec.addr();
     let spawned = runtime::with_scheduler(|s| {
-        s.spawn(Some("main".into()), Some(stack), move || {
+        // `main` keeps the OS thread's own TLS, which the program's
+        // constructors set up.
+        s.spawn_tls(Some("main".into()), Some(stack), Some(false), move || {
             body(addr, main, argc, argv, envp)
         })
     });
