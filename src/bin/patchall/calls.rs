@@ -443,6 +443,28 @@ pub static GROUPS: &[Group] = &[
         ],
     ),
     group(
+        Quiet,
+        true,
+        "with own TLS per green thread, run on the OS thread's descriptor (glibc's setxid walks its thread list)",
+        &[
+            "setuid",
+            "setgid",
+            "seteuid",
+            "setegid",
+            "setreuid",
+            "setregid",
+            "setresuid",
+            "setresgid",
+            "setgroups",
+        ],
+    ),
+    group(
+        Quiet,
+        true,
+        "with own TLS per green thread, a library's initial-exec TLS gets room in every green thread's block",
+        &["dlopen"],
+    ),
+    group(
         Sometimes,
         true,
         "a record-lock wait (F_SETLKW, F_OFD_SETLKW) blocks",
