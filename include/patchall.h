@@ -127,9 +127,9 @@ int pa_run(void);
  * of the process to fd: id, name or start routine, state (running, runnable,
  * parked) and, for a parked one, the call it waits in (read, recv, accept,
  * mutex, join, sleep...), its fd and direction, address or deadline, and for
- * how long. The same text PATCHALL_DUMP_SIGNAL prints on stderr; see the
- * README's "When something hangs". Safe to call anywhere: in a coroutine it
- * parks while other worker threads answer (at most a second each). Wait times
+ * how long. The same text PATCHALL_DUMP_SIGNAL prints on stderr; see
+ * docs/hangs.md. Safe to call anywhere: in a coroutine it parks while other
+ * worker threads answer (at most a second each). Wait times
  * are known for waits that began once timing was on: from the start with
  * PATCHALL_DUMP_SIGNAL, PATCHALL_DUMP or PATCHALL_STATS set, else from the
  * first call of this function on.

@@ -5,7 +5,7 @@
 //! never by a pointer: ids are never reused, so joining twice, joining a detached
 //! coroutine or passing garbage gives `ESRCH` instead of a use-after-free.
 //!
-//! No panic crosses the C ABI (DESIGN.md, contract 7): every function runs its
+//! No panic crosses the C ABI (docs/DESIGN.md, contract 7): every function runs its
 //! body under `catch_unwind` and turns a panic, which can only be a bug of ours,
 //! into `ENOTRECOVERABLE` (or a failed spawn).
 

@@ -651,12 +651,14 @@ fn help_options() -> Vec<(String, Option<String>)> {
     found
 }
 
-/// README's table of `patchall run` options is the one `--help` prints.
+/// docs/configuration.md's table of `patchall run` options is the one `--help`
+/// prints.
 #[test]
 fn readme_lists_every_option() {
-    let readme = std::fs::read_to_string(common::root().join("README.md")).expect("README.md");
+    let doc = std::fs::read_to_string(common::root().join("docs/configuration.md"))
+        .expect("docs/configuration.md");
     let mut documented = Vec::new();
-    for line in readme.lines() {
+    for line in doc.lines() {
         let Some(rest) = line.strip_prefix("| `--") else {
             continue;
         };
@@ -675,7 +677,7 @@ fn readme_lists_every_option() {
     documented.sort();
     assert_eq!(
         documented, help,
-        "README's option table (`| \\`--name ...\\` | \\`VAR\\` |` rows) differs from --help"
+        "docs/configuration.md's option table (`| \\`--name ...\\` | \\`VAR\\` |` rows) differs from --help"
     );
 }
 

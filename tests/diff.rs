@@ -13,8 +13,9 @@
 //! A mode written with a trailing `?` (`green1,green2?`) may or may not
 //! differ from run to run (a race in patchall, not in the scenario): never
 //! stale. The test fails on a difference not listed, on a listed one that no
-//! longer occurs (a stale line), and on a `by-design` line whose scenario README.md
-//! does not name (README's list of differences kept by design is this file's).
+//! longer occurs (a stale line), and on a `by-design` line whose scenario
+//! docs/limits.md does not name (its list of differences kept by design is this
+//! file's).
 //!
 //! Switches (environment):
 //! - `PATCHALL_DIFF_ONLY=GLOB[,GLOB...]`: run only the matching scenarios
@@ -411,15 +412,16 @@ fn differential_suite() {
     assert_eq!(names.len(), all.len(), "a scenario name is listed twice");
 
     let differences = read_differences(&root().join("tests/diff"));
-    let readme = std::fs::read_to_string(root().join("README.md")).expect("read README.md");
+    let limits =
+        std::fs::read_to_string(root().join("docs/limits.md")).expect("read docs/limits.md");
     let mut problems: Vec<String> = Vec::new();
     for (name, l) in &differences {
         if !names.contains(name.as_str()) {
             problems.push(format!("{}: {name} is no scenario: remove it", l.at));
         }
-        if l.kind == "by-design" && !readme.contains(name.as_str()) {
+        if l.kind == "by-design" && !limits.contains(name.as_str()) {
             problems.push(format!(
-                "{}: {name} is by-design but README.md does not name it \
+                "{}: {name} is by-design but docs/limits.md does not name it \
                  (its list of differences kept by design must hold `{name}`)",
                 l.at
             ));

@@ -66,7 +66,7 @@ fn a_chat_server_whose_every_thread_uses_stdio_on_sockets_serves_500_clients() {
 
 /// Two green threads of one OS thread share glibc's thread descriptor, so
 /// the FILE lock (recursive, keyed by that descriptor) lets the second in
-/// while the first is parked in a flush: the README's limit. On two workers
+/// while the first is parked in a flush: docs/limits.md's limit. On two workers
 /// the writers are on different OS threads and the lock excludes: its waiter
 /// parks on the futex (`runtime::futex`) and every line arrives whole, once,
 /// in order. Blocking that worker in the kernel instead deadlocked (measured):

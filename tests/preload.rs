@@ -1,6 +1,6 @@
 //! The preload face: `libpatchall.so` under `LD_PRELOAD`, outside coroutines.
 //!
-//! Contract 1 of DESIGN.md: a preloaded program that never spawns behaves exactly
+//! Contract 1 of docs/DESIGN.md: a preloaded program that never spawns behaves exactly
 //! as without the preload. The C probes in `tests/c/` print one deterministic line
 //! per scenario; each runs plain and preloaded, in three compile variants, and the
 //! two runs must match each other and the probe's `.expected` file. Real programs
@@ -15,7 +15,7 @@ use std::process::Command;
 
 use common::{Outcome, TempDir, first_difference, preload_lib, root, run, same_outcome};
 
-/// Every symbol the library must export (DESIGN.md: "hook every alias").
+/// Every symbol the library must export (docs/DESIGN.md: "hook every alias").
 const REQUIRED_SYMBOLS: &[&str] = &[
     "read",
     "write",

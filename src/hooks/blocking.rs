@@ -1,7 +1,7 @@
 //! The one loop every blocking hook shares: decide how to make the call without
 //! blocking the thread, try it, park on EAGAIN, retry.
 //!
-//! Preference order inside a coroutine, after contract 3 and 4 of DESIGN.md:
+//! Preference order inside a coroutine, after contracts 3 and 4 of docs/DESIGN.md:
 //! 1. the user asked for non-blocking (O_NONBLOCK, MSG_DONTWAIT…): forward as is;
 //! 2. a socket call that takes flags: add MSG_DONTWAIT for this call only;
 //! 3. an fd we created: set O_NONBLOCK once (we hide it from F_GETFL);

@@ -234,7 +234,7 @@ pub(crate) fn set_own_mask(mask: u64) {
     if mask != old {
         let masks = &sched.signals.masks;
         // A handler that interrupted a change of this thread's counts cannot
-        // make one of its own: its change is dropped (README: approximate).
+        // make one of its own: its change is dropped (docs/limits.md: approximate).
         masks.changing(|| {
             task.sigmask.set(Some(mask));
             masks.count(old, false);

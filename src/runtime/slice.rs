@@ -1,4 +1,4 @@
-//! Time slices (contract 12 of DESIGN.md): a coroutine whose hooked calls keep
+//! Time slices (contract 12 of docs/DESIGN.md): a coroutine whose hooked calls keep
 //! completing at once — an event loop whose `epoll_wait` always finds an fd
 //! ready, an accept loop on EMFILE — yields at least once per slice
 //! (`PATCHALL_TIMESLICE`), as Go asks a goroutine to after 10 ms.

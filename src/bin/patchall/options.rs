@@ -396,7 +396,7 @@ fn show(d: Duration) -> String {
     }
 }
 
-/// `--stack-size`'s value, as the help and README give it: a whole number of
+/// `--stack-size`'s value, as the help and docs/configuration.md give it: a whole number of
 /// bytes, or of KiB, MiB or GiB with the suffix `k`, `m` or `g` (either case);
 /// nothing else (no spaces, no `kb`), from `min` to `max`.
 fn stack_size(given: &str, min: usize, max: usize) -> Result<usize, Failure> {
