@@ -715,6 +715,12 @@ fn semaphore_counts_and_times_out() {
     let ticker = Ticker::start();
     let ticks = ticker.ticks.clone();
     let s2 = s.clone();
+    // The waiter says when it is about to block; the poster says when it posts.
+    let (blocking, posted) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (blocking2, posted2) = (blocking.clone(), posted.clone());
     let h = patchall::spawn(move || {
         // SAFETY: valid semaphore and timespecs.
         unsafe {
@@ -747,22 +753,26 @@ fn semaphore_counts_and_times_out() {
             );
             assert_eq!(errno(), EINVAL);
             // Blocks until the poster below.
-            let start = Instant::now();
+            blocking2.store(true, SeqCst);
             assert_eq!(libc::sem_wait(s2.ptr()), 0);
-            start.elapsed()
+            posted2.load(SeqCst)
         }
     })
     .unwrap();
     let s3 = s.clone();
     let poster = patchall::spawn(move || {
-        patchall::sleep(Duration::from_millis(120));
+        while !blocking.load(SeqCst) {
+            patchall::sleep(Duration::from_millis(1));
+        }
+        // Long enough for the waiter to be parked in sem_wait.
+        patchall::sleep(Duration::from_millis(30));
+        posted.store(true, SeqCst);
         // SAFETY: valid semaphore.
         assert_eq!(unsafe { libc::sem_post(s3.ptr()) }, 0);
     })
     .unwrap();
     poster.join().unwrap();
-    let waited = h.join().unwrap();
-    assert!(waited >= Duration::from_millis(30), "waited {waited:?}");
+    assert!(h.join().unwrap(), "sem_wait returned before the post");
     assert_eq!(value(&s), 0);
     ticker.stop();
 
