@@ -162,8 +162,3 @@ pub(crate) fn block<T>(
     };
     (Some(w), wake)
 }
-
-/// `now + dur`, or None (never) beyond `Instant`'s range.
-pub(crate) fn deadline_after(dur: Duration) -> Option<Instant> {
-    Instant::now().checked_add(dur)
-}
