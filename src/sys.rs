@@ -1,4 +1,5 @@
-//! The narrow seam to the OS that every layer may use: errno, raw diagnostics.
+//! The narrow seam to the OS that every layer may use: errno, raw system calls
+//! and diagnostics, futex(2) (`futex`), time conversions (`time`).
 //!
 //! Everything here is safe to call from a hook, from a signal handler and before
 //! any constructor has run: no allocation, no locks, no std I/O.

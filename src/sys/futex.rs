@@ -98,3 +98,58 @@ pub(crate) fn wake(addr: usize, n: i32) -> bool {
     };
     r.is_ok_and(|woken| woken > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn wait_returns_at_once_when_the_word_differs_and_times_out_otherwise() {
+        let word = AtomicU32::new(1);
+        // SAFETY: a live, aligned word of ours.
+        assert_eq!(unsafe { wait(word.as_ptr(), 0, Until::Woken) }, Ok(()));
+        let t = Instant::now();
+        set_errno(12345);
+        // SAFETY: as above.
+        let r = unsafe { wait(word.as_ptr(), 1, Until::For(Duration::from_millis(20))) };
+        assert_eq!(r, Err(ETIMEDOUT));
+        assert_eq!(errno(), 12345, "the failed system call's errno is not left");
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        let past = timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        for clock in [libc::CLOCK_MONOTONIC, libc::CLOCK_REALTIME] {
+            // SAFETY: as above.
+            let r = unsafe { wait(word.as_ptr(), 1, Until::At(clock, &past)) };
+            assert_eq!(r, Err(ETIMEDOUT));
+        }
+    }
+
+    #[test]
+    fn wake_ends_a_wait() {
+        let word = Arc::new(AtomicU32::new(0));
+        assert!(!wake(word.as_ptr() as usize, 1));
+        let w = word.clone();
+        let waiter = std::thread::spawn(move || {
+            while w.load(SeqCst) == 0 {
+                // SAFETY: a live, aligned word shared through the Arc.
+                let _ = unsafe { wait(w.as_ptr(), 0, Until::For(Duration::from_secs(10))) };
+            }
+        });
+        std::thread::sleep(Duration::from_millis(10));
+        word.store(1, SeqCst);
+        let t = Instant::now();
+        while !waiter.is_finished() {
+            wake(word.as_ptr() as usize, i32::MAX);
+            std::thread::yield_now();
+        }
+        waiter.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -79,3 +79,67 @@ pub(crate) fn deadline_at(
     let left = u64::try_from((nanos(at) - nanos(&now)).max(0)).unwrap_or(u64::MAX);
     Ok(Some(deadline_after(Duration::from_nanos(left))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_timespec_splits_and_saturates() {
+        let ts = to_timespec(Duration::new(3, 250));
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (3, 250));
+        let ts = to_timespec(Duration::MAX);
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (libc::time_t::MAX, 999_999_999));
+    }
+
+    #[test]
+    fn timespec_after_carries_nanoseconds_and_saturates() {
+        let before = clock_now(libc::CLOCK_MONOTONIC).unwrap();
+        let at = timespec_after(libc::CLOCK_MONOTONIC, Duration::new(2, 999_999_999));
+        assert!((0..NANOS).contains(&at.tv_nsec), "{}", at.tv_nsec);
+        let ns = |t: &timespec| i128::from(t.tv_sec) * i128::from(NANOS) + i128::from(t.tv_nsec);
+        let ahead = ns(&at) - ns(&before);
+        assert!(
+            (2_999_999_999..60 * i128::from(NANOS)).contains(&ahead),
+            "{ahead}"
+        );
+        let far = timespec_after(libc::CLOCK_MONOTONIC, Duration::MAX);
+        assert_eq!(far.tv_sec, libc::time_t::MAX);
+    }
+
+    #[test]
+    fn deadline_at_checks_the_timespec_and_clamps_the_past() {
+        assert_eq!(
+            deadline_at(libc::CLOCK_REALTIME, std::ptr::null()),
+            Ok(None)
+        );
+        let bad = timespec {
+            tv_sec: 0,
+            tv_nsec: NANOS,
+        };
+        assert_eq!(deadline_at(libc::CLOCK_REALTIME, &bad), Err(libc::EINVAL));
+        assert_eq!(
+            deadline_at(
+                -1,
+                &timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0
+                }
+            ),
+            Err(libc::EINVAL)
+        );
+        let past = timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        let at = deadline_at(libc::CLOCK_REALTIME, &past).unwrap().unwrap();
+        assert!(at <= Instant::now());
+        let soon = timespec_after(libc::CLOCK_MONOTONIC, Duration::from_secs(30));
+        let at = deadline_at(libc::CLOCK_MONOTONIC, &soon).unwrap().unwrap();
+        let left = at.saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(20) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
+    }
+}
