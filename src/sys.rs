@@ -1,18 +1,19 @@
-//! The narrow seam to the OS that every layer may use: errno, raw diagnostics.
+//! The narrow seam to the OS that every layer may use: errno, raw system calls
+//! and diagnostics, futex(2) (`futex`), time conversions (`time`).
 //!
 //! Everything here is safe to call from a hook, from a signal handler and before
 //! any constructor has run: no allocation, no locks, no std I/O.
 
-use std::time::{Duration, Instant};
-
-use libc::{c_int, clockid_t, timespec};
-
+pub(crate) mod futex;
 #[cfg(target_arch = "x86_64")]
 #[path = "sys/gate_x86_64.rs"]
 pub(crate) mod gate;
 #[cfg(not(target_arch = "x86_64"))]
 #[path = "sys/gate_other.rs"]
 pub(crate) mod gate;
+pub(crate) mod time;
+
+pub(crate) use time::{deadline_after, deadline_at, timespec_duration, to_timespec};
 
 /// An argument of a raw system call: whatever libc's variadic `syscall`
 /// accepted at our call sites (integers, pointers, references), as a register.
@@ -127,48 +128,6 @@ pub(crate) fn diag(parts: &[&[u8]]) {
     }
 }
 
-/// `d` from now. Beyond `Instant`'s range (`tv_sec` near `time_t::MAX`) the
-/// deadline becomes a century away, which a process cannot tell from never.
-pub(crate) fn deadline_after(d: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    let now = Instant::now();
-    now.checked_add(d).unwrap_or(now + CENTURY)
-}
-
-/// What the kernel accepts as a timespec (`timespec64_valid`): `tv_sec >= 0`,
-/// `0 <= tv_nsec < 1e9`. None for anything it rejects with EINVAL.
-pub(crate) fn timespec_duration(ts: &timespec) -> Option<Duration> {
-    let secs = u64::try_from(ts.tv_sec).ok()?;
-    let nanos = u32::try_from(ts.tv_nsec)
-        .ok()
-        .filter(|&n| n < 1_000_000_000)?;
-    Some(Duration::new(secs, nanos))
-}
-
-/// Converts an absolute `clock` time to a deadline; EINVAL for a bad timespec.
-pub(crate) fn deadline_at(
-    clock: clockid_t,
-    abstime: *const timespec,
-) -> Result<Option<Instant>, c_int> {
-    // SAFETY: null or the caller's readable timespec.
-    let Some(at) = (unsafe { abstime.as_ref() }) else {
-        return Ok(None);
-    };
-    if !(0..1_000_000_000).contains(&at.tv_nsec) {
-        return Err(libc::EINVAL);
-    }
-    let mut now = timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
-        return Err(libc::EINVAL);
-    }
-    let nanos = |t: &timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
-    let left = u64::try_from((nanos(at) - nanos(&now)).max(0)).unwrap_or(u64::MAX);
-    Ok(Some(deadline_after(Duration::from_nanos(left))))
-}
 /// Formats `n` in decimal into `buf`, returning the digits (no allocation).
 pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();

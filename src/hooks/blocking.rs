@@ -230,10 +230,7 @@ pub(crate) fn block_in_poll(
             revents: 0,
         };
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let ts = left.map(|d| libc::timespec {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_nsec: d.subsec_nanos() as libc::c_long,
-        });
+        let ts = left.map(crate::sys::to_timespec);
         let ts_ptr = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);

@@ -20,7 +20,8 @@ use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 use super::real::Guard;
 use crate::runtime::{self, Wake};
 use crate::sys::set_errno;
-pub(super) use crate::sys::{deadline_after, timespec_duration};
+use crate::sys::time::clock_now;
+pub(super) use crate::sys::{deadline_after, timespec_duration, to_timespec};
 
 /// The hook guard, when the caller is a coroutine and not our own code: None
 /// means "forward to the real call".
@@ -37,14 +38,6 @@ fn requested(req: *const timespec) -> Option<Duration> {
     // SAFETY: non-null: the caller passes a readable timespec, as the real call
     // requires (a wild pointer faults here instead of giving EFAULT).
     timespec_duration(unsafe { req.as_ref() }?)
-}
-
-/// `d` as a timespec, saturating at `time_t::MAX` seconds.
-pub(super) fn to_timespec(d: Duration) -> timespec {
-    timespec {
-        tv_sec: d.as_secs().try_into().unwrap_or(libc::time_t::MAX),
-        tv_nsec: d.subsec_nanos().into(),
-    }
 }
 
 /// Parks the running coroutine until `deadline`; a deadline already passed only
@@ -100,16 +93,8 @@ fn measurable(clock: clockid_t) -> bool {
 }
 
 /// `clock`'s reading, None if it fails or lies before its epoch.
-fn clock_now(clock: clockid_t) -> Option<Duration> {
-    let mut now = timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `now`.
-    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
-        return None;
-    }
-    timespec_duration(&now)
+fn clock_reading(clock: clockid_t) -> Option<Duration> {
+    timespec_duration(&clock_now(clock)?)
 }
 
 /// Parks until `clock` reads at least `target`, as `TIMER_ABSTIME` does; `now`
@@ -124,7 +109,7 @@ fn park_until_clock(
     let mut left = target.saturating_sub(now);
     loop {
         park_until(guard, deadline_after(left))?;
-        left = target.saturating_sub(clock_now(clock).unwrap_or(target));
+        left = target.saturating_sub(clock_reading(clock).unwrap_or(target));
         if left.is_zero() {
             return Ok(());
         }
@@ -217,7 +202,7 @@ hook! {
         } else {
             // The clock cannot be read (CLOCK_TAI on an old kernel): the real
             // call knows best.
-            let Some(now) = clock_now(clock) else { return forward() };
+            let Some(now) = clock_reading(clock) else { return forward() };
             park_until_clock(&guard, clock, d, now)
         };
         slept.err().unwrap_or(0)

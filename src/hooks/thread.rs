@@ -41,6 +41,7 @@ use crate::config::{StackMode, config};
 use crate::runtime::control::{self, TaskHandle, TaskHome};
 use crate::runtime::{self, Breaks, Wake, parking, stack::GUARD_GAP};
 use crate::sys::deadline_at;
+use crate::sys::futex::{self, Until};
 
 mod keys;
 mod native;
@@ -245,7 +246,7 @@ impl GreenThread {
         }
         // A joiner may free the record from here on: only addresses are used.
         parking::unpark_all(addr);
-        futex_wake_all(word);
+        futex::wake(word as usize, i32::MAX);
         false
     }
 }
@@ -585,7 +586,9 @@ fn wait_finished(rec: &GreenThread, deadline: Option<Instant>) -> Result<(), c_i
                 _ => return Err(libc::ETIMEDOUT),
             },
         };
-        futex_wait(&rec.state, state, left);
+        let until = left.map_or(Until::Woken, Until::For);
+        // SAFETY: the record's live, aligned state word.
+        let _ = unsafe { futex::wait(rec.state.as_ptr(), state, until) };
     }
 }
 
@@ -1065,38 +1068,5 @@ pub unsafe extern "C-unwind" fn __pthread_unwind_next(buf: *mut c_void) -> ! {
         // SAFETY: forwarding the caller's argument.
         Some(real) => unsafe { real(buf) },
         None => std::process::abort(),
-    }
-}
-
-/// Wakes every futex waiter on `word` (threads of this process).
-fn futex_wake_all<T>(word: *const T) {
-    // SAFETY: FUTEX_WAKE only uses the address as a key; it never dereferences
-    // memory we do not own (EFAULT at worst, ignored).
-    unsafe {
-        crate::sys::raw_syscall!(
-            libc::SYS_futex,
-            word,
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            c_int::MAX,
-        );
-    }
-}
-
-/// Blocks the OS thread while `word` holds `expected`, at most `timeout`.
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|d| timespec {
-        tv_sec: d.as_secs().try_into().unwrap_or(libc::time_t::MAX),
-        tv_nsec: d.subsec_nanos().into(),
-    });
-    let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| t as *const timespec);
-    // SAFETY: a live futex word and an optional valid relative timeout.
-    unsafe {
-        crate::sys::raw_syscall!(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            ts_ptr,
-        );
     }
 }

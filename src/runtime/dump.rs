@@ -142,10 +142,7 @@ fn pause(park: bool) {
         sleep_until(Instant::now() + STEP);
         return;
     }
-    let ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: STEP.as_nanos() as libc::c_long,
-    };
+    let ts = crate::sys::to_timespec(STEP);
     // SAFETY: a valid timespec; no remainder wanted.
     unsafe {
         crate::sys::raw_syscall!(

@@ -63,7 +63,9 @@ use libc::{EAGAIN, EINTR, EINVAL, ETIMEDOUT, c_int, c_long, timespec};
 
 use super::scheduler::{Breaks, current_task, in_coroutine, without_parking};
 use super::{Wake, parking};
-use crate::sys::{deadline_after, deadline_at, errno, set_errno, timespec_duration};
+use crate::sys::futex::call as kernel;
+use crate::sys::time::timespec_after;
+use crate::sys::{deadline_after, deadline_at, timespec_duration};
 
 /// First re-check of a parked waiter's word, for a wake the lot did not see.
 const FIRST_RECHECK: Duration = Duration::from_micros(100);
@@ -321,21 +323,10 @@ fn kernel_wait(
     flag: c_int,
 ) -> Result<(), i32> {
     let ts = deadline.map(|d| {
-        let left = d.saturating_duration_since(Instant::now());
-        let mut now = timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        let ns = now.tv_nsec + left.subsec_nanos() as c_long;
-        timespec {
-            tv_sec: now
-                .tv_sec
-                .saturating_add(left.as_secs().try_into().unwrap_or(libc::time_t::MAX))
-                .saturating_add(ns / 1_000_000_000),
-            tv_nsec: ns % 1_000_000_000,
-        }
+        timespec_after(
+            libc::CLOCK_MONOTONIC,
+            d.saturating_duration_since(Instant::now()),
+        )
     });
     let ts_ptr = ts
         .as_ref()
@@ -353,29 +344,6 @@ fn kernel_wait(
         )
     }
     .map(|_| ())
-}
-
-/// futex(2) itself, leaving the caller's errno as it was.
-///
-/// # Safety
-/// As for the system call: what `op` reads must be readable or fault-checked
-/// by the kernel.
-unsafe fn kernel(
-    uaddr: *const u32,
-    op: c_int,
-    val: u32,
-    timeout: *const timespec,
-    uaddr2: *const u32,
-    val3: u32,
-) -> Result<c_long, i32> {
-    let saved = errno();
-    // SAFETY: the caller's contract. Through the gate: never our own
-    // `syscall` hook, never trapped.
-    let r =
-        unsafe { crate::sys::raw_syscall!(libc::SYS_futex, uaddr, op, val, timeout, uaddr2, val3) };
-    let e = errno();
-    set_errno(saved);
-    if r < 0 { Err(e) } else { Ok(r) }
 }
 
 #[cfg(not(test))]

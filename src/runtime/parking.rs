@@ -7,6 +7,12 @@
 //! races with the park is never lost. Each waiter carries a 32-bit mask that
 //! `unpark_matching` selects on (a futex bitset); every other waiter and waker
 //! uses all bits.
+//!
+//! One of two ways to wait, with `sync::waiter`: this one is for objects whose
+//! memory is the caller's (a C struct of glibc's size, a futex word), with no
+//! room for a queue, so waiters are found by address in a table of ours. The
+//! pthread hooks wait here (or, on a thread with no coroutines, in futex(2) on
+//! the same address), and so do the futex emulation and `pthread_once`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

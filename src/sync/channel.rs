@@ -12,8 +12,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::waiter::{WaitQueue, block, deadline_after, lock};
+use super::waiter::{WaitQueue, block, lock};
 use crate::runtime::{self, Breaks, Family, Label, Wake};
+use crate::sys::deadline_after;
 
 /// A channel holding at most `cap` values; a sender waits while it is full.
 /// `bounded(0)` is a rendezvous channel: each send waits for a receiver.
@@ -167,7 +168,7 @@ impl<T> Sender<T> {
     /// assert!(matches!(err, SendError::Timeout(2)));
     /// ```
     pub fn send_timeout(&self, v: T, dur: Duration) -> Result<(), SendError<T>> {
-        self.send_until(v, deadline_after(dur))
+        self.send_until(v, Some(deadline_after(dur)))
     }
 
     /// Sends `v` only if that needs no wait.
@@ -306,7 +307,7 @@ impl<T> Receiver<T> {
     /// assert_eq!(rx.recv_timeout(Duration::from_millis(10)), Err(RecvError::Timeout));
     /// ```
     pub fn recv_timeout(&self, dur: Duration) -> Result<T, RecvError> {
-        self.recv_until(deadline_after(dur))
+        self.recv_until(Some(deadline_after(dur)))
     }
 
     /// Receives a value only if one can be had without waiting.

@@ -5,8 +5,9 @@ use std::sync::{LockResult, Mutex as StdMutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::mutex::MutexGuard;
-use super::waiter::{WaitQueue, block, deadline_after, lock};
+use super::waiter::{WaitQueue, block, lock};
 use crate::runtime::{self, Breaks, Family, Label};
+use crate::sys::deadline_after;
 
 /// `std::sync::Condvar`'s interface, for guards of [`patchall::sync::Mutex`](super::Mutex):
 /// waiting parks the coroutine. Notifications wake waiters in the order they
@@ -145,7 +146,7 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         dur: Duration,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        self.wait_until(guard, deadline_after(dur))
+        self.wait_until(guard, Some(deadline_after(dur)))
     }
 
     fn wait_until<'a, T: ?Sized>(

@@ -4,8 +4,9 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::waiter::{WaitQueue, block, deadline_after, lock};
+use super::waiter::{WaitQueue, block, lock};
 use crate::runtime::{self, Breaks, Family, Label, Wake};
+use crate::sys::deadline_after;
 
 /// A flag: [`set`](Event::set) wakes everyone waiting and lets later waiters
 /// through until [`clear`](Event::clear).
@@ -109,7 +110,7 @@ impl Event {
     /// assert!(e.wait_timeout(Duration::from_millis(5)));
     /// ```
     pub fn wait_timeout(&self, dur: Duration) -> bool {
-        self.wait_until(deadline_after(dur))
+        self.wait_until(Some(deadline_after(dur)))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {

@@ -8,6 +8,14 @@
 //! woken; after waking, the waiter takes the lock and trusts only `is_woken()`.
 //! A waiter that was not served (deadline, kill) removes itself under the lock,
 //! so a wake-up is either delivered or never made: none is lost.
+//!
+//! One of two ways to wait, with `runtime::parking`: the objects here are ours,
+//! so each keeps its own queue inside its state, and a waker hands a waiter
+//! what it waited for (the lock, a permit, a channel value) under the same
+//! lock that guards that state. The parking lot, for objects in the caller's
+//! memory, has no state to hand over and finds waiters by address in a shared
+//! table: serving these primitives through it would add a table lookup to
+//! every wait and wake, and a second lock to every hand-over.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,9 +169,4 @@ pub(crate) fn block<T>(
         Wake::TimedOut
     };
     (Some(w), wake)
-}
-
-/// `now + dur`, or None (never) beyond `Instant`'s range.
-pub(crate) fn deadline_after(dur: Duration) -> Option<Instant> {
-    Instant::now().checked_add(dur)
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, pthread_once_t};
 
-use super::{GreenThread, current, futex_wake_all, green};
+use super::{GreenThread, current, green};
 use crate::runtime::{self, parking};
+use crate::sys::futex;
 
 const IN_PROGRESS: c_int = 1;
 const DONE: c_int = 2;
@@ -35,7 +36,7 @@ pub(super) struct Running {
 type Init = unsafe extern "C" fn();
 
 fn wake(control: *const AtomicI32) {
-    futex_wake_all(control);
+    futex::wake(control as usize, i32::MAX);
     parking::unpark_all(control as usize);
 }
 
