@@ -18,19 +18,11 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 
 use super::real::Guard;
+// Also still named from here by pthread_sync.
+pub(super) use super::coroutine_guard;
 use crate::runtime::{self, Wake};
 use crate::sys::set_errno;
 pub(super) use crate::sys::{deadline_after, timespec_duration};
-
-/// The hook guard, when the caller is a coroutine and not our own code: None
-/// means "forward to the real call".
-pub(super) fn coroutine_guard() -> Option<Guard> {
-    if runtime::in_coroutine() {
-        Guard::enter()
-    } else {
-        None
-    }
-}
 
 /// Reads a caller's non-null timespec that the kernel would accept.
 fn requested(req: *const timespec) -> Option<Duration> {
@@ -60,7 +52,7 @@ fn park_until(guard: &Guard, deadline: Instant) -> Result<(), c_int> {
             // SAFETY: this frame and the hook's own nothing but the guard,
             // released while `act_on_cancel` runs.
             Wake::Cancelled
-                if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) => {}
+                if guard.release_while(|| unsafe { super::cancel::act_on_cancel() }) => {}
             Wake::Cancelled | Wake::Expired => return Ok(()),
             _ if Instant::now() >= deadline => return Ok(()),
             _ => {}

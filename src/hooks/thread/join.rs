@@ -1,0 +1,240 @@
+//! `pthread_join` and its timed and non-blocking forms, and `pthread_detach`.
+//! A green thread's joiner parks on the record (or, a plain thread, waits on
+//! its state word); a coroutine joining a native thread polls, so that the
+//! other coroutines of its OS thread keep running.
+
+use std::ptr;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};
+use std::time::{Duration, Instant};
+
+use libc::{c_int, c_void, clockid_t, pthread_t, timespec};
+
+use super::record::{DETACHED, FINISHED, GreenThread, JOINING, exit_thread};
+use super::{CANCELED, act_on_cancel, current, futex_wait, green, record};
+use crate::runtime::{self, Breaks, Wake, parking};
+use crate::sys::deadline_at;
+
+/// How long a join may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    Try,
+    Until(Option<Instant>),
+}
+
+/// Joins a green thread: glibc's checks and errors, then waits for FINISHED.
+fn join_green(rec: &'static GreenThread, ret: *mut *mut c_void, wait: Wait) -> c_int {
+    let me = current();
+    let mut state = rec.state.load(Acquire);
+    if matches!(wait, Wait::Try) && state & FINISHED == 0 {
+        return libc::EBUSY;
+    }
+    if state & DETACHED != 0 {
+        return libc::EINVAL;
+    }
+    if me.is_some_and(|m| ptr::eq(m, rec) || rec.joining.load(SeqCst) == m.addr()) {
+        return libc::EDEADLK;
+    }
+    loop {
+        if state & (JOINING | DETACHED) != 0 {
+            return libc::EINVAL;
+        }
+        match rec
+            .state
+            .compare_exchange_weak(state, state | JOINING, AcqRel, Acquire)
+        {
+            Ok(_) => break,
+            Err(now) => state = now,
+        }
+    }
+    let deadline = match wait {
+        Wait::Try => None,
+        Wait::Until(d) => d,
+    };
+    if let Some(m) = me {
+        m.joining.store(rec.addr(), SeqCst);
+    }
+    let waited = wait_finished(rec, deadline);
+    if let Some(m) = me {
+        m.joining.store(0, SeqCst);
+    }
+    if let Err(e) = waited {
+        rec.state.fetch_and(!JOINING, AcqRel);
+        if let (libc::ECANCELED, Some(m)) = (e, me) {
+            // SAFETY: our frames hold only plain values; C's frames are the user's.
+            unsafe { exit_thread(m, CANCELED) }
+        }
+        return e;
+    }
+    if !ret.is_null() {
+        // SAFETY: the caller's out-parameter.
+        unsafe { *ret = rec.retval.load(Acquire) };
+    }
+    // SAFETY: joined: we are the only one who can still reach it.
+    unsafe { GreenThread::free(rec.addr()) };
+    0
+}
+
+/// Waits until `rec` has finished. ETIMEDOUT at `deadline`; ECANCELED when the
+/// waiting green thread is cancelled (a join is a cancellation point).
+fn wait_finished(rec: &GreenThread, deadline: Option<Instant>) -> Result<(), c_int> {
+    let addr = rec.addr();
+    let finished = || rec.finished();
+    if runtime::in_coroutine() {
+        while !finished() {
+            if current().is_some_and(|rec| rec.cancel.due()) {
+                return Err(libc::ECANCELED);
+            }
+            runtime::label(&const { runtime::Label::new("join", runtime::Family::Join) });
+            if parking::park_on(addr, deadline, || !finished()) == Wake::TimedOut && !finished() {
+                return Err(libc::ETIMEDOUT);
+            }
+        }
+        return Ok(());
+    }
+    if runtime::current_scheduler().is_some() {
+        // A plain caller on a thread that runs coroutines (a destructor or
+        // atexit handler on main's thread): the green thread may be one of
+        // them, so run them meanwhile; its end on another worker comes as mail.
+        while !finished() {
+            if parking::drive_on(addr, deadline, Breaks::Never, || !finished()) == Wake::TimedOut
+                && !finished()
+            {
+                return Err(libc::ETIMEDOUT);
+            }
+        }
+        return Ok(());
+    }
+    loop {
+        let state = rec.state.load(Acquire);
+        if state & FINISHED != 0 {
+            return Ok(());
+        }
+        let left = match deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(libc::ETIMEDOUT),
+            },
+        };
+        futex_wait(&rec.state, state, left);
+    }
+}
+
+/// A coroutine joining a native thread: polls `tryjoin` so that the other
+/// coroutines of this OS thread keep running (the native thread may be waiting
+/// for one of them).
+fn join_native(tryjoin: impl Fn() -> c_int, deadline: Option<Instant>) -> c_int {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let r = tryjoin();
+        if r != libc::EBUSY {
+            return r;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return libc::ETIMEDOUT;
+        }
+        let wake_at = deadline.map_or(now + pause, |d| d.min(now + pause));
+        runtime::label(&const { runtime::Label::new("join", runtime::Family::Join) });
+        if runtime::sleep_until(wake_at) == Wake::Cancelled {
+            // SAFETY: `tryjoin` borrows only plain values; nothing here needs dropping.
+            if !unsafe { act_on_cancel() } {
+                return libc::ECANCELED;
+            }
+        }
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Every join flavour: `wait` for a green thread; a coroutine joining a native
+/// thread polls; anything else is glibc's.
+fn join(
+    th: pthread_t,
+    ret: *mut *mut c_void,
+    clock: clockid_t,
+    abstime: *const timespec,
+    block: bool,
+    real: impl Fn() -> c_int,
+) -> c_int {
+    let deadline = || deadline_at(clock, abstime);
+    match record(th) {
+        Some(rec) if !block => join_green(rec, ret, Wait::Try),
+        Some(rec) if rec.finished() => join_green(rec, ret, Wait::Until(None)),
+        Some(rec) => match deadline() {
+            Ok(d) => join_green(rec, ret, Wait::Until(d)),
+            Err(e) => e,
+        },
+        None if block && green::enabled() && runtime::in_coroutine() => {
+            let tryjoin = || {
+                original!("C" fn pthread_tryjoin_np(pthread_t, *mut *mut c_void) -> c_int)
+                    // SAFETY: glibc's handle and the caller's out-parameter.
+                    .map_or(libc::ENOSYS, |real| unsafe { real(th, ret) })
+            };
+            match deadline() {
+                Ok(d) => join_native(tryjoin, d),
+                Err(e) => e,
+            }
+        }
+        None => real(),
+    }
+}
+
+hook! {
+    /// `pthread_join(3)`.
+    unwind fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c_int as real {
+        // SAFETY: forwarding the caller's arguments.
+        join(th, ret, libc::CLOCK_REALTIME, ptr::null(), true, || unsafe { real(th, ret) })
+    }
+}
+
+hook! {
+    /// `pthread_tryjoin_np(3)`: EBUSY while the thread runs.
+    fn pthread_tryjoin_np(th: pthread_t, ret: *mut *mut c_void) -> c_int as real {
+        // SAFETY: forwarding the caller's arguments.
+        join(th, ret, libc::CLOCK_REALTIME, ptr::null(), false, || unsafe { real(th, ret) })
+    }
+}
+
+hook! {
+    /// `pthread_timedjoin_np(3)`: `abstime` on CLOCK_REALTIME.
+    unwind fn pthread_timedjoin_np(th: pthread_t, ret: *mut *mut c_void, abstime: *const timespec) -> c_int as real {
+        // SAFETY: forwarding the caller's arguments.
+        join(th, ret, libc::CLOCK_REALTIME, abstime, true, || unsafe { real(th, ret, abstime) })
+    }
+}
+
+hook! {
+    /// `pthread_clockjoin_np(3)`: `abstime` on CLOCK_REALTIME or CLOCK_MONOTONIC.
+    unwind fn pthread_clockjoin_np(th: pthread_t, ret: *mut *mut c_void, clock: clockid_t, abstime: *const timespec) -> c_int as real {
+        if record(th).is_some() && clock != libc::CLOCK_REALTIME && clock != libc::CLOCK_MONOTONIC {
+            return libc::EINVAL;
+        }
+        // SAFETY: forwarding the caller's arguments.
+        join(th, ret, clock, abstime, true, || unsafe { real(th, ret, clock, abstime) })
+    }
+}
+
+hook! {
+    /// `pthread_detach(3)`.
+    fn pthread_detach(th: pthread_t) -> c_int as real {
+        let Some(rec) = record(th) else {
+            // SAFETY: forwarding the caller's argument.
+            return unsafe { real(th) };
+        };
+        let mut state = rec.state.load(Acquire);
+        loop {
+            if state & (DETACHED | JOINING) != 0 {
+                return libc::EINVAL;
+            }
+            match rec.state.compare_exchange_weak(state, state | DETACHED, AcqRel, Acquire) {
+                Ok(_) => break,
+                Err(now) => state = now,
+            }
+        }
+        if state & FINISHED != 0 {
+            // SAFETY: finished and now detached: nobody else can reach it.
+            unsafe { GreenThread::free(rec.addr()) };
+        }
+        0
+    }
+}
