@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_void, clockid_t, pthread_t, timespec};
 
 use super::record::{DETACHED, FINISHED, GreenThread, JOINING, exit_thread};
-use super::{CANCELED, act_on_cancel, current, futex_wait, green, record};
+use super::{CANCELED, act_on_cancel, current, futex_wait, green, no_panic, record};
 use crate::runtime::{self, Breaks, Wake, parking};
 use crate::sys::deadline_at;
 
@@ -21,22 +21,34 @@ enum Wait {
     Until(Option<Instant>),
 }
 
+/// What a join does after our part of it (`join`'s first step).
+enum Step {
+    /// Done: the result.
+    Done(c_int),
+    /// The joining green thread was cancelled in its wait: it ends.
+    Cancelled(&'static GreenThread),
+    /// A coroutine joins a native thread (`join_native`), until this deadline.
+    Native(Option<Instant>),
+    /// glibc's own join.
+    Real,
+}
+
 /// Joins a green thread: glibc's checks and errors, then waits for FINISHED.
-fn join_green(rec: &'static GreenThread, ret: *mut *mut c_void, wait: Wait) -> c_int {
+fn join_green(rec: &'static GreenThread, ret: *mut *mut c_void, wait: Wait) -> Step {
     let me = current();
     let mut state = rec.state.load(Acquire);
     if matches!(wait, Wait::Try) && state & FINISHED == 0 {
-        return libc::EBUSY;
+        return Step::Done(libc::EBUSY);
     }
     if state & DETACHED != 0 {
-        return libc::EINVAL;
+        return Step::Done(libc::EINVAL);
     }
     if me.is_some_and(|m| ptr::eq(m, rec) || rec.joining.load(SeqCst) == m.addr()) {
-        return libc::EDEADLK;
+        return Step::Done(libc::EDEADLK);
     }
     loop {
         if state & (JOINING | DETACHED) != 0 {
-            return libc::EINVAL;
+            return Step::Done(libc::EINVAL);
         }
         match rec
             .state
@@ -60,10 +72,9 @@ fn join_green(rec: &'static GreenThread, ret: *mut *mut c_void, wait: Wait) -> c
     if let Err(e) = waited {
         rec.state.fetch_and(!JOINING, AcqRel);
         if let (libc::ECANCELED, Some(m)) = (e, me) {
-            // SAFETY: our frames hold only plain values; C's frames are the user's.
-            unsafe { exit_thread(m, CANCELED) }
+            return Step::Cancelled(m);
         }
-        return e;
+        return Step::Done(e);
     }
     if !ret.is_null() {
         // SAFETY: the caller's out-parameter.
@@ -71,7 +82,7 @@ fn join_green(rec: &'static GreenThread, ret: *mut *mut c_void, wait: Wait) -> c
     }
     // SAFETY: joined: we are the only one who can still reach it.
     unsafe { GreenThread::free(rec.addr()) };
-    0
+    Step::Done(0)
 }
 
 /// Waits until `rec` has finished. ETIMEDOUT at `deadline`; ECANCELED when the
@@ -120,35 +131,64 @@ fn wait_finished(rec: &GreenThread, deadline: Option<Instant>) -> Result<(), c_i
     }
 }
 
-/// A coroutine joining a native thread: polls `tryjoin` so that the other
-/// coroutines of this OS thread keep running (the native thread may be waiting
-/// for one of them).
-fn join_native(tryjoin: impl Fn() -> c_int, deadline: Option<Instant>) -> c_int {
+/// A coroutine joining a native thread: polls glibc's `pthread_tryjoin_np` so
+/// that the other coroutines of this OS thread keep running (the native
+/// thread may be waiting for one of them).
+fn join_native(
+    hook: &str,
+    th: pthread_t,
+    ret: *mut *mut c_void,
+    deadline: Option<Instant>,
+) -> c_int {
     let mut pause = Duration::from_micros(200);
     loop {
-        let r = tryjoin();
-        if r != libc::EBUSY {
-            return r;
+        // `act_on_cancel` may end the thread: outside `no_panic`.
+        match no_panic(hook, || poll_native(th, ret, deadline, &mut pause)) {
+            Some(r) => return r,
+            // SAFETY: this frame and `join`'s hold only plain values.
+            None if !unsafe { act_on_cancel() } => return libc::ECANCELED,
+            None => {}
         }
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            return libc::ETIMEDOUT;
-        }
-        let wake_at = deadline.map_or(now + pause, |d| d.min(now + pause));
-        runtime::label(&const { runtime::Label::new("join", runtime::Family::Join) });
-        if runtime::sleep_until(wake_at) == Wake::Cancelled {
-            // SAFETY: `tryjoin` borrows only plain values; nothing here needs dropping.
-            if !unsafe { act_on_cancel() } {
-                return libc::ECANCELED;
-            }
-        }
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
-/// Every join flavour: `wait` for a green thread; a coroutine joining a native
-/// thread polls; anything else is glibc's.
+/// One round of `join_native`: the result, or None when a cancellation woke
+/// the pause. `pause` doubles each round, up to 20 ms.
+fn poll_native(
+    th: pthread_t,
+    ret: *mut *mut c_void,
+    deadline: Option<Instant>,
+    pause: &mut Duration,
+) -> Option<c_int> {
+    loop {
+        let r = original!("C" fn pthread_tryjoin_np(pthread_t, *mut *mut c_void) -> c_int)
+            // SAFETY: glibc's handle and the caller's out-parameter; not a
+            // cancellation point (it never waits).
+            .map_or(libc::ENOSYS, |real| unsafe { real(th, ret) });
+        if r != libc::EBUSY {
+            return Some(r);
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Some(libc::ETIMEDOUT);
+        }
+        let wake_at = deadline.map_or(now + *pause, |d| d.min(now + *pause));
+        runtime::label(&const { runtime::Label::new("join", runtime::Family::Join) });
+        let woke = runtime::sleep_until(wake_at);
+        *pause = (*pause * 2).min(Duration::from_millis(20));
+        if woke == Wake::Cancelled {
+            return None;
+        }
+    }
+}
+
+/// Every join flavour (`hook` names it): `wait` for a green thread; a
+/// coroutine joining a native thread polls; anything else is glibc's. Three
+/// are `C-unwind` hooks (glibc's join is a cancellation point, which unwinds):
+/// our part runs under `no_panic`, the real call and a green thread's end
+/// outside it.
 fn join(
+    hook: &str,
     th: pthread_t,
     ret: *mut *mut c_void,
     clock: clockid_t,
@@ -156,26 +196,28 @@ fn join(
     block: bool,
     real: impl Fn() -> c_int,
 ) -> c_int {
-    let deadline = || deadline_at(clock, abstime);
-    match record(th) {
-        Some(rec) if !block => join_green(rec, ret, Wait::Try),
-        Some(rec) if rec.finished() => join_green(rec, ret, Wait::Until(None)),
-        Some(rec) => match deadline() {
-            Ok(d) => join_green(rec, ret, Wait::Until(d)),
-            Err(e) => e,
-        },
-        None if block && green::enabled() && runtime::in_coroutine() => {
-            let tryjoin = || {
-                original!("C" fn pthread_tryjoin_np(pthread_t, *mut *mut c_void) -> c_int)
-                    // SAFETY: glibc's handle and the caller's out-parameter.
-                    .map_or(libc::ENOSYS, |real| unsafe { real(th, ret) })
-            };
-            match deadline() {
-                Ok(d) => join_native(tryjoin, d),
-                Err(e) => e,
-            }
+    let step = no_panic(hook, || {
+        let deadline = || deadline_at(clock, abstime);
+        match record(th) {
+            Some(rec) if !block => join_green(rec, ret, Wait::Try),
+            Some(rec) if rec.finished() => join_green(rec, ret, Wait::Until(None)),
+            Some(rec) => match deadline() {
+                Ok(d) => join_green(rec, ret, Wait::Until(d)),
+                Err(e) => Step::Done(e),
+            },
+            None if block && green::enabled() && runtime::in_coroutine() => match deadline() {
+                Ok(d) => Step::Native(d),
+                Err(e) => Step::Done(e),
+            },
+            None => Step::Real,
         }
-        None => real(),
+    });
+    match step {
+        Step::Done(r) => r,
+        // SAFETY: our frames hold only plain values; C's frames are the user's.
+        Step::Cancelled(me) => unsafe { exit_thread(me, CANCELED) },
+        Step::Native(deadline) => join_native(hook, th, ret, deadline),
+        Step::Real => real(),
     }
 }
 
@@ -183,7 +225,7 @@ hook! {
     /// `pthread_join(3)`.
     unwind fn pthread_join(th: pthread_t, ret: *mut *mut c_void) -> c_int as real {
         // SAFETY: forwarding the caller's arguments.
-        join(th, ret, libc::CLOCK_REALTIME, ptr::null(), true, || unsafe { real(th, ret) })
+        join("pthread_join", th, ret, libc::CLOCK_REALTIME, ptr::null(), true, || unsafe { real(th, ret) })
     }
 }
 
@@ -191,7 +233,7 @@ hook! {
     /// `pthread_tryjoin_np(3)`: EBUSY while the thread runs.
     fn pthread_tryjoin_np(th: pthread_t, ret: *mut *mut c_void) -> c_int as real {
         // SAFETY: forwarding the caller's arguments.
-        join(th, ret, libc::CLOCK_REALTIME, ptr::null(), false, || unsafe { real(th, ret) })
+        join("pthread_tryjoin_np", th, ret, libc::CLOCK_REALTIME, ptr::null(), false, || unsafe { real(th, ret) })
     }
 }
 
@@ -199,7 +241,7 @@ hook! {
     /// `pthread_timedjoin_np(3)`: `abstime` on CLOCK_REALTIME.
     unwind fn pthread_timedjoin_np(th: pthread_t, ret: *mut *mut c_void, abstime: *const timespec) -> c_int as real {
         // SAFETY: forwarding the caller's arguments.
-        join(th, ret, libc::CLOCK_REALTIME, abstime, true, || unsafe { real(th, ret, abstime) })
+        join("pthread_timedjoin_np", th, ret, libc::CLOCK_REALTIME, abstime, true, || unsafe { real(th, ret, abstime) })
     }
 }
 
@@ -210,7 +252,7 @@ hook! {
             return libc::EINVAL;
         }
         // SAFETY: forwarding the caller's arguments.
-        join(th, ret, clock, abstime, true, || unsafe { real(th, ret, clock, abstime) })
+        join("pthread_clockjoin_np", th, ret, clock, abstime, true, || unsafe { real(th, ret, clock, abstime) })
     }
 }
 

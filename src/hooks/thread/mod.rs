@@ -86,6 +86,26 @@ fn record(th: pthread_t) -> Option<&'static GreenThread> {
     unsafe { ((th & !1) as *const GreenThread).as_ref() }
 }
 
+/// Runs our own part of a `C-unwind` hook (`pthread_join`, `pthread_once`…):
+/// a panic there, a bug of ours, would unwind into the C caller's frames, so
+/// it ends the process instead, naming the hook. Never around the real call,
+/// the program's code, or a green thread's end: glibc's forced unwinding
+/// (cancellation, `pthread_exit`) must pass those frames, and a
+/// `catch_unwind` it crossed would abort.
+fn no_panic<R>(hook: &str, ours: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(ours)) {
+        Ok(r) => r,
+        Err(_) => {
+            crate::sys::diag(&[
+                b"patchall: a panic in our ",
+                hook.as_bytes(),
+                b" hook; aborting\n",
+            ]);
+            std::process::abort()
+        }
+    }
+}
+
 /// glibc's handle of the calling OS thread (our `pthread_self` would give a
 /// green handle).
 fn os_self() -> pthread_t {
