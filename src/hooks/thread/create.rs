@@ -8,7 +8,7 @@ use libc::{c_int, c_void, pthread_attr_t, pthread_t};
 
 use super::record::GreenThread;
 use super::{StartRoutine, green, native, spread};
-use crate::runtime;
+use crate::runtime::{self, stack};
 
 /// Stack when glibc's default thread attribute cannot be read.
 pub(super) const FALLBACK_STACK: usize = 8 << 20;
@@ -35,14 +35,17 @@ pub(super) fn default_stack_size() -> usize {
 }
 
 /// Starts `start(arg)` as a green thread on the least loaded worker (this
-/// thread's scheduler without workers).
+/// thread's scheduler without workers). Its stack: the attribute's size if the
+/// program set one, else `PATCHALL_STACK_SIZE`, else glibc's default thread
+/// stack (`stack::usable_size`).
 fn spawn(
     attr: *const pthread_attr_t,
     start: StartRoutine,
     arg: *mut c_void,
 ) -> Result<&'static GreenThread, c_int> {
-    let (stack, detached) = if attr.is_null() {
-        (default_stack_size(), false)
+    let glibc = default_stack_size();
+    let (asked, detached) = if attr.is_null() {
+        (None, false)
     } else {
         let (mut size, mut state) = (0, 0);
         // SAFETY: the caller's initialised attribute, only read.
@@ -50,8 +53,14 @@ fn spawn(
             libc::pthread_attr_getstacksize(attr, &mut size);
             pthread_attr_getdetachstate(attr, &mut state);
         }
-        (size, state == libc::PTHREAD_CREATE_DETACHED)
+        // glibc reports its default for an attribute whose size was never
+        // set, so only another size counts as the program's own.
+        (
+            (size != glibc).then_some(size),
+            state == libc::PTHREAD_CREATE_DETACHED,
+        )
     };
+    let stack = stack::usable_size(asked, glibc).ok_or(libc::EAGAIN)?;
     let rec = GreenThread::alloc(false, detached, stack)?;
     let (addr, arg) = (rec.addr(), arg as usize);
     // A new thread starts with its creator's mask.
