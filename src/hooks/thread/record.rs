@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use libc::{c_char, c_int, c_void, pthread_t, size_t};
 
-use super::{CANCELED, NAME_LEN, current, futex_wake_all, keys, once, os_self, record};
+use super::{CANCELED, NAME_LEN, current, futex_wake_all, keys, no_panic, once, os_self, record};
 use crate::hooks::cancel::Cancel;
 use crate::runtime::control::{self, TaskHandle, TaskHome};
 use crate::runtime::parking;
@@ -178,15 +178,17 @@ impl GreenThread {
 
     /// Everything after the start routine: onces reset, key destructors, then
     /// FINISHED and the joiner woken. True if the caller must free the record
-    /// (it was detached); after this the record may be gone.
+    /// (it was detached); after this the record may be gone. Reached from the
+    /// `C-unwind` exits (`pthread_exit`, `__pthread_unwind_next`): our parts
+    /// run under `no_panic`, the program's key destructors outside it.
     pub(super) fn finish(&self, retval: *mut c_void) -> bool {
         self.cancel.exiting.set(true);
-        once::reset(self);
+        no_panic("green thread exit", || once::reset(self));
         match &self.keys {
             Some(slots) => keys::run_destructors(slots),
             None => keys::run_os_thread_destructors(),
         }
-        self.complete(retval)
+        no_panic("green thread exit", || self.complete(retval))
     }
 
     /// Publishes the result and wakes joiners; true if detached (the caller frees).
@@ -215,9 +217,11 @@ impl GreenThread {
 /// coroutine's start and here holds only values that need no dropping.
 pub(super) unsafe fn exit_thread(rec: &GreenThread, retval: *mut c_void) -> ! {
     if !rec.cancel.exiting.replace(true) {
-        control::clear_cancel();
-        rec.retval.store(retval, Relaxed);
-        once::reset(rec);
+        no_panic("pthread_exit", || {
+            control::clear_cancel();
+            rec.retval.store(retval, Relaxed);
+            once::reset(rec);
+        });
     }
     // SAFETY: the caller's promise.
     unsafe { unwind(rec.addr()) }
@@ -243,7 +247,7 @@ unsafe fn unwind(addr: usize) -> ! {
     }
     if rec.finish(rec.retval.load(Relaxed)) {
         // SAFETY: detached and finished: nobody else can reach it.
-        unsafe { GreenThread::free(addr) };
+        no_panic("green thread exit", || unsafe { GreenThread::free(addr) });
     }
     // SAFETY: the caller's promise: no frame owns anything that needs dropping.
     unsafe { control::exit_current() }
