@@ -24,7 +24,6 @@
 //! Functions that only make sense for an OS thread (affinity, scheduling, CPU
 //! clock, signals) act on the OS thread that runs the green thread, which every
 //! coroutine of that thread shares.
-
 //!
 //! Files: `record` (the record, exit and cancellation), `create`, `join`,
 //! `os_thread` (functions that take a handle), `keys`, `once`, `start`
@@ -37,6 +36,7 @@ use std::time::Duration;
 
 use libc::{c_int, c_void, pthread_t, timespec};
 
+// pthread_sync still names these here.
 pub(crate) use super::cancel::{act_on_cancel, cancel_due};
 use super::green;
 use crate::runtime::control;
