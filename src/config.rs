@@ -36,8 +36,12 @@ pub enum OffloadFiles {
 /// The runtime's configuration, from the environment.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `PATCHALL_STACK_SIZE`: usable bytes per coroutine stack.
+    /// `PATCHALL_STACK_SIZE`: usable bytes per coroutine stack, and per green
+    /// thread stack unless the thread's attribute asks for its own.
     pub stack_size: usize,
+    /// `PATCHALL_STACK_SIZE` was given (green threads otherwise keep glibc's
+    /// default thread stack).
+    pub(crate) stack_size_set: bool,
     /// `PATCHALL_STACKS`: `guarded` or `dense`.
     pub stack_mode: StackMode,
     /// `PATCHALL_GREEN_THREADS`: `1` makes `pthread_create` start coroutines and
@@ -110,10 +114,10 @@ pub fn config() -> &'static Config {
 
 impl Config {
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
-        let stack_size = parse_or_warn(get("PATCHALL_STACK_SIZE"), "PATCHALL_STACK_SIZE", |v| {
+        let given = parse_or_warn(get("PATCHALL_STACK_SIZE"), "PATCHALL_STACK_SIZE", |v| {
             parse_size(v).filter(|n| (MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(n))
-        })
-        .unwrap_or(DEFAULT_STACK_SIZE);
+        });
+        let (stack_size, stack_size_set) = (given.unwrap_or(DEFAULT_STACK_SIZE), given.is_some());
         let stack_mode = parse_or_warn(get("PATCHALL_STACKS"), "PATCHALL_STACKS", |v| match v {
             "guarded" => Some(StackMode::Guarded),
             "dense" => Some(StackMode::Dense),
@@ -211,6 +215,7 @@ impl Config {
             stats,
             workers,
             stack_size,
+            stack_size_set,
             stack_mode,
             green_threads,
             native_threads,
@@ -362,6 +367,7 @@ mod tests {
         });
         assert_eq!(c.workers, None);
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
+        assert!(!c.stack_size_set, "a bad size counts as none given");
         assert_eq!(c.stack_mode, StackMode::Guarded);
         assert!(!c.green_threads);
         assert!(!c.own_tls);
@@ -381,6 +387,7 @@ mod tests {
         assert_eq!(c.offload_threads, 8);
         assert_eq!(c.offload_files, OffloadFiles::Always);
         assert_eq!(c.stack_size, 64 << 10);
+        assert!(c.stack_size_set);
         assert_eq!(c.stack_mode, StackMode::Dense);
         assert!(c.green_threads);
         assert_eq!(c.native_threads, ["worker_main", "libfoo.so"]);

@@ -63,7 +63,7 @@ impl<In: 'static, Out: 'static, R: 'static> Generator<In, Out, R> {
         F: FnOnce(&Yielder<In, Out>, In) -> R + 'static,
     {
         let cfg = config();
-        let size = stack::round_size(cfg.stack_size)
+        let size = stack::usable_size(None, crate::config::DEFAULT_STACK_SIZE)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         let stack = stack::allocate(size, cfg.stack_mode)?;
         let co = Coroutine::with_stack(stack, move |y: &corosensei::Yielder<In, Out>, input| {

@@ -16,17 +16,18 @@
 //! losers of a race get `EAGAIN` and park again). `examples/echo_server.rs
 //! --workers N` shows the shared-listener pattern.
 //!
-//! Green threads (`PATCHALL_WORKERS`) use a runtime whose worker 0 is `main`'s
-//! own thread (`with_current_thread`): see `hooks/thread/spread.rs`.
+//! The workers and the placement are the runtime's `WorkerSet`
+//! (src/runtime/workers.rs), which green threads (`PATCHALL_WORKERS`) use too;
+//! a `Runtime` is a facade over one.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use crate::config::{MAX_WORKERS, config};
 use crate::coroutine::{Builder as CoBuilder, JoinHandle};
-use crate::runtime::{self, Remote};
+use crate::runtime::workers::{Placer, WorkerSet};
 
 /// Configures a [`Runtime`].
 ///
@@ -37,8 +38,6 @@ use crate::runtime::{self, Remote};
 #[derive(Debug, Default, Clone)]
 pub struct RuntimeBuilder {
     workers: Option<usize>,
-    /// The calling thread's scheduler is worker 0 (driven by whoever drives it).
-    with_current: bool,
 }
 
 impl RuntimeBuilder {
@@ -47,14 +46,6 @@ impl RuntimeBuilder {
     /// makes `build` fail with `InvalidInput`.
     pub fn workers(mut self, n: usize) -> RuntimeBuilder {
         self.workers = Some(n.max(1));
-        self
-    }
-
-    /// Counts the calling thread's scheduler as the first worker, so that only
-    /// `workers - 1` threads start: green threads spread over `main`'s thread
-    /// and the others. The caller's thread keeps driving its own scheduler.
-    pub(crate) fn with_current_thread(mut self) -> RuntimeBuilder {
-        self.with_current = true;
         self
     }
 
@@ -68,52 +59,12 @@ impl RuntimeBuilder {
                 format!("patchall: {n} workers asked for; at most {MAX_WORKERS}"),
             ));
         }
-        let shared = Arc::new(Shared {
-            shutdown: AtomicBool::new(false),
-            workers: Mutex::new(Vec::new()),
-        });
-        if self.with_current {
-            shared
-                .workers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Worker {
-                    home: runtime::current_home()?,
-                    load: Arc::new(AtomicUsize::new(0)),
-                });
-        }
-        let mut threads = Vec::with_capacity(n);
-        for i in usize::from(self.with_current)..n {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let sh = shared.clone();
-            let thread = thread::Builder::new()
-                .name(format!("patchall-worker-{i}"))
-                .spawn(move || {
-                    let home = runtime::current_home();
-                    let ok = home.is_ok();
-                    let _ = tx.send(home);
-                    if ok {
-                        let _ = runtime::with_scheduler(|s| {
-                            s.run_until(None, &mut || sh.shutdown.load(Ordering::Acquire))
-                        });
-                    }
-                })?;
-            let home = rx
-                .recv()
-                .map_err(|_| io::Error::other("worker thread died"))??;
-            shared
-                .workers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Worker {
-                    home,
-                    load: Arc::new(AtomicUsize::new(0)),
-                });
-            threads.push(thread);
-        }
+        let set = WorkerSet::start(n, false)?;
         Ok(Runtime {
-            handle: Handle { shared },
-            threads,
+            handle: Handle {
+                placer: set.placer().clone(),
+            },
+            set,
         })
     }
 }
@@ -123,17 +74,6 @@ fn default_workers() -> usize {
     config()
         .workers
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)))
-}
-
-struct Worker {
-    home: Arc<Remote>,
-    /// Live coroutines this runtime placed here.
-    load: Arc<AtomicUsize>,
-}
-
-struct Shared {
-    shutdown: AtomicBool,
-    workers: Mutex<Vec<Worker>>,
 }
 
 /// Worker threads, each with its own scheduler.
@@ -149,7 +89,7 @@ struct Shared {
 /// abandoned (join what you need first).
 pub struct Runtime {
     handle: Handle,
-    threads: Vec<thread::JoinHandle<()>>,
+    set: WorkerSet,
 }
 
 impl Runtime {
@@ -165,12 +105,7 @@ impl Runtime {
 
     /// How many workers run.
     pub fn workers(&self) -> usize {
-        self.handle
-            .shared
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.set.len()
     }
 
     /// Spawns `f` on the least loaded worker. See [`Handle::spawn`].
@@ -188,29 +123,10 @@ impl Runtime {
     }
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        let shared = &self.handle.shared;
-        shared.shutdown.store(true, Ordering::Release);
-        for w in shared
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            // An empty job wakes the worker, which then sees the flag.
-            w.home.post(runtime::Mail::Run(Box::new(|| {})));
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Spawns on a [`Runtime`]'s workers; `Send + Sync + Clone`.
 #[derive(Clone)]
 pub struct Handle {
-    shared: Arc<Shared>,
+    placer: Placer,
 }
 
 impl Handle {
@@ -231,7 +147,7 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (home, load) = self.place()?;
+        let (home, load) = self.placer.place()?;
         let counted = load.clone();
         let spawned = builder.spawn_in(home.as_ref(), None, move || {
             let _done = Decrement(counted);
@@ -241,39 +157,6 @@ impl Handle {
             load.fetch_sub(1, Ordering::Relaxed);
         }
         spawned
-    }
-
-    /// Picks the least loaded worker and counts one more coroutine on it: its
-    /// mailbox (None if it is the calling thread's scheduler, which spawns
-    /// directly) and its load, which the caller decrements when that coroutine
-    /// ends or could not be made.
-    pub(crate) fn place(&self) -> io::Result<(Option<Arc<Remote>>, Arc<AtomicUsize>)> {
-        if self.shared.shutdown.load(Ordering::Acquire) {
-            return Err(io::Error::other("patchall: the runtime has shut down"));
-        }
-        let workers = self
-            .shared
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let w = workers
-            .iter()
-            .min_by_key(|w| w.load.load(Ordering::Relaxed))
-            .ok_or_else(|| io::Error::other("patchall: a runtime without workers"))?;
-        w.load.fetch_add(1, Ordering::Relaxed);
-        let here = runtime::current_scheduler_id() == Some(w.home.serial());
-        Ok(((!here).then(|| w.home.clone()), w.load.clone()))
-    }
-
-    /// Live coroutines placed by this runtime, on every worker.
-    pub(crate) fn load(&self) -> usize {
-        self.shared
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|w| w.load.load(Ordering::Relaxed))
-            .sum()
     }
 }
 

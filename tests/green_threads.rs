@@ -331,3 +331,33 @@ fn rust_std_threads_stay_native() {
     assert!(green.status.success(), "{green:?}");
     assert_eq!(green.stdout, native.stdout, "{green:?}");
 }
+
+/// `PATCHALL_STACK_SIZE` sizes a green thread's stack (as it does a
+/// coroutine's) unless the program's attribute sets one; the thread reads
+/// its own bounds and finds its locals inside them. Native threads keep
+/// glibc's size whatever the variable says.
+#[test]
+fn green_threads_take_patchall_stack_size_unless_their_attribute_sets_one() {
+    let program = c_program("green_stack_size");
+    let plain = run(&program, Mode::Plain, &[]);
+    assert_eq!(plain.status.code(), Some(0), "{plain:?}");
+    let glibc = field(&plain, "glibc");
+    assert_eq!(field(&plain, "attr"), 1 << 20, "{plain:?}");
+    let green = run(&program, Mode::Green, &[]);
+    assert_eq!(green.status.code(), Some(0), "{green:?}");
+    assert_eq!(field(&green, "default"), glibc, "no variable: glibc's size");
+    assert_eq!(field(&green, "attr"), 1 << 20);
+    for workers in ["1", "2"] {
+        let env = [
+            ("PATCHALL_STACK_SIZE", "64k"),
+            ("PATCHALL_WORKERS", workers),
+        ];
+        let small = run(&program, Mode::Green, &env);
+        assert_eq!(small.status.code(), Some(0), "{workers} workers: {small:?}");
+        assert_eq!(field(&small, "default"), 64 << 10, "{small:?}");
+        assert_eq!(field(&small, "attr"), 1 << 20, "the attribute's size wins");
+    }
+    let native = run(&program, Mode::Off, &[("PATCHALL_STACK_SIZE", "64k")]);
+    assert_eq!(native.status.code(), Some(0), "{native:?}");
+    assert_eq!(field(&native, "default"), field(&plain, "default"));
+}

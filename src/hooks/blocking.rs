@@ -79,7 +79,7 @@ fn would_block(e: i32) -> bool {
 /// process is `runtime::engaged`; before, nothing can need us): it is the
 /// whole cost a program pays for the calls it makes outside coroutines.
 ///
-/// In a coroutine it is also the data calls' `cancellation_point`, for the
+/// In a coroutine it is also the data calls' `cancel::cancellation_point`, for the
 /// price of one load: a cancelled green thread ends here.
 #[inline(always)]
 pub(crate) fn passthrough(fd: libc::c_int) -> bool {
@@ -87,38 +87,10 @@ pub(crate) fn passthrough(fd: libc::c_int) -> bool {
         None => !fdtable::we_set_nonblock(fd),
         Some(cancelled) => {
             if cancelled {
-                act_at_entry();
+                super::cancel::act_at_entry();
             }
             false
         }
-    }
-}
-
-/// The entry of a hooked call that is a cancellation point (pthreads(7)): a
-/// green thread with a pending, enabled cancellation ends here, before the
-/// call is made, even one that would not wait. glibc acts there too: a
-/// cancellable call checks before its system call (so a cancelled `close`
-/// leaves the fd open). A cancellation that comes while the call waits wakes
-/// the park instead (`wait`).
-#[inline(always)]
-pub(crate) fn cancellation_point() {
-    if runtime::engaged() && control::running_cancelled() == Some(true) {
-        act_at_entry();
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn act_at_entry() {
-    // Not under another hook's guard: a hooked call our own code makes is no
-    // cancellation point of the program's.
-    if let Some(guard) = Guard::enter() {
-        drop(guard);
-        // SAFETY: at a hook's entry, with no guard held: the frames below are
-        // the program's and the hook's, which hold nothing yet. Returns for
-        // a coroutine that is no green thread (`JoinHandle::kill`: its next
-        // wait fails) and for a deferred cancellation.
-        unsafe { super::thread::act_on_cancel() };
     }
 }
 
@@ -200,7 +172,7 @@ pub(crate) fn wait(
             // only the guard, already released) or, deferred, waits again.
             // SAFETY: as above.
             Ok(Wake::Cancelled)
-                if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) =>
+                if guard.release_while(|| unsafe { super::cancel::act_on_cancel() }) =>
             {
                 continue;
             }

@@ -20,7 +20,7 @@
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
 
 use super::blocking::offloaded;
-use super::sleep::coroutine_guard;
+use super::coroutine_guard;
 use crate::runtime::{Family, Label, control};
 
 unsafe extern "C" {

@@ -13,7 +13,7 @@
 
 use libc::{c_int, c_uint, c_ulong, c_void};
 
-use super::blocking;
+use super::cancel;
 use crate::fdtable::{self, Kind};
 use crate::runtime::{self, ownfd};
 use crate::sys::{self, set_errno};
@@ -151,7 +151,7 @@ hook! {
     /// first. A cancellation point: a cancelled green thread ends before the
     /// fd is closed, as with glibc.
     fn close(fd: c_int) -> c_int as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         if hidden(fd) {
             return ebadf();
         }
@@ -350,7 +350,7 @@ hook! {
     fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int as real {
         // glibc's only cancellable commands: the waiting locks.
         if cmd == libc::F_SETLKW || cmd == libc::F_OFD_SETLKW {
-            blocking::cancellation_point();
+            cancel::cancellation_point();
         }
         if hidden(fd) {
             return ebadf();

@@ -21,10 +21,11 @@
 
 use libc::{c_char, c_int, c_uint, c_void, iovec, off_t, size_t, ssize_t};
 
-use super::blocking::{self, offloaded};
+use super::blocking::offloaded;
+use super::cancel;
+use super::coroutine_guard;
 use super::iov::{IovCursor, iov_total};
 use super::real::Guard;
-use super::sleep::coroutine_guard;
 use crate::config::{OffloadFiles, config};
 use crate::fdtable::{self, Kind};
 use crate::runtime::{Family, Label};
@@ -197,7 +198,7 @@ pub(crate) fn readv_at_position(
 hook! {
     /// `pread(2)`.
     fn pread(fd: c_int, buf: *mut c_void, count: size_t, offset: off_t) -> ssize_t as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         let v = one(buf, count);
         read(fd, &v, 1, At::Offset(offset), &mut |done| {
             // SAFETY: `done < count`: inside the caller's buffer.
@@ -233,7 +234,7 @@ alias! {
 hook! {
     /// `preadv(2)`.
     fn preadv(fd: c_int, iov: *const iovec, iovcnt: c_int, offset: off_t) -> ssize_t as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         let mut tail = IovCursor::new(iov, iovcnt);
         read(fd, iov, iovcnt, At::Offset(offset), &mut |done| {
             let (p, n) = tail.tail_at(done, usize::MAX);
@@ -253,7 +254,7 @@ alias! {
 hook! {
     /// `pwrite(2)`.
     fn pwrite(fd: c_int, buf: *const c_void, count: size_t, offset: off_t) -> ssize_t as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         // SAFETY: forwarding the caller's arguments.
         let mut call = || unsafe { real(fd, buf, count, offset) };
         write(fd, count, &mut call).unwrap_or_else(call)
@@ -268,7 +269,7 @@ alias! {
 hook! {
     /// `pwritev(2)`.
     fn pwritev(fd: c_int, iov: *const iovec, iovcnt: c_int, offset: off_t) -> ssize_t as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         // SAFETY: forwarding the caller's arguments.
         let mut call = || unsafe { real(fd, iov, iovcnt, offset) };
         match iov_total(iov, iovcnt) {
@@ -286,7 +287,7 @@ alias! {
 /// fsync and fdatasync wait for the disk whatever the fd: on the pool from a
 /// coroutine unless file offloading is off.
 fn sync(call: impl FnOnce() -> c_int) -> c_int {
-    blocking::cancellation_point();
+    cancel::cancellation_point();
     match coroutine_guard() {
         Some(guard) if config().offload_files != OffloadFiles::Off && !guard.trapped() => {
             // SAFETY: `call` only passes the caller's fd.
@@ -400,7 +401,7 @@ fn open_with(
     flags: c_int,
     call: impl FnOnce() -> c_int,
 ) -> c_int {
-    blocking::cancellation_point();
+    cancel::cancellation_point();
     let fd = match coroutine_guard().map(|g| (g, config().offload_files)) {
         None | Some((_, OffloadFiles::Off)) => call(),
         // glibc's own opens (malloc's /proc/sys/vm/overcommit_memory under

@@ -14,6 +14,7 @@
 #[macro_use]
 mod real;
 pub(crate) mod blocking;
+pub(crate) mod cancel;
 mod creds;
 mod dl;
 pub mod dns;
@@ -36,6 +37,17 @@ pub mod transfer;
 
 pub(crate) use real::Guard;
 pub use real::Original;
+
+/// The hook guard, when the caller is a coroutine and not our own code: None
+/// means "forward to the real call". The hooks that park (sleep, poll, DNS,
+/// files, child waits...) start with it.
+pub(crate) fn coroutine_guard() -> Option<Guard> {
+    if crate::runtime::in_coroutine() {
+        Guard::enter()
+    } else {
+        None
+    }
+}
 
 /// For `libpatchall.so`'s constructor: what must be in place before the
 /// program's first instruction (`PATCHALL_DUMP_SIGNAL`'s handler).

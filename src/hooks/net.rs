@@ -7,6 +7,7 @@ use libc::{
 };
 
 use super::blocking::{self, block_in_poll, deadline_for};
+use super::cancel;
 use super::iov::{IovCursor, iov_total, msghdr_for};
 use super::real::Guard;
 use crate::fdtable::{self, Kind, Timeout};
@@ -101,7 +102,7 @@ fn read_hung_up(fd: c_int) -> bool {
 hook! {
     /// `accept4(2)`: parks until a connection arrives (or SO_RCVTIMEO expires).
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         let r = blocking::once(&const { blocking::net("accept4") }, fd, Direction::Read, None, None, |_| {
             // SAFETY: forwarding the caller's arguments.
             accept_result(fd, unsafe { real(fd, addr, len, flags) as isize })
@@ -116,7 +117,7 @@ hook! {
 hook! {
     /// `accept(2)`.
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         let r = blocking::once(&const { blocking::net("accept") }, fd, Direction::Read, None, None, |_| {
             // SAFETY: forwarding the caller's arguments.
             accept_result(fd, unsafe { real(fd, addr, len) as isize })
@@ -144,7 +145,7 @@ hook! {
     /// reports its result (ECONNREFUSED…); SO_SNDTIMEO expiry gives EINPROGRESS,
     /// as Linux does. The user's non-blocking socket gets the kernel's answers.
     fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         // SAFETY: forwarding the caller's arguments (each call below likewise).
         let call = || unsafe { real(fd, addr, len) };
         if !runtime::in_coroutine() {
@@ -183,7 +184,7 @@ hook! {
                 }
                 // SAFETY: nothing in these frames needs dropping but the guard,
                 // released while `act_on_cancel` runs.
-                Wake::Cancelled if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) => {}
+                Wake::Cancelled if guard.release_while(|| unsafe { super::cancel::act_on_cancel() }) => {}
                 Wake::Cancelled => {
                     set_errno(libc::ECANCELED);
                     return -1;
@@ -322,7 +323,7 @@ hook! {
     /// keeps receiving until `vlen` messages, unless MSG_WAITFORONE, or until the
     /// call's own `timeout` passes.
     fn recvmmsg(fd: c_int, msgvec: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         // A plain thread on an fd we made non-blocking takes the loop below,
         // which blocks it as the call would.
         if flags & libc::MSG_DONTWAIT != 0 || (!runtime::in_coroutine() && !fdtable::we_set_nonblock(fd)) {
@@ -402,7 +403,7 @@ hook! {
     /// blocking call never leaves so: there each message goes whole through
     /// `sendmsg`, as the kernel's own loop does.
     fn sendmmsg(fd: c_int, msgvec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int as real {
-        blocking::cancellation_point();
+        cancel::cancellation_point();
         let cooperative = flags & libc::MSG_DONTWAIT == 0 && (runtime::in_coroutine() || fdtable::we_set_nonblock(fd));
         if cooperative && is_stream(fd) {
             let mut sent: c_uint = 0;

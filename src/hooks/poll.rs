@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t, timespec, timeval};
 
+use super::coroutine_guard;
 use super::real::Guard;
-use super::sleep::{coroutine_guard, deadline_after, timespec_duration, to_timespec};
+use super::sleep::{deadline_after, timespec_duration, to_timespec};
 use crate::runtime::signals::kernel_set;
 use crate::runtime::{self, Breaks, Direction, Wake};
 use crate::sys::{self, set_errno};
@@ -49,7 +50,7 @@ fn cooperate(
     mut attempt: impl FnMut(Option<Duration>) -> c_int,
 ) -> c_int {
     // A cancellation point even when an fd is ready at once.
-    guard.release_while(super::blocking::cancellation_point);
+    guard.release_while(super::cancel::cancellation_point);
     let done = |n: c_int| n != 0 || left(deadline) == Some(Duration::ZERO);
     let n = attempt(Some(Duration::ZERO));
     if done(n) {
@@ -75,7 +76,7 @@ fn cooperate(
             // A green thread's cancellation ends it here (`fds` leaks) or,
             // deferred, the wait goes on.
             // SAFETY: nothing in these frames needs dropping but `fds`' memory.
-            if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) {
+            if guard.release_while(|| unsafe { super::cancel::act_on_cancel() }) {
                 continue;
             }
             set_errno(libc::ECANCELED);

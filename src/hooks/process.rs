@@ -54,8 +54,8 @@ use libc::{
 };
 
 use super::blocking::{self, offloaded};
+use super::coroutine_guard;
 use super::real::Guard;
-use super::sleep::coroutine_guard;
 use crate::fdtable::{self, Kind, Sharing};
 use crate::runtime::ownfd::OwnFd;
 use crate::runtime::{self, Direction, Family, Label};
@@ -90,7 +90,7 @@ fn wait_for(
     call: impl FnOnce() -> c_int,
 ) -> c_int {
     // A cancellation point, WNOHANG or not (glibc's wait4 and waitid).
-    super::blocking::cancellation_point();
+    super::cancel::cancellation_point();
     if options & libc::WNOHANG != 0 {
         return call();
     }

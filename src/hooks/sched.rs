@@ -6,7 +6,7 @@
 
 use libc::c_int;
 
-use super::sleep::coroutine_guard;
+use super::coroutine_guard;
 use crate::runtime;
 
 hook! {

@@ -28,8 +28,9 @@ use std::time::Instant;
 
 use libc::{c_int, siginfo_t, sigset_t, timespec};
 
+use super::coroutine_guard;
 use super::real::Guard;
-use super::sleep::{coroutine_guard, deadline_after, timespec_duration};
+use super::sleep::{deadline_after, timespec_duration};
 use crate::runtime::signals::{
     bit, caller_mask, deliver_pending, glibc_internal, kernel_set, unstoppable,
 };
@@ -49,7 +50,7 @@ fn stopped(guard: &Guard, wake: Wake) -> Option<c_int> {
         Wake::Expired => Some(libc::ETIMEDOUT),
         // SAFETY: the hook's frames own nothing but the guard, released while
         // `act_on_cancel` runs.
-        Wake::Cancelled if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) => {
+        Wake::Cancelled if guard.release_while(|| unsafe { super::cancel::act_on_cancel() }) => {
             None
         }
         Wake::Cancelled => Some(libc::ECANCELED),

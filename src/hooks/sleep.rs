@@ -18,20 +18,11 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_uint, clockid_t, timespec, useconds_t};
 
 use super::real::Guard;
+// Also still named from here by pthread_sync.
 use crate::runtime::{self, Wake};
 use crate::sys::set_errno;
 use crate::sys::time::clock_now;
 pub(super) use crate::sys::{deadline_after, timespec_duration, to_timespec};
-
-/// The hook guard, when the caller is a coroutine and not our own code: None
-/// means "forward to the real call".
-pub(super) fn coroutine_guard() -> Option<Guard> {
-    if runtime::in_coroutine() {
-        Guard::enter()
-    } else {
-        None
-    }
-}
 
 /// Reads a caller's non-null timespec that the kernel would accept.
 fn requested(req: *const timespec) -> Option<Duration> {
@@ -53,7 +44,7 @@ fn park_until(guard: &Guard, deadline: Instant) -> Result<(), c_int> {
             // SAFETY: this frame and the hook's own nothing but the guard,
             // released while `act_on_cancel` runs.
             Wake::Cancelled
-                if guard.release_while(|| unsafe { super::thread::act_on_cancel() }) => {}
+                if guard.release_while(|| unsafe { super::cancel::act_on_cancel() }) => {}
             Wake::Cancelled | Wake::Expired => return Ok(()),
             _ if Instant::now() >= deadline => return Ok(()),
             _ => {}
@@ -124,7 +115,7 @@ hook! {
     /// # Safety
     /// None beyond libc's.
     fn sleep(seconds: c_uint) -> c_uint as real {
-        let Some(guard) = coroutine_guard() else {
+        let Some(guard) = super::coroutine_guard() else {
             // SAFETY: forwarding the caller's argument.
             return unsafe { real(seconds) };
         };
@@ -146,7 +137,7 @@ hook! {
     /// # Safety
     /// None beyond libc's.
     fn usleep(usec: useconds_t) -> c_int as real {
-        let Some(guard) = coroutine_guard() else {
+        let Some(guard) = super::coroutine_guard() else {
             // SAFETY: forwarding the caller's argument.
             return unsafe { real(usec) };
         };
@@ -164,7 +155,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             unsafe { real(req, rem) }
         };
-        let Some(guard) = coroutine_guard() else { return forward() };
+        let Some(guard) = super::coroutine_guard() else { return forward() };
         let Some(d) = requested(req) else { return forward() };
         park_or_errno(&guard, deadline_after(d), rem)
     }
@@ -192,7 +183,7 @@ hook! {
             // SAFETY: forwarding the caller's arguments.
             unsafe { real(clock, flags, req, rem) }
         };
-        let Some(guard) = coroutine_guard() else { return forward() };
+        let Some(guard) = super::coroutine_guard() else { return forward() };
         if !measurable(clock) {
             return forward();
         }

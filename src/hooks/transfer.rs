@@ -23,8 +23,8 @@ use std::time::Instant;
 use libc::{c_int, c_uint, loff_t, off_t, size_t, ssize_t};
 
 use super::blocking::{block_in_poll, deadline_for, io, wait};
+use super::coroutine_guard;
 use super::real::Guard;
-use super::sleep::coroutine_guard;
 use crate::fdtable::{self, Kind};
 use crate::runtime::{self, Direction, Label};
 use crate::sys::{errno, set_errno};

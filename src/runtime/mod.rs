@@ -21,6 +21,7 @@ pub(crate) mod symbolize;
 mod task;
 mod timer;
 pub(crate) mod tls;
+pub(crate) mod workers;
 
 pub use dump::{RunInfo, Stats, run_info, stats};
 pub use observe::{CoroutineInfo, CoroutineState, WaitInfo, WaitsOn, WorkerInfo};

@@ -225,7 +225,7 @@ impl Scheduler {
             runq: RunQueue::new(),
             timers: RefCell::new(Timers::default()),
             reactor: RefCell::new(reactor),
-            stacks: RefCell::new(StackCache::new(cfg.stack_size, cfg.stack_mode)),
+            stacks: RefCell::new(StackCache::new(cfg.stack_mode)),
             live_head: Cell::new(ptr::null()),
             live: Cell::new(0),
             runs_since_poll: Cell::new(0),
@@ -812,7 +812,7 @@ pub(crate) fn spawn_at<F: FnOnce() + Send + 'static>(
     body: F,
 ) -> io::Result<TaskHandle> {
     let cfg = config();
-    let size = stack::round_size(stack_size.unwrap_or(cfg.stack_size))
+    let size = stack::usable_size(stack_size, crate::config::DEFAULT_STACK_SIZE)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
     let stack = stack::allocate(size, cfg.stack_mode)?;
     let tp = match take_tls(own_tls) {

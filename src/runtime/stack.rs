@@ -18,7 +18,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crate::config::StackMode;
+use crate::config::{self, StackMode};
 use crate::sys::page_size;
 
 /// Width of the unmapped gap below each guarded stack. Debian's gcc does not emit
@@ -83,9 +83,24 @@ unsafe impl corosensei::stack::Stack for Stack {
     }
 }
 
+/// The one decision of a new stack's usable size, for every way one is made
+/// (`spawn` and `Builder`, `Runtime`, `Generator`, `pa_spawn`, green threads):
+/// the size `asked` for (`Builder::stack_size`, `pa_options.stack_size`, a
+/// green thread's attribute), else `PATCHALL_STACK_SIZE`, else `default`
+/// (256 KiB for coroutines, glibc's thread stack for green threads); rounded
+/// up to whole pages, at least `MIN_STACK_SIZE`. None when it cannot be mapped.
+pub(crate) fn usable_size(asked: Option<usize>, default: usize) -> Option<usize> {
+    decide(asked, config::config(), default)
+}
+
+fn decide(asked: Option<usize>, cfg: &config::Config, default: usize) -> Option<usize> {
+    let configured = cfg.stack_size_set.then_some(cfg.stack_size);
+    round_size(asked.or(configured).unwrap_or(default))
+}
+
 /// Rounds a requested size up to whole pages, at least the minimum; None when the
 /// size (plus its guard) cannot be described at all.
-pub(crate) fn round_size(size: usize) -> Option<usize> {
+fn round_size(size: usize) -> Option<usize> {
     let page = page_size();
     let rounded = size
         .max(crate::config::MIN_STACK_SIZE)
@@ -297,9 +312,10 @@ pub(crate) struct StackCache {
 const CACHE_MAX: usize = 256;
 
 impl StackCache {
-    pub(crate) fn new(size: usize, mode: StackMode) -> StackCache {
+    pub(crate) fn new(mode: StackMode) -> StackCache {
         StackCache {
-            size: round_size(size).unwrap_or(crate::config::DEFAULT_STACK_SIZE),
+            size: usable_size(None, config::DEFAULT_STACK_SIZE)
+                .unwrap_or(config::DEFAULT_STACK_SIZE),
             mode,
             stacks: Vec::new(),
         }
@@ -308,7 +324,8 @@ impl StackCache {
     pub(crate) fn get(&mut self, size: Option<usize>) -> io::Result<Stack> {
         let size = match size {
             None => self.size,
-            Some(n) => round_size(n).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?,
+            Some(n) => usable_size(Some(n), config::DEFAULT_STACK_SIZE)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?,
         };
         if size == self.size {
             if let Some(stack) = self.stacks.pop() {
@@ -357,6 +374,58 @@ mod tests {
             );
             (lo..hi).contains(&addr) && rest.starts_with('r')
         })
+    }
+
+    #[test]
+    fn one_decision_sizes_every_stack() {
+        let page = page_size();
+        let unset = config::Config::from_lookup(|_| None);
+        let set = config::Config::from_lookup(|name| {
+            (name == "PATCHALL_STACK_SIZE").then(|| "64k".into())
+        });
+        let glibc = 8 << 20;
+        // Asked for (Builder, pa_options, a thread attribute): that, rounded.
+        for cfg in [&unset, &set] {
+            assert_eq!(
+                decide(Some(100_000), cfg, glibc),
+                Some(100_000usize.next_multiple_of(page))
+            );
+            assert_eq!(decide(Some(1), cfg, glibc), Some(config::MIN_STACK_SIZE));
+        }
+        // Not asked: PATCHALL_STACK_SIZE if given, else the caller's default.
+        assert_eq!(decide(None, &unset, glibc), Some(glibc));
+        assert_eq!(
+            decide(None, &unset, config::DEFAULT_STACK_SIZE),
+            Some(config::DEFAULT_STACK_SIZE)
+        );
+        assert_eq!(decide(None, &set, glibc), Some(64 << 10));
+        assert_eq!(
+            decide(None, &set, config::DEFAULT_STACK_SIZE),
+            Some(64 << 10)
+        );
+        assert_eq!(decide(Some(usize::MAX), &set, glibc), None);
+    }
+
+    /// A coroutine's own stack bounds, checked against one of its locals.
+    fn own_stack() -> usize {
+        let local = 0u8;
+        let (bottom, size) = crate::runtime::control::current_stack().unwrap();
+        let at = &local as *const u8 as usize;
+        assert!(
+            (bottom..bottom + size).contains(&at),
+            "{at:#x} outside its stack"
+        );
+        size
+    }
+
+    #[test]
+    fn builder_stacks_are_the_size_decided() {
+        let run = |b: crate::Builder| b.spawn(own_stack).unwrap().join().unwrap();
+        assert_eq!(run(crate::Builder::new().stack_size(64 << 10)), 64 << 10);
+        assert_eq!(run(crate::Builder::new().stack_size(1 << 20)), 1 << 20);
+        let default = usable_size(None, config::DEFAULT_STACK_SIZE).unwrap();
+        assert_eq!(run(crate::Builder::new()), default);
+        assert_eq!(crate::spawn(own_stack).unwrap().join().unwrap(), default);
     }
 
     #[test]
@@ -409,7 +478,7 @@ mod tests {
 
     #[test]
     fn absurd_sizes_fail_with_enomem() {
-        let mut cache = StackCache::new(64 * 1024, StackMode::Guarded);
+        let mut cache = StackCache::new(StackMode::Guarded);
         let err = cache.get(Some(usize::MAX)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
         let err = cache.get(Some(1 << 62)).unwrap_err();
@@ -418,7 +487,7 @@ mod tests {
 
     #[test]
     fn cache_reuses_stacks() {
-        let mut cache = StackCache::new(64 * 1024, StackMode::Guarded);
+        let mut cache = StackCache::new(StackMode::Guarded);
         let a = cache.get(None).unwrap();
         let top = a.top;
         cache.put(a);

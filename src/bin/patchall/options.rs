@@ -94,7 +94,8 @@ pub static OPTIONS: &[Opt] = &[
         var: Some("PATCHALL_STACK_SIZE"),
         kind: Kind::Size(MIN_STACK_SIZE, MAX_STACK_SIZE),
         scope: VARS,
-        help: "coroutine stack size in bytes, or with the suffix k, m or g: 262144, \
+        help: "stack size of coroutines and of green threads (unless the thread's \
+               attribute sets one), in bytes or with the suffix k, m or g: 262144, \
                256k, 1M... (16k to 1g)",
     },
     Opt {

@@ -9,7 +9,7 @@ use libc::{ECANCELED, ETIMEDOUT, c_int, clockid_t, pthread_cond_t, pthread_mutex
 use super::mutex::{pthread_mutex_lock, pthread_mutex_unlock};
 use super::overlay;
 use super::wait::{Deadline, WAITER_COUNT, WAITER_NATIVE, WaitBy, let_others_run};
-use crate::hooks::thread;
+use crate::hooks::cancel;
 use crate::runtime::{Family, Label, parking};
 use crate::sys::futex;
 
@@ -57,7 +57,7 @@ impl Cond {
             return r;
         }
         // A cancellation point: one already due acts without waiting.
-        let waited = if thread::cancel_due() {
+        let waited = if cancel::cancel_due() {
             Err(ECANCELED)
         } else {
             waiter.wait_word(&self.seq, seq, deadline.as_ref())
@@ -73,7 +73,7 @@ impl Cond {
             // As glibc: the cleanup handlers run with the mutex held again.
             // Deferred (disabled) or not a green thread, it is a spurious wake-up.
             // SAFETY: no guard is held, and these frames own nothing to drop.
-            unsafe { thread::act_on_cancel() };
+            unsafe { cancel::act_on_cancel() };
         }
         match r {
             0 if timed_out => ETIMEDOUT,

@@ -11,7 +11,7 @@ use libc::{EAGAIN, ECANCELED, EINTR, EOVERFLOW, ETIMEDOUT, c_int, clockid_t, sem
 use super::overlay;
 use super::wait::{Deadline, WaitBy};
 use crate::hooks::Guard;
-use crate::hooks::{blocking, green, thread};
+use crate::hooks::{blocking, cancel, green, thread};
 use crate::runtime::{self, Breaks, Family, Label, parking};
 use crate::sys::time::timespec_after;
 use crate::sys::{errno, futex, set_errno};
@@ -67,7 +67,7 @@ impl Sem {
                 // SAFETY: no guard is held (the waiter is gone) and these frames
                 // own nothing to drop.
                 Err(ECANCELED) => unsafe {
-                    thread::act_on_cancel();
+                    cancel::act_on_cancel();
                 },
                 r => return r,
             }

@@ -24,7 +24,7 @@ hook! {
         if take() {
             return 0;
         }
-        let Some(guard) = crate::hooks::sleep::coroutine_guard() else {
+        let Some(guard) = crate::hooks::coroutine_guard() else {
             // SAFETY: forwarding the caller's argument.
             return unsafe { real(lock) };
         };

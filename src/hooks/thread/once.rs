@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, pthread_once_t};
 
-use super::{GreenThread, current, green};
+use super::{GreenThread, current, green, no_panic};
 use crate::runtime::{self, parking};
 use crate::sys::futex;
 
@@ -41,35 +41,57 @@ fn wake(control: *const AtomicI32) {
 }
 
 hook! {
-    /// `pthread_once(3)`.
+    /// `pthread_once(3)`. `C-unwind`: the init routine may end its thread
+    /// (`pthread_exit`, cancellation) or throw; our own parts run under
+    /// `no_panic`, the routine outside it.
     unwind fn pthread_once(control: *mut pthread_once_t, init: Option<Init>) -> c_int as real {
-        if !green::enabled() || !runtime::in_coroutine() || control.is_null() {
+        let ours = no_panic("pthread_once", || {
+            green::enabled() && runtime::in_coroutine() && !control.is_null()
+        });
+        if !ours {
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real(control, init) };
         }
         // SAFETY: a pthread_once_t is an int that every user accesses atomically.
         let word = unsafe { &*control.cast::<AtomicI32>() };
-        loop {
-            let seen = word.load(Acquire);
-            if seen & DONE != 0 {
-                return 0;
-            }
-            if seen & IN_PROGRESS != 0 {
-                let recheck = Instant::now() + NATIVE_RECHECK;
-                runtime::label(&const { runtime::Label::new("once", runtime::Family::Lock) });
-                parking::park_on(control as usize, Some(recheck), || word.load(Acquire) == seen);
-                continue;
-            }
-            if word.compare_exchange(seen, IN_PROGRESS, Acquire, Acquire).is_ok() {
-                run_init(word, init);
+        if no_panic("pthread_once", || claim(word)) {
+            run_init(word, init);
+            no_panic("pthread_once", || {
                 word.store(DONE, Release);
                 wake(word);
-                return 0;
-            }
+            });
+        }
+        0
+    }
+}
+
+/// True when the caller is to run the routine (the control is now ours);
+/// false once another thread has run it. Parks while one runs it.
+fn claim(word: &AtomicI32) -> bool {
+    let control = word as *const AtomicI32 as usize;
+    loop {
+        let seen = word.load(Acquire);
+        if seen & DONE != 0 {
+            return false;
+        }
+        if seen & IN_PROGRESS != 0 {
+            let recheck = Instant::now() + NATIVE_RECHECK;
+            runtime::label(&const { runtime::Label::new("once", runtime::Family::Lock) });
+            parking::park_on(control, Some(recheck), || word.load(Acquire) == seen);
+            continue;
+        }
+        if word
+            .compare_exchange(seen, IN_PROGRESS, Acquire, Acquire)
+            .is_ok()
+        {
+            return true;
         }
     }
 }
 
+/// Runs the routine with the control linked from the green thread's record
+/// (reset if the thread ends inside it). Nothing here can panic: the routine
+/// may unwind through this frame.
 fn run_init(word: &AtomicI32, init: Option<Init>) {
     let me = current();
     let running = Running {

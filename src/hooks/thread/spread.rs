@@ -2,7 +2,7 @@
 //! `pthread_create` starts N - 1 worker threads (native, each with its own
 //! scheduler) and from then on every new green thread goes to the least loaded
 //! of N workers: `main`'s OS thread and those. `main` itself stays on its own
-//! thread, and a green thread never moves (see `crate::workers`). Without
+//! thread, and a green thread never moves (see `runtime::workers`). Without
 //! `PATCHALL_WORKERS`, green threads stay on the thread that creates them, as
 //! before: one core, no extra OS thread.
 //!
@@ -17,8 +17,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::config;
 use crate::runtime::Remote;
+use crate::runtime::workers::WorkerSet;
 use crate::sys::diag;
-use crate::workers::Runtime;
 
 thread_local! {
     /// Set while this thread starts the workers: their `pthread_create`s are
@@ -26,7 +26,7 @@ thread_local! {
     static STARTING: Cell<bool> = const { Cell::new(false) };
 }
 
-static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
+static WORKERS: OnceLock<Option<WorkerSet>> = OnceLock::new();
 
 /// How many workers green threads spread over (1: the creator's thread).
 fn workers() -> usize {
@@ -38,21 +38,19 @@ pub(super) fn starting() -> bool {
     STARTING.try_with(Cell::get).unwrap_or(false)
 }
 
-/// The runtime of the workers, started on first use; None with one worker, or
-/// (reported once) if the threads could not be started.
-fn runtime() -> Option<&'static Runtime> {
+/// The workers, started on first use with this thread's scheduler as worker
+/// 0; None with one worker, or (reported once) if the threads could not be
+/// started.
+fn worker_set() -> Option<&'static WorkerSet> {
     if workers() < 2 {
         return None;
     }
-    RUNTIME
+    WORKERS
         .get_or_init(|| {
             let _ = STARTING.try_with(|s| s.set(true));
-            let rt = Runtime::builder()
-                .workers(workers())
-                .with_current_thread()
-                .build();
+            let set = WorkerSet::start(workers(), true);
             let _ = STARTING.try_with(|s| s.set(false));
-            rt.map_err(|e| {
+            set.map_err(|e| {
                 diag(&[
                     b"patchall: cannot start the worker threads (",
                     e.to_string().as_bytes(),
@@ -67,7 +65,7 @@ fn runtime() -> Option<&'static Runtime> {
 /// Where a new green thread goes: a worker's mailbox (None: this thread) and
 /// the load counter to decrement when it ends (None without workers).
 pub(super) fn place() -> (Option<Arc<Remote>>, Option<Arc<AtomicUsize>>) {
-    match runtime().map(|rt| rt.handle().place()) {
+    match worker_set().map(|set| set.placer().place()) {
         Some(Ok((home, load))) => (home, Some(load)),
         _ => (None, None),
     }
@@ -75,16 +73,16 @@ pub(super) fn place() -> (Option<Arc<Remote>>, Option<Arc<AtomicUsize>>) {
 
 /// Live green threads placed on workers (0 without workers).
 pub(super) fn live() -> usize {
-    RUNTIME
+    WORKERS
         .get()
         .and_then(Option::as_ref)
-        .map_or(0, |rt| rt.handle().load())
+        .map_or(0, |set| set.placer().load())
 }
 
 /// OS threads started for the workers.
 pub(super) fn threads() -> usize {
-    RUNTIME
+    WORKERS
         .get()
         .and_then(Option::as_ref)
-        .map_or(0, |rt| rt.workers() - 1)
+        .map_or(0, |set| set.len() - 1)
 }

@@ -147,7 +147,8 @@ fn body(addr: usize, main: Main, argc: c_int, argv: usize, envp: usize) {
 }
 
 /// The main thread's stack: RLIMIT_STACK, as the kernel gives it; address
-/// space, committed only as touched.
+/// space, committed only as touched. `PATCHALL_STACK_SIZE` sizes the threads
+/// `main` starts, not `main`, as glibc's default thread attribute does.
 fn main_stack_size() -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
