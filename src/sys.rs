@@ -13,6 +13,9 @@ pub(crate) mod gate;
 #[cfg(not(target_arch = "x86_64"))]
 #[path = "sys/gate_other.rs"]
 pub(crate) mod gate;
+mod original;
+
+pub use original::Original;
 
 /// An argument of a raw system call: whatever libc's variadic `syscall`
 /// accepted at our call sites (integers, pointers, references), as a register.

@@ -34,12 +34,22 @@ pub mod syscall;
 pub mod thread;
 pub mod transfer;
 
-pub(crate) use real::Guard;
 pub use real::Original;
 
 /// For `libpatchall.so`'s constructor: what must be in place before the
 /// program's first instruction (`PATCHALL_DUMP_SIGNAL`'s handler).
 #[doc(hidden)]
 pub fn preload_init() {
+    register_with_runtime();
     crate::runtime::dump::listen();
+}
+
+/// Gives the runtime what it must not name: the hooks' treatment of system
+/// calls that Syscall User Dispatch traps (`syscall::emulate`). A trap can
+/// only come from coroutine code, so every path that starts coroutines calls
+/// this first: `Builder::spawn`, `run_as_coroutine`, green threads being
+/// turned on, the preload's constructor. One load when already done.
+#[inline]
+pub(crate) fn register_with_runtime() {
+    crate::runtime::dispatch::set_emulator(syscall::emulate);
 }

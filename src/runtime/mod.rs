@@ -22,6 +22,7 @@ mod task;
 mod timer;
 pub(crate) mod tls;
 
+pub(crate) use dispatch::Guard;
 pub use dump::{RunInfo, Stats, run_info, stats};
 pub use observe::{CoroutineInfo, CoroutineState, WaitInfo, WaitsOn, WorkerInfo};
 pub(crate) use observe::{Family, Label};
