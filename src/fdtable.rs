@@ -126,8 +126,9 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
     if let Some(f) = known(fd) {
         return Some(f);
     }
-    // SAFETY: fstat writes only into `st`; a bad fd gives an error.
+    // SAFETY: `stat` is plain integers, for which all-zero is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into `st`; a bad fd gives an error.
     if unsafe { crate::sys::raw_syscall!(libc::SYS_fstat, fd, &mut st) } < 0 {
         return None;
     }

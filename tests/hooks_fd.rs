@@ -16,8 +16,8 @@ fn raw_getfl(fd: i32) -> i32 {
 /// were inherited from a parent process.
 fn inherited_pipe() -> (i32, i32) {
     let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
     assert_eq!(
+        // SAFETY: pipe2 writes two fds into the array.
         unsafe { libc::syscall(libc::SYS_pipe2, fds.as_mut_ptr(), 0) },
         0
     );
@@ -223,8 +223,8 @@ fn the_users_nonblocking_wish_gives_eagain() {
     assert_eq!(got, Err(ErrorKind::WouldBlock));
 
     let (r, w) = inherited_pipe();
-    // SAFETY: fcntl through the hook: the user asks for O_NONBLOCK.
     assert_eq!(
+        // SAFETY: fcntl through the hook: the user asks for O_NONBLOCK.
         unsafe { libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK) },
         0
     );
@@ -269,8 +269,8 @@ fn clearing_fionbio_on_our_socket_keeps_it_cooperative() {
         0,
         "still ours"
     );
-    // SAFETY: fcntl through the hook.
     assert_eq!(
+        // SAFETY: fcntl through the hook.
         unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK,
         0
     );

@@ -355,10 +355,9 @@ hook! {
         if hidden(fd) {
             return ebadf();
         }
-        // SAFETY (all calls below): forwarding the caller's arguments, or the same
-        // with O_NONBLOCK added to an F_SETFL value.
         match cmd {
             libc::F_GETFL => {
+                // SAFETY: forwarding the caller's arguments.
                 let flags = unsafe { real(fd, cmd, arg) };
                 if flags >= 0 && fdtable::we_set_nonblock(fd) {
                     return flags & !libc::O_NONBLOCK;
@@ -369,6 +368,8 @@ hook! {
                 let wanted = arg as c_int & libc::O_NONBLOCK != 0;
                 let ours = fdtable::known(fd).is_some_and(|f| f.we_set_nonblock);
                 let arg = if ours { arg | libc::O_NONBLOCK as c_ulong } else { arg };
+                // SAFETY: the caller's arguments, with O_NONBLOCK kept in an
+                // F_SETFL value (an integer argument).
                 let r = unsafe { real(fd, cmd, arg) };
                 if r == 0 {
                     fdtable::set_user_nonblock(fd, wanted);
@@ -376,6 +377,7 @@ hook! {
                 r
             }
             libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+                // SAFETY: forwarding the caller's arguments.
                 let new = unsafe { real(fd, cmd, arg) };
                 if new < 0 {
                     return new;
@@ -384,6 +386,7 @@ hook! {
                 fdtable::duplicated(fd, new);
                 new
             }
+            // SAFETY: forwarding the caller's arguments.
             _ => unsafe { real(fd, cmd, arg) },
         }
     }

@@ -310,13 +310,18 @@ mod tests {
     #[test]
     fn kernel_sigsets_convert_and_check_their_size() {
         let bits: u64 = 1 << (libc::SIGUSR1 - 1);
+        // SAFETY: `bits` is 8 readable bytes.
         let set = unsafe { kernel_sigset(&bits as *const u64 as c_long, 8) }
             .unwrap()
             .unwrap();
+        // SAFETY: `set` is an initialised sigset_t.
         assert_eq!(unsafe { libc::sigismember(&set, libc::SIGUSR1) }, 1);
+        // SAFETY: as above.
         assert_eq!(unsafe { libc::sigismember(&set, libc::SIGUSR2) }, 0);
+        // SAFETY: a null set is never read.
         assert!(matches!(unsafe { kernel_sigset(0, 8) }, Ok(None)));
         assert_eq!(
+            // SAFETY: `bits` is 8 readable bytes; the size is refused first.
             unsafe { kernel_sigset(&bits as *const u64 as c_long, 16) }.unwrap_err(),
             -c_long::from(libc::EINVAL)
         );
