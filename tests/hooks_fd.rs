@@ -137,6 +137,28 @@ fn dup2_over_a_waited_fd_wakes_it_with_ebadf() {
 }
 
 #[test]
+fn close_range_over_a_waited_fd_wakes_it_with_ebadf() {
+    let (r, w) = inherited_pipe();
+    let reader = patchall::spawn(move || {
+        let mut b = [0u8; 1];
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) };
+        (n, std::io::Error::last_os_error().raw_os_error())
+    })
+    .unwrap();
+    let closer = patchall::spawn(move || {
+        patchall::yield_now();
+        // SAFETY: closes only `r`, which the other coroutine waits on.
+        unsafe { libc::close_range(r as u32, r as u32, 0) }
+    })
+    .unwrap();
+    assert_eq!(closer.join().unwrap(), 0);
+    assert_eq!(reader.join().unwrap(), (-1, Some(libc::EBADF)));
+    // SAFETY: closing our write end.
+    unsafe { libc::close(w) };
+}
+
+#[test]
 fn dup2_with_a_bad_source_leaves_the_target_alone() {
     let (r, w) = inherited_pipe();
     // SAFETY: dup2 from a closed fd: must fail with EBADF and touch nothing.

@@ -155,8 +155,7 @@ hook! {
         if hidden(fd) {
             return ebadf();
         }
-        runtime::fd_closing(fd);
-        fdtable::forget(fd);
+        fdtable::closing(fd);
         // SAFETY: forwarding the caller's argument.
         unsafe { real(fd) }
     }
@@ -183,8 +182,7 @@ fn close_range_around(
         // Marks, closes nothing; the runtime's fds are close-on-exec already.
         return real(first, last, flags);
     }
-    runtime::fds_closing(first, last, ownfd::is_ours);
-    fdtable::forget_range(first, last, ownfd::is_ours);
+    fdtable::closing_range(first, last, ownfd::is_ours);
     let mut from = first;
     let mut result = 0;
     let mut closed_any = false;
@@ -303,8 +301,7 @@ fn replacing(old: c_int, new: c_int, call: impl FnOnce() -> c_int) -> c_int {
         return ebadf();
     }
     if old != new && is_open(old) {
-        runtime::fd_closing(new);
-        fdtable::forget(new);
+        fdtable::closing(new);
         if hidden(new) {
             if let Err(e) = ownfd::vacate(new) {
                 set_errno(e);
