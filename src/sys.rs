@@ -3,21 +3,6 @@
 //! Everything here is safe to call from a hook, from a signal handler and before
 //! any constructor has run: no allocation, no locks, no std I/O.
 
-// glibc on Linux is what this crate is written against: its symbol
-// versions, private functions and thread descriptor (runtime::tls, which
-// checks the layout at startup), Linux's system calls (Syscall User
-// Dispatch, epoll, signalfd, pidfd). x86_64 is the architecture it is built
-// and tested on; aarch64 is the other one its fixed-arity variadic hooks are
-// ABI-correct for (see `hook!`).
-#[cfg(not(all(
-    target_os = "linux",
-    target_env = "gnu",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
-compile_error!(
-    "patchall supports Linux with glibc (target_env = \"gnu\") on x86_64 or aarch64 only"
-);
-
 use std::time::{Duration, Instant};
 
 use libc::{c_int, clockid_t, timespec};
@@ -29,6 +14,7 @@ pub(crate) mod gate;
 #[path = "sys/gate_other.rs"]
 pub(crate) mod gate;
 mod original;
+mod target;
 
 pub use original::Original;
 
