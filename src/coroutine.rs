@@ -119,6 +119,7 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        crate::hooks::register_with_runtime();
         let (packet, theirs) = Shared::pair();
         let name: Option<Arc<str>> = self.name.map(Into::into);
         let body = move || {
@@ -579,6 +580,7 @@ where
     F: FnOnce() -> R,
 {
     debug_assert!(!runtime::in_coroutine());
+    crate::hooks::register_with_runtime();
     let packet = Packet::new();
     let f = Cell::new(Some(f));
     let body: Box<dyn FnOnce() + '_> = Box::new(|| {

@@ -3,16 +3,23 @@
 //! timeouts. Kept per fd number, reset when the fd is created or closed through a
 //! hook; an fd we never saw created is examined (fstat, F_GETFL) on first use.
 //!
+//! This module is the fds' lifecycle: a hook reports every fd it makes
+//! (`created`, `opened`, `duplicated`) and every fd about to be closed or
+//! replaced (`closing`, `closing_range`), and the runtime's reactor hears of
+//! each from here. The facts live in the runtime's one per-fd table
+//! (`reactor::FD_REGS`), beside the reactor's registration: the reactor, a
+//! layer below, must reach its part by fd number in its poll loop.
+//!
 //! The kernel keeps file status flags and socket timeouts per open file
 //! description, which every `dup` of an fd shares. Each fd keeps its own copy
 //! (a data call reads one word, as before); fds that a hooked dup made share a
 //! group number, and a change made through one of them is written to all of
 //! them (`for_group`: a walk of the table, only on a flag change of a dup'ed fd).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::fdmap::{FdMap, Zeroable};
+use crate::runtime::reactor::{FD_REGS, FdFacts};
 use crate::sys::raw_fcntl;
 
 /// What an fd refers to, as far as blocking is concerned.
@@ -39,34 +46,35 @@ const OURS: u32 = 1 << 5;
 /// or a packet-mode pipe).
 const TCP: u32 = 1 << 6;
 
-pub(crate) struct FdEntry {
-    bits: AtomicU32,
-    /// The open file description's group, shared with the fds dup'ed from or
-    /// to this one; 0 for none (never dup'ed, as far as we saw).
-    group: AtomicU32,
-    /// SO_RCVTIMEO / SO_SNDTIMEO in microseconds, 0 for none.
-    rcvtimeo_us: AtomicU64,
-    sndtimeo_us: AtomicU64,
+/// The facts of `fd`, if its page of the table exists.
+#[inline]
+fn entry(fd: i32) -> Option<&'static FdFacts> {
+    FD_REGS.get(fd).map(|r| &r.facts)
 }
 
-// SAFETY: all-zero atomics are valid (an unknown fd); atomics are Sync.
-unsafe impl Zeroable for FdEntry {}
+/// The facts of `fd`, mapping its page of the table on first use.
+fn entry_or_create(fd: i32) -> Option<&'static FdFacts> {
+    FD_REGS.get_or_create(fd).map(|r| &r.facts)
+}
 
-static TABLE: FdMap<FdEntry> = FdMap::new();
+/// `f` on every fd the table has a page for.
+fn for_each_entry(mut f: impl FnMut(i32, &FdFacts)) {
+    FD_REGS.for_each(|fd, r| f(fd, &r.facts));
+}
 
 /// The next group number (0 means none).
 static NEXT_GROUP: AtomicU32 = AtomicU32::new(1);
 
 /// Calls `f` on the entry of `fd` and on those of every fd sharing its open
 /// file description.
-fn for_group(fd: i32, f: impl Fn(&FdEntry)) {
-    let Some(entry) = TABLE.get(fd) else { return };
+fn for_group(fd: i32, f: impl Fn(&FdFacts)) {
+    let Some(entry) = entry(fd) else { return };
     f(entry);
     let group = entry.group.load(Ordering::Acquire);
     if group == 0 {
         return;
     }
-    TABLE.for_each(|other, e| {
+    for_each_entry(|other, e| {
         if other != fd && e.group.load(Ordering::Acquire) == group {
             f(e);
         }
@@ -111,7 +119,7 @@ fn kind_bits(kind: Kind) -> u32 {
 /// The facts for `fd` without any system call, if we know them.
 #[inline]
 pub(crate) fn known(fd: i32) -> Option<Facts> {
-    let bits = TABLE.get(fd)?.bits.load(Ordering::Acquire);
+    let bits = entry(fd)?.bits.load(Ordering::Acquire);
     (bits & KNOWN != 0).then(|| decode(bits))
 }
 
@@ -126,8 +134,9 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
     if let Some(f) = known(fd) {
         return Some(f);
     }
-    // SAFETY: fstat writes only into `st`; a bad fd gives an error.
+    // SAFETY: `stat` is plain integers, for which all-zero is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into `st`; a bad fd gives an error.
     if unsafe { crate::sys::raw_syscall!(libc::SYS_fstat, fd, &mut st) } < 0 {
         return None;
     }
@@ -144,7 +153,7 @@ pub(crate) fn facts(fd: i32) -> Option<Facts> {
     if flags & libc::O_NONBLOCK as libc::c_long != 0 {
         bits |= USER_NONBLOCK;
     }
-    let entry = TABLE.get_or_create(fd)?;
+    let entry = entry_or_create(fd)?;
     if kind == Kind::Socket && is_tcp(fd) {
         bits |= TCP;
     }
@@ -224,7 +233,7 @@ pub(crate) fn created(fd: i32, kind: Kind, user_nonblock: bool) {
 /// `created`, for a socket that may be TCP.
 pub(crate) fn created_as(fd: i32, kind: Kind, user_nonblock: bool, tcp: bool) {
     crate::runtime::fd_created(fd);
-    if let Some(entry) = TABLE.get_or_create(fd) {
+    if let Some(entry) = entry_or_create(fd) {
         let mut bits = KNOWN | OURS | kind_bits(kind);
         if user_nonblock {
             bits |= USER_NONBLOCK;
@@ -252,7 +261,7 @@ pub(crate) fn duplicated(old: i32, new: i32) {
     // Known before it is shared, so that no member of the group is examined
     // later (its F_GETFL would show an O_NONBLOCK we set as the user's).
     let _ = facts(old);
-    let (Some(from), Some(to)) = (TABLE.get_or_create(old), TABLE.get_or_create(new)) else {
+    let (Some(from), Some(to)) = (entry_or_create(old), entry_or_create(new)) else {
         forget(new);
         return;
     };
@@ -278,7 +287,7 @@ pub(crate) fn duplicated(old: i32, new: i32) {
 
 /// Forgets everything about `fd` (it is being closed or replaced).
 pub(crate) fn forget(fd: i32) {
-    if let Some(entry) = TABLE.get(fd) {
+    if let Some(entry) = entry(fd) {
         entry.bits.store(0, Ordering::Release);
         entry.group.store(0, Ordering::Release);
         entry.rcvtimeo_us.store(0, Ordering::Relaxed);
@@ -286,12 +295,22 @@ pub(crate) fn forget(fd: i32) {
     }
 }
 
-/// `forget` for every fd in `first..=last` (`close_range`, `closefrom`) that
-/// `skip` does not exclude; only numbers this table has pages for are visited.
-pub(crate) fn forget_range(first: u32, last: u32, skip: impl Fn(i32) -> bool) {
-    TABLE.for_each(|fd, _| {
+/// `fd` is about to be closed, or replaced by a `dup2`/`dup3` onto it: the
+/// one close path. Coroutines waiting on it (on any thread) wake with EBADF
+/// and its registrations go before the number can be reused
+/// (`runtime::fd_closing`); what was known of it is forgotten.
+pub(crate) fn closing(fd: i32) {
+    crate::runtime::fd_closing(fd);
+    forget(fd);
+}
+
+/// `closing` for every fd in `first..=last` (`close_range`, `closefrom`)
+/// that `skip` does not exclude; only numbers the table has pages for are
+/// visited (no other fd was ever registered or examined).
+pub(crate) fn closing_range(first: u32, last: u32, skip: impl Fn(i32) -> bool) {
+    FD_REGS.for_each(|fd, _| {
         if (first..=last).contains(&(fd as u32)) && !skip(fd) {
-            forget(fd);
+            closing(fd);
         }
     });
 }
@@ -355,7 +374,7 @@ pub(crate) enum Sharing {
 /// is ours to make non-blocking any more, and before an exec the O_NONBLOCK we
 /// set on an inherited fd is taken back.
 pub(crate) fn sharing(who: Sharing) {
-    TABLE.for_each(|fd, entry| {
+    for_each_entry(|fd, entry| {
         let bits = entry.bits.load(Ordering::Acquire);
         if bits & (OURS | WE_SET_NONBLOCK) == 0 {
             return;
@@ -375,7 +394,7 @@ pub(crate) fn sharing(who: Sharing) {
 /// Gives `fd` back the flags the user set, if we set O_NONBLOCK on it: it is
 /// about to be handed to another program (`posix_spawn`'s dup2, an exec).
 pub(crate) fn release(fd: i32) {
-    let Some(entry) = TABLE.get(fd) else { return };
+    let Some(entry) = entry(fd) else { return };
     let bits = entry.bits.load(Ordering::Acquire);
     if bits & WE_SET_NONBLOCK == 0 {
         return;
@@ -407,7 +426,7 @@ pub(crate) enum Timeout {
 
 /// Records a socket timeout of `fd`, and of the fds sharing its socket.
 pub(crate) fn set_timeout(fd: i32, which: Timeout, value: Option<Duration>) {
-    if TABLE.get_or_create(fd).is_none() {
+    if entry_or_create(fd).is_none() {
         return;
     }
     let us = value.map_or(0, |d| d.as_micros().clamp(1, u64::MAX as u128) as u64);
@@ -418,7 +437,7 @@ pub(crate) fn set_timeout(fd: i32, which: Timeout, value: Option<Duration>) {
 }
 
 pub(crate) fn timeout(fd: i32, which: Timeout) -> Option<Duration> {
-    let entry = TABLE.get(fd)?;
+    let entry = entry(fd)?;
     let us = match which {
         Timeout::Recv => entry.rcvtimeo_us.load(Ordering::Relaxed),
         Timeout::Send => entry.sndtimeo_us.load(Ordering::Relaxed),

@@ -11,8 +11,11 @@ pub(crate) mod gate;
 #[cfg(not(target_arch = "x86_64"))]
 #[path = "sys/gate_other.rs"]
 pub(crate) mod gate;
+mod original;
+mod target;
 pub(crate) mod time;
 
+pub use original::Original;
 pub(crate) use time::{deadline_after, deadline_at, timespec_duration, to_timespec};
 
 /// An argument of a raw system call: whatever libc's variadic `syscall`

@@ -231,8 +231,8 @@ fn without_coroutines_the_signal_is_taken_and_the_dump_is_empty() {
     let echo = Echo { child, port };
     let clients = echo.idle_clients(2);
     assert!(catches(echo.child.id(), libc::SIGUSR2));
-    // SAFETY: signals our own child.
     assert_eq!(
+        // SAFETY: signals our own child.
         unsafe { libc::kill(echo.child.id() as i32, libc::SIGUSR2) },
         0
     );
@@ -249,8 +249,8 @@ fn without_coroutines_the_signal_is_taken_and_the_dump_is_empty() {
 fn sigquit_dumps_too_and_the_program_goes_on() {
     let echo = start_echo(&[("PATCHALL_DUMP_SIGNAL", "QUIT")]);
     let clients = echo.idle_clients(3);
-    // SAFETY: signals our own child.
     assert_eq!(
+        // SAFETY: signals our own child.
         unsafe { libc::kill(echo.child.id() as i32, libc::SIGQUIT) },
         0
     );

@@ -646,8 +646,8 @@ fn barrier_releases_each_round_with_one_serial_thread() {
         // SAFETY: an all-zero barrier is a valid out-parameter for init.
         unsafe { std::mem::zeroed::<libc::pthread_barrier_t>() },
     );
-    // SAFETY: valid barrier storage; no attribute.
     assert_eq!(
+        // SAFETY: valid barrier storage; no attribute.
         unsafe { libc::pthread_barrier_init(b.ptr(), std::ptr::null(), N as u32) },
         0
     );
@@ -1234,8 +1234,8 @@ fn barrier_semaphore_and_rwlock_shared_with_native_threads() {
         // SAFETY: zeroed storage is a valid out-parameter for init.
         unsafe { std::mem::zeroed::<libc::pthread_barrier_t>() },
     );
-    // SAFETY: valid storage, no attribute.
     assert_eq!(
+        // SAFETY: valid storage, no attribute.
         unsafe { libc::pthread_barrier_init(b.ptr(), std::ptr::null(), 3) },
         0
     );

@@ -16,8 +16,8 @@ fn raw_getfl(fd: i32) -> i32 {
 /// were inherited from a parent process.
 fn inherited_pipe() -> (i32, i32) {
     let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
     assert_eq!(
+        // SAFETY: pipe2 writes two fds into the array.
         unsafe { libc::syscall(libc::SYS_pipe2, fds.as_mut_ptr(), 0) },
         0
     );
@@ -137,6 +137,28 @@ fn dup2_over_a_waited_fd_wakes_it_with_ebadf() {
 }
 
 #[test]
+fn close_range_over_a_waited_fd_wakes_it_with_ebadf() {
+    let (r, w) = inherited_pipe();
+    let reader = patchall::spawn(move || {
+        let mut b = [0u8; 1];
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) };
+        (n, std::io::Error::last_os_error().raw_os_error())
+    })
+    .unwrap();
+    let closer = patchall::spawn(move || {
+        patchall::yield_now();
+        // SAFETY: closes only `r`, which the other coroutine waits on.
+        unsafe { libc::close_range(r as u32, r as u32, 0) }
+    })
+    .unwrap();
+    assert_eq!(closer.join().unwrap(), 0);
+    assert_eq!(reader.join().unwrap(), (-1, Some(libc::EBADF)));
+    // SAFETY: closing our write end.
+    unsafe { libc::close(w) };
+}
+
+#[test]
 fn dup2_with_a_bad_source_leaves_the_target_alone() {
     let (r, w) = inherited_pipe();
     // SAFETY: dup2 from a closed fd: must fail with EBADF and touch nothing.
@@ -223,8 +245,8 @@ fn the_users_nonblocking_wish_gives_eagain() {
     assert_eq!(got, Err(ErrorKind::WouldBlock));
 
     let (r, w) = inherited_pipe();
-    // SAFETY: fcntl through the hook: the user asks for O_NONBLOCK.
     assert_eq!(
+        // SAFETY: fcntl through the hook: the user asks for O_NONBLOCK.
         unsafe { libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK) },
         0
     );
@@ -269,8 +291,8 @@ fn clearing_fionbio_on_our_socket_keeps_it_cooperative() {
         0,
         "still ours"
     );
-    // SAFETY: fcntl through the hook.
     assert_eq!(
+        // SAFETY: fcntl through the hook.
         unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK,
         0
     );

@@ -134,8 +134,8 @@ fn data_calls_outside_coroutines_before_and_after_the_first_one() {
     // (a socket would get MSG_DONTWAIT instead), and the process now has a
     // coroutine stack.
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two fds.
     assert_eq!(
+        // SAFETY: `fds` has room for the two fds.
         unsafe { libc::pipe(fds.as_mut_ptr()) },
         0,
         "pipe: {}",

@@ -60,8 +60,8 @@ fn writev(face: Face, fd: i32, buf: &[u8]) -> Outcome {
 fn socket_pair(nonblocking: bool) -> (i32, i32) {
     let mut fds = [0; 2];
     let ty = libc::SOCK_STREAM | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
-    // SAFETY: socketpair writes two fds into the array.
     assert_eq!(
+        // SAFETY: socketpair writes two fds into the array.
         unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) },
         0
     );
@@ -87,8 +87,8 @@ fn pipe(nonblocking: bool) -> (i32, i32) {
 fn inherited_pipe(nonblocking: bool) -> (i32, i32) {
     let mut fds = [0; 2];
     let flags = if nonblocking { libc::O_NONBLOCK } else { 0 };
-    // SAFETY: the raw pipe2 system call writes two fds into the array.
     assert_eq!(
+        // SAFETY: the raw pipe2 system call writes two fds into the array.
         unsafe { libc::syscall(libc::SYS_pipe2, fds.as_mut_ptr(), flags) },
         0
     );
@@ -230,8 +230,8 @@ fn glibc_aliases_park_too() {
     peer.join().unwrap();
     assert_eq!((a, b, &buf[..6]), (3, 3, &b"abcdef"[..]));
     assert!(ticks > 0);
-    // SAFETY: outside, on a bad fd: the kernel's EBADF.
     assert_eq!(
+        // SAFETY: outside, on a bad fd: the kernel's EBADF.
         unsafe { __read(BAD_FD, [0u8; 1].as_mut_ptr().cast(), 1) },
         -1
     );

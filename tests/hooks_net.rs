@@ -325,8 +325,8 @@ fn local_addr(fd: i32) -> SocketAddrV4 {
     // SAFETY: an all-zero sockaddr_in is valid.
     let mut sa: sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = SIN_LEN;
-    // SAFETY: getsockname writes at most `len` bytes into the local.
     assert_eq!(
+        // SAFETY: getsockname writes at most `len` bytes into the local.
         unsafe { libc::getsockname(fd, (&raw mut sa).cast(), &mut len) },
         0
     );
@@ -967,13 +967,13 @@ fn accept4_sock_nonblock_is_the_users_wish() {
     });
     let (fd, recv_result) = got;
     assert_eq!(recv_result, Err(libc::EAGAIN));
-    // SAFETY: fcntl through the hook: the user's own O_NONBLOCK shows.
     assert_ne!(
+        // SAFETY: fcntl through the hook: the user's own O_NONBLOCK shows.
         unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_NONBLOCK,
         0
     );
-    // SAFETY: reading the fd flags by raw system call.
     assert_eq!(
+        // SAFETY: reading the fd flags by raw system call.
         unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) },
         libc::FD_CLOEXEC as i64
     );
@@ -1016,9 +1016,9 @@ fn accept_outside_is_the_kernels() {
         close(p);
         close(q);
     }
-    // The user's non-blocking listener: EAGAIN from both faces and inside.
-    // SAFETY: ioctl through the hook: the user asks for non-blocking mode.
     assert_eq!(
+        // The user's non-blocking listener: EAGAIN from both faces and inside.
+        // SAFETY: ioctl through the hook: the user asks for non-blocking mode.
         unsafe { libc::ioctl(l, libc::FIONBIO, &1 as *const c_int) },
         0
     );
@@ -1077,8 +1077,8 @@ fn connect_inside_succeeds_or_is_refused() {
         // SAFETY: an all-zero sockaddr_in is valid; getpeername fills it.
         let mut sa: sockaddr_in = unsafe { std::mem::zeroed() };
         let mut len = SIN_LEN;
-        // SAFETY: as above.
         assert_eq!(
+            // SAFETY: as above.
             unsafe { libc::getpeername(ok, (&raw mut sa).cast(), &mut len) },
             0
         );

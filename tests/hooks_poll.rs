@@ -143,52 +143,64 @@ fn via_epoll(fd: RawFd, call: impl FnOnce(RawFd, &mut epoll_event) -> c_int) -> 
 
 const SZ: size_t = size_of::<pollfd>();
 
-// SAFETY (every `unsafe` below): the hooked calls on local, valid arguments.
+// Each call gets valid arguments: the pollfd, fd_set or epoll_event the
+// `via_*` helper owns for the call's length, and timeouts in locals.
 const WAITS: [(&str, Wait); 11] = [
     ("poll", |fd, ms| {
+        // SAFETY: `p` is the helper's pollfd, one entry; the timeout is a live local.
         via_pollfd(fd, |p| unsafe { libc::poll(p, 1, ms) })
     }),
     ("__poll", |fd, ms| {
+        // SAFETY: `p` is the helper's pollfd, one entry; the timeout is a live local.
         via_pollfd(fd, |p| unsafe { __poll(p, 1, ms) })
     }),
     ("__poll_chk", |fd, ms| {
+        // SAFETY: `p` is the helper's pollfd, one entry; the timeout is a live local.
         via_pollfd(fd, |p| unsafe { __poll_chk(p, 1, ms, SZ) })
     }),
     ("ppoll", |fd, ms| {
+        // SAFETY: `p` is the helper's pollfd, one entry; the timeout is a live local.
         via_pollfd(fd, |p| unsafe {
             libc::ppoll(p, 1, &ts_ms(ms), ptr::null())
         })
     }),
     ("__ppoll_chk", |fd, ms| {
+        // SAFETY: `p` is the helper's pollfd, one entry; the timeout is a live local.
         via_pollfd(fd, |p| unsafe {
             __ppoll_chk(p, 1, &ts_ms(ms), ptr::null(), SZ)
         })
     }),
     ("select", |fd, ms| {
+        // SAFETY: `s` is the helper's fd_set, holding `fd`; the other sets are null; the timeout is a live local.
         via_fd_set(fd, |s| unsafe {
             libc::select(fd + 1, s, ptr::null_mut(), ptr::null_mut(), &mut tv_ms(ms))
         })
     }),
     ("__select", |fd, ms| {
+        // SAFETY: `s` is the helper's fd_set, holding `fd`; the other sets are null; the timeout is a live local.
         via_fd_set(fd, |s| unsafe {
             __select(fd + 1, s, ptr::null_mut(), ptr::null_mut(), &mut tv_ms(ms))
         })
     }),
     ("pselect", |fd, ms| {
+        // SAFETY: `s` is the helper's fd_set, holding `fd`; the other sets are null; the timeout is a live local.
         via_fd_set(fd, |s| unsafe {
             let none = ptr::null_mut();
             libc::pselect(fd + 1, s, none, none, &ts_ms(ms), ptr::null())
         })
     }),
     ("epoll_wait", |fd, ms| {
+        // SAFETY: `ep` is the helper's epoll and `ev` its one event; the timeout is a live local.
         via_epoll(fd, |ep, ev| unsafe { libc::epoll_wait(ep, ev, 1, ms) })
     }),
     ("epoll_pwait", |fd, ms| {
+        // SAFETY: `ep` is the helper's epoll and `ev` its one event; the timeout is a live local.
         via_epoll(fd, |ep, ev| unsafe {
             libc::epoll_pwait(ep, ev, 1, ms, ptr::null())
         })
     }),
     ("epoll_pwait2", |fd, ms| {
+        // SAFETY: `ep` is the helper's epoll and `ev` its one event; the timeout is a live local.
         via_epoll(fd, |ep, ev| unsafe {
             libc::epoll_pwait2(ep, ev, 1, &ts_ms(ms), ptr::null())
         })
@@ -467,7 +479,7 @@ fn immediate(c: Calls, closed: RawFd, pipe_r: RawFd) -> Vec<(c_int, i32, i64)> {
         tv_nsec: 1_000_000_000,
     };
     let none = ptr::null_mut::<fd_set>();
-    // SAFETY (every block): the calls under test on local arguments, or on null
+    // SAFETY: the calls under test on local arguments, or on null
     // and out-of-range ones the kernel rejects without touching memory.
     unsafe {
         for fd in [NEVER_OPEN, closed, -1] {

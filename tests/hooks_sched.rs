@@ -61,6 +61,7 @@ fn sched_yield_outside_a_coroutine_is_libcs() {
     // SAFETY: no arguments.
     assert_eq!(unsafe { libc::sched_yield() }, 0);
     // A plain thread's yield returns at once, coroutines or not.
+    // SAFETY: no arguments.
     let h = std::thread::spawn(|| unsafe { libc::sched_yield() });
     assert_eq!(h.join().unwrap(), 0);
 }

@@ -28,8 +28,8 @@ fn install(n: i32, flags: libc::c_int) -> libc::c_int {
 
 fn raw_pipe() -> (i32, i32) {
     let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds.
     assert_eq!(
+        // SAFETY: pipe2 writes two fds.
         unsafe { libc::syscall(libc::SYS_pipe2, fds.as_mut_ptr(), 0) },
         0
     );

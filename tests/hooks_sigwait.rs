@@ -65,8 +65,8 @@ fn set_of(sigs: &[c_int]) -> sigset_t {
 /// Blocks `sigs` in this thread's mask.
 fn block(sigs: &[c_int]) {
     let set = set_of(sigs);
-    // SAFETY: changing this thread's mask with a valid set.
     assert_eq!(
+        // SAFETY: changing this thread's mask with a valid set.
         unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut()) },
         0
     );
@@ -74,8 +74,8 @@ fn block(sigs: &[c_int]) {
 
 fn unblock(sigs: &[c_int]) {
     let set = set_of(sigs);
-    // SAFETY: as in `block`.
     assert_eq!(
+        // SAFETY: as in `block`.
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut()) },
         0
     );
@@ -140,7 +140,7 @@ fn outcome(r: c_int) -> (c_int, c_int) {
     (r, if r < 0 { errno() } else { 0 })
 }
 
-// SAFETY (every `unsafe` below): the calls on local, valid arguments.
+// Each call gets local, valid arguments and the caller's live mask.
 const MASKED: [(&str, MaskedWait); 5] = [
     ("ppoll", |fd, mask| {
         let mut p = libc::pollfd {
@@ -149,8 +149,11 @@ const MASKED: [(&str, MaskedWait); 5] = [
             revents: 0,
         };
         clear_errno();
+        // SAFETY: one live pollfd, a static timeout, the caller's mask.
         outcome(unsafe { libc::ppoll(&mut p, 1, &FIVE_S, mask) })
     }),
+    // SAFETY: a zeroed fd_set is the empty set; it holds `fd`, the other
+    // sets are null, the timeout static, the mask the caller's.
     ("pselect", |fd, mask| unsafe {
         let mut set: libc::fd_set = std::mem::zeroed();
         libc::FD_SET(fd, &mut set);
@@ -159,17 +162,20 @@ const MASKED: [(&str, MaskedWait); 5] = [
         outcome(libc::pselect(fd + 1, &mut set, none, none, &FIVE_S, mask))
     }),
     ("epoll_pwait", |fd, mask| {
+        // SAFETY: the helper's epoll and one live event; the caller's mask.
         with_epoll(fd, |ep, ev| unsafe {
             libc::epoll_pwait(ep, ev, 1, 5000, mask)
         })
     }),
     ("epoll_pwait2", |fd, mask| {
+        // SAFETY: as above, with a static timeout.
         with_epoll(fd, |ep, ev| unsafe {
             libc::epoll_pwait2(ep, ev, 1, &FIVE_S, mask)
         })
     }),
     ("sigsuspend", |_, mask| {
         clear_errno();
+        // SAFETY: the caller's live mask.
         outcome(unsafe { libc::sigsuspend(mask) })
     }),
 ];
@@ -396,7 +402,7 @@ fn signal_waits(waited: c_int, ready: &dyn Fn()) -> Waits {
         tv_sec: 0,
         tv_nsec: 1_000_000_000,
     };
-    // SAFETY (all calls): local sets, infos and timespecs.
+    // SAFETY: every call gets local sets, infos and timespecs.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
         clear_errno();

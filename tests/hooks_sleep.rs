@@ -172,9 +172,10 @@ fn a_zero_or_past_sleep_lets_the_others_run_once() {
             let mut results = Vec::new();
             for _ in 0..3 {
                 log.lock().unwrap().push('s');
-                // SAFETY: valid requests; the absolute one lies in the past.
+                // SAFETY: a valid request; no remainder is asked for.
                 results.push(unsafe { libc::nanosleep(&ts(0, 0), std::ptr::null_mut()) });
                 log.lock().unwrap().push('s');
+                // SAFETY: a valid request in the past; no remainder is asked for.
                 results.push(unsafe {
                     libc::clock_nanosleep(
                         libc::CLOCK_MONOTONIC,

@@ -28,8 +28,8 @@ fn pipe() -> [i32; 2] {
 }
 
 fn write_all(fd: i32, data: &[u8]) {
-    // SAFETY: a live buffer of that length.
     assert_eq!(
+        // SAFETY: a live buffer of that length.
         unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) },
         data.len() as isize
     );
@@ -97,8 +97,8 @@ fn sendfile_into_a_socket_a_coroutine_drains() {
     let size = 1 << 20;
     let mut file = tempfile_with(size);
     let mut sv = [0; 2];
-    // SAFETY: room for two fds.
     assert_eq!(
+        // SAFETY: room for two fds.
         unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
         0
     );
@@ -173,9 +173,9 @@ fn outside_a_coroutine_results_and_errnos_are_libcs() {
         assert_eq!((ours, ours_errno), (theirs, errno()), "{what}");
     }
     clear_errno();
-    // SAFETY: an empty pipe, non-blocking tee into another.
     let q = pipe();
     assert_eq!(
+        // SAFETY: an empty pipe, non-blocking tee into another; tee takes no pointers.
         unsafe { libc::tee(p[0], q[1], 8, libc::SPLICE_F_NONBLOCK) },
         -1
     );
@@ -220,9 +220,9 @@ fn a_dup_sees_the_nonblock_we_set_and_a_plain_thread_still_waits_on_it() {
     std::thread::sleep(Duration::from_millis(30));
     write_all(p[1], b"y");
     assert_eq!(t.join().unwrap(), (1, b'y'));
-    // The user's O_NONBLOCK through the dup: the original says EAGAIN.
-    // SAFETY: setting the flags of this test's fd.
     assert_eq!(
+        // The user's O_NONBLOCK through the dup: the original says EAGAIN.
+        // SAFETY: setting the flags of this test's fd.
         unsafe { libc::fcntl(d, libc::F_SETFL, libc::O_NONBLOCK) },
         0
     );

@@ -419,9 +419,9 @@ fn reading_a_large_uncached_file_does_not_stall_an_echo() {
         let f = std::fs::File::open(&path).unwrap();
         f.sync_all().unwrap();
         use std::os::fd::AsRawFd;
-        // Clean pages can be dropped from the page cache without privileges.
-        // SAFETY: advice on an fd we own.
         assert_eq!(
+            // Clean pages can be dropped from the page cache without privileges.
+            // SAFETY: advice on an fd we own.
             unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) },
             0
         );
@@ -435,8 +435,8 @@ fn reading_a_large_uncached_file_does_not_stall_an_echo() {
 
     // An echo over a socket pair: a coroutine echoes, another measures.
     let mut sv = [0; 2];
-    // SAFETY: socketpair writes two fds.
     assert_eq!(
+        // SAFETY: socketpair writes two fds.
         unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
         0
     );

@@ -138,8 +138,9 @@ fn overflow_in_a_guarded_stack_is_reported_by_name() {
 #[test]
 fn overflow_on_a_thread_without_an_alternate_stack_is_reported() {
     extern "C" fn thread_main(_: *mut libc::c_void) -> *mut libc::c_void {
-        // SAFETY: querying the alternate stack only writes into `current`.
+        // SAFETY: `stack_t` is a pointer and integers: all-zero is valid.
         let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: querying the alternate stack only writes into `current`.
         unsafe { libc::sigaltstack(std::ptr::null(), &mut current) };
         assert_ne!(
             current.ss_flags & libc::SS_DISABLE,

@@ -467,8 +467,8 @@ fn posix_spawn_hands_the_users_flags_to_the_program() {
         0,
         "stdin has our O_NONBLOCK:\n{text}"
     );
-    // SAFETY: F_GETFL through the hook: the user's flags.
     assert_eq!(
+        // SAFETY: F_GETFL through the hook: the user's flags.
         unsafe { libc::fcntl(r, libc::F_GETFL) } & libc::O_NONBLOCK,
         0
     );

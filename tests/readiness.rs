@@ -249,8 +249,8 @@ fn data_behind_the_urgent_mark_is_read() {
 
 fn unix_pair(ty: libc::c_int) -> (OwnedFd, OwnedFd) {
     let mut sv = [0; 2];
-    // SAFETY: an array of two ints.
     assert_eq!(
+        // SAFETY: an array of two ints.
         unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, sv.as_mut_ptr()) },
         0
     );

@@ -170,9 +170,12 @@ pub(crate) fn wait(
             Ok(Wake::Interrupted { .. }) => Err(libc::EINTR),
             // A green thread's cancellation ends it here (the frames below own
             // only the guard, already released) or, deferred, waits again.
-            // SAFETY: as above.
             Ok(Wake::Cancelled)
-                if guard.release_while(|| unsafe { super::cancel::act_on_cancel() }) =>
+                if guard.release_while(|| {
+                    // SAFETY: as above: the frames below own only the guard,
+                    // released while `act_on_cancel` runs.
+                    unsafe { super::cancel::act_on_cancel() }
+                }) =>
             {
                 continue;
             }

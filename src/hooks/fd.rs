@@ -155,8 +155,7 @@ hook! {
         if hidden(fd) {
             return ebadf();
         }
-        runtime::fd_closing(fd);
-        fdtable::forget(fd);
+        fdtable::closing(fd);
         // SAFETY: forwarding the caller's argument.
         unsafe { real(fd) }
     }
@@ -183,8 +182,7 @@ fn close_range_around(
         // Marks, closes nothing; the runtime's fds are close-on-exec already.
         return real(first, last, flags);
     }
-    runtime::fds_closing(first, last, ownfd::is_ours);
-    fdtable::forget_range(first, last, ownfd::is_ours);
+    fdtable::closing_range(first, last, ownfd::is_ours);
     let mut from = first;
     let mut result = 0;
     let mut closed_any = false;
@@ -303,8 +301,7 @@ fn replacing(old: c_int, new: c_int, call: impl FnOnce() -> c_int) -> c_int {
         return ebadf();
     }
     if old != new && is_open(old) {
-        runtime::fd_closing(new);
-        fdtable::forget(new);
+        fdtable::closing(new);
         if hidden(new) {
             if let Err(e) = ownfd::vacate(new) {
                 set_errno(e);
@@ -355,10 +352,9 @@ hook! {
         if hidden(fd) {
             return ebadf();
         }
-        // SAFETY (all calls below): forwarding the caller's arguments, or the same
-        // with O_NONBLOCK added to an F_SETFL value.
         match cmd {
             libc::F_GETFL => {
+                // SAFETY: forwarding the caller's arguments.
                 let flags = unsafe { real(fd, cmd, arg) };
                 if flags >= 0 && fdtable::we_set_nonblock(fd) {
                     return flags & !libc::O_NONBLOCK;
@@ -369,6 +365,8 @@ hook! {
                 let wanted = arg as c_int & libc::O_NONBLOCK != 0;
                 let ours = fdtable::known(fd).is_some_and(|f| f.we_set_nonblock);
                 let arg = if ours { arg | libc::O_NONBLOCK as c_ulong } else { arg };
+                // SAFETY: the caller's arguments, with O_NONBLOCK kept in an
+                // F_SETFL value (an integer argument).
                 let r = unsafe { real(fd, cmd, arg) };
                 if r == 0 {
                     fdtable::set_user_nonblock(fd, wanted);
@@ -376,6 +374,7 @@ hook! {
                 r
             }
             libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+                // SAFETY: forwarding the caller's arguments.
                 let new = unsafe { real(fd, cmd, arg) };
                 if new < 0 {
                     return new;
@@ -384,6 +383,7 @@ hook! {
                 fdtable::duplicated(fd, new);
                 new
             }
+            // SAFETY: forwarding the caller's arguments.
             _ => unsafe { real(fd, cmd, arg) },
         }
     }

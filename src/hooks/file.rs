@@ -85,9 +85,10 @@ fn at_eof(fd: c_int, at: At, done: usize) -> bool {
         // SAFETY: lseek(SEEK_CUR, 0) only reads the position.
         At::Position => unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) },
     };
-    // SAFETY: fstat writes only into `st`.
+    // SAFETY: `stat` is plain integers, for which all-zero is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     end >= 0
+        // SAFETY: fstat writes only into `st`.
         && unsafe { libc::fstat(fd, &mut st) } == 0
         && st.st_mode & libc::S_IFMT == libc::S_IFREG
         && end >= st.st_size

@@ -17,5 +17,9 @@ pub fn enabled() -> bool {
 /// `main`; switching later, with threads or locks in use, mixes implementations.
 #[doc(hidden)]
 pub fn set_enabled(on: bool) {
+    if on {
+        // `pthread_create` and `main` will start coroutines.
+        super::register_with_runtime();
+    }
     ENABLED.store(on, Ordering::Relaxed);
 }

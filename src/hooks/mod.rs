@@ -53,5 +53,16 @@ pub(crate) fn coroutine_guard() -> Option<Guard> {
 /// program's first instruction (`PATCHALL_DUMP_SIGNAL`'s handler).
 #[doc(hidden)]
 pub fn preload_init() {
+    register_with_runtime();
     crate::runtime::dump::listen();
+}
+
+/// Gives the runtime what it must not name: the hooks' treatment of system
+/// calls that Syscall User Dispatch traps (`syscall::emulate`). A trap can
+/// only come from coroutine code, so every path that starts coroutines calls
+/// this first: `Builder::spawn`, `run_as_coroutine`, green threads being
+/// turned on, the preload's constructor. One load when already done.
+#[inline]
+pub(crate) fn register_with_runtime() {
+    crate::runtime::dispatch::set_emulator(syscall::emulate);
 }

@@ -222,13 +222,13 @@ hook! {
     /// `waitpid(2)`: in a coroutine, parks until the child changes state.
     fn waitpid(pid: pid_t, status: *mut c_int, options: c_int) -> pid_t as real {
         let stops = options & (libc::WUNTRACED | libc::WCONTINUED) != 0;
-        // SAFETY (both calls): forwarding the caller's arguments, with WNOHANG
-        // added to the attempts.
         wait_for(
             whom(pid),
             options,
             stops,
+            // SAFETY: the caller's arguments, with WNOHANG added to the options.
             |o| reaped(unsafe { real(pid, status, o) }),
+            // SAFETY: forwarding the caller's arguments.
             || unsafe { real(pid, status, options) },
         )
     }
@@ -243,12 +243,13 @@ hook! {
     /// `wait4(2)`.
     fn wait4(pid: pid_t, status: *mut c_int, options: c_int, usage: *mut libc::rusage) -> pid_t as real {
         let stops = options & (libc::WUNTRACED | libc::WCONTINUED) != 0;
-        // SAFETY (both calls): as in `waitpid`.
         wait_for(
             whom(pid),
             options,
             stops,
+            // SAFETY: the caller's arguments, with WNOHANG added to the options.
             |o| reaped(unsafe { real(pid, status, o, usage) }),
+            // SAFETY: forwarding the caller's arguments.
             || unsafe { real(pid, status, options, usage) },
         )
     }

@@ -1,107 +1,16 @@
-//! Finding the real libc functions, and the per-thread re-entrancy guard.
+//! The `hook!` machinery: the real function (`sys::Original`) bound in each
+//! hook's body, under the re-entrancy guard (`runtime::Guard`).
 
-use std::ffi::CStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crate::runtime::dispatch;
-
-/// A libc function looked up lazily with `dlsym(RTLD_NEXT, name)`.
-///
-/// Hooks run before any constructor (the dynamic loader and libc call them early),
-/// so there is no init step: the first call resolves, an atomic caches.
-pub struct Original {
-    name: &'static CStr,
-    addr: AtomicUsize,
-}
-
-impl Original {
-    #[doc(hidden)]
-    pub const fn new(name: &'static CStr) -> Original {
-        Original {
-            name,
-            addr: AtomicUsize::new(0),
-        }
-    }
-
-    /// The real function's address, or None if no later object defines it.
-    #[inline]
-    pub fn addr(&self) -> Option<usize> {
-        match self.addr.load(Ordering::Relaxed) {
-            0 => self.resolve(),
-            a => Some(a),
-        }
-    }
-
-    /// The address if already resolved, else 0: for a fast path that leaves
-    /// resolving (a call) to its slow path.
-    #[inline(always)]
-    pub(crate) fn cached(&self) -> usize {
-        self.addr.load(Ordering::Relaxed)
-    }
-
-    #[cold]
-    fn resolve(&self) -> Option<usize> {
-        // SAFETY: `name` is NUL-terminated; dlsym has no other preconditions.
-        let a = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
-        if a == 0 {
-            return None;
-        }
-        self.addr.store(a, Ordering::Relaxed);
-        Some(a)
-    }
-}
-
-/// Marks this thread as running hook logic; a hooked call made meanwhile (by our
-/// own code, or a signal handler interrupting us) goes straight to libc. While
-/// it is held, system calls are allowed under Syscall User Dispatch (the hook's
-/// real call must not trap); dropping it puts back the selector it found.
-pub(crate) struct Guard {
-    selector: u8,
-    trapped: bool,
-}
-
-impl Guard {
-    /// None if this thread is already inside a hook, or its thread-locals are gone.
-    #[inline]
-    pub(crate) fn enter() -> Option<Guard> {
-        dispatch::hook_enter().map(|(selector, trapped)| Guard { selector, trapped })
-    }
-
-    /// The call reached this hook through Syscall User Dispatch: glibc made it
-    /// internally, perhaps holding one of its own locks (a malloc arena's
-    /// while it reads /proc/sys/vm/overcommit_memory in `free`, the loader's
-    /// while `dlopen` reads a library, a FILE's). Such a call may suspend the
-    /// coroutine only to wait for another party (a peer, a child, a timer):
-    /// a coroutine suspended for anything else would leave the lock held
-    /// while the others of its OS thread, and its scheduler, which allocates,
-    /// run into it.
-    #[inline]
-    pub(crate) fn trapped(&self) -> bool {
-        self.trapped
-    }
-
-    /// Runs `f` (which parks) with the guard lifted, so other coroutines on this
-    /// thread can use hooks while this one waits.
-    pub(crate) fn release_while<R>(&self, f: impl FnOnce() -> R) -> R {
-        dispatch::set_in_hook(false);
-        let r = f();
-        dispatch::set_in_hook(true);
-        r
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        dispatch::hook_leave(self.selector);
-    }
-}
+// The paths the hooks have always used.
+pub(crate) use crate::runtime::Guard;
+pub use crate::sys::Original;
 
 /// The real libc function `$name` as a pointer of the given C signature, or
 /// None if no later object defines it. For our own calls to a function we also
 /// hook: a plain call would reach our hook.
 macro_rules! original {
     ($abi:literal fn $name:ident($($ty:ty),* $(,)?) -> $ret:ty) => {{
-        static ORIGINAL: $crate::hooks::Original = $crate::hooks::Original::new(
+        static ORIGINAL: $crate::sys::Original = $crate::sys::Original::new(
             // SAFETY: the literal ends in exactly one NUL.
             unsafe { ::std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) }
         );
@@ -160,7 +69,7 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             type Real = unsafe extern "C" fn($($ty),*) -> $ret;
-            static ORIGINAL: $crate::hooks::Original = $crate::hooks::Original::new(
+            static ORIGINAL: $crate::sys::Original = $crate::sys::Original::new(
                 // SAFETY: the literal ends in exactly one NUL.
                 unsafe { ::std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) }
             );

@@ -174,6 +174,7 @@ alias! {
 fn install(sig: c_int, handler: sighandler_t, flags: c_int) -> sighandler_t {
     // SAFETY: a zeroed sigaction is valid; the mask is set up below.
     let mut act: SigAction = unsafe { std::mem::zeroed() };
+    // SAFETY: as `act`; `sigaction` fills it.
     let mut old: SigAction = unsafe { std::mem::zeroed() };
     act.sa_sigaction = handler;
     act.sa_flags = flags;

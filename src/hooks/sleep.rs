@@ -41,10 +41,12 @@ fn park_until(guard: &Guard, deadline: Instant) -> Result<(), c_int> {
         runtime::label(&const { runtime::Label::new("sleep", runtime::Family::Sleep) });
         match guard.release_while(|| runtime::sleep_until(deadline)) {
             Wake::Interrupted { .. } => return Err(libc::EINTR),
-            // SAFETY: this frame and the hook's own nothing but the guard,
-            // released while `act_on_cancel` runs.
             Wake::Cancelled
-                if guard.release_while(|| unsafe { super::cancel::act_on_cancel() }) => {}
+                if guard.release_while(|| {
+                    // SAFETY: this frame and the hook's own nothing but the
+                    // guard, released while `act_on_cancel` runs.
+                    unsafe { super::cancel::act_on_cancel() }
+                }) => {}
             Wake::Cancelled | Wake::Expired => return Ok(()),
             _ if Instant::now() >= deadline => return Ok(()),
             _ => {}

@@ -12,33 +12,9 @@
 use libc::{c_int, c_long, c_uint, c_ulong, c_void, sigset_t, size_t};
 
 use super::{fd, file, io, net, poll, process, sched, sigwait, sleep, transfer};
-use crate::runtime::{self, dispatch};
+use crate::runtime;
+use crate::runtime::dispatch::{self, Emulated};
 use crate::sys::{errno, gate, set_errno};
-
-const CLONE_VM: c_long = libc::CLONE_VM as c_long;
-
-/// A call `emulate` hands back to the caller to be made in place (the
-/// program's own `syscall` instruction, with system calls allowed): one whose
-/// child starts on a new stack or shares this one, and `rt_sigreturn`.
-fn in_place(nr: c_long, a: &[c_long; 6]) -> bool {
-    match nr {
-        libc::SYS_rt_sigreturn | libc::SYS_vfork => true,
-        libc::SYS_clone => a[0] & CLONE_VM != 0 || a[1] != 0,
-        libc::SYS_clone3 => {
-            // SAFETY: clone3's first argument is the caller's clone_args,
-            // whose first word is the flags and sixth the stack.
-            let (flags, stack) = unsafe {
-                let args = a[0] as *const u64;
-                if args.is_null() {
-                    return false;
-                }
-                (*args, *args.add(5))
-            };
-            flags & CLONE_VM as u64 != 0 || stack != 0
-        }
-        _ => false,
-    }
-}
 
 /// A libc-style result (-1 and errno) as the kernel's (-errno).
 fn raw(r: c_long) -> c_long {
@@ -92,8 +68,9 @@ fn futex(a: [c_long; 6]) -> c_long {
 /// The result the system call `nr` with arguments `a` would have had, given
 /// the hooks' treatment; None for a call that must be made in place by the
 /// caller (`in_place`). errno is left as it was: a system call never sets it.
+/// The runtime's SIGSYS handler gets it as its `dispatch::Emulate`.
 pub(crate) fn emulate(nr: c_long, a: [c_long; 6]) -> Option<Emulated> {
-    if in_place(nr, &a) {
+    if dispatch::in_place(nr, &a) {
         return None;
     }
     let saved = errno();
@@ -105,15 +82,6 @@ pub(crate) fn emulate(nr: c_long, a: [c_long; 6]) -> Option<Emulated> {
     let result = unsafe { dispatch_call(nr, a, &mut at_once) };
     set_errno(saved);
     Some(Emulated { result, at_once })
-}
-
-/// What `emulate` did.
-pub(crate) struct Emulated {
-    /// The kernel's way: the value, or -errno.
-    pub(crate) result: c_long,
-    /// Made through the gate with no hook: the coroutine did not switch and
-    /// the signal mask did not change.
-    pub(crate) at_once: bool,
 }
 
 /// # Safety
@@ -342,31 +310,21 @@ mod tests {
     #[test]
     fn kernel_sigsets_convert_and_check_their_size() {
         let bits: u64 = 1 << (libc::SIGUSR1 - 1);
+        // SAFETY: `bits` is 8 readable bytes.
         let set = unsafe { kernel_sigset(&bits as *const u64 as c_long, 8) }
             .unwrap()
             .unwrap();
+        // SAFETY: `set` is an initialised sigset_t.
         assert_eq!(unsafe { libc::sigismember(&set, libc::SIGUSR1) }, 1);
+        // SAFETY: as above.
         assert_eq!(unsafe { libc::sigismember(&set, libc::SIGUSR2) }, 0);
+        // SAFETY: a null set is never read.
         assert!(matches!(unsafe { kernel_sigset(0, 8) }, Ok(None)));
         assert_eq!(
+            // SAFETY: `bits` is 8 readable bytes; the size is refused first.
             unsafe { kernel_sigset(&bits as *const u64 as c_long, 16) }.unwrap_err(),
             -c_long::from(libc::EINVAL)
         );
-    }
-
-    #[test]
-    fn calls_with_a_new_stack_are_made_in_place() {
-        assert!(in_place(libc::SYS_vfork, &[0; 6]));
-        assert!(in_place(libc::SYS_clone, &[CLONE_VM, 0, 0, 0, 0, 0]));
-        assert!(in_place(
-            libc::SYS_clone,
-            &[libc::SIGCHLD as c_long, 4096, 0, 0, 0, 0]
-        ));
-        assert!(!in_place(
-            libc::SYS_clone,
-            &[libc::SIGCHLD as c_long, 0, 0, 0, 0, 0]
-        ));
-        assert!(!in_place(libc::SYS_read, &[0; 6]));
     }
 
     #[test]
@@ -380,5 +338,12 @@ mod tests {
         assert_eq!(close.result, -c_long::from(libc::EBADF));
         assert!(!close.at_once, "close is the hook's");
         assert_eq!(errno(), 1234);
+    }
+
+    #[test]
+    fn the_hooks_register_their_treatment_when_a_coroutine_is_spawned() {
+        crate::spawn(|| {}).unwrap().join().unwrap();
+        let registered = dispatch::registered().expect("registered at spawn");
+        assert_eq!(registered as *const (), emulate as *const ());
     }
 }

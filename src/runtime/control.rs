@@ -1,8 +1,6 @@
 //! Naming and steering a coroutine from the layer above: its handle (to cancel
 //! it from any thread), its `timeout()` deadline, a per-coroutine word, and
 //! ending it without returning.
-// Green threads (issue 4) are the first users of the word and of exit.
-#![allow(dead_code)]
 
 use std::any::Any;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //! BLOCK only while coroutine code runs: a coroutine's body starts with it
 //! (`coroutine_start`), every switch saves the running coroutine's and puts
 //! back the scheduler's ALLOW (`switch_in`/`switch_out`, as errno), and a
-//! hook's body (`Allow`, and the guard of `hooks::real`) sets ALLOW. So the
+//! hook's body (`Allow`, and `Guard`) sets ALLOW. So the
 //! scheduler, a hook and its real call, plain threads and the offload pool
 //! never trap.
 //!
@@ -26,7 +26,7 @@
 //! so that `rt_sigreturn` does not undo a mask changed while it was parked.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 use libc::{c_int, c_long, c_void, siginfo_t};
 
@@ -47,7 +47,7 @@ const SA_RESTORER: c_int = 0x0400_0000;
 pub(crate) struct ThreadGate {
     /// The byte the kernel reads (ALLOW or BLOCK; any other value kills).
     selector: Cell<u8>,
-    /// Hook logic runs on this thread (see `hooks::real::Guard`).
+    /// Hook logic runs on this thread (see `Guard`).
     in_hook: Cell<bool>,
     /// Dispatch is on for this thread.
     on: Cell<bool>,
@@ -119,6 +119,52 @@ pub(crate) fn hook_leave(saved: u8) {
         g.in_hook.set(false);
         g.selector.set(saved);
     });
+}
+
+/// Marks this thread as running hook logic; a hooked call made meanwhile (by our
+/// own code, or a signal handler interrupting us) goes straight to libc. While
+/// it is held, system calls are allowed under Syscall User Dispatch (the hook's
+/// real call must not trap); dropping it puts back the selector it found.
+/// The runtime's own threads and reads (the monitor, symbolizing) hold one too.
+pub(crate) struct Guard {
+    selector: u8,
+    trapped: bool,
+}
+
+impl Guard {
+    /// None if this thread is already inside a hook, or its thread-locals are gone.
+    #[inline]
+    pub(crate) fn enter() -> Option<Guard> {
+        hook_enter().map(|(selector, trapped)| Guard { selector, trapped })
+    }
+
+    /// The call reached this hook through Syscall User Dispatch: glibc made it
+    /// internally, perhaps holding one of its own locks (a malloc arena's
+    /// while it reads /proc/sys/vm/overcommit_memory in `free`, the loader's
+    /// while `dlopen` reads a library, a FILE's). Such a call may suspend the
+    /// coroutine only to wait for another party (a peer, a child, a timer):
+    /// a coroutine suspended for anything else would leave the lock held
+    /// while the others of its OS thread, and its scheduler, which allocates,
+    /// run into it.
+    #[inline]
+    pub(crate) fn trapped(&self) -> bool {
+        self.trapped
+    }
+
+    /// Runs `f` (which parks) with the guard lifted, so other coroutines on this
+    /// thread can use hooks while this one waits.
+    pub(crate) fn release_while<R>(&self, f: impl FnOnce() -> R) -> R {
+        set_in_hook(false);
+        let r = f();
+        set_in_hook(true);
+        r
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        hook_leave(self.selector);
+    }
 }
 
 /// ALLOW until `end`, then the selector it found: a hook's body.
@@ -397,6 +443,94 @@ pub(crate) fn handler_installed() -> bool {
 pub(crate) static PROGRAM_SIGSYS: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
 
+/// A trapped call's treatment, given by the layer above (the hooks), which
+/// the runtime does not name: the result system call `nr` with arguments
+/// `a` would have had, or None for a call to be re-made in place (`in_place`).
+/// It must leave errno as it found it: a system call never sets it.
+pub(crate) type Emulate = fn(nr: c_long, a: [c_long; 6]) -> Option<Emulated>;
+
+/// What an `Emulate` did.
+pub(crate) struct Emulated {
+    /// The kernel's way: the value, or -errno.
+    pub(crate) result: c_long,
+    /// Made through the gate with no hook: the coroutine did not switch and
+    /// the signal mask did not change.
+    pub(crate) at_once: bool,
+}
+
+/// The registered `Emulate`, as an address (null: none yet). An atomic, so
+/// that the SIGSYS handler reads it with one load.
+static EMULATE: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Sets what trapped calls get. Called by the hooks layer before any
+/// coroutine runs (the selector is BLOCK only in coroutine code), again at
+/// each spawn: the same function each time, so the store is idempotent.
+pub(crate) fn set_emulator(f: Emulate) {
+    if EMULATE.load(Ordering::Relaxed) != f as *mut () {
+        EMULATE.store(f as *mut (), Ordering::Release);
+    }
+}
+
+/// The registered `Emulate`, if any.
+#[cfg(test)]
+pub(crate) fn registered() -> Option<Emulate> {
+    let f = EMULATE.load(Ordering::Acquire);
+    // SAFETY: as in `emulate`.
+    (!f.is_null()).then(|| unsafe { std::mem::transmute::<*mut (), Emulate>(f) })
+}
+
+/// The registered treatment of a trapped call; with none registered, the
+/// call runs as made: through the gate, or in place where it must.
+fn emulate(nr: c_long, a: [c_long; 6]) -> Option<Emulated> {
+    let f = EMULATE.load(Ordering::Acquire);
+    if f.is_null() {
+        return through_gate(nr, a);
+    }
+    // SAFETY: only `set_emulator` stores here, and only an `Emulate`.
+    let f = unsafe { std::mem::transmute::<*mut (), Emulate>(f) };
+    f(nr, a)
+}
+
+/// Call `nr` made as the program made it, unhooked: through the gate, or
+/// (None) in place where the gate cannot make it.
+fn through_gate(nr: c_long, a: [c_long; 6]) -> Option<Emulated> {
+    if in_place(nr, &a) {
+        return None;
+    }
+    // SAFETY: the program's own call, with its own arguments.
+    let result = unsafe { gate::syscall6(nr, a) };
+    Some(Emulated {
+        result,
+        at_once: true,
+    })
+}
+
+const CLONE_VM: c_long = libc::CLONE_VM as c_long;
+
+/// A call that must be made in place (the program's own `syscall`
+/// instruction, with system calls allowed) rather than through the gate,
+/// whose stub would return into the wrong frame: one whose child starts on a
+/// new stack or shares this one, and `rt_sigreturn`.
+pub(crate) fn in_place(nr: c_long, a: &[c_long; 6]) -> bool {
+    match nr {
+        libc::SYS_rt_sigreturn | libc::SYS_vfork => true,
+        libc::SYS_clone => a[0] & CLONE_VM != 0 || a[1] != 0,
+        libc::SYS_clone3 => {
+            // SAFETY: clone3's first argument is the caller's clone_args,
+            // whose first word is the flags and sixth the stack.
+            let (flags, stack) = unsafe {
+                let args = a[0] as *const u64;
+                if args.is_null() {
+                    return false;
+                }
+                (*args, *args.add(5))
+            };
+            flags & CLONE_VM as u64 != 0 || stack != 0
+        }
+        _ => false,
+    }
+}
+
 const REG_RAX: usize = libc::REG_RAX as usize;
 const REG_RIP: usize = libc::REG_RIP as usize;
 const ARG_REGS: [usize; 6] = [
@@ -425,9 +559,9 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     let nr = gregs[REG_RAX];
     let args = ARG_REGS.map(|r| gregs[r]);
     // The hook that takes the call learns it was trapped: glibc may be
-    // holding one of its own locks around it (`hooks::real::Guard::trapped`).
+    // holding one of its own locks around it (`Guard::trapped`).
     let _ = gate(|g| g.trapped.set(true));
-    let emulated = crate::hooks::syscall::emulate(nr, args);
+    let emulated = emulate(nr, args);
     let _ = gate(|g| g.trapped.set(false));
     match emulated {
         Some(done) if done.at_once => {
@@ -492,5 +626,33 @@ fn not_ours(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
             sys::raw_syscall!(libc::SYS_gettid),
             libc::SIGSYS
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_with_a_new_stack_are_made_in_place() {
+        assert!(in_place(libc::SYS_vfork, &[0; 6]));
+        assert!(in_place(libc::SYS_clone, &[CLONE_VM, 0, 0, 0, 0, 0]));
+        assert!(in_place(
+            libc::SYS_clone,
+            &[libc::SIGCHLD as c_long, 4096, 0, 0, 0, 0]
+        ));
+        assert!(!in_place(
+            libc::SYS_clone,
+            &[libc::SIGCHLD as c_long, 0, 0, 0, 0, 0]
+        ));
+        assert!(!in_place(libc::SYS_read, &[0; 6]));
+    }
+
+    #[test]
+    fn unhooked_calls_run_through_the_gate_or_in_place() {
+        let pid = through_gate(libc::SYS_getpid, [0; 6]).expect("through the gate");
+        assert_eq!(pid.result, c_long::from(std::process::id()));
+        assert!(pid.at_once);
+        assert!(through_gate(libc::SYS_vfork, [0; 6]).is_none());
     }
 }

@@ -23,6 +23,7 @@ mod timer;
 pub(crate) mod tls;
 pub(crate) mod workers;
 
+pub(crate) use dispatch::Guard;
 pub use dump::{RunInfo, Stats, run_info, stats};
 pub use observe::{CoroutineInfo, CoroutineState, WaitInfo, WaitsOn, WorkerInfo};
 pub(crate) use observe::{Family, Label};
@@ -31,9 +32,9 @@ pub(crate) use reactor::{Readiness, clear_readiness};
 pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
     Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,
-    current_scheduler_id, current_task, fd_closing, fd_created, fd_shut_down, fds_closing,
-    keep_scheduler, label, park, park_as, root_unparker, sleep_until, spawn_at, wait_any_as,
-    wait_fd, wait_signal, with_scheduler, yield_now,
+    current_scheduler_id, current_task, fd_closing, fd_created, fd_shut_down, keep_scheduler,
+    label, park, park_as, root_unparker, sleep_until, spawn_at, wait_any_as, wait_fd, wait_signal,
+    with_scheduler, yield_now,
 };
 pub(crate) use signals::{note_signal, signal_counts};
 pub(crate) use slice::{slice_over, yield_for_slice};

@@ -41,12 +41,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::{Duration, Instant};
 
+use super::Guard;
 use super::scheduler::{Remote, current_scheduler, current_task, remotes};
 use super::symbolize::describe;
 use super::task::Entry;
 use crate::config::config;
-use crate::hooks::Guard;
-use crate::sys::{diag, errno, set_errno};
+use crate::sys::{Original, diag, errno, set_errno};
 
 /// One scheduler's switches, as the monitor sees them. Written only by the
 /// scheduler's thread; read by the monitor and the capture handler.
@@ -574,7 +574,7 @@ fn handler_is_ours(sig: i32) -> bool {
 
 /// glibc's `sigaction`, never our hook (which would wrap the handler so that
 /// the scheduler counts it as a signal that interrupts parks).
-static SIGACTION: crate::hooks::Original = crate::hooks::Original::new(c"sigaction");
+static SIGACTION: Original = Original::new(c"sigaction");
 
 /// Installs the capture handler on the highest real-time signal left at its
 /// default; the signal, or None.

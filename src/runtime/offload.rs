@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use super::scheduler::{in_coroutine, park, yield_now};
 use super::task::{Unparker, Wake};
 use crate::config::config;
-use crate::sys::{errno, set_errno};
+use crate::sys::{Original, errno, set_errno};
 
 /// Idle threads kept however long they wait: the next lookup starts at once.
 const KEEP: usize = 2;
@@ -279,7 +279,7 @@ fn spin_allowed() -> bool {
 
 /// The real `pthread_create`, never the green-thread hook: a pool thread must
 /// be an OS thread even when the job comes from a coroutine.
-static PTHREAD_CREATE: crate::hooks::Original = crate::hooks::Original::new(c"pthread_create");
+static PTHREAD_CREATE: Original = Original::new(c"pthread_create");
 
 pub(crate) type Start = extern "C" fn(*mut c_void) -> *mut c_void;
 type CreateFn = unsafe extern "C" fn(

@@ -129,8 +129,9 @@ const ALT_SIZE: usize = 64 * 1024;
 
 impl AltStack {
     pub(crate) fn ensure() -> Option<AltStack> {
-        // SAFETY: querying the current alternate stack writes only into `old`.
+        // SAFETY: `stack_t` is a pointer and integers: all-zero is valid.
         let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: querying the current alternate stack writes only into `old`.
         unsafe { libc::sigaltstack(std::ptr::null(), &mut old) };
         if old.ss_flags & libc::SS_DISABLE == 0 {
             return None;

@@ -179,8 +179,10 @@ impl Direction {
     }
 }
 
-/// Process-wide facts per fd: its generation, which reactors registered it,
-/// and its readiness cache.
+/// Everything the process keeps per fd number, in one entry of one table
+/// (`FD_REGS`): its generation, which reactors registered it, its readiness
+/// cache, and the fd table's facts. One entry, so that one close
+/// (`fdtable::closing`) forgets all of it.
 pub(crate) struct FdReg {
     pub(crate) generation: AtomicU32,
     /// The readiness cache (`Readiness`): what the last attempts and events
@@ -188,9 +190,27 @@ pub(crate) struct FdReg {
     readiness: AtomicU32,
     /// Bit `min(id, 63)` set for each reactor holding a registration.
     pub(crate) reactors: AtomicU64,
+    /// The fd table's facts (`crate::fdtable`, the layer above, alone reads
+    /// and writes them): kept here, where the reactor can reach them too,
+    /// rather than in a second table with a lifetime of its own.
+    pub(crate) facts: FdFacts,
 }
 
-// SAFETY: all-zero atomics are valid; atomics are Sync.
+/// The fd table's words for one fd; their meaning is `crate::fdtable`'s.
+pub(crate) struct FdFacts {
+    /// Kind and flags (`fdtable`'s KNOWN, KIND_*, USER_NONBLOCK…); 0 for
+    /// nothing known.
+    pub(crate) bits: AtomicU32,
+    /// The open file description's group, shared with the fds dup'ed from or
+    /// to this one; 0 for none (never dup'ed, as far as we saw).
+    pub(crate) group: AtomicU32,
+    /// SO_RCVTIMEO / SO_SNDTIMEO in microseconds, 0 for none.
+    pub(crate) rcvtimeo_us: AtomicU64,
+    pub(crate) sndtimeo_us: AtomicU64,
+}
+
+// SAFETY: all-zero atomics are valid (generation 0, nothing registered,
+// nothing cached, nothing known); atomics are Sync.
 unsafe impl Zeroable for FdReg {}
 
 pub(crate) static FD_REGS: FdMap<FdReg> = FdMap::new();

@@ -1293,19 +1293,6 @@ pub(crate) fn fd_shut_down(fd: RawFd) {
     }
 }
 
-/// `fd_closing` for every fd in `first..=last` that some reactor registered
-/// and `skip` does not exclude (`close_range`, `closefrom`).
-pub(crate) fn fds_closing(first: u32, last: u32, skip: impl Fn(RawFd) -> bool) {
-    FD_REGS.for_each(|fd, reg| {
-        if (first..=last).contains(&(fd as u32))
-            && reg.reactors.load(Ordering::Acquire) != 0
-            && !skip(fd)
-        {
-            fd_closing(fd);
-        }
-    });
-}
-
 /// Called when a hook hands out a new fd: a registration left by a close we never
 /// saw (glibc closing internally) must not be mistaken for this one.
 pub(crate) fn fd_created(fd: RawFd) {

@@ -355,9 +355,10 @@ mod tests {
     use super::*;
 
     fn mapped(addr: usize) -> bool {
-        // SAFETY: mincore only reads page-table state; an unmapped page gives ENOMEM.
         let mut vec = 0u8;
         let page = addr & !(page_size() - 1);
+        // SAFETY: mincore only reads page-table state and writes one byte
+        // into `vec`; an unmapped page gives ENOMEM.
         unsafe { libc::mincore(page as *mut _, 1, &mut vec) == 0 }
     }
 

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
-use crate::hooks::Guard;
+use super::Guard;
 
 const STT_FUNC: u8 = 2;
 pub(crate) const SHT_SYMTAB: u32 = 2;
