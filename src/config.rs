@@ -62,9 +62,10 @@ pub struct Config {
     pub offload_files: OffloadFiles,
     /// `PATCHALL_GREEN_TLS`: `own` gives every green thread and coroutine its
     /// own thread-local storage and thread descriptor (when glibc's layout and
-    /// the CPU allow it, see `runtime::tls`); `shared` (the default) has them
-    /// use their OS thread's.
-    pub own_tls: bool,
+    /// the CPU allow it, see `runtime::tls`); `shared` has them use their OS
+    /// thread's. Unset (None): green threads own, coroutines of the Rust and
+    /// C APIs shared (see `runtime::tls::wanted`).
+    pub own_tls: Option<bool>,
     /// `PATCHALL_TIMESLICE`: how long a coroutine whose hooked calls keep
     /// completing at once may hold its thread before one of them yields
     /// (`5ms`, `500us`; a bare number is milliseconds). None (`0`, `off`): never.
@@ -205,8 +206,7 @@ impl Config {
             "own" => Some(true),
             "shared" => Some(false),
             _ => None,
-        })
-        .unwrap_or(false);
+        });
         Config {
             own_tls,
             syscall_dispatch,
@@ -370,7 +370,7 @@ mod tests {
         assert!(!c.stack_size_set, "a bad size counts as none given");
         assert_eq!(c.stack_mode, StackMode::Guarded);
         assert!(!c.green_threads);
-        assert!(!c.own_tls);
+        assert_eq!(c.own_tls, None);
         assert_eq!(c.offload_threads, DEFAULT_OFFLOAD_THREADS);
         assert_eq!(c.offload_files, OffloadFiles::Auto);
         let c = Config::from_lookup(|name| match name {
@@ -383,7 +383,7 @@ mod tests {
             "PATCHALL_GREEN_TLS" => Some("Own".into()),
             _ => None,
         });
-        assert!(c.own_tls);
+        assert_eq!(c.own_tls, Some(true));
         assert_eq!(c.offload_threads, 8);
         assert_eq!(c.offload_files, OffloadFiles::Always);
         assert_eq!(c.stack_size, 64 << 10);

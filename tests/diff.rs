@@ -21,8 +21,8 @@
 //! - `PATCHALL_DIFF_ONLY=GLOB[,GLOB...]`: run only the matching scenarios
 //!   (`*` and `?`, on `<file>/<scenario>`); lines of others are not checked.
 //! - `PATCHALL_DIFF_MODES=preload,green1,green2,own1,own2`: run these modes
-//!   (default: the first three; `own1`/`own2` are green threads with
-//!   `PATCHALL_GREEN_TLS=own`).
+//!   (default: all; `own1`/`own2` are green threads with
+//!   `PATCHALL_GREEN_TLS=own`, the default, `green1`/`green2` with `shared`).
 //! - `PATCHALL_DIFF_NATIVE_TWICE=1`: run native twice and fail on scenarios
 //!   whose native output varies (a scenario bug: its output must be stable).
 //! - `PATCHALL_DIFF_JOBS=N`: runs at a time (default 2, the CI's cores).
@@ -47,11 +47,9 @@ const PATCHALL: &str = env!("CARGO_BIN_EXE_patchall");
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// The modes compared with native, in report order: `own1` and `own2` are
-/// green threads with TLS of their own (`PATCHALL_GREEN_TLS=own`), run only
-/// when `PATCHALL_DIFF_MODES` names them.
+/// green threads with TLS of their own (`PATCHALL_GREEN_TLS=own`, the
+/// default), `green1` and `green2` with their OS thread's (`shared`).
 const MODES: [&str; 5] = ["preload", "green1", "green2", "own1", "own2"];
-/// The modes run without `PATCHALL_DIFF_MODES`.
-const DEFAULT_MODES: [&str; 3] = ["preload", "green1", "green2"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct RunResult {
@@ -443,7 +441,7 @@ fn differential_suite() {
                 .filter(|x| m.iter().any(|y| y == x))
                 .collect()
         }
-        None => DEFAULT_MODES.to_vec(),
+        None => MODES.to_vec(),
     };
     let twice = env_flag("PATCHALL_DIFF_NATIVE_TWICE");
     let verbose = env_flag("PATCHALL_DIFF_VERBOSE");

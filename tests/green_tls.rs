@@ -67,6 +67,12 @@ fn shared_coroutines_see_the_threads_locals() {
         .spawn(|| COUNT.with(Cell::get))
         .unwrap();
     assert_eq!(h.join().unwrap(), 9);
+    // Unasked (and PATCHALL_GREEN_TLS unset), a coroutine shares too.
+    if std::env::var_os("PATCHALL_GREEN_TLS").is_none() {
+        COUNT.with(|c| c.set(11));
+        let h = patchall::spawn(|| COUNT.with(Cell::get)).unwrap();
+        assert_eq!(h.join().unwrap(), 11);
+    }
 }
 
 mod common;
@@ -74,13 +80,16 @@ use common::{c_program, first_difference, preload_lib, run};
 use std::process::Command;
 
 /// `prog` under the preload library with green threads on `workers` OS
-/// threads and `PATCHALL_GREEN_TLS=tls`.
+/// threads and `PATCHALL_GREEN_TLS=tls` (unset if empty: the default).
 fn green(prog: &std::path::Path, workers: &str, tls: &str) -> Command {
     let mut c = Command::new(prog);
     c.env("LD_PRELOAD", preload_lib())
         .env("PATCHALL_GREEN_THREADS", "1")
         .env("PATCHALL_WORKERS", workers)
-        .env("PATCHALL_GREEN_TLS", tls);
+        .env_remove("PATCHALL_GREEN_TLS");
+    if !tls.is_empty() {
+        c.env("PATCHALL_GREEN_TLS", tls);
+    }
     c
 }
 
@@ -98,12 +107,13 @@ fn c_threads_keep_their_own_tls_errno_and_identity_as_natively() {
             .stdout
             .contains("thread 3: start 10 zero 0 counter 30")
     );
-    for workers in ["1", "2"] {
-        let own = run(green(&prog, workers, "own"));
+    // `own`, and the default (unset), which is own for green threads.
+    for (workers, tls) in [("1", "own"), ("2", "own"), ("1", ""), ("2", "")] {
+        let own = run(green(&prog, workers, tls));
         assert_eq!(
             native,
             own,
-            "own TLS on {workers} worker(s){}",
+            "TLS {tls:?} on {workers} worker(s){}",
             first_difference(&native.stdout, &own.stdout)
         );
     }

@@ -877,7 +877,7 @@ pub(crate) fn label(label: &'static Label) {
 /// A TLS block for a new coroutine if `own_tls` (None: the variable) asks for
 /// one and blocks can be made; 0 for the carrier's.
 fn take_tls(own_tls: Option<bool>) -> io::Result<usize> {
-    if !own_tls.unwrap_or_else(tls::wanted) || !tls::available() {
+    if !own_tls.unwrap_or_else(|| tls::wanted(false)) || !tls::available() {
         return Ok(0);
     }
     tls::take().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))

@@ -127,10 +127,14 @@ static POOL: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 /// Blocks handed out and not yet given back, for `after_dlopen`.
 static LIVE: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
 
-/// True when coroutines get their own block unless told otherwise
-/// (`PATCHALL_GREEN_TLS=own` and the check passed).
-pub(crate) fn wanted() -> bool {
-    config().own_tls && available()
+/// True when a coroutine gets its own block unless told otherwise, and the
+/// check passed: `PATCHALL_GREEN_TLS` if set, else own for a green thread
+/// (it stands for a thread: `__thread`, `pthread_self` and glibc's per-thread
+/// state must be its own, as the differential suite checks) and shared for a
+/// coroutine of the Rust or C API (gevent's model: a coroutine is not a
+/// thread, and a switch costs less without `wrfsbase`).
+pub(crate) fn wanted(green_thread: bool) -> bool {
+    config().own_tls.unwrap_or(green_thread) && available()
 }
 
 /// True if blocks can be made here; the first call checks (and says once why not).

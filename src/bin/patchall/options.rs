@@ -156,8 +156,8 @@ pub static OPTIONS: &[Opt] = &[
         var: Some("PATCHALL_GREEN_TLS"),
         kind: Kind::Choice(&["own", "shared"]),
         scope: VARS,
-        help: "each green thread has its own thread-local storage (own) or shares \
-               its OS thread's (shared)",
+        help: "each green thread has its own thread-local storage (own, the default) \
+               or shares its OS thread's (shared)",
     },
     Opt {
         name: "--monitor",

@@ -67,9 +67,10 @@ fn spawn(
     let mask = runtime::signals::caller_mask();
     let body = move || run(addr, start, arg, mask);
     let (home, load) = spread::place();
+    let own_tls = Some(runtime::tls::wanted(true));
     let spawned = match &home {
-        None => runtime::with_scheduler(|s| s.spawn(None, Some(stack), body)).ok(),
-        Some(home) => Some(runtime::spawn_at(home, None, Some(stack), None, body)),
+        None => runtime::with_scheduler(|s| s.spawn_tls(None, Some(stack), own_tls, body)).ok(),
+        Some(home) => Some(runtime::spawn_at(home, None, Some(stack), own_tls, body)),
     };
     match (spawned, load) {
         (Some(Ok(_)), Some(load)) => {

@@ -149,7 +149,7 @@ fn scan(map: usize, name: &[u8], patterns: &[String]) -> Object {
     };
     // With TLS of their own, std's threads keep their identity per green
     // thread, as natively.
-    let rust = !crate::runtime::tls::wanted();
+    let rust = !crate::runtime::tls::wanted(true);
     let mut object = Object {
         map,
         all: matches_any(path.as_bytes(), patterns),
