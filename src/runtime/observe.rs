@@ -240,7 +240,6 @@ pub(crate) fn totals() -> Totals {
 static MONITOR_REPORTS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts one report of the blocking monitor (rare: a shared counter is fine).
-#[allow(dead_code)] // Called by the monitor once it lands.
 pub(crate) fn count_monitor_report() {
     MONITOR_REPORTS.fetch_add(1, Relaxed);
 }
