@@ -39,7 +39,9 @@ thread_local! {
     /// Per OS thread: reached through `delivered`.
     static DELIVERED: (AtomicU64, AtomicU64) = const { (AtomicU64::new(0), AtomicU64::new(0)) };
     /// Handlers run on this thread: (all, those without SA_RESTART), for plain
-    /// threads that block in the real call and must tell a restart from EINTR.
+    /// threads that block in the real call and must tell a restart from EINTR,
+    /// and for coroutines whose wait a handler run in another coroutine of the
+    /// thread interrupts. Per OS thread: reached through `counts`.
     static COUNTS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     /// Handlers running on this thread now (nested ones count; one left by
     /// `siglongjmp` stays counted, which costs only a system call per query).
@@ -56,6 +58,19 @@ fn delivered<R>(f: impl FnOnce(&(AtomicU64, AtomicU64)) -> R) -> Option<R> {
             // SAFETY: `carrier_copy` gives the same thread-local in this OS
             // thread's own block, live as long as the thread.
             f(unsafe { &*super::tls::carrier_copy(d) })
+        })
+        .ok()
+}
+
+/// Runs `f` on this OS thread's handler counts (see `delivered`: a handler
+/// may run in a coroutine with TLS of its own while the coroutine whose wait
+/// it interrupts has another).
+#[inline]
+fn counts<R>(f: impl FnOnce(&Cell<(u32, u32)>) -> R) -> Option<R> {
+    COUNTS
+        .try_with(|c| {
+            // SAFETY: as in `delivered`.
+            f(unsafe { &*super::tls::carrier_copy(c) })
         })
         .ok()
 }
@@ -298,7 +313,7 @@ pub(crate) fn note_signal(sig: libc::c_int, restart: bool) {
         }
         all.fetch_or(b, Ordering::Release);
     });
-    let _ = COUNTS.try_with(|s| {
+    let _ = counts(|s| {
         let (all, no_restart) = s.get();
         s.set((
             all.wrapping_add(1),
@@ -309,7 +324,7 @@ pub(crate) fn note_signal(sig: libc::c_int, restart: bool) {
 
 /// (handlers run on this thread, those of them without SA_RESTART).
 pub(crate) fn signal_counts() -> (u32, u32) {
-    COUNTS.try_with(|s| s.get()).unwrap_or_default()
+    counts(Cell::get).unwrap_or_default()
 }
 
 /// The own masks of the green threads of one scheduler, as counts.
