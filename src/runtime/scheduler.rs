@@ -194,7 +194,7 @@ pub(crate) struct Scheduler {
 /// `epoll_wait` every few switches.
 const POLL_EVERY: u32 = 256;
 
-/// How many runnable coroutines a round needs before the next one's stack is
+/// How many live coroutines a scheduler needs before the next one's stack is
 /// prefetched (`prefetch_resumption`): the stacks of a few stay in the caches
 /// between their turns, and the prefetches cost a yield round trip between
 /// two coroutines 45 % more instructions (callgrind).
@@ -632,7 +632,35 @@ impl Scheduler {
     /// this thread since the last check, as the kernel interrupts a blocked call.
     #[inline]
     fn check_signals(&self) {
-        self.signals.check();
+        if self.signals.pending() {
+            self.interrupt_parks();
+        }
+    }
+
+    /// `check_signals`' rare half. Plain parks are found among the live
+    /// tasks (a park only stores its mask in its task: no list to keep per
+    /// park, which cost two reference counts and a slab slot each).
+    #[cold]
+    #[inline(never)]
+    fn interrupt_parks(&self) {
+        let Some(hits) = self.signals.interrupt() else {
+            return;
+        };
+        let mut at = self.live_head.get();
+        // SAFETY: every listed task is alive (see `live_head`), and waking
+        // one does not unlist it.
+        while let Some(task) = unsafe { at.as_ref() } {
+            at = task.live_next.get();
+            if task.state.get() != State::Parked {
+                continue;
+            }
+            let Some(wake) = task.plain_mask.get().and_then(|m| hits.plain(m)) else {
+                continue;
+            };
+            task.plain_mask.set(None);
+            let seq = task.park_seq.get();
+            self.unpark_local(Some(current_arc(task)), seq, wake);
+        }
     }
 
     #[inline]
@@ -663,7 +691,7 @@ impl Scheduler {
             }
             asked = false;
             let batch = self.runq.len();
-            let cold = batch >= PREFETCH_FROM;
+            let cold = self.live.get() >= PREFETCH_FROM;
             for _ in 0..batch {
                 let Some(task) = self.runq.pop_front() else {
                     break;
@@ -1145,7 +1173,9 @@ fn park_task(
         // interrupt a call made after the handler): account for it first.
         Breaks::Syscall | Breaks::Signal => {
             sched.check_signals();
-            Some(sched.signals.insert_plain(me.clone(), task.sigmask.get()))
+            let mask = task.sigmask.get().unwrap_or(super::signals::THREAD_MASK);
+            task.plain_mask.set(Some(mask));
+            None
         }
         Breaks::Masked(mask) => {
             sched.check_signals();
@@ -1176,6 +1206,7 @@ fn park_task(
     if let Some(slot) = slot {
         sched.signals.remove(slot, seq);
     }
+    task.plain_mask.set(None);
     match wake {
         Wake::TimedOut if expires_first => Wake::Expired,
         wake => wake,
