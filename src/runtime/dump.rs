@@ -286,8 +286,11 @@ impl Stats {
     }
 }
 
-/// The run's statistics so far. From now on, runs are timed
-/// (`longest_hold`); with `PATCHALL_STATS=1` they are from the start.
+/// The run's statistics so far. Switches are counted from the start;
+/// creations, peaks, parks and the longest hold from the first call of
+/// `stats` or [`run_info`] on, or from the start with `PATCHALL_STATS=1`
+/// (or the monitor or the dump asked for): until something asks, a switch
+/// or a park pays one test of a flag for them, not the counting.
 ///
 /// ```
 /// let before = patchall::stats();

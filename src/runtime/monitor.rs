@@ -10,13 +10,15 @@
 //!
 //! Each scheduler keeps a [`Hold`] record that its switches write: a counter
 //! bumped as each run starts and ends, the running coroutine's id, and when
-//! the run began by the coarse clock. The stamp, not the monitor's first sight
+//! the run began by the coarse clock; without a monitor, only the counter
+//! (which also counts switches for the statistics). The stamp, not the monitor's first sight
 //! of a run, times a hold: on a loaded machine the kernel may run the monitor
 //! thread late, and a hold seen late must not look shorter than it is. Time
 //! slices share the record: the counter names a run for `Slice`, and a
 //! monitor that reports a hold asks, through `poke`, for a yield at the run's
-//! next hooked call. Without a monitor a switch pays the counter (as before),
-//! the id and one predictable branch at each end of a run.
+//! next hooked call. Without a monitor, the dump or the statistics a switch
+//! pays the counter and the one test of `observe::on`; with only the dump or
+//! the statistics, that and a test of `watched`.
 //!
 //! The stack of another thread can only be taken on that thread: the monitor
 //! sends it a signal (`tgkill`) whose handler unwinds its own stack with
@@ -77,20 +79,29 @@ impl Hold {
             since: AtomicU64::new(0),
             // SAFETY: gettid has no preconditions.
             tid: unsafe { crate::sys::raw_syscall!(libc::SYS_gettid) } as i32,
-            watched: config().monitor.is_some(),
+            watched: watched(),
             poke: AtomicU64::new(0),
         }
     }
 
-    fn bump(&self) {
+    /// A coroutine starts running, while nothing watches (`observe::on`):
+    /// the counter names runs for time slices and counts them.
+    #[inline(always)]
+    pub(crate) fn bump(&self) {
         // One writer: a plain load and store, no locked instruction.
         let n = self.switches.load(Ordering::Relaxed).wrapping_add(1);
         self.switches.store(n, Ordering::Release);
     }
 
-    /// Coroutine `id` starts running. The counter names runs for time
-    /// slices too. Without a monitor, one predictable branch more than the
-    /// counter (BENCHMARKS.md).
+    /// How many coroutine runs started (each one bumps the counter, and its
+    /// end a second time while the monitor watches).
+    pub(crate) fn runs(&self) -> u64 {
+        let n = self.switches.load(Ordering::Relaxed);
+        if self.watched { n / 2 } else { n }
+    }
+
+    /// Coroutine `id` starts running, while something watches (`bump`
+    /// otherwise).
     #[inline(always)]
     pub(crate) fn run_started(&self, id: u64) {
         if self.watched {
@@ -102,8 +113,7 @@ impl Hold {
         self.bump();
     }
 
-    /// The run `run_started` began has ended: without a monitor, one
-    /// predictable branch. A coroutine whose exit handlers drive the
+    /// The run `run_started` began has ended. A coroutine whose exit handlers drive the
     /// scheduler (contract 13) runs others nested: after the first of those
     /// ends, its own hold is no longer watched.
     #[inline(always)]
@@ -149,6 +159,16 @@ fn coarse_now() -> u64 {
     // SAFETY: a timespec of ours to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Whether this process's schedulers keep the monitor's stamps: they do
+/// from the start if it is asked for, so that every run is stamped.
+fn watched() -> bool {
+    let on = config().monitor.is_some();
+    if on {
+        super::observe::start_watching();
+    }
+    on
 }
 
 /// The pid that started a monitor: a forked child starts its own.

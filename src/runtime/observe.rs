@@ -4,9 +4,12 @@
 //! snapshot of every live coroutine of a scheduler.
 //!
 //! Costs when nothing asks for more: a park stores its label, what it waits on
-//! and its deadline (values at hand) and bumps one counter; a coroutine run
-//! bumps one counter and tests one flag (`timing`). Clocks are read only while
-//! timing is on: how long each run held its thread, and when each park began.
+//! and its deadline (values at hand, for `run_info` at any time) and tests one
+//! flag (`on`); a coroutine run tests the same flag, and bumps the switch
+//! counter its scheduler keeps anyway (`monitor::Hold`, which names runs for
+//! time slices). Everything else waits behind that flag: the counters of
+//! creations and parks, the monitor's stamps, and the clocks (how long each
+//! run held its thread, when each park began), read only while timing is on.
 //!
 //! Counters are written only by their scheduler's thread, with a relaxed load
 //! and store (a plain add on x86-64, no locked instruction); any thread may
@@ -17,6 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use super::monitor::Hold;
 use super::reactor::Direction;
 use super::task::{State, Task};
 
@@ -121,24 +125,42 @@ pub(crate) struct Wait {
     pub(crate) since: Option<Instant>,
 }
 
-/// True while clocks are read for the records: how long runs hold their
-/// thread and since when parks wait. Alone on its line: every coroutine run
-/// reads it.
+/// True once anything watches the coroutines: the blocking monitor, the dump
+/// or the statistics (by their variables, or a first `run_info`/`stats`).
+/// The one test each coroutine run and each park pays while nothing does;
+/// alone on its line, which only the rare turn-on writes.
 #[repr(align(64))]
 struct Flag(AtomicBool);
 
-static TIMING: Flag = Flag(AtomicBool::new(false));
+static ON: Flag = Flag(AtomicBool::new(false));
+
+/// True while clocks are read for the records: how long runs hold their
+/// thread and since when parks wait. Read only where `on` holds.
+static TIMING: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+pub(crate) fn on() -> bool {
+    ON.0.load(Relaxed)
+}
 
 #[inline(always)]
 pub(crate) fn timing() -> bool {
-    TIMING.0.load(Relaxed)
+    TIMING.load(Relaxed)
 }
 
-/// From now on, runs and parks are timed (for good).
+/// From now on, runs and parks are counted (for good): the monitor watches.
+pub(crate) fn start_watching() {
+    if !on() {
+        ON.0.store(true, Relaxed);
+    }
+}
+
+/// From now on, runs and parks are counted and timed (for good).
 pub(crate) fn start_timing() {
     if !timing() {
-        TIMING.0.store(true, Relaxed);
+        TIMING.store(true, Relaxed);
     }
+    start_watching();
 }
 
 /// One scheduler's counters. Only its own thread writes them.
@@ -147,7 +169,6 @@ pub(crate) fn start_timing() {
 pub(crate) struct Counters {
     created: AtomicU64,
     peak_live: AtomicU64,
-    switches: AtomicU64,
     parks: [AtomicU64; FAMILIES],
     slice_yields: AtomicU64,
     longest_hold_ns: AtomicU64,
@@ -160,12 +181,6 @@ fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
-    /// A coroutine starts running (a switch to it).
-    #[inline(always)]
-    pub(crate) fn switched(&self) {
-        bump(&self.switches);
-    }
-
     #[inline(always)]
     pub(crate) fn parked(&self, family: Family) {
         bump(&self.parks[family as usize]);
@@ -191,11 +206,11 @@ impl Counters {
         }
     }
 
-    /// Adds these counters into `t`.
-    pub(crate) fn add_to(&self, t: &mut Totals) {
+    /// Adds these counters, and the runs `hold` counted, into `t`.
+    pub(crate) fn add_to(&self, hold: &Hold, t: &mut Totals) {
         t.created += self.created.load(Relaxed);
         t.peak_live += self.peak_live.load(Relaxed);
-        t.switches += self.switches.load(Relaxed);
+        t.switches += hold.runs();
         for (sum, c) in t.parks.iter_mut().zip(&self.parks) {
             *sum += c.load(Relaxed);
         }
@@ -220,9 +235,9 @@ pub(crate) struct Totals {
 static RETIRED: Mutex<Option<Totals>> = Mutex::new(None);
 
 /// Keeps an ending scheduler's counts in the process's totals.
-pub(crate) fn retire(c: &Counters) {
+pub(crate) fn retire(c: &Counters, hold: &Hold) {
     let mut r = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
-    c.add_to(r.get_or_insert_with(Totals::default));
+    c.add_to(hold, r.get_or_insert_with(Totals::default));
 }
 
 /// The counts of every scheduler, live or ended.
@@ -232,7 +247,7 @@ pub(crate) fn totals() -> Totals {
         .unwrap_or_else(|e| e.into_inner())
         .unwrap_or_default();
     for remote in super::scheduler::remotes() {
-        remote.counters.add_to(&mut t);
+        remote.counters.add_to(&remote.hold, &mut t);
     }
     t
 }

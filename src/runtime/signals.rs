@@ -411,12 +411,46 @@ impl Masks {
 
 /// A plain park's mask when it has the OS thread's (no valid own mask has
 /// every bit: the unmaskable ones are never in one).
-const THREAD_MASK: u64 = u64::MAX;
+pub(super) const THREAD_MASK: u64 = u64::MAX;
+
+/// The signals one `interrupt` took: which plain parks they end, and how.
+pub(super) struct Hits {
+    all: u64,
+    no_restart: u64,
+    /// The OS thread's mask, read at the first park that has it.
+    os: Cell<Option<u64>>,
+}
+
+impl Hits {
+    fn wake(&self, hits: u64) -> Wake {
+        Wake::Interrupted {
+            restart: hits & self.no_restart == 0,
+        }
+    }
+
+    /// How a plain park whose coroutine has `mask` (`THREAD_MASK`: the OS
+    /// thread's) ends, if these signals reach it.
+    pub(super) fn plain(&self, mask: u64) -> Option<Wake> {
+        let mask = if mask == THREAD_MASK {
+            match self.os.get() {
+                Some(os) => os,
+                None => {
+                    let os = thread_mask();
+                    self.os.set(Some(os));
+                    os
+                }
+            }
+        } else {
+            mask
+        };
+        let hits = self.all & !mask;
+        (hits != 0).then(|| self.wake(hits))
+    }
+}
 
 /// Which list a park is in, and where.
 #[derive(Clone, Copy)]
 pub(super) enum Entry {
-    Plain(usize),
     Masked(usize),
     Waiting(usize),
 }
@@ -426,9 +460,6 @@ pub(super) enum Entry {
 pub(super) struct Signals {
     /// The green threads' own masks.
     pub(super) masks: Masks,
-    /// Parks with their coroutine's mask (I/O, sleeps, signal waits): a green
-    /// thread's own, or `THREAD_MASK`.
-    plain: RefCell<Slab>,
     /// Parks with a mask of their own, kept with it.
     masked: RefCell<Slab>,
     /// Signal waits, with the set each waits for.
@@ -440,15 +471,6 @@ pub(super) struct Signals {
 }
 
 impl Signals {
-    /// A plain park of a coroutine with `own` mask (None: the OS thread's).
-    pub(super) fn insert_plain(&self, who: Unparker, own: Option<u64>) -> Entry {
-        Entry::Plain(
-            self.plain
-                .borrow_mut()
-                .insert(who, own.unwrap_or(THREAD_MASK)),
-        )
-    }
-
     pub(super) fn insert_masked(&self, who: Unparker, mask: u64) -> Entry {
         Entry::Masked(self.masked.borrow_mut().insert(who, mask))
     }
@@ -460,54 +482,44 @@ impl Signals {
     /// Takes the park numbered `seq` out of its list, if it is still there.
     pub(super) fn remove(&self, entry: Entry, seq: u64) {
         match entry {
-            Entry::Plain(i) => self.plain.borrow_mut().remove(i, seq),
             Entry::Masked(i) => self.masked.borrow_mut().remove(i, seq),
             Entry::Waiting(i) => self.waiting.borrow_mut().remove(i, seq),
         }
     }
 
-    /// Interrupts the parks that the signals handled since the last check let
-    /// in. A plain load when none was: this runs every scheduler round.
+    /// True if a handler ran on this thread since the last `interrupt`. A
+    /// plain load: this runs every scheduler round.
     #[inline]
-    pub(super) fn check(&self) {
-        let pending = delivered(|d| d.0.load(Ordering::Relaxed)).unwrap_or(0);
-        if pending != 0 {
-            self.interrupt();
-        }
+    pub(super) fn pending(&self) -> bool {
+        delivered(|d| d.0.load(Ordering::Relaxed)).unwrap_or(0) != 0
     }
 
+    /// Takes the signals handled since the last check, interrupts the parks
+    /// with masks of their own that they let in, and says which plain parks
+    /// they interrupt (the scheduler finds those in its tasks: a plain park
+    /// only stores its mask there, `Task::plain_mask`).
     #[cold]
     #[inline(never)]
-    fn interrupt(&self) {
-        let Some((all, no_restart)) = delivered(|(all, no_restart)| {
+    pub(super) fn interrupt(&self) -> Option<Hits> {
+        let (all, no_restart) = delivered(|(all, no_restart)| {
             let all = all.swap(0, Ordering::Acquire);
             // A handler that runs between the two keeps its bit in both for
             // the next check.
             (all, no_restart.fetch_and(!all, Ordering::Relaxed) & all)
-        }) else {
-            return;
+        })?;
+        let hits = Hits {
+            all,
+            no_restart,
+            os: Cell::new(None),
         };
-        let wake = |hits: u64| Wake::Interrupted {
-            restart: hits & no_restart == 0,
-        };
-        if !self.plain.borrow().is_empty() {
-            let os = thread_mask();
-            let of = |mask: u64| if mask == THREAD_MASK { os } else { mask };
-            let hit = self
-                .plain
-                .borrow_mut()
-                .drain_where(|mask| all & !of(mask) != 0);
-            for (who, mask) in hit {
-                who.unpark(wake(all & !of(mask)));
-            }
-        }
         let hit: Vec<_> = self
             .masked
             .borrow_mut()
             .drain_where(|mask| all & !mask != 0);
         for (who, mask) in hit {
-            who.unpark(wake(all & !mask));
+            who.unpark(hits.wake(all & !mask));
         }
+        Some(hits)
     }
 
     /// The mask for the scheduler's own wait: the thread's, less what the parks

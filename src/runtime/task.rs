@@ -102,6 +102,11 @@ pub(crate) struct Task {
     /// A green thread's own signal mask (the kernel's 64-bit set, see
     /// `signals::adopt_mask`); None for a coroutine that has the OS thread's.
     pub(crate) sigmask: Cell<Option<u64>>,
+    /// While it is in a plain interruptible park (`Breaks::Syscall`,
+    /// `Breaks::Signal`): its mask, `signals::THREAD_MASK` for the OS
+    /// thread's. A signal handler run on its thread ends the park if the
+    /// mask lets the signal in (`Scheduler::check_signals` looks here).
+    pub(crate) plain_mask: Cell<Option<u64>>,
     /// Set by the coroutine's body as it starts (`note_entry`).
     pub(crate) entry: Cell<Entry>,
     /// Inside `park_as` (or `without_parking`), whose bookkeeping a second
@@ -153,6 +158,7 @@ impl Task {
             deadline: Cell::new(None),
             next: Cell::new(ptr::null()),
             sigmask: Cell::new(None),
+            plain_mask: Cell::new(None),
             entry: Cell::new(Entry::None),
             selector: Cell::new(super::dispatch::ALLOW),
             label: Cell::new(&UNNAMED),
