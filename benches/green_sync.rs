@@ -50,10 +50,10 @@ fn main() {
     ];
     println!("uncontended pthread_mutex lock+unlock, ns per pair (best of 5 x {ITERS})");
     for (kind, init) in kinds {
-        patchall::hooks::green::set_enabled(false);
+        patchall::hooks::green_threads::set_enabled(false);
         let g = ns_per_pair(glibc_lock, glibc_unlock, init);
         let fwd = ns_per_pair(ours_lock, ours_unlock, init);
-        patchall::hooks::green::set_enabled(true);
+        patchall::hooks::green_threads::set_enabled(true);
         let plain = ns_per_pair(ours_lock, ours_unlock, init);
         let co = patchall::spawn(move || ns_per_pair(ours_lock, ours_unlock, init))
             .unwrap()

@@ -30,7 +30,7 @@ extern "C" fn init() {
         // Green threads are decided once, before any program code runs (a
         // preloaded library's constructor runs before the program's
         // `__libc_start_main`).
-        patchall::hooks::green::set_enabled(patchall::config().green_threads);
+        patchall::hooks::green_threads::set_enabled(patchall::config().green_threads);
         patchall::hooks::preload_init();
     });
 }

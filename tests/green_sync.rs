@@ -18,7 +18,7 @@ use libc::{EAGAIN, EBUSY, EDEADLK, EINVAL, EOVERFLOW, EPERM, ETIMEDOUT, c_int, t
 use patchall::hooks::pthread_sync as sync;
 
 fn green() {
-    patchall::hooks::green::set_enabled(true);
+    patchall::hooks::green_threads::set_enabled(true);
 }
 
 /// A C synchronisation object shared by coroutines and threads.

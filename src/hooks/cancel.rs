@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::SeqCst;
 
-use super::{Guard, green};
+use super::{Guard, green_threads};
 use crate::runtime::{self, control};
 
 /// The cancellation state a green thread's record starts with (the running
@@ -45,7 +45,7 @@ impl Cancel {
 
 /// The running green thread's cancellation state, if any.
 fn current() -> Option<&'static Cancel> {
-    if !green::enabled() {
+    if !green_threads::enabled() {
         return None;
     }
     // SAFETY: the word is only ever set (by the thread record's `bind`) to the

@@ -229,7 +229,7 @@ hook! {
     /// their OS threads (and the offload pool's) fd table, and one that starts
     /// later, on another worker, would not see the fds its creator opens next.
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int as real {
-        let flags = if super::green::enabled() {
+        let flags = if super::green_threads::enabled() {
             flags & !(libc::CLOSE_RANGE_UNSHARE as c_int)
         } else {
             flags

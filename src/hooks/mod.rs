@@ -20,7 +20,7 @@ mod dl;
 pub mod dns;
 pub mod fd;
 pub mod file;
-pub mod green;
+pub mod green_threads;
 pub mod io;
 mod iov;
 pub mod net;

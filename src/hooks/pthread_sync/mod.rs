@@ -4,7 +4,7 @@
 //! With green threads several coroutines share one OS thread. glibc records a
 //! mutex owner as the OS thread id (a recursive or errorcheck mutex cannot tell
 //! two coroutines apart) and a contended lock futex-waits the whole thread (the
-//! holder, on the same thread, never runs again). So while `green::enabled()`
+//! holder, on the same thread, never runs again). So while `green_threads::enabled()`
 //! these functions are ours for every caller — coroutine or native thread — and
 //! one implementation owns each object; while it is off every hook forwards.
 //!
@@ -50,7 +50,7 @@
 //! and `c11` on top of the first two); `wait` is how any of them waits. This
 //! file holds what they share: who owns a lock and how an object is overlaid.
 
-use super::green;
+use super::green_threads;
 use crate::runtime;
 
 mod barrier;
@@ -92,7 +92,7 @@ fn me() -> u64 {
 /// accepts it (not one glibc must keep).
 #[inline]
 fn overlay<'a, C, T>(p: *mut C, is_ours: impl FnOnce(&T) -> bool) -> Option<&'a T> {
-    if !green::enabled() {
+    if !green_threads::enabled() {
         return None;
     }
     const { assert!(size_of::<T>() <= size_of::<C>() && align_of::<T>() <= align_of::<C>()) };

@@ -11,7 +11,7 @@ use libc::{EAGAIN, ECANCELED, EINTR, EOVERFLOW, ETIMEDOUT, c_int, clockid_t, sem
 use super::overlay;
 use super::wait::{Deadline, WaitBy};
 use crate::hooks::Guard;
-use crate::hooks::{blocking, cancel, green, thread};
+use crate::hooks::{blocking, cancel, green_threads, thread};
 use crate::runtime::{self, Breaks, Family, Label, parking};
 use crate::sys::time::timespec_after;
 use crate::sys::{errno, futex, set_errno};
@@ -184,7 +184,7 @@ fn shared_sem_wait(
     deadline: Option<(clockid_t, *const timespec)>,
     cancel_first: bool,
 ) -> Option<c_int> {
-    if !green::enabled() || !runtime::in_coroutine() {
+    if !green_threads::enabled() || !runtime::in_coroutine() {
         return None;
     }
     if cancel_first {

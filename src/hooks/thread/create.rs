@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use libc::{c_int, c_void, pthread_attr_t, pthread_t};
 
 use super::record::GreenThread;
-use super::{StartRoutine, green, native, spread};
+use super::{StartRoutine, green_threads, native, spread};
 use crate::runtime::{self, stack};
 
 /// Stack when glibc's default thread attribute cannot be read.
@@ -120,7 +120,7 @@ hook! {
             r
         };
         let Some(routine) = start else { return forward() };
-        if !green::enabled()
+        if !green_threads::enabled()
             || !runtime::in_coroutine()
             || spread::starting()
             || native::stays_native(routine as usize)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_void, clockid_t, pthread_t, timespec};
 
 use super::record::{DETACHED, FINISHED, GreenThread, JOINING, exit_thread};
-use super::{CANCELED, current, green, no_panic, record};
+use super::{CANCELED, current, green_threads, no_panic, record};
 use crate::hooks::cancel::act_on_cancel;
 use crate::runtime::{self, Breaks, Wake, parking};
 use crate::sys::deadline_at;
@@ -209,10 +209,12 @@ fn join(
                 Ok(d) => join_green(rec, ret, Wait::Until(d)),
                 Err(e) => Step::Done(e),
             },
-            None if block && green::enabled() && runtime::in_coroutine() => match deadline() {
-                Ok(d) => Step::Native(d),
-                Err(e) => Step::Done(e),
-            },
+            None if block && green_threads::enabled() && runtime::in_coroutine() => {
+                match deadline() {
+                    Ok(d) => Step::Native(d),
+                    Err(e) => Step::Done(e),
+                }
+            }
             None => Step::Real,
         }
     });

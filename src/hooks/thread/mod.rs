@@ -30,7 +30,7 @@
 //! (`main`), `spread` (placement on workers), `native` (routines that stay
 //! native threads).
 
-use super::green;
+use super::green_threads;
 use crate::runtime::control;
 use libc::{c_void, pthread_t};
 use record::GreenThread;
@@ -61,7 +61,7 @@ const NAME_LEN: usize = 16;
 
 /// The green thread running here, if any.
 fn current() -> Option<&'static GreenThread> {
-    if !green::enabled() {
+    if !green_threads::enabled() {
         return None;
     }
     // SAFETY: the word is only ever set (by `bind`) to the coroutine's own

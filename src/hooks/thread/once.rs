@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, pthread_once_t};
 
-use super::{GreenThread, current, green, no_panic};
+use super::{GreenThread, current, green_threads, no_panic};
 use crate::runtime::{self, parking};
 use crate::sys::futex;
 
@@ -46,7 +46,7 @@ hook! {
     /// `no_panic`, the routine outside it.
     unwind fn pthread_once(control: *mut pthread_once_t, init: Option<Init>) -> c_int as real {
         let ours = no_panic("pthread_once", || {
-            green::enabled() && runtime::in_coroutine() && !control.is_null()
+            green_threads::enabled() && runtime::in_coroutine() && !control.is_null()
         });
         if !ours {
             // SAFETY: forwarding the caller's arguments.

@@ -21,7 +21,7 @@ use libc::{c_char, c_int, c_void};
 
 use super::{FALLBACK_STACK, GreenThread, default_stack_size, spread};
 use crate::config::config;
-use crate::hooks::green;
+use crate::hooks::green_threads;
 use crate::runtime;
 use crate::sys::diag;
 
@@ -47,8 +47,8 @@ hook! {
     ) -> c_int as real {
         let mut entry = main;
         if let Some(user) = main.filter(|&m| preloaded(m)) {
-            green::set_enabled(config().green_threads);
-            if green::enabled() {
+            green_threads::set_enabled(config().green_threads);
+            if green_threads::enabled() {
                 USER_MAIN.store(user as usize, Relaxed);
                 entry = Some(green_main);
             }
@@ -80,7 +80,7 @@ extern "C" fn green_main(argc: c_int, argv: *mut *mut c_char, envp: *mut *mut c_
         Some(status) => status,
         None => {
             diag(&[b"patchall: cannot run main as a coroutine; green threads are off\n"]);
-            green::set_enabled(false);
+            green_threads::set_enabled(false);
             // SAFETY: the program's main with glibc's arguments.
             unsafe { main(argc, argv, envp) }
         }
