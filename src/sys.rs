@@ -12,6 +12,7 @@ pub(crate) mod gate;
 #[path = "sys/gate_other.rs"]
 pub(crate) mod gate;
 mod original;
+pub(crate) mod sigaction;
 mod target;
 pub(crate) mod time;
 

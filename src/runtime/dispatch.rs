@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 use libc::{c_int, c_long, c_void, siginfo_t};
 
+use crate::sys::sigaction::{KernelSigaction, rt_sigaction};
 use crate::sys::{self, diag, gate};
 
 pub(crate) const ALLOW: u8 = 0;
@@ -357,15 +358,6 @@ fn unavailable(errno: c_int) {
     }
 }
 
-/// The kernel's `struct sigaction` (x86_64): what `rt_sigaction` takes.
-#[repr(C)]
-struct KernelSigaction {
-    handler: usize,
-    flags: libc::c_ulong,
-    restorer: usize,
-    mask: u64,
-}
-
 /// `rt_sigaction` with our restorer, which lies in the gate: a handler the
 /// kernel returns from through it never traps on `rt_sigreturn`, whatever the
 /// selector. `act` and `old` in libc's layout; `old`'s restorer is ours.
@@ -380,38 +372,28 @@ pub(crate) unsafe fn sigaction_with_restorer(
     // SAFETY: a non-null `act` is the caller's valid sigaction.
     let new = unsafe { act.as_ref() }.map(|a| KernelSigaction {
         handler: a.sa_sigaction,
-        flags: (a.sa_flags | SA_RESTORER) as libc::c_ulong,
+        flags: (a.sa_flags | SA_RESTORER) as u64,
         restorer: gate::restorer(),
         // SAFETY: sigset_t's first 8 bytes are the kernel's set on Linux.
         mask: unsafe { *(&a.sa_mask as *const libc::sigset_t as *const u64) },
     });
-    let mut prev = KernelSigaction {
-        handler: 0,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
+    let Ok(prev) = rt_sigaction(sig, new.as_ref()) else {
+        return -1;
     };
-    let new_ptr = new
-        .as_ref()
-        .map_or(std::ptr::null(), |n| n as *const KernelSigaction);
-    // SAFETY: both structs are ours and of the kernel's layout and size.
-    let r = unsafe { sys::raw_syscall!(libc::SYS_rt_sigaction, sig, new_ptr, &mut prev, 8) };
-    if r == 0 {
-        // SAFETY: a non-null `old` is the caller's writable sigaction.
-        if let Some(old) = unsafe { old.as_mut() } {
-            // SAFETY: a zeroed sigaction is valid; filled below.
-            *old = unsafe { std::mem::zeroed() };
-            old.sa_sigaction = prev.handler;
-            old.sa_flags = prev.flags as c_int;
-            old.sa_restorer = (prev.restorer != 0).then(|| {
-                // SAFETY: the kernel's restorer is a function address.
-                unsafe { std::mem::transmute::<usize, extern "C" fn()>(prev.restorer) }
-            });
-            // SAFETY: as above, the kernel's set is sigset_t's first 8 bytes.
-            unsafe { *(&mut old.sa_mask as *mut libc::sigset_t as *mut u64) = prev.mask };
-        }
+    // SAFETY: a non-null `old` is the caller's writable sigaction.
+    if let Some(old) = unsafe { old.as_mut() } {
+        // SAFETY: a zeroed sigaction is valid; filled below.
+        *old = unsafe { std::mem::zeroed() };
+        old.sa_sigaction = prev.handler;
+        old.sa_flags = prev.flags as c_int;
+        old.sa_restorer = (prev.restorer != 0).then(|| {
+            // SAFETY: the kernel's restorer is a function address.
+            unsafe { std::mem::transmute::<usize, extern "C" fn()>(prev.restorer) }
+        });
+        // SAFETY: as above, the kernel's set is sigset_t's first 8 bytes.
+        unsafe { *(&mut old.sa_mask as *mut libc::sigset_t as *mut u64) = prev.mask };
     }
-    r as c_int
+    0
 }
 
 fn install_handler() -> bool {

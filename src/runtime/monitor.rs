@@ -48,6 +48,7 @@ use super::scheduler::{Remote, current_scheduler, current_task, remotes};
 use super::symbolize::describe;
 use super::task::Entry;
 use crate::config::config;
+use crate::sys::sigaction::{KernelSigaction, rt_sigaction};
 use crate::sys::{Original, diag, errno, set_errno};
 
 /// One scheduler's switches, as the monitor sees them. Written only by the
@@ -559,33 +560,8 @@ static CAPTURE: Capture = Capture {
     }),
 };
 
-/// The kernel's `struct sigaction` (rt_sigaction's layout on x86_64).
-#[repr(C)]
-struct KernelAction {
-    handler: usize,
-    flags: u64,
-    restorer: usize,
-    mask: u64,
-}
-
-fn kernel_action(sig: i32) -> Option<KernelAction> {
-    let mut old = KernelAction {
-        handler: 0,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    };
-    // SAFETY: a query only (null new action) into a kernel-sized struct of ours.
-    let r = unsafe {
-        crate::sys::raw_syscall!(
-            libc::SYS_rt_sigaction,
-            sig,
-            std::ptr::null::<KernelAction>(),
-            &mut old,
-            size_of::<u64>(),
-        )
-    };
-    (r == 0).then_some(old)
+fn kernel_action(sig: i32) -> Option<KernelSigaction> {
+    rt_sigaction(sig, None).ok()
 }
 
 fn handler_is_ours(sig: i32) -> bool {

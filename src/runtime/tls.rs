@@ -36,6 +36,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::config::config;
 use crate::sys::diag;
+use crate::sys::sigaction::{KernelSigaction, rt_sigaction};
 
 // glibc 2.36's `struct pthread` (x86_64): the offsets `start_thread` and
 // `allocate_stack` write. The first four are checked against `_thread_db_*`;
@@ -625,16 +626,6 @@ pub(crate) fn on_carrier<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// The kernel's `struct sigaction` (x86_64).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct KernelSigaction {
-    handler: usize,
-    flags: u64,
-    restorer: usize,
-    mask: u64,
-}
-
 /// glibc's SIGSETXID handler, which `setxid_handler` calls (0: not wrapped yet).
 static SETXID_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
@@ -663,23 +654,10 @@ fn wrap_setxid_handler() {
     if SETXID_HANDLER.load(Ordering::Acquire) != 0 {
         return;
     }
-    let mut old = KernelSigaction {
-        handler: 0,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
+    let Ok(old) = rt_sigaction(SIGSETXID, None) else {
+        return;
     };
-    // SAFETY: reads the current action into `old`; 8 is the kernel's sigset size.
-    let got = unsafe {
-        crate::sys::raw_syscall!(
-            libc::SYS_rt_sigaction,
-            SIGSETXID,
-            ptr::null::<u8>(),
-            &raw mut old,
-            8,
-        )
-    };
-    if got != 0 || old.handler <= 1 || old.flags & libc::SA_SIGINFO as u64 == 0 {
+    if old.handler <= 1 || old.flags & libc::SA_SIGINFO as u64 == 0 {
         return;
     }
     SETXID_HANDLER.store(old.handler, Ordering::Release);
@@ -687,16 +665,8 @@ fn wrap_setxid_handler() {
         handler: setxid_handler as *const () as usize,
         ..old
     };
-    // SAFETY: the same action with our handler, which calls glibc's.
-    unsafe {
-        crate::sys::raw_syscall!(
-            libc::SYS_rt_sigaction,
-            SIGSETXID,
-            &raw const new,
-            ptr::null_mut::<u8>(),
-            8,
-        )
-    };
+    // The same action with our handler, which calls glibc's.
+    let _ = rt_sigaction(SIGSETXID, Some(&new));
 }
 
 type SigInfoHandler = unsafe extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void);
