@@ -77,11 +77,9 @@ thread_local! {
 
 /// Runs `f` on this OS thread's gate: the kernel reads the selector of the
 /// OS thread's own block, also while a coroutine with a TLS block of its own
-/// runs (`tls::carrier_copy`).
+/// runs (`tls::per_os_thread`).
 fn gate<R>(f: impl FnOnce(&ThreadGate) -> R) -> Result<R, std::thread::AccessError> {
-    // SAFETY: `carrier_copy` gives the same thread-local in this OS thread's
-    // own block, live as long as the thread.
-    GATE.try_with(|g| f(unsafe { &*super::tls::carrier_copy(g) }))
+    super::tls::per_os_thread(&GATE, f)
 }
 
 /// What this thread's selector goes back to when the caller returns to

@@ -31,6 +31,7 @@ use super::ownfd::OwnFd;
 use super::reactor::{Reactor, SIGNAL_TOKEN};
 use super::scheduler::{current_scheduler, current_task};
 use super::task::{Unparker, Wake};
+use super::tls::per_os_thread;
 
 thread_local! {
     /// Signals whose handler ran on this thread since the scheduler last
@@ -45,6 +46,8 @@ thread_local! {
     static COUNTS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     /// Handlers running on this thread now (nested ones count; one left by
     /// `siglongjmp` stays counted, which costs only a system call per query).
+    /// Per OS thread, as the kernel's mask they stand for: reached through
+    /// `per_os_thread`.
     static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
 }
 
@@ -53,26 +56,15 @@ thread_local! {
 /// scheduler looks.
 #[inline]
 fn delivered<R>(f: impl FnOnce(&(AtomicU64, AtomicU64)) -> R) -> Option<R> {
-    DELIVERED
-        .try_with(|d| {
-            // SAFETY: `carrier_copy` gives the same thread-local in this OS
-            // thread's own block, live as long as the thread.
-            f(unsafe { &*super::tls::carrier_copy(d) })
-        })
-        .ok()
+    per_os_thread(&DELIVERED, f).ok()
 }
 
-/// Runs `f` on this OS thread's handler counts (see `delivered`: a handler
+/// Runs `f` on this OS thread's handler counts (as `delivered`: a handler
 /// may run in a coroutine with TLS of its own while the coroutine whose wait
 /// it interrupts has another).
 #[inline]
 fn counts<R>(f: impl FnOnce(&Cell<(u32, u32)>) -> R) -> Option<R> {
-    COUNTS
-        .try_with(|c| {
-            // SAFETY: as in `delivered`.
-            f(unsafe { &*super::tls::carrier_copy(c) })
-        })
-        .ok()
+    per_os_thread(&COUNTS, f).ok()
 }
 
 /// The kernel's bit for `sig` (0 for a number out of range).
@@ -193,7 +185,7 @@ pub(crate) fn own_mask() -> Option<u64> {
 /// SA_NODEFER, its signal): the OS thread's mask less what we set.
 pub(crate) fn own_mask_seen() -> Option<u64> {
     let own = own_mask()?;
-    if IN_HANDLER.try_with(Cell::get).unwrap_or(0) == 0 {
+    if per_os_thread(&IN_HANDLER, Cell::get).unwrap_or(0) == 0 {
         return Some(own);
     }
     let applied = current_scheduler()
@@ -205,9 +197,9 @@ pub(crate) fn own_mask_seen() -> Option<u64> {
 /// Runs a signal handler `f`, known to `own_mask_seen` meanwhile.
 /// Async-signal-safe: one const thread-local.
 pub(crate) fn in_handler(f: impl FnOnce()) {
-    let _ = IN_HANDLER.try_with(|n| n.set(n.get() + 1));
+    let _ = per_os_thread(&IN_HANDLER, |n| n.set(n.get() + 1));
     f();
-    let _ = IN_HANDLER.try_with(|n| n.set(n.get().saturating_sub(1)));
+    let _ = per_os_thread(&IN_HANDLER, |n| n.set(n.get().saturating_sub(1)));
 }
 
 /// The caller's mask: its own in a green thread, else the OS thread's.

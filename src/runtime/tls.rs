@@ -26,7 +26,7 @@
 //! patchall's own thread-locals are then the coroutine's too. Those that mean
 //! "this OS thread" (what a signal handler notes for the scheduler; any
 //! address registered with the kernel per thread) must be reached with
-//! `carrier_copy`, which finds the same thread-local in the carrier's block.
+//! `per_os_thread`, which finds the same thread-local in the carrier's block.
 
 use std::collections::BTreeSet;
 use std::ffi::{CStr, c_int, c_void};
@@ -585,13 +585,27 @@ fn running_carrier() -> usize {
     carrier
 }
 
+/// Runs `f` on `key`'s value in this OS thread's own block, whatever block
+/// runs: for thread-locals that mean "this OS thread" (the signal state
+/// handlers note for the scheduler, the syscall-dispatch selector the kernel
+/// reads), which a coroutine with TLS of its own must not shadow.
+#[inline]
+pub(crate) fn per_os_thread<T: 'static, R>(
+    key: &'static std::thread::LocalKey<T>,
+    f: impl FnOnce(&T) -> R,
+) -> Result<R, std::thread::AccessError> {
+    // SAFETY: `carrier_copy` gives the same thread-local in this OS thread's
+    // own block, live as long as the thread.
+    key.try_with(|v| f(unsafe { &*carrier_copy(v) }))
+}
+
 /// The same thread-local as `p` (this running block's) in the carrier's own
 /// block, for per-OS-thread state kept in thread-locals (the signals noted
 /// by handlers, which the scheduler reads). `p` itself outside blocks of ours,
 /// or when `p` is not in static TLS (which lies at the same distance below
 /// the thread pointer in every block).
 #[inline]
-pub(crate) fn carrier_copy<T>(p: *const T) -> *const T {
+fn carrier_copy<T>(p: *const T) -> *const T {
     let carrier = running_carrier();
     if carrier == 0 {
         return p;
