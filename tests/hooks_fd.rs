@@ -34,16 +34,21 @@ fn ticker(count: Arc<AtomicUsize>, rounds: usize) -> patchall::JoinHandle<()> {
     .unwrap()
 }
 
+/// A coroutine reading one byte from `fd`: the read's result and errno.
+fn read_one_byte(fd: i32) -> patchall::JoinHandle<(isize, Option<i32>)> {
+    patchall::spawn(move || {
+        let mut b = [0u8; 1];
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+        (n, std::io::Error::last_os_error().raw_os_error())
+    })
+    .unwrap()
+}
+
 #[test]
 fn close_wakes_a_waiter_with_ebadf() {
     let (r, w) = inherited_pipe();
-    let reader = patchall::spawn(move || {
-        let mut b = [0u8; 1];
-        // SAFETY: reading into a local buffer.
-        let n = unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) };
-        (n, std::io::Error::last_os_error().raw_os_error())
-    })
-    .unwrap();
+    let reader = read_one_byte(r);
     let closer = patchall::spawn(move || {
         patchall::sleep(Duration::from_millis(20));
         // SAFETY: closing the read end the other coroutine waits on.
@@ -114,13 +119,7 @@ fn a_reused_fd_number_gets_no_stale_wakeup() {
 fn dup2_over_a_waited_fd_wakes_it_with_ebadf() {
     let (r, w) = inherited_pipe();
     let (r2, w2) = inherited_pipe();
-    let reader = patchall::spawn(move || {
-        let mut b = [0u8; 1];
-        // SAFETY: reading into a local buffer.
-        let n = unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) };
-        (n, std::io::Error::last_os_error().raw_os_error())
-    })
-    .unwrap();
+    let reader = read_one_byte(r);
     patchall::spawn(move || {
         patchall::yield_now();
         // SAFETY: replacing `r` with a copy of `r2`.
@@ -139,13 +138,7 @@ fn dup2_over_a_waited_fd_wakes_it_with_ebadf() {
 #[test]
 fn close_range_over_a_waited_fd_wakes_it_with_ebadf() {
     let (r, w) = inherited_pipe();
-    let reader = patchall::spawn(move || {
-        let mut b = [0u8; 1];
-        // SAFETY: reading into a local buffer.
-        let n = unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) };
-        (n, std::io::Error::last_os_error().raw_os_error())
-    })
-    .unwrap();
+    let reader = read_one_byte(r);
     let closer = patchall::spawn(move || {
         patchall::yield_now();
         // SAFETY: closes only `r`, which the other coroutine waits on.
