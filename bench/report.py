@@ -183,6 +183,10 @@ def main(run):
     def calls(s, c, *keys):
         vals = [get(s, c, k) for k in keys]
         return None if all(v is None for v in vals) else sum(v or 0 for v in vals)
+
+    # A server with too many threads for perf's one counter per thread and
+    # event was counted on its core: marked, and said below the tables.
+    on_cpu = lambda s, c: " ‡" if str(get(s, c, "syscalls_scope") or "").startswith("cpu") else ""
     L = []
     add = L.append
     add(BEGIN)
@@ -199,7 +203,8 @@ def main(run):
         f"gevent {machine['gevent']} (greenlet {machine['greenlet']}, CPython {machine['python']}), "
         f"C server built by `{machine['cc']}` with `-O2`. "
         f"Load average at the start {machine['loadavg_start']}, at the end {machine.get('loadavg_end', '?')} "
-        "(other builds shared the machine).")
+        "(the thread-per-connection servers' runnable threads count in it; *others' CPU* in the "
+        "tables is what other processes took).")
     add("")
     add(f"Each server runs alone on core 0 (`taskset -c 0`), the load generator "
         f"(`bench/src/bin/loadgen.rs`) on core 1. Closed loop: every connection sends 64 B and "
@@ -224,6 +229,11 @@ def main(run):
             "slow the window), and divided by the round trips completed meanwhile. The Rust servers and "
             "gevent read with `recvfrom`; the C server's `read` is `read` natively and "
             "`recvfrom` under patchall (a socket read made with `MSG_DONTWAIT`).")
+        if any(on_cpu(s, c) for s in servers for c in levels):
+            add("")
+            add("‡ perf opens a counter per thread and event: this server's threads were too many "
+                "(past the open-file limit), so its calls were counted on its core (`perf stat -a -C 0`), "
+                "which counts whatever else ran there too.")
     own = lambda s, c: ratio(get(s, c, "loadgen_cpu_s"), get(s, c, "round_trips"))
     if all(own("mio", c) for c in levels):
         add("")
@@ -251,7 +261,7 @@ def main(run):
                 f"{fmt(ratio(rps, get('tokio', c, 'rps')))} | {fmt_int(get(s, c, 'p50_us'))} | "
                 f"{fmt_int(get(s, c, 'p99_us'))} | {fmt(hwm / 1024 if hwm else None, 1)} | "
                 f"{fmt_int(get(s, c, 'server_threads'))} | {fmt(get(s, c, 'server_cpu_s_per_100k'))} | "
-                f"{fmt(calls(s, c, 'recvfrom_per_rt', 'read_per_rt'))} | "
+                f"{fmt(calls(s, c, 'recvfrom_per_rt', 'read_per_rt'))}{on_cpu(s, c)} | "
                 f"{fmt(calls(s, c, 'sendto_per_rt', 'write_per_rt'))} | "
                 f"{fmt(calls(s, c, 'epoll_wait_per_rt'), 3)} | "
                 f"{fmt(get(s, c, 'loadgen_cpu_util'))} | {fmt(get(s, c, 'others_cpu_cores'))} | "

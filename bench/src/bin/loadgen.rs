@@ -59,12 +59,19 @@ const SYSCALLS: [(&str, &str); 7] = [
 
 /// `perf stat` attached to the server, its counters enabled and disabled
 /// through a control fifo.
+///
+/// perf opens one counter per event and thread: a thread-per-connection
+/// server at 10,000 connections needs 70,000 fds, past the hard limit. Such
+/// a server is counted on its CPU instead (scripts/bench pins it to one), which
+/// counts what else ran there too: `syscalls_scope` in the JSON says which.
 struct SyscallCounter {
     child: std::process::Child,
     ctl: std::fs::File,
     ack: std::fs::File,
     out: std::path::PathBuf,
     dir: std::path::PathBuf,
+    /// "process", or "cpu N" when counted on the server's CPU.
+    scope: String,
 }
 
 impl SyscallCounter {
@@ -84,17 +91,20 @@ impl SyscallCounter {
             .iter()
             .map(|(t, _)| format!("syscalls:sys_enter_{t}"))
             .collect();
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
+        let (scope, target) = if (threads + 1) * SYSCALLS.len() + 64 < open_file_limit() {
+            ("process".to_string(), ["-p".to_string(), pid.to_string()])
+        } else {
+            let cpu = only_cpu(pid).ok_or_else(|| {
+                io::Error::other(format!(
+                    "{threads} threads are too many to count per thread, and the server is not pinned to one CPU"
+                ))
+            })?;
+            (format!("cpu {cpu}"), ["-a".to_string(), format!("-C{cpu}")])
+        };
         let child = std::process::Command::new(perf)
-            .args([
-                "stat",
-                "-x",
-                ",",
-                "--delay=-1",
-                "-e",
-                &events.join(","),
-                "-p",
-            ])
-            .arg(pid.to_string())
+            .args(["stat", "-x", ",", "--delay=-1", "-e", &events.join(",")])
+            .args(target)
             .arg("--control")
             .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
             .arg("-o")
@@ -110,12 +120,34 @@ impl SyscallCounter {
             ack: open(&ack)?,
             out,
             dir,
+            scope,
         })
     }
 
-    /// Sends `enable` or `disable` and waits for perf's acknowledgement.
+    /// Sends `enable` or `disable` and waits for perf's acknowledgement. Our
+    /// side holds both ends of the fifo, so a perf that died would never close
+    /// it: the wait is bounded, and a perf that exited is an error.
     fn command(&mut self, what: &str) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
         self.ctl.write_all(format!("{what}\n").as_bytes())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(io::Error::other(format!("perf exited ({status})")));
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.ack.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd that lives across the call.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } > 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::other(format!("perf did not acknowledge {what}")));
+            }
+        }
         let mut buf = [0u8; 4];
         self.ack.read_exact(&mut buf)?;
         Ok(())
@@ -144,6 +176,37 @@ impl SyscallCounter {
         }
         Ok(counts)
     }
+}
+
+/// This process's soft limit on open files (perf inherits it).
+fn open_file_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// The CPU `pid` is pinned to, if exactly one.
+fn only_cpu(pid: u32) -> Option<usize> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the set is as large as the size given.
+    let rc = unsafe {
+        libc::sched_getaffinity(pid as libc::pid_t, size_of::<libc::cpu_set_t>(), &mut set)
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: CPU_ISSET reads the set within CPU_SETSIZE.
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect();
+    (cpus.len() == 1).then(|| cpus[0])
 }
 
 /// Longest a connect, or the first round trip on every connection, may take.
@@ -389,8 +452,9 @@ fn main() -> io::Result<()> {
             if now >= since + count_secs {
                 let mut c = counter.take().expect("checked");
                 let trips = completed - from;
+                let scope = c.scope.clone();
                 match c.command("disable").and_then(|()| c.finish()) {
-                    Ok(counts) if trips > 0 => syscalls = Some((counts, trips)),
+                    Ok(counts) if trips > 0 => syscalls = Some((counts, trips, scope)),
                     Ok(_) => eprintln!("loadgen: no round trips while counting"),
                     Err(e) => eprintln!("loadgen: perf: {e}"),
                 }
@@ -455,18 +519,21 @@ fn main() -> io::Result<()> {
         .num("loadgen_cpu_util", Some(own / elapsed))
         .num("others_cpu_cores", others);
     let per_trip = |key: &str| {
-        syscalls.as_ref().and_then(|(counts, trips)| {
+        syscalls.as_ref().and_then(|(counts, trips, _)| {
             counts
                 .iter()
                 .find(|(k, _)| *k == key)
                 .map(|(_, n)| n / *trips as f64)
         })
     };
+    let mut report = report.num(
+        "syscalls_counted_trips",
+        syscalls.as_ref().map(|(_, t, _)| *t as f64),
+    );
+    if let Some((_, _, scope)) = &syscalls {
+        report = report.str("syscalls_scope", scope);
+    }
     let report = report
-        .num(
-            "syscalls_counted_trips",
-            syscalls.as_ref().map(|(_, t)| *t as f64),
-        )
         .num("recvfrom_per_rt", per_trip("recvfrom"))
         .num("read_per_rt", per_trip("read"))
         .num("sendto_per_rt", per_trip("sendto"))
