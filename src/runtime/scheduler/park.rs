@@ -230,8 +230,12 @@ pub(crate) fn wait_any_as(
         }
         queued == fds.len()
     });
-    // Whatever woke us, the other registrations are stale now.
-    if !me.is_null() {
+    // Whatever woke us, the other registrations are stale now. A lone fd's
+    // `Ready` came from its reactor, which took the waiter out as it woke it
+    // (the only other copy of the handle, a timer's, wakes `TimedOut`): its
+    // slot, cold by now in a busy server, need not be read again.
+    let taken = fds.len() == 1 && wake == Wake::Ready && breaks == Breaks::Syscall;
+    if !me.is_null() && !taken {
         let mut reactor = sched.reactor.borrow_mut();
         for &(fd, dir) in &fds[..queued] {
             reactor.cancel_wait(fd, dir, me);
