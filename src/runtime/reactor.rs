@@ -12,6 +12,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -474,6 +475,9 @@ impl Reactor {
         if slot.ready & dir.bit() != 0 {
             slot.ready &= !dir.bit();
             return Ok(Prepared::Retry);
+        }
+        if let Some(task) = &who.task {
+            task.slot_hint.set(ptr::from_ref::<Slot>(slot) as usize);
         }
         slot.push(dir, who);
         Ok(Prepared::Queued)

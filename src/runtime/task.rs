@@ -132,6 +132,10 @@ pub(crate) struct Task {
     /// Where its stack was when it last switched out (0: never): the frames
     /// its resumption returns through lie just above.
     pub(crate) stack_hint: Cell<usize>,
+    /// The reactor slot of the fd it last waited on (0: none): its next park
+    /// on that fd reads it. A prefetch hint only, never dereferenced (the
+    /// slot may be gone).
+    pub(crate) slot_hint: Cell<usize>,
 }
 
 impl Task {
@@ -167,6 +171,7 @@ impl Task {
             live_next: Cell::new(ptr::null()),
             held: Cell::new(None),
             stack_hint: Cell::new(0),
+            slot_hint: Cell::new(0),
         }
     }
 }
