@@ -42,18 +42,23 @@ def load(run):
     return machine, rows, crawl
 
 
-def best(rows, calm):
-    """(server, conns) -> the measurement with the most round trips/s among
-    those other processes did not disturb (used fewer than `calm` cores), or
-    the least disturbed one if there is none."""
-    out = {}
+def typical(rows, calm):
+    """(server, conns) -> its median measurement by round trips/s among those
+    other processes did not disturb (used fewer than `calm` cores; the lower
+    of the middle two for an even count), or the least disturbed one if there
+    is none. One real measurement, so that a row's figures belong together."""
+    groups = {}
     for r in rows:
-        key = (r["server"], r["conns"])
-        others = r.get("others_cpu_cores") or 0
-        rank = (others < calm, r["rps"] if others < calm else -others)
-        if key not in out or rank > out[key][0]:
-            out[key] = (rank, r)
-    return {k: r for k, (_, r) in out.items()}
+        groups.setdefault((r["server"], r["conns"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        calm_rs = sorted((r for r in rs if (r.get("others_cpu_cores") or 0) < calm),
+                         key=lambda r: r["rps"])
+        if calm_rs:
+            out[key] = calm_rs[(len(calm_rs) - 1) // 2]
+        else:
+            out[key] = min(rs, key=lambda r: r.get("others_cpu_cores") or 0)
+    return out
 
 
 def fmt_int(v):
@@ -175,7 +180,7 @@ def summary(run, machine, levels, get, crawl):
 def main(run):
     machine, rows, crawl = load(run)
     calm = float(machine.get("calm", "inf"))
-    top = best(rows, calm)
+    top = typical(rows, calm)
     levels = sorted({c for _, c in top})
     servers = [s for s in SERVERS if any((s, c) in top for c in levels)]
     get = lambda s, c, k: top.get((s, c), {}).get(k)
@@ -210,9 +215,12 @@ def main(run):
         f"(`bench/src/bin/loadgen.rs`) on core 1. Closed loop: every connection sends 64 B and "
         f"waits for them to come back (each byte checked), then sends again; {machine['warmup']} s "
         f"of warm-up, then {machine['duration']} s measured. A measurement during which other "
-        f"processes used more than {machine['calm']} cores is repeated (up to {machine['attempts']} "
-        f"per row, until {machine['clean']} undisturbed ones are in); a row is the best undisturbed "
-        "one by round trips/s, or the least disturbed one if none was (its *others' CPU* shows it). "
+        f"processes used more than {machine['calm']} cores does not count. The servers take turns: "
+        f"round after round, each server of a level that has fewer than {machine['clean']} undisturbed "
+        f"measurements is measured once more (at most {machine['attempts']} rounds), so that a drift of "
+        "the host (its speed moved by up to 1.5× within minutes here) falls on every server alike; a "
+        "row is the median undisturbed measurement by round trips/s, or the least disturbed one if "
+        "none was (its *others' CPU* shows it). "
         "Every measurement is in the raw results. A fresh server per measurement, so its "
         "peak RSS (`VmHWM`) belongs to that connection count. CPU is the server's user + system time "
         "over the measured window (`/proc/PID/stat`); OS threads are `Threads:` in the middle of it. "
