@@ -130,10 +130,18 @@ pub(crate) fn we_set_nonblock(fd: i32) -> bool {
 }
 
 /// The facts for `fd`, examining it on first use. None if the fd is not open.
+#[inline]
 pub(crate) fn facts(fd: i32) -> Option<Facts> {
-    if let Some(f) = known(fd) {
-        return Some(f);
-    }
+    known(fd).or_else(|| examine(fd))
+}
+
+/// Learns what `fd` is, with system calls, and records it: once per fd we did
+/// not see created. Out of line, so that the hot path of every hooked call is
+/// a load and a few tests, not this function's frame (callgrind: 52
+/// instructions per call with this inline, one echo round trip makes two).
+#[cold]
+#[inline(never)]
+fn examine(fd: i32) -> Option<Facts> {
     // SAFETY: `stat` is plain integers, for which all-zero is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat writes only into `st`; a bad fd gives an error.
