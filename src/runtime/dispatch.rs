@@ -26,6 +26,7 @@
 //! so that `rt_sigreturn` does not undo a mask changed while it was parked.
 
 use std::cell::Cell;
+use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 use libc::{c_int, c_long, c_void, siginfo_t};
@@ -96,28 +97,20 @@ fn owed(g: &ThreadGate) -> u8 {
 
 /// A hook's entry: None if this thread is already in hook logic (or its
 /// thread-locals are gone); otherwise marks it and sets ALLOW, returning the
-/// selector to put back at `hook_leave`, and whether the call was trapped
-/// (the mark `on_sigsys` set, taken here).
+/// selector the guard puts back when it drops, whether the call was trapped
+/// (the mark `on_sigsys` set, taken here), and the gate itself.
 #[inline(always)]
-pub(crate) fn hook_enter() -> Option<(u8, bool)> {
+fn hook_enter() -> Option<(u8, bool, *const ThreadGate)> {
     gate(|g| {
         if g.in_hook.replace(true) {
             return None;
         }
         let saved = owed(g);
         g.selector.set(ALLOW);
-        Some((saved, g.trapped.replace(false)))
+        Some((saved, g.trapped.replace(false), ptr::from_ref(g)))
     })
     .ok()
     .flatten()
-}
-
-#[inline(always)]
-pub(crate) fn hook_leave(saved: u8) {
-    let _ = gate(|g| {
-        g.in_hook.set(false);
-        g.selector.set(saved);
-    });
 }
 
 /// Marks this thread as running hook logic; a hooked call made meanwhile (by our
@@ -128,13 +121,28 @@ pub(crate) fn hook_leave(saved: u8) {
 pub(crate) struct Guard {
     selector: u8,
     trapped: bool,
+    /// The gate `enter` found, kept for the leave and the parks in between: a
+    /// coroutine never leaves its OS thread, and in a preloaded library each
+    /// lookup of the thread-local is a `__tls_get_addr` call. A raw pointer,
+    /// which keeps the guard on its thread (not Send).
+    gate: *const ThreadGate,
 }
 
 impl Guard {
     /// None if this thread is already inside a hook, or its thread-locals are gone.
     #[inline]
     pub(crate) fn enter() -> Option<Guard> {
-        hook_enter().map(|(selector, trapped)| Guard { selector, trapped })
+        hook_enter().map(|(selector, trapped, gate)| Guard {
+            selector,
+            trapped,
+            gate,
+        })
+    }
+
+    fn gate(&self) -> &ThreadGate {
+        // SAFETY: this OS thread's gate (the guard is not Send), a const
+        // thread-local without destructor, alive while the thread runs.
+        unsafe { &*self.gate }
     }
 
     /// The call reached this hook through Syscall User Dispatch: glibc made it
@@ -151,18 +159,22 @@ impl Guard {
     }
 
     /// Runs `f` (which parks) with the guard lifted, so other coroutines on this
-    /// thread can use hooks while this one waits.
+    /// thread can use hooks while this one waits; the selector stays (ALLOW:
+    /// the wait runs the runtime).
     pub(crate) fn release_while<R>(&self, f: impl FnOnce() -> R) -> R {
-        set_in_hook(false);
+        self.gate().in_hook.set(false);
         let r = f();
-        set_in_hook(true);
+        self.gate().in_hook.set(true);
         r
     }
 }
 
 impl Drop for Guard {
+    #[inline]
     fn drop(&mut self) {
-        hook_leave(self.selector);
+        let g = self.gate();
+        g.in_hook.set(false);
+        g.selector.set(self.selector);
     }
 }
 
@@ -203,13 +215,6 @@ impl Allow {
 #[inline(always)]
 pub(crate) fn in_hook() -> bool {
     gate(|g| g.in_hook.get()).unwrap_or(true)
-}
-
-/// Lifts (`false`) or retakes (`true`) the hook mark, the selector unchanged
-/// (ALLOW: a hook's wait runs the runtime).
-#[inline(always)]
-pub(crate) fn set_in_hook(on: bool) {
-    let _ = gate(|g| g.in_hook.set(on));
 }
 
 /// Sets ALLOW, returning what `restore` puts back: around a coroutine's
