@@ -215,17 +215,20 @@ unsafe extern "C" {
 #[test]
 fn glibc_aliases_park_too() {
     let (r, w) = socket_pair(false);
-    let peer = data_calls::after(30, move || {
-        // SAFETY: writing from a static buffer through glibc's alias.
-        assert_eq!(unsafe { __write(w, b"abcdef".as_ptr().cast(), 6) }, 6);
-    });
-    let (((a, b), buf), ticks) = in_coroutine(move || {
+    let (((a, b), buf, peer), ticks) = in_coroutine(move || {
+        // Started here, not before the runtime: a cold first spawn (CI, right
+        // after the build) took longer than the peer's delay, the data was
+        // there before the read, and nothing parked.
+        let peer = data_calls::after(30, move || {
+            // SAFETY: writing from a static buffer through glibc's alias.
+            assert_eq!(unsafe { __write(w, b"abcdef".as_ptr().cast(), 6) }, 6);
+        });
         let mut buf = [0u8; 8];
         // SAFETY: the buffer is live, and `buflen` is its true size.
         let a = unsafe { __read_chk(r, buf.as_mut_ptr().cast(), 3, buf.len()) };
         // SAFETY: as above.
         let b = unsafe { __read(r, buf[3..].as_mut_ptr().cast(), 5) };
-        ((a, b), buf)
+        ((a, b), buf, peer)
     });
     peer.join().unwrap();
     assert_eq!((a, b, &buf[..6]), (3, 3, &b"abcdef"[..]));
