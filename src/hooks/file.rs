@@ -10,7 +10,7 @@
 //!   the path lookup would need I/O); a refused call, the rest of a partly
 //!   cached read, a creating or truncating open, a write of more than
 //!   `WRITE_INLINE_MAX` bytes and every fsync run on the pool. The numbers
-//!   behind this are in BENCHMARKS-offload.md (benches/offload.rs).
+//!   behind this are in BENCHMARKS.md, "Offload pool" (benches/offload.rs).
 //! - `always`: every such call made in a coroutine runs on the pool.
 //! - `off`: every call blocks the calling thread, as without patchall.
 //!
@@ -35,7 +35,7 @@ use crate::sys::{self, errno, set_errno};
 const FILE: Label = Label::new("file", Family::Offload);
 
 /// Writes up to this many bytes run inline under `auto`: a buffered write
-/// only copies into the page cache. See BENCHMARKS-offload.md.
+/// only copies into the page cache. See BENCHMARKS.md, "Offload pool".
 pub(crate) const WRITE_INLINE_MAX: usize = 64 << 10;
 
 /// `openat2`'s `struct open_how`.

@@ -11,7 +11,7 @@
 //! pool), and are never in a coroutine: every hooked call they make forwards
 //! to libc.
 //!
-//! Waking a sleeping thread costs more than most jobs (BENCHMARKS-offload.md),
+//! Waking a sleeping thread costs more than most jobs (BENCHMARKS.md, "Offload pool"),
 //! so on machines with more than one CPU both sides stay awake for a moment:
 //! the caller yields for up to `SPIN` before it parks, and a pool thread that
 //! finished a job looks for the next for as long before it sleeps.
@@ -70,7 +70,7 @@ impl Completion {
     /// at least once meanwhile (an offloaded call is always a scheduling
     /// point). For `SPIN` the coroutine only yields, which keeps its scheduler
     /// from sleeping: waking a sleeping thread costs more than most calls
-    /// (BENCHMARKS-offload.md); then it parks. Wakes for other reasons
+    /// (BENCHMARKS.md, "Offload pool"); then it parks. Wakes for other reasons
     /// (cancellation) only lead to parking again: the job holds the caller's
     /// memory.
     fn wait(&self) {
