@@ -385,7 +385,8 @@ impl Slot {
         }
     }
 
-    /// Drops the waiters of `dir` that are the coroutine `task`.
+    /// Drops the waiters of `dir` that are the coroutine `task` (all of them:
+    /// `poll` may list one fd twice), the next in line moving up to `first`.
     fn remove(&mut self, dir: Direction, task: *const Task) {
         let i = dir as usize;
         let theirs = |w: &Unparker| w.task.as_ref().is_some_and(|t| Arc::as_ptr(t) == task);
@@ -395,11 +396,13 @@ impl Slot {
         if self.first[i].as_ref().is_some_and(theirs) {
             self.first[i] = None;
         }
-        if self.first[i].is_none() && self.crowded & dir.bit() != 0 {
-            self.first[i] = Some(self.more[i].remove(0));
-        }
         if self.more[i].is_empty() {
             self.crowded &= !dir.bit();
+        } else if self.first[i].is_none() {
+            self.first[i] = Some(self.more[i].remove(0));
+            if self.more[i].is_empty() {
+                self.crowded &= !dir.bit();
+            }
         }
     }
 }
@@ -680,6 +683,44 @@ mod tests {
             libc::close(wr);
         }
     }
+    /// `poll` may list one fd twice: the coroutine is then both waiters of
+    /// the slot's direction, and a timeout removes both.
+    #[test]
+    fn a_wait_on_one_fd_listed_twice_times_out_and_leaves_nothing_queued() {
+        use std::time::{Duration, Instant};
+
+        let mut fds = [0; 2];
+        // SAFETY: a two-int array for pipe2 to fill.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) };
+        assert_eq!(rc, 0);
+        let (rd, wr) = (fds[0], fds[1]);
+        let twice = crate::spawn(move || {
+            let deadline = Instant::now() + Duration::from_millis(10);
+            let both = [(rd, Direction::Read), (rd, Direction::Read)];
+            crate::runtime::wait_any_as(&both, Some(deadline), crate::runtime::Breaks::Syscall)
+                .unwrap()
+        })
+        .unwrap();
+        assert_eq!(twice.join().unwrap(), Wake::TimedOut);
+        // Nothing stale stayed queued: the next waiter is woken by the next byte.
+        let next =
+            crate::spawn(move || crate::runtime::wait_fd(rd, Direction::Read, None).unwrap())
+                .unwrap();
+        let writer = crate::spawn(move || {
+            crate::sleep(Duration::from_millis(20));
+            // SAFETY: one byte from a live buffer to our pipe.
+            assert_eq!(unsafe { libc::write(wr, b"x".as_ptr().cast(), 1) }, 1);
+        })
+        .unwrap();
+        writer.join().unwrap();
+        assert_eq!(next.join().unwrap(), Wake::Ready);
+        // SAFETY: our own pipe's fds, closed once.
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+    }
+
     #[test]
     fn an_attempt_that_found_nothing_marks_idle_until_the_next_event() {
         const FD: RawFd = 1000001;
