@@ -419,8 +419,9 @@ impl Scheduler {
 /// Asks the CPU to bring in what resuming `task` (the next in the run queue)
 /// will touch first: the top frames of its stack, which the return from its
 /// switch and its blocking call pops, the reactor slot its next fd wait
-/// reads, and the record of the task queued after it. With a thousand coroutines taking turns, each one's stack and record
-/// have left the caches by its next turn; fetched while the one before it
+/// reads, and the record of the task queued after it. With a thousand
+/// coroutines taking turns, each one's stack and record have left the caches
+/// by its next turn; fetched while the one before it
 /// runs (its system calls take microseconds), the misses overlap with that
 /// work instead of stalling the switch (`perf record` at 1,000 echo
 /// connections put a fifth of patchall's own time on the first touch of the
