@@ -633,6 +633,23 @@ mod tests {
         FD_REGS.get_or_create(fd).expect("an entry")
     }
 
+    /// A non-blocking pipe: (read end, write end).
+    fn pipe() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: a two-int array for pipe2 to fill.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) };
+        assert_eq!(rc, 0);
+        (fds[0], fds[1])
+    }
+
+    fn close_both(rd: RawFd, wr: RawFd) {
+        // SAFETY: the test's own pipe fds, closed once.
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+    }
+
     /// Four coroutines wait on one pipe: the first (the slot's inline waiter)
     /// times out and leaves, the others (the overflow) stay; one byte wakes
     /// all three, in the order they came.
@@ -641,11 +658,7 @@ mod tests {
         use std::sync::Mutex;
         use std::time::{Duration, Instant};
 
-        let mut fds = [0; 2];
-        // SAFETY: a two-int array for pipe2 to fill.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) };
-        assert_eq!(rc, 0);
-        let (rd, wr) = (fds[0], fds[1]);
+        let (rd, wr) = pipe();
         let order = Arc::new(Mutex::new(Vec::new()));
         let handles: Vec<_> = (0..4)
             .map(|i| {
@@ -677,11 +690,7 @@ mod tests {
                 (3, Wake::Ready)
             ]
         );
-        // SAFETY: our own pipe's fds, closed once.
-        unsafe {
-            libc::close(rd);
-            libc::close(wr);
-        }
+        close_both(rd, wr);
     }
     /// `poll` may list one fd twice: the coroutine is then both waiters of
     /// the slot's direction, and a timeout removes both.
@@ -689,11 +698,7 @@ mod tests {
     fn a_wait_on_one_fd_listed_twice_times_out_and_leaves_nothing_queued() {
         use std::time::{Duration, Instant};
 
-        let mut fds = [0; 2];
-        // SAFETY: a two-int array for pipe2 to fill.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) };
-        assert_eq!(rc, 0);
-        let (rd, wr) = (fds[0], fds[1]);
+        let (rd, wr) = pipe();
         let twice = crate::spawn(move || {
             let deadline = Instant::now() + Duration::from_millis(10);
             let both = [(rd, Direction::Read), (rd, Direction::Read)];
@@ -714,11 +719,7 @@ mod tests {
         .unwrap();
         writer.join().unwrap();
         assert_eq!(next.join().unwrap(), Wake::Ready);
-        // SAFETY: our own pipe's fds, closed once.
-        unsafe {
-            libc::close(rd);
-            libc::close(wr);
-        }
+        close_both(rd, wr);
     }
 
     #[test]
