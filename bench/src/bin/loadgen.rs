@@ -26,7 +26,8 @@
 //!
 //! With `--perf` (the perf binary) it also counts the server's system calls
 //! per round trip (`perf stat` on the syscall tracepoints, attached to the
-//! server): for COUNT seconds (`--count-secs`, default 2) after the measured
+//! server, or to its CPU when it has too many threads: `syscalls_scope` in
+//! the output says which): for COUNT seconds (`--count-secs`, default 2) after the measured
 //! window, the load going on as before, so that the tracing does not slow
 //! the measured window; divided by the round trips completed between enabling
 //! and disabling the counters.
