@@ -139,6 +139,28 @@ fn edges_return_codes_ids_and_threads() {
     );
 }
 
+/// Loaded with `dlopen` the library's TLS is dynamic, not at the fixed
+/// distance from the thread pointer its hot thread-locals are reached at when
+/// it is loaded with the program (`runtime::tp_local` falls back to the key):
+/// coroutines on two threads still see their own scheduler, and sleep side by
+/// side (the shortest nap wakes first, though spawned second).
+#[test]
+fn dlopened_library_runs_coroutines_on_two_threads() {
+    let dir = TempDir::new("capi-dlopen");
+    let bin = build("tests/c/capi_dlopen.c", dir.path(), &["-ldl"]);
+    let out = run({
+        let mut c = Command::new(&bin);
+        c.arg(preload_lib());
+        c
+    });
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stderr, "");
+    assert_eq!(
+        out.stdout,
+        "main: outside 0, woke after 10 20 30 ms\nthread: outside 0, woke after 10 20 30 ms\n"
+    );
+}
+
 /// The header compiles as C++ too (extern "C", no C-only constructs).
 #[test]
 fn header_is_valid_cpp() {

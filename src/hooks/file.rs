@@ -53,9 +53,7 @@ const RESOLVE_CACHED: u64 = 0x20;
 /// coroutine on `fd`; None: make the call as is.
 fn file_call(fd: c_int) -> Option<(Guard, OffloadFiles)> {
     // A socket or pipe we already know needs neither the guard nor the
-    // policy: `read`/`write` on a socket pass here first, and in a preloaded
-    // library each thread-local the guard reads is a `__tls_get_addr` call
-    // (callgrind, the green C echo server: 2 of its 6 per round trip).
+    // policy.
     if fdtable::known(fd).is_some_and(|f| f.kind != Kind::File) {
         return None;
     }

@@ -54,9 +54,9 @@ macro_rules! hook {
     };
     // The data calls. Until the process engages the hooks (`runtime::engaged`),
     // a call loads two globals and jumps to libc with the caller's arguments
-    // still in place. No thread-local is read there: rustc compiles that as a
-    // call (`__tls_get_addr`, which the linker turns into a load only in an
-    // executable), so the frame would save and restore every argument. Once
+    // still in place. No thread-local is read there: that may be a call
+    // (`__tls_get_addr` in a shared library, until `tp_local` has learnt
+    // its place), so the frame would save and restore every argument. Once
     // engaged, `checked` makes the pass-through test (`blocking::passthrough`)
     // in a frame of its own, and only the calls that need us reach `slow`, the
     // hook proper.

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 use libc::{c_int, c_long, c_void, siginfo_t};
 
+use super::tp_local::tp_local;
 use crate::sys::sigaction::{KernelSigaction, rt_sigaction};
 use crate::sys::{self, diag, gate};
 
@@ -64,7 +65,7 @@ pub(crate) struct ThreadGate {
     trapped: Cell<bool>,
 }
 
-thread_local! {
+tp_local! {
     static GATE: ThreadGate = const {
         ThreadGate {
             selector: Cell::new(ALLOW),
@@ -79,8 +80,9 @@ thread_local! {
 /// Runs `f` on this OS thread's gate: the kernel reads the selector of the
 /// OS thread's own block, also while a coroutine with a TLS block of its own
 /// runs (`tls::per_os_thread`).
-fn gate<R>(f: impl FnOnce(&ThreadGate) -> R) -> Result<R, std::thread::AccessError> {
-    super::tls::per_os_thread(&GATE, f)
+#[inline(always)]
+fn gate<R>(f: impl FnOnce(&ThreadGate) -> R) -> R {
+    GATE.per_os_thread(f)
 }
 
 /// What this thread's selector goes back to when the caller returns to
@@ -95,8 +97,7 @@ fn owed(g: &ThreadGate) -> u8 {
     }
 }
 
-/// A hook's entry: None if this thread is already in hook logic (or its
-/// thread-locals are gone); otherwise marks it and sets ALLOW, returning the
+/// A hook's entry: None if this thread is already in hook logic; otherwise marks it and sets ALLOW, returning the
 /// selector the guard puts back when it drops, whether the call was trapped
 /// (the mark `on_sigsys` set, taken here), and the gate itself.
 #[inline(always)]
@@ -109,8 +110,6 @@ fn hook_enter() -> Option<(u8, bool, *const ThreadGate)> {
         g.selector.set(ALLOW);
         Some((saved, g.trapped.replace(false), ptr::from_ref(g)))
     })
-    .ok()
-    .flatten()
 }
 
 /// Marks this thread as running hook logic; a hooked call made meanwhile (by our
@@ -122,8 +121,8 @@ pub(crate) struct Guard {
     selector: u8,
     trapped: bool,
     /// The gate `enter` found, kept for the leave and the parks in between: a
-    /// coroutine never leaves its OS thread, and in a preloaded library each
-    /// lookup of the thread-local is a `__tls_get_addr` call. A raw pointer,
+    /// coroutine never leaves its OS thread, and each lookup of the
+    /// thread-local is a few loads and tests (`tp_local`). A raw pointer,
     /// which keeps the guard on its thread (not Send).
     gate: *const ThreadGate,
 }
@@ -192,10 +191,6 @@ impl Allow {
             g.selector.set(ALLOW);
             Allow { gate: g, saved }
         })
-        .unwrap_or(Allow {
-            gate: std::ptr::null(),
-            saved: ALLOW,
-        })
     }
 }
 
@@ -205,16 +200,14 @@ impl Allow {
     pub(crate) fn end(self) {
         // SAFETY: this thread's gate, which outlives the hook's frame (a
         // coroutine never changes threads; the thread-local has no destructor).
-        if let Some(g) = unsafe { self.gate.as_ref() } {
-            g.selector.set(self.saved);
-        }
+        unsafe { &*self.gate }.selector.set(self.saved);
     }
 }
 
 /// Hook logic runs on this thread.
 #[inline(always)]
 pub(crate) fn in_hook() -> bool {
-    gate(|g| g.in_hook.get()).unwrap_or(true)
+    gate(|g| g.in_hook.get())
 }
 
 /// Sets ALLOW, returning what `restore` puts back: around a coroutine's
@@ -226,29 +219,28 @@ pub(crate) fn allow() -> u8 {
         g.selector.set(ALLOW);
         saved
     })
-    .unwrap_or(ALLOW)
 }
 
 #[inline(always)]
 pub(crate) fn restore(saved: u8) {
-    let _ = gate(|g| g.selector.set(saved));
+    gate(|g| g.selector.set(saved));
 }
 
 /// A coroutine's body is about to run the program's code: BLOCK if dispatch
 /// is on for this thread (the scheduler saves it at every switch out).
 #[inline]
 pub(crate) fn coroutine_start() {
-    let _ = gate(|g| g.selector.set(if g.on.get() { BLOCK } else { ALLOW }));
+    gate(|g| g.selector.set(if g.on.get() { BLOCK } else { ALLOW }));
 }
 
 /// This thread's gate, for its scheduler to reach without a thread-local
-/// access per switch (in `libpatchall.so` each is a call).
+/// access per switch.
 #[derive(Clone, Copy)]
 pub(crate) struct GateRef(std::ptr::NonNull<ThreadGate>);
 
-/// This thread's gate (None while its thread-locals are being destroyed).
-pub(crate) fn gate_ref() -> Option<GateRef> {
-    gate(|g| GateRef(std::ptr::NonNull::from(g))).ok()
+/// This thread's gate.
+pub(crate) fn gate_ref() -> GateRef {
+    gate(|g| GateRef(std::ptr::NonNull::from(g)))
 }
 
 impl GateRef {
@@ -274,12 +266,12 @@ impl GateRef {
 
 /// Dispatch is on for this thread.
 pub(crate) fn on_here() -> bool {
-    gate(|g| g.on.get()).unwrap_or(false)
+    gate(|g| g.on.get())
 }
 
 /// Some thread of the process turned dispatch on: until then a hook's body
 /// need not touch the selector (one load of a global instead of a
-/// thread-local access, which in `libpatchall.so` is a call).
+/// thread-local access).
 static ANY_ON: AtomicBool = AtomicBool::new(false);
 
 #[inline(always)]
@@ -308,9 +300,7 @@ pub(crate) fn enable_for_thread() {
         return;
     }
     let (start, len) = gate::range();
-    let Ok(selector) = gate(|g| g.selector.as_ptr() as c_long) else {
-        return;
-    };
+    let selector = gate(|g| g.selector.as_ptr() as c_long);
     // SAFETY: the selector lives as long as this thread (its thread-local),
     // and dispatch is turned off before the scheduler that asked goes away.
     let r = unsafe {
@@ -327,14 +317,14 @@ pub(crate) fn enable_for_thread() {
         unavailable(sys::errno());
         return;
     }
-    let _ = gate(|g| g.on.set(true));
+    gate(|g| g.on.set(true));
     ANY_ON.store(true, Ordering::Relaxed);
 }
 
 /// Turns dispatch off for the calling thread (its scheduler is going away;
 /// its thread-locals may be freed before the thread's last system calls).
 pub(crate) fn disable_for_thread() {
-    if gate(|g| g.on.replace(false)).unwrap_or(false) {
+    if gate(|g| g.on.replace(false)) {
         // SAFETY: turning dispatch off touches no memory.
         unsafe {
             sys::raw_syscall!(
@@ -545,9 +535,9 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     let args = ARG_REGS.map(|r| gregs[r]);
     // The hook that takes the call learns it was trapped: glibc may be
     // holding one of its own locks around it (`Guard::trapped`).
-    let _ = gate(|g| g.trapped.set(true));
+    gate(|g| g.trapped.set(true));
     let emulated = emulate(nr, args);
-    let _ = gate(|g| g.trapped.set(false));
+    gate(|g| g.trapped.set(false));
     match emulated {
         Some(done) if done.at_once => {
             // No switch, no mask change: `rt_sigreturn` puts back the mask
@@ -565,7 +555,7 @@ extern "C" fn on_sigsys(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
             // `syscall`; BLOCK comes back at this coroutine's next hook
             // or suspension.
             gregs[REG_RIP] -= 2;
-            let _ = gate(|g| g.reblock.set(saved == BLOCK));
+            gate(|g| g.reblock.set(saved == BLOCK));
             thread_mask_into(uc);
             return;
         }

@@ -21,6 +21,7 @@ pub(crate) mod symbolize;
 mod task;
 mod timer;
 pub(crate) mod tls;
+pub(crate) mod tp_local;
 pub(crate) mod workers;
 
 pub(crate) use dispatch::Guard;
@@ -71,8 +72,8 @@ pub(crate) fn engage() {
 
 /// False while this process has never mapped a coroutine stack nor changed an
 /// fd's flags: then no thread is in a coroutine and every hooked call is libc's,
-/// which one load of a global decides (a thread-local read is a call in a
-/// shared library). A coroutine reaches its thread through the scheduler's
+/// which one load of a global decides (a thread-local read is more: loads
+/// and a test, `tp_local`, or a call until it has learnt its place). A coroutine reaches its thread through the scheduler's
 /// synchronisation, after its stack was mapped, so its thread sees the flag; a
 /// plain thread racing a coroutine's first wait on the same fd is no worse off
 /// than with the fd table's own bit, which is set after the fcntl.

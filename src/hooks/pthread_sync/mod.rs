@@ -52,6 +52,7 @@
 
 use super::green_threads;
 use crate::runtime;
+use crate::runtime::tp_local::tp_local;
 
 mod barrier;
 mod c11;
@@ -70,7 +71,7 @@ pub use rwlock::*;
 pub use sem::*;
 pub use spin::*;
 
-thread_local! {
+tp_local! {
     /// Its address names this OS thread as a lock owner: unique among live
     /// threads, and, unlike a cached tid, still right in a forked child.
     static THREAD_MARK: u8 = const { 0 };
@@ -84,7 +85,7 @@ const NATIVE_OWNER: u64 = 1 << 63;
 fn me() -> u64 {
     match runtime::current_task() {
         Some(t) => t.id,
-        None => THREAD_MARK.try_with(|m| m as *const u8 as u64).unwrap_or(0) | NATIVE_OWNER,
+        None => THREAD_MARK.with(|m| m as *const u8 as u64) | NATIVE_OWNER,
     }
 }
 

@@ -25,6 +25,7 @@ use super::stack::{self, Stack, StackCache};
 use super::task::{Co, StackFacts, Task, Unparker, Wake};
 use super::timer::Timers;
 use super::tls;
+use super::tp_local::tp_local;
 use crate::config::config;
 
 mod fds;
@@ -37,11 +38,15 @@ pub(crate) use park::{
     wait_signal, without_parking, yield_now,
 };
 
-thread_local! {
-    /// This thread's scheduler, or null. Read by hooks: const, no destructor.
+tp_local! {
+    /// This thread's scheduler, or null. Read by hooks.
     static CURRENT: Cell<*const Scheduler> = const { Cell::new(ptr::null()) };
+}
+tp_local! {
     /// The coroutine running on this thread, or null on the scheduler's own stack.
     pub(crate) static RUNNING: Cell<*const Task> = const { Cell::new(ptr::null()) };
+}
+thread_local! {
     /// Owns this thread's scheduler; dropping it at thread exit tears it down.
     static OWNER: Owner = const { Owner(RefCell::new(None)) };
 }
@@ -80,8 +85,8 @@ impl Drop for Owner {
         let Some(owned) = self.0.borrow_mut().take() else {
             return;
         };
-        let _ = CURRENT.try_with(|c| c.set(ptr::null()));
-        let _ = RUNNING.try_with(|r| r.set(ptr::null()));
+        CURRENT.with(|c| c.set(ptr::null()));
+        RUNNING.with(|r| r.set(ptr::null()));
         drop(owned);
     }
 }
@@ -233,6 +238,7 @@ impl Scheduler {
         }
         remotes[id] = Some(remote.clone());
         drop(remotes);
+        tls::learn_static_size();
         overflow::install_handler();
         monitor::start_if_wanted();
         dispatch::enable_for_thread();
@@ -254,8 +260,7 @@ impl Scheduler {
             // SAFETY: __errno_location has no preconditions and returns this
             // thread's errno, which outlives the scheduler (owned by this thread).
             errno_slot: unsafe { libc::__errno_location() },
-            gate: dispatch::gate_ref()
-                .ok_or_else(|| io::Error::other("patchall: thread is exiting"))?,
+            gate: dispatch::gate_ref(),
             tp: tls::thread_pointer(),
             fs: Cell::new(tls::thread_pointer()),
             ids: Cell::new((0, 0)),
@@ -548,8 +553,8 @@ pub(crate) fn after_fork(held: ForkGuard, child: bool) {
             std::mem::forget(owned.take());
         }
     });
-    let _ = CURRENT.try_with(|c| c.set(ptr::null()));
-    let _ = RUNNING.try_with(|r| r.set(ptr::null()));
+    CURRENT.with(|c| c.set(ptr::null()));
+    RUNNING.with(|r| r.set(ptr::null()));
 }
 
 /// The current thread's scheduler, created on first use.
@@ -579,7 +584,7 @@ pub(crate) fn keep_scheduler() {
 /// This thread's scheduler, if it has one. Never allocates: safe in hooks.
 #[inline]
 pub(crate) fn current_scheduler() -> Option<&'static Scheduler> {
-    let ptr = CURRENT.try_with(|c| c.get()).ok()?;
+    let ptr = CURRENT.with(Cell::get);
     // SAFETY: non-null only while OWNER holds the box (see `with_scheduler`).
     unsafe { ptr.as_ref() }
 }
@@ -592,7 +597,7 @@ pub(crate) fn current_scheduler_id() -> Option<usize> {
 /// The running coroutine, if code runs on a coroutine stack. Safe in hooks.
 #[inline]
 pub(crate) fn current_task() -> Option<&'static Task> {
-    let ptr = RUNNING.try_with(|r| r.get()).ok()?;
+    let ptr = RUNNING.with(Cell::get);
     // SAFETY: RUNNING is non-null only while `resume` holds an Arc to the task.
     unsafe { ptr.as_ref() }
 }
@@ -600,7 +605,7 @@ pub(crate) fn current_task() -> Option<&'static Task> {
 /// True when called on a coroutine's stack.
 #[inline]
 pub fn in_coroutine() -> bool {
-    RUNNING.try_with(|r| !r.get().is_null()).unwrap_or(false)
+    RUNNING.with(|r| !r.get().is_null())
 }
 
 pub(super) fn current_arc(task: &Task) -> Arc<Task> {
