@@ -180,6 +180,11 @@ pub(crate) struct Scheduler {
     /// every switch to a coroutine without a TLS block of its own saves and
     /// restores it.
     errno_slot: *mut libc::c_int,
+    /// This thread's own `RUNNING`, which a coroutine without a TLS block of
+    /// its own reads: set and cleared around its runs through this address,
+    /// fixed for the thread's life (a `tp_local` has no destructor), without a
+    /// thread-local access each time.
+    running_slot: *const Cell<*const Task>,
     /// This thread's Syscall User Dispatch state: every switch saves and
     /// restores the selector, as errno.
     gate: dispatch::GateRef,
@@ -260,6 +265,7 @@ impl Scheduler {
             // SAFETY: __errno_location has no preconditions and returns this
             // thread's errno, which outlives the scheduler (owned by this thread).
             errno_slot: unsafe { libc::__errno_location() },
+            running_slot: RUNNING.with(ptr::from_ref),
             gate: dispatch::gate_ref(),
             tp: tls::thread_pointer(),
             fs: Cell::new(tls::thread_pointer()),

@@ -29,7 +29,9 @@ impl Scheduler {
         let mut own_errno = 0;
         if tp == 0 {
             self.back_to_carrier();
-            RUNNING.with(|r| r.set(Arc::as_ptr(&task)));
+            // SAFETY: this thread's own RUNNING (see `running_slot`), on the
+            // block it belongs to: the line above went back to it.
+            unsafe { (*self.running_slot).set(Arc::as_ptr(&task)) };
             // SAFETY: the scheduler runs only on the thread whose errno this is
             // (see `errno_slot`); nothing else holds a reference to it.
             own_errno = unsafe { errno_slot.replace(task.errno.get()) };
@@ -70,7 +72,8 @@ impl Scheduler {
         if tp == 0 {
             // SAFETY: as above.
             task.errno.set(unsafe { errno_slot.replace(own_errno) });
-            RUNNING.with(|r| r.set(ptr::null()));
+            // SAFETY: as above (`running_slot`).
+            unsafe { (*self.running_slot).set(ptr::null()) };
         }
         // Checked on return too: a finished coroutine's overrun smashed its
         // neighbour just the same, and the pool rewrites the canary.
