@@ -139,11 +139,11 @@ fn edges_return_codes_ids_and_threads() {
     );
 }
 
-/// Loaded with `dlopen` the library's TLS is dynamic, not at the fixed
-/// distance from the thread pointer its hot thread-locals are reached at when
-/// it is loaded with the program (`runtime::tp_local` falls back to the key):
-/// coroutines on two threads still see their own scheduler, and sleep side by
-/// side (the shortest nap wakes first, though spawned second).
+/// Loaded with `dlopen`: the library reaches its hot thread-locals in the
+/// initial-exec model (`runtime::tp_local`), so its TLS must go into the static
+/// block, which glibc keeps room in for libraries loaded later. It loads, and
+/// coroutines on two threads see their own scheduler and sleep side by side
+/// (the shortest nap wakes first, though spawned second).
 #[test]
 fn dlopened_library_runs_coroutines_on_two_threads() {
     let dir = TempDir::new("capi-dlopen");

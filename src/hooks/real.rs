@@ -54,12 +54,11 @@ macro_rules! hook {
     };
     // The data calls. Until the process engages the hooks (`runtime::engaged`),
     // a call loads two globals and jumps to libc with the caller's arguments
-    // still in place. No thread-local is read there: that may be a call
-    // (`__tls_get_addr` in a shared library, until `tp_local` has learnt
-    // its place), so the frame would save and restore every argument. Once
-    // engaged, `checked` makes the pass-through test (`blocking::passthrough`)
-    // in a frame of its own, and only the calls that need us reach `slow`, the
-    // hook proper.
+    // still in place. No thread-local is read there: even the hot ones
+    // (`tp_local`) take registers, so the frame would save and restore every
+    // argument. Once engaged, `checked` makes the pass-through test
+    // (`blocking::passthrough`) in a frame of its own, and only the calls that
+    // need us reach `slow`, the hook proper.
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty as $real:ident passthrough($fd:ident) $body:block) => {
         $(#[$meta])*
         ///

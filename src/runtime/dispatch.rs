@@ -66,16 +66,10 @@ pub(crate) struct ThreadGate {
 }
 
 tp_local! {
-    static GATE: ThreadGate = const {
-        ThreadGate {
-            selector: Cell::new(ALLOW),
-            in_hook: Cell::new(false),
-            on: Cell::new(false),
-            reblock: Cell::new(false),
-            trapped: Cell::new(false),
-        }
-    };
+    /// Starts as zero bytes: ALLOW, and every flag false.
+    static GATE: ThreadGate = zeroed;
 }
+const _: () = assert!(ALLOW == 0, "GATE starts with ALLOW");
 
 /// Runs `f` on this OS thread's gate: the kernel reads the selector of the
 /// OS thread's own block, also while a coroutine with a TLS block of its own
@@ -122,7 +116,7 @@ pub(crate) struct Guard {
     trapped: bool,
     /// The gate `enter` found, kept for the leave and the parks in between: a
     /// coroutine never leaves its OS thread, and each lookup of the
-    /// thread-local is a few loads and tests (`tp_local`). A raw pointer,
+    /// thread-local is a few loads (`tp_local`). A raw pointer,
     /// which keeps the guard on its thread (not Send).
     gate: *const ThreadGate,
 }

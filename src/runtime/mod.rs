@@ -72,9 +72,10 @@ pub(crate) fn engage() {
 
 /// False while this process has never mapped a coroutine stack nor changed an
 /// fd's flags: then no thread is in a coroutine and every hooked call is libc's,
-/// which one load of a global decides (a thread-local read is more: loads
-/// and a test, `tp_local`, or a call until it has learnt its place). A coroutine reaches its thread through the scheduler's
-/// synchronisation, after its stack was mapped, so its thread sees the flag; a
+/// which one load of a global decides (a thread-local read is more: a call
+/// in a shared library, or for the hot ones two loads, `tp_local`). A
+/// coroutine reaches its thread through the scheduler's synchronisation,
+/// after its stack was mapped, so its thread sees the flag; a
 /// plain thread racing a coroutine's first wait on the same fd is no worse off
 /// than with the fd table's own bit, which is set after the fcntl.
 #[inline(always)]

@@ -618,23 +618,8 @@ fn carrier_copy<T>(p: *const T) -> *const T {
 }
 
 /// `_dl_get_tls_static_info`'s size: static TLS lies within this much below
-/// the thread pointer (0 until `learn_static_size` or `check` asked ld.so).
+/// the thread pointer (0 until blocks are available).
 static STATIC_SIZE: AtomicUsize = AtomicUsize::new(0);
-
-/// The static TLS area's size, 0 if not asked yet (`learn_static_size`).
-#[inline]
-pub(crate) fn static_size() -> usize {
-    STATIC_SIZE.load(Ordering::Relaxed)
-}
-
-/// Asks ld.so for the static TLS area's size, once: not where a hook or a
-/// signal handler may run first (a symbol lookup), but before a scheduler
-/// runs anything, so that `tp_local`s learn their place.
-pub(crate) fn learn_static_size() {
-    if STATIC_SIZE.load(Ordering::Relaxed) == 0 {
-        STATIC_SIZE.store(static_tls_size().unwrap_or(0), Ordering::Relaxed);
-    }
-}
 
 /// Runs `f` on the carrier's descriptor when the running code is on a block of
 /// ours: for calls that walk glibc's thread lists (fork, the setxid family),

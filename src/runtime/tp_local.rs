@@ -1,57 +1,58 @@
-//! Thread-locals the hot paths reach at a fixed distance below the thread
-//! pointer, without `__tls_get_addr`.
+//! Thread-locals the hot paths reach with the initial-exec TLS model: one
+//! load of their offset from the thread pointer, never `__tls_get_addr`.
 //!
 //! In a shared library (the preload, `libpatchall.so` linked by a C program)
-//! rustc compiles a thread-local access as a call to `__tls_get_addr`, which
-//! the linker turns into one load only in an executable. That call reads the
-//! running block's DTV: about 11 instructions, and with a TLS block per green
-//! thread (`tls`) one more cold line per coroutine at every access; the
-//! runtime's hot paths make some 14 such accesses a round trip of a green C
-//! echo server. A library loaded with the program has its TLS in the static
-//! block, which lies at the same distance below the thread pointer in every
-//! thread and in every block of ours: once learnt, an access is `fs:0` minus
-//! that distance. Loaded later by `dlopen` its TLS is dynamic, and the key
-//! is used as it is.
+//! rustc compiles a `thread_local!` access in the general-dynamic model, a
+//! call to `__tls_get_addr`, which the linker turns into a load only in an
+//! executable (choosing the model is nightly-only). That call reads the
+//! running block's DTV: about 13 instructions with the call, and with a TLS
+//! block per green thread (`tls`) one more cold line per coroutine at every
+//! access; the runtime's hot paths make some 14 such accesses a round trip of
+//! a green C echo server. A `tp_local!` is storage of our own in the TLS
+//! section, reached as initial-exec code reaches it: the offset from the
+//! thread pointer is read from the GOT (where ld.so wrote it), or in an
+//! executable is an immediate the linker put in its place. Static TLS lies at
+//! the same offset in every thread and in every block of ours, so the same
+//! offset finds the running block's copy (`with`) or the OS thread's own
+//! (`per_os_thread`).
+//!
+//! The cost: `libpatchall.so` must have its TLS in the static block (the
+//! `STATIC_TLS` flag): loaded with the program it always has; loaded later
+//! with `dlopen`, glibc places its 256 bytes of TLS in the room it keeps for
+//! that (tests/capi.rs loads it so).
+//!
+//! The storage starts as zero bytes: `tp_local!` is for values whose zero is
+//! their initial value (a null pointer, 0, false).
 //!
 //! ```ignore
 //! tp_local! {
-//!     static DEPTH: Cell<u32> = const { Cell::new(0) };
+//!     static DEPTH: Cell<u32> = zeroed;
 //! }
 //! DEPTH.with(|d| d.set(d.get() + 1));
 //! ```
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicIsize, Ordering};
-use std::thread::LocalKey;
 
 use super::tls;
 
-/// `below` before the distance is learnt.
-const UNKNOWN: isize = 0;
-/// `below` for a thread-local outside static TLS: always the key.
-const DYNAMIC: isize = -1;
-
-/// What `tp_local!` defines for each thread-local: its key, and where the
-/// distance below the thread pointer is kept once learnt (0 unknown, -1
-/// dynamic). Functions, not fields, so that the hot path reads the distance
-/// from a static of its own (RIP-relative), not through a pointer to a
-/// static (which a shared library reaches through its GOT).
+/// What `tp_local!` defines for each thread-local: its type and offset.
 pub(crate) trait Slot: 'static {
     type T: 'static;
-    fn key() -> &'static LocalKey<Self::T>;
-    fn below() -> &'static AtomicIsize;
+    /// The value's offset from the thread pointer (negative: TLS lies below
+    /// it on x86_64).
+    fn offset() -> isize;
 }
 
-/// A `const` thread-local without a destructor, reached through `with` (the
-/// running block's) or `per_os_thread` (the OS thread's own block's).
+/// A thread-local without a destructor, reached through `with` (the running
+/// block's) or `per_os_thread` (the OS thread's own block's).
 pub(crate) struct TpLocal<S: Slot>(PhantomData<S>);
 
 impl<S: Slot> TpLocal<S> {
     #[doc(hidden)]
     pub(crate) const fn new() -> TpLocal<S> {
-        // Without a destructor a const thread-local is never torn down, so
-        // its address is valid for the thread's whole life: `with` never
-        // fails and needs no `try_with`.
+        // Without a destructor the storage is never torn down, so its address
+        // is valid for the thread's whole life: `with` never fails and needs
+        // no `try_with`.
         assert!(
             !std::mem::needs_drop::<S::T>(),
             "a tp_local has no destructor"
@@ -61,15 +62,12 @@ impl<S: Slot> TpLocal<S> {
 
     /// Runs `f` on the value in the block `fs` points at (a coroutine's own,
     /// while one with a TLS block of its own runs). Safe in hooks and signal
-    /// handlers: no allocation, no lock.
+    /// handlers: no allocation, no lock, no call.
     #[inline(always)]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&S::T) -> R) -> R {
-        let p = match S::below().load(Ordering::Relaxed) {
-            below if below > 0 => tls::thread_pointer().wrapping_sub(below as usize) as *const S::T,
-            _ => learn::<S>(),
-        };
-        // SAFETY: the running block's copy of a live thread-local, which has no
-        // destructor (`new`); it is only shared (`LocalKey::with`'s terms).
+        let p = tls::thread_pointer().wrapping_add_signed(S::offset()) as *const S::T;
+        // SAFETY: the running block's copy of the storage `tp_local!` defined
+        // for this type, which lives as long as the block and is only shared.
         f(unsafe { &*p })
     }
 
@@ -77,70 +75,60 @@ impl<S: Slot> TpLocal<S> {
     /// runs (`tls::per_os_thread`).
     #[inline(always)]
     pub(crate) fn per_os_thread<R>(&self, f: impl FnOnce(&S::T) -> R) -> R {
-        let below = S::below().load(Ordering::Relaxed);
-        if below > 0 {
-            let carrier = tls::running_carrier();
-            let base = if carrier != 0 {
-                carrier
-            } else {
-                tls::thread_pointer()
-            };
-            // SAFETY: the OS thread's own copy, live as long as the thread.
-            return f(unsafe { &*(base.wrapping_sub(below as usize) as *const S::T) });
-        }
-        learn::<S>();
-        match tls::per_os_thread(S::key(), f) {
-            Ok(r) => r,
-            Err(_) => unreachable!("a const thread-local without destructor is never gone"),
-        }
+        let carrier = tls::running_carrier();
+        let base = if carrier != 0 {
+            carrier
+        } else {
+            tls::thread_pointer()
+        };
+        let p = base.wrapping_add_signed(S::offset()) as *const S::T;
+        // SAFETY: the OS thread's own copy, live as long as the thread.
+        f(unsafe { &*p })
     }
 }
 
-/// The running block's address through the key; learns the distance once
-/// the static TLS size is known (`tls::static_size`).
-#[cold]
-#[inline(never)]
-fn learn<S: Slot>() -> *const S::T {
-    let p = S::key().with(|v| v as *const S::T);
-    if S::below().load(Ordering::Relaxed) == UNKNOWN {
-        let size = tls::static_size();
-        if size != 0 {
-            let below = tls::thread_pointer().wrapping_sub(p as usize);
-            let learnt = if below != 0 && below <= size {
-                below as isize
-            } else {
-                DYNAMIC
-            };
-            S::below().store(learnt, Ordering::Relaxed);
-        }
-    }
-    p
-}
-
-/// `thread_local!` for a `const`-initialised value without a destructor, as a
-/// `TpLocal`: a module of the same name holds its key and distance.
+/// A thread-local of type `$t` whose initial value is all zero bytes, as a
+/// `TpLocal`: a module of the same name holds its storage (a symbol
+/// `patchall_tp_<name>` in `.tbss`, so names must be unique in the crate) and
+/// its offset.
 macro_rules! tp_local {
-    ($(#[$meta:meta])* $vis:vis static $name:ident: $t:ty = const $init:block;) => {
+    ($(#[$meta:meta])* $vis:vis static $name:ident: $t:ty = zeroed;) => {
         #[allow(non_snake_case)]
         $vis mod $name {
             #[allow(unused_imports)]
             use super::*;
+
+            ::std::arch::global_asm!(
+                ".pushsection .tbss,\"awT\",@nobits",
+                ".p2align {align}",
+                concat!(".globl patchall_tp_", stringify!($name)),
+                concat!(".hidden patchall_tp_", stringify!($name)),
+                concat!(".type patchall_tp_", stringify!($name), ",@tls_object"),
+                concat!(".size patchall_tp_", stringify!($name), ", {size}"),
+                concat!("patchall_tp_", stringify!($name), ":"),
+                ".zero {size}",
+                ".popsection",
+                align = const ::std::mem::align_of::<$t>().trailing_zeros(),
+                size = const ::std::mem::size_of::<$t>(),
+            );
 
             pub(crate) struct Slot;
 
             impl $crate::runtime::tp_local::Slot for Slot {
                 type T = $t;
                 #[inline(always)]
-                fn key() -> &'static ::std::thread::LocalKey<$t> {
-                    ::std::thread_local! {
-                        static KEY: $t = const $init;
-                    }
-                    &KEY
-                }
-                #[inline(always)]
-                fn below() -> &'static ::std::sync::atomic::AtomicIsize {
-                    static BELOW: ::std::sync::atomic::AtomicIsize = ::std::sync::atomic::AtomicIsize::new(0);
-                    &BELOW
+                fn offset() -> isize {
+                    let offset: isize;
+                    // SAFETY: reads the GOT entry ld.so filled with the
+                    // storage's offset (an immediate in an executable).
+                    unsafe {
+                        ::std::arch::asm!(
+                            concat!("movq patchall_tp_", stringify!($name), "@GOTTPOFF(%rip), {}"),
+                            out(reg) offset,
+                            options(att_syntax, pure, readonly, nostack, preserves_flags),
+                        )
+                    };
+                    offset
                 }
             }
         }
@@ -158,44 +146,37 @@ mod tests {
     use super::*;
 
     tp_local! {
-        static N: Cell<u32> = const { Cell::new(7) };
-    }
-
-    /// The address the key gives in the running block, from a call of its
-    /// own (the compiler takes a thread-local's address as fixed within a
-    /// function, and the tests below switch blocks).
-    #[inline(never)]
-    fn through_key() -> *const Cell<u32> {
-        <N::Slot as Slot>::key().with(|v| v as *const Cell<u32>)
+        static TP_LOCAL_TEST: Cell<u32> = zeroed;
     }
 
     #[inline(never)]
-    fn through_tp() -> *const Cell<u32> {
-        N.with(|v| v as *const Cell<u32>)
+    fn address() -> usize {
+        TP_LOCAL_TEST.with(|v| v as *const Cell<u32> as usize)
     }
 
     #[test]
-    fn learns_its_place_and_finds_each_threads_own_copy() {
-        tls::learn_static_size();
-        N.with(|n| n.set(1));
-        // In a test binary the crate's TLS is the executable's: static.
-        let below = <N::Slot as Slot>::below().load(Ordering::Relaxed);
-        assert!(below != UNKNOWN && below != DYNAMIC, "learnt: {below:#x}");
-        assert_eq!(through_tp(), through_key());
-        let other = std::thread::spawn(|| {
-            let fresh = N.with(Cell::get);
-            N.with(|n| n.set(2));
-            (fresh, through_tp() == through_key(), through_tp() as usize)
+    fn each_thread_has_its_own_copy_starting_at_zero() {
+        TP_LOCAL_TEST.with(|n| n.set(1));
+        let here = address();
+        let (fresh, there) = std::thread::spawn(|| {
+            let fresh = TP_LOCAL_TEST.with(Cell::get);
+            TP_LOCAL_TEST.with(|n| n.set(2));
+            (fresh, address())
         })
         .join()
         .unwrap();
+        assert_eq!(fresh, 0, "a new thread's copy starts at zero");
+        assert_ne!(there, here);
         assert_eq!(
-            (other.0, other.1),
-            (7, true),
-            "a new thread's own copy, where the key has it"
+            TP_LOCAL_TEST.with(Cell::get),
+            1,
+            "this thread's copy untouched"
         );
-        assert_ne!(other.2, through_tp() as usize);
-        assert_eq!(N.with(Cell::get), 1, "this thread's copy untouched");
+        let below = tls::thread_pointer().wrapping_sub(here);
+        assert!(
+            below > 0 && below < 1 << 20,
+            "in the static block below the thread pointer: {below:#x}"
+        );
     }
 
     #[test]
@@ -203,25 +184,24 @@ mod tests {
         if !tls::available() {
             return;
         }
-        tls::learn_static_size();
-        N.with(|n| n.set(3));
+        TP_LOCAL_TEST.with(|n| n.set(3));
         let carrier = tls::thread_pointer();
         let block = tls::take().expect("a block");
         tls::bind(block, carrier, (0, 0));
         tls::switch_to(block);
         let seen = (
-            N.with(Cell::get),
-            through_tp() == through_key(),
-            N.per_os_thread(Cell::get),
+            TP_LOCAL_TEST.with(Cell::get),
+            address() == block.wrapping_add_signed(<TP_LOCAL_TEST::Slot as Slot>::offset()),
+            TP_LOCAL_TEST.per_os_thread(Cell::get),
         );
-        N.with(|n| n.set(4));
-        N.per_os_thread(|n| n.set(5));
+        TP_LOCAL_TEST.with(|n| n.set(4));
+        TP_LOCAL_TEST.per_os_thread(|n| n.set(5));
         tls::switch_to(carrier);
-        let after = N.with(Cell::get);
+        let after = TP_LOCAL_TEST.with(Cell::get);
         tls::give_back(block);
         assert_eq!(
             seen,
-            (7, true, 3),
+            (0, true, 3),
             "the block's fresh copy; the carrier's through per_os_thread"
         );
         assert_eq!(

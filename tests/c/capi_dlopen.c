@@ -1,7 +1,7 @@
-/* The C API from a libpatchall.so loaded with dlopen: its TLS is then
- * dynamic (allocated per thread on first use), not in the static block, so
- * the runtime reaches its thread-locals through __tls_get_addr rather than
- * at a fixed distance from the thread pointer (runtime::tp_local).
+/* The C API from a libpatchall.so loaded with dlopen. The library reaches
+ * its hot thread-locals in the initial-exec model (runtime::tp_local): its
+ * TLS must then go into the static block, where glibc keeps room for
+ * libraries loaded after the start (dlopen fails if there is none).
  *
  *   capi_dlopen PATH-TO-libpatchall.so
  *

@@ -74,7 +74,7 @@ pub use spin::*;
 tp_local! {
     /// Its address names this OS thread as a lock owner: unique among live
     /// threads, and, unlike a cached tid, still right in a forked child.
-    static THREAD_MARK: u8 = const { 0 };
+    static THREAD_MARK: u8 = zeroed;
 }
 
 const NATIVE_OWNER: u64 = 1 << 63;

@@ -40,11 +40,11 @@ pub(crate) use park::{
 
 tp_local! {
     /// This thread's scheduler, or null. Read by hooks.
-    static CURRENT: Cell<*const Scheduler> = const { Cell::new(ptr::null()) };
+    static CURRENT: Cell<*const Scheduler> = zeroed;
 }
 tp_local! {
     /// The coroutine running on this thread, or null on the scheduler's own stack.
-    pub(crate) static RUNNING: Cell<*const Task> = const { Cell::new(ptr::null()) };
+    pub(crate) static RUNNING: Cell<*const Task> = zeroed;
 }
 thread_local! {
     /// Owns this thread's scheduler; dropping it at thread exit tears it down.
@@ -243,7 +243,6 @@ impl Scheduler {
         }
         remotes[id] = Some(remote.clone());
         drop(remotes);
-        tls::learn_static_size();
         overflow::install_handler();
         monitor::start_if_wanted();
         dispatch::enable_for_thread();
