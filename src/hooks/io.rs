@@ -23,7 +23,7 @@ fn is_socket_attempt(a: Attempt) -> bool {
 // would enter our own hooks again and plan, guard and look up the fd a second
 // time (~500 instructions a round trip in a green C echo server), and under
 // Syscall User Dispatch the kernel lets a call from the gate through by its
-// address, without reading the selector (`__get_user` and the vDSO check: 1 %
+// address, without reading the selector (`__get_user` and the vDSO check: 0.8 %
 // of that server's CPU in `perf record`). They never block, so they need
 // none of libc's cancellation handling.
 

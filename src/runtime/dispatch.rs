@@ -91,9 +91,10 @@ fn owed(g: &ThreadGate) -> u8 {
     }
 }
 
-/// A hook's entry: None if this thread is already in hook logic; otherwise marks it and sets ALLOW, returning the
-/// selector the guard puts back when it drops, whether the call was trapped
-/// (the mark `on_sigsys` set, taken here), and the gate itself.
+/// A hook's entry: None if this thread is already in hook logic; otherwise
+/// marks it and sets ALLOW, returning the selector the guard puts back when it
+/// drops, whether the call was trapped (the mark `on_sigsys` set, taken here),
+/// and the gate itself.
 #[inline(always)]
 fn hook_enter() -> Option<(u8, bool, *const ThreadGate)> {
     gate(|g| {
@@ -116,13 +117,13 @@ pub(crate) struct Guard {
     trapped: bool,
     /// The gate `enter` found, kept for the leave and the parks in between: a
     /// coroutine never leaves its OS thread, and each lookup of the
-    /// thread-local is a few loads (`tp_local`). A raw pointer,
-    /// which keeps the guard on its thread (not Send).
+    /// thread-local is a few loads (`tp_local`). A raw pointer, which keeps
+    /// the guard on its thread (not Send).
     gate: *const ThreadGate,
 }
 
 impl Guard {
-    /// None if this thread is already inside a hook, or its thread-locals are gone.
+    /// None if this thread is already inside a hook.
     #[inline]
     pub(crate) fn enter() -> Option<Guard> {
         hook_enter().map(|(selector, trapped, gate)| Guard {

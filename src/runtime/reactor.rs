@@ -692,6 +692,7 @@ mod tests {
         );
         close_both(rd, wr);
     }
+
     /// `poll` may list one fd twice: the coroutine is then both waiters of
     /// the slot's direction, and a timeout removes both.
     #[test]
