@@ -1,6 +1,7 @@
 //! Real programs under green threads (issue 13): `make -j2` with gcc, node and
 //! libuv's pool, node's worker_threads, python3's multiprocessing,
-//! `redis-benchmark --threads 2` against redis-server, `wrk -t2` against nginx,
+//! `redis-benchmark --threads 2` against redis-server, redis-server itself as
+//! the green program, `wrk -t2` against nginx,
 //! and `dig` against dnsmasq. Each runs natively, then under
 //! `LD_PRELOAD` alone (must already be identical: it shows the test itself is
 //! sound), then under `patchall run --green-threads` on 1 and 2 workers.
@@ -526,6 +527,93 @@ fn redis_benchmark_threads_2() {
             ));
         }
         Ok(())
+    });
+}
+
+// ---- redis-server as the green program --------------------------------------
+
+/// The exchange `redis_server_is_the_green_program` checks word for word:
+/// (command, reply as `redis-cli` prints it).
+const REDIS_EXCHANGE: [(&[&str], &str); 6] = [
+    (&["SET", "greeting", "hello"], "OK"),
+    (&["GET", "greeting"], "hello"),
+    (&["INCRBY", "counter", "41"], "41"),
+    (&["INCR", "counter"], "42"),
+    (&["RPUSH", "list", "a", "b", "c"], "3"),
+    (&["LRANGE", "list", "0", "-1"], "a\nb\nc"),
+];
+
+/// redis-server itself under green threads (its main thread, its bio
+/// threads and jemalloc's background thread become coroutines): exact
+/// replies to `redis-cli`, 50 native `redis-benchmark` clients served, and
+/// a clean exit on SHUTDOWN. With a TLS block from malloc for each green
+/// thread it died in jemalloc's `mallctl` before it listened; glibc's own
+/// threads take theirs from their stacks, and so do ours now.
+#[test]
+fn redis_server_is_the_green_program() {
+    let test = "redis_server_is_the_green_program";
+    let (Some(server), Some(cli), Some(bench)) = (
+        program_or_skip(test, "redis-server", "redis-server"),
+        program_or_skip(test, "redis-cli", "redis-tools"),
+        program_or_skip(test, "redis-benchmark", "redis-tools"),
+    ) else {
+        return;
+    };
+    in_every_mode("redis-server as the program", |mode| {
+        let tmp = TempDir::new("redis-green");
+        let port = free_port().to_string();
+        let mut cmd = Command::new(&server);
+        cmd.args(["--port", &port, "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--dir"])
+            .arg(tmp.path());
+        let log = tmp.path().join("redis.log");
+        let redis = Server::try_start("redis-server", mode.wrap(cmd), port.parse().unwrap(), &log)?;
+        let ask = |args: &[&str]| {
+            let mut c = Command::new(&cli);
+            c.args(["-h", "127.0.0.1", "-p", &port]).args(args);
+            common::run_limited(c, RUN)
+        };
+        for (args, want) in REDIS_EXCHANGE {
+            let got = ask(args)?;
+            if got.stdout.trim_end() != want {
+                return Err(format!(
+                    "{args:?}: {got:?}, not {want:?}\nlog:\n{}",
+                    redis.log()
+                ));
+            }
+        }
+        let mut c = Command::new(&bench);
+        c.args(["-h", "127.0.0.1", "-p", &port]).args([
+            "-c",
+            "50",
+            "-n",
+            "5000",
+            "-q",
+            "-t",
+            "set,get,incr,lpush",
+        ]);
+        let out = common::run_limited(c, RUN)?;
+        let missing: Vec<&str> = ["SET", "GET", "INCR", "LPUSH"]
+            .into_iter()
+            .filter(|t| !redis_rate(&out.stdout, t).is_some_and(|r| r > 0.0))
+            .collect();
+        if !out.status.success() || !missing.is_empty() {
+            return Err(format!(
+                "no positive rate for {missing:?}: {out:?}\nlog:\n{}",
+                redis.log()
+            ));
+        }
+        // 5,000 INCRs by the benchmark on its own key, after ours.
+        let counter = ask(&["GET", "counter"])?;
+        if counter.stdout.trim_end() != "42" {
+            return Err(format!("counter: {counter:?}"));
+        }
+        ask(&["SHUTDOWN", "NOSAVE"])?;
+        let log_now = redis.log();
+        match redis.exit_within(RUN) {
+            Some(status) if status.success() => Ok(()),
+            other => Err(format!("after SHUTDOWN: {other:?}\nlog:\n{log_now}")),
+        }
     });
 }
 

@@ -378,6 +378,18 @@ fn probe(g: &Glibc) -> Probe {
             found.arena = Some(at(a));
         }
     }
+    // A thread's exit steps, on the block: the malloc above may have set up
+    // per-thread state that outlives the block unless its destructors run
+    // (jemalloc links each thread's cache into its arena's list; with the
+    // block freed, redis-server's first statistics read followed the link
+    // into reused memory and crashed).
+    switch_to(tp);
+    // SAFETY: glibc's own exit steps for the running descriptor, ours.
+    unsafe {
+        (g.call_tls_dtors)();
+        run_key_destructors(g, tp);
+    }
+    switch_to(carrier);
     // SAFETY: the block ran nothing that is still going; given back as at the
     // end of a coroutine.
     unsafe {

@@ -648,7 +648,17 @@ impl Server {
     /// Starts `cmd` with stdin from /dev/null and stdout and stderr into `log`,
     /// then waits, at most 20 s, until 127.0.0.1:`port` accepts TCP connections.
     /// Panics with the log if the server exits or never listens.
-    pub fn start(name: &str, mut cmd: Command, port: u16, log: &Path) -> Server {
+    pub fn start(name: &str, cmd: Command, port: u16, log: &Path) -> Server {
+        Server::try_start(name, cmd, port, log).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `start`, with the failure (and the log) as an `Err`.
+    pub fn try_start(
+        name: &str,
+        mut cmd: Command,
+        port: u16,
+        log: &Path,
+    ) -> Result<Server, String> {
         use std::os::unix::process::CommandExt;
         strip_inherited(&mut cmd);
         let file = std::fs::File::create(log).expect("create the server log");
@@ -667,20 +677,21 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "{name} exited ({status}) before listening:\n{}",
                     server.log()
-                );
+                ));
             }
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-                return server;
+                return Ok(server);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not listening on 127.0.0.1:{port} after 20 s:\n{}",
-                server.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{name} not listening on 127.0.0.1:{port} after 20 s:\n{}",
+                    server.log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -689,10 +700,26 @@ impl Server {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("({}: {e})", self.name))
     }
+
+    /// Waits at most `limit` for the server to exit by itself (told to by a
+    /// client); its status, or None if it still runs (then it is killed).
+    pub fn exit_within(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SAFETY: plain syscall on the group this child leads (not yet reaped).
         unsafe { libc::killpg(self.child.id() as libc::pid_t, libc::SIGKILL) };
         let _ = self.child.wait();
