@@ -37,6 +37,8 @@ const MAP_RESERVE: usize = 2048;
 #[derive(Debug)]
 pub(crate) struct Stack {
     top: usize,
+    /// Bytes at the top given to the coroutine's TLS block (`reserve_top`).
+    reserved: usize,
     bottom: usize,
     floor: usize,
     mode: StackMode,
@@ -62,6 +64,24 @@ impl Stack {
     fn class(&self) -> (usize, StackMode) {
         (self.size(), self.mode)
     }
+
+    /// Gives the top `len` bytes to something else than frames (the
+    /// coroutine's TLS block, as glibc places a thread's); returns the top.
+    /// None if the stack is too small to spare them (a quarter at most):
+    /// glibc fails such a thread's creation, a coroutine takes its block
+    /// from the heap instead.
+    pub(crate) fn reserve_top(&mut self, len: usize) -> Option<usize> {
+        if self.reserved != 0 || len == 0 || len > self.size() / 4 || len % 16 != 0 {
+            return None;
+        }
+        self.reserved = len;
+        Some(self.top)
+    }
+
+    /// Frames get the whole stack again (it goes back to a pool).
+    pub(crate) fn unreserve(&mut self) {
+        self.reserved = 0;
+    }
 }
 
 // SAFETY: `base` and `limit` describe memory this `Stack` owns exclusively for its
@@ -70,7 +90,8 @@ impl Stack {
 // trade is the documented point of dense mode, mitigated by the canary check.
 unsafe impl corosensei::stack::Stack for Stack {
     fn base(&self) -> corosensei::stack::StackPointer {
-        corosensei::stack::StackPointer::new(self.top).expect("stack top is non-null")
+        corosensei::stack::StackPointer::new(self.top - self.reserved)
+            .expect("stack top is non-null")
     }
 
     fn limit(&self) -> corosensei::stack::StackPointer {
@@ -157,7 +178,8 @@ pub(crate) fn allocate(size: usize, mode: StackMode) -> io::Result<Stack> {
 pub(crate) fn release(stacks: impl IntoIterator<Item = Stack>) {
     let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
     let map = free.get_or_insert_with(HashMap::new);
-    for stack in stacks {
+    for mut stack in stacks {
+        stack.unreserve();
         // SAFETY: the range is this stack's own private anonymous memory, which no
         // coroutine uses any more; MADV_DONTNEED only zero-fills it on next touch.
         unsafe {
@@ -287,6 +309,7 @@ fn map_chunk(size: usize, mode: StackMode) -> io::Result<Vec<Stack>> {
         }
         stacks.push(Stack {
             top: bottom + size,
+            reserved: 0,
             bottom,
             floor: if gap > 0 { gap_lo } else { chunk },
             mode,
@@ -335,7 +358,8 @@ impl StackCache {
         allocate(size, self.mode)
     }
 
-    pub(crate) fn put(&mut self, stack: Stack) {
+    pub(crate) fn put(&mut self, mut stack: Stack) {
+        stack.unreserve();
         if stack.class() == (self.size, self.mode) && self.stacks.len() < CACHE_MAX {
             self.stacks.push(stack);
         } else {
@@ -375,6 +399,26 @@ mod tests {
             );
             (lo..hi).contains(&addr) && rest.starts_with('r')
         })
+    }
+
+    #[test]
+    fn a_reserved_top_is_not_frames_and_comes_back_with_the_stack() {
+        use corosensei::stack::Stack as _;
+        let mut cache = StackCache::new(StackMode::Guarded);
+        let mut stack = cache.get(None).unwrap();
+        let size = stack.size();
+        let top = stack.base().get();
+        assert_eq!(stack.reserve_top(size / 4 + 16), None, "over a quarter");
+        assert_eq!(stack.reserve_top(100), None, "not 16-byte aligned");
+        assert_eq!(stack.reserve_top(4096), Some(top));
+        assert_eq!(stack.base().get(), top - 4096);
+        assert_eq!(stack.reserve_top(64), None, "reserved already");
+        assert_eq!(stack.size(), size, "its class is unchanged");
+        // Back in the cache, the stack is whole again for the next coroutine.
+        cache.put(stack);
+        let again = cache.get(None).unwrap();
+        assert_eq!(again.base().get(), top);
+        cache.put(again);
     }
 
     #[test]

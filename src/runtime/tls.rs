@@ -28,7 +28,7 @@
 //! address registered with the kernel per thread) must be reached with
 //! `per_os_thread`, which finds the same thread-local in the carrier's block.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -125,8 +125,9 @@ struct Probe {
 static GLIBC: OnceLock<Option<Glibc>> = OnceLock::new();
 /// Blocks of ended coroutines, ready for reuse (thread pointers).
 static POOL: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-/// Blocks handed out and not yet given back, for `after_dlopen`.
-static LIVE: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+/// Blocks handed out and not yet given back, for `after_dlopen`; true for a
+/// block at the top of a stack (`take_at`), which is not pooled nor freed.
+static LIVE: Mutex<BTreeMap<usize, bool>> = Mutex::new(BTreeMap::new());
 
 /// True when a coroutine gets its own block unless told otherwise, and the
 /// check passed: `PATCHALL_GREEN_TLS` if set, else own for a green thread
@@ -216,8 +217,9 @@ fn check() -> Result<Glibc, &'static str> {
         return Err("glibc lacks a private function patchall needs");
     };
     let libc_tls = libc_tls().ok_or("libc's TLS block was not found")?;
-    let static_size = static_tls_size().ok_or("ld.so does not say its static TLS size")?;
+    let (static_size, align) = static_tls_info().ok_or("ld.so does not say its static TLS size")?;
     STATIC_SIZE.store(static_size, Ordering::Relaxed);
+    STATIC_ALIGN.store(align.max(64), Ordering::Relaxed);
     let rseq_cpu = lookup(c"__rseq_size", c"GLIBC_2.35")
         .zip(lookup(c"__rseq_offset", c"GLIBC_2.35"))
         // SAFETY: glibc defines them as `const unsigned int` and `const ptrdiff_t`.
@@ -247,8 +249,9 @@ fn check() -> Result<Glibc, &'static str> {
     Ok(g)
 }
 
-/// The size of the static TLS area (ld.so's `_dl_get_tls_static_info`).
-fn static_tls_size() -> Option<usize> {
+/// The size of the static TLS area with the descriptor, and its alignment
+/// (ld.so's `_dl_get_tls_static_info`).
+fn static_tls_info() -> Option<(usize, usize)> {
     let f = lookup(c"_dl_get_tls_static_info", c"GLIBC_PRIVATE")?;
     let (mut size, mut align) = (0usize, 0usize);
     // SAFETY: ld.so's `void _dl_get_tls_static_info(size_t *, size_t *)`.
@@ -257,7 +260,7 @@ fn static_tls_size() -> Option<usize> {
             &mut size, &mut align,
         )
     };
-    (size != 0).then_some(size)
+    (size != 0 && align.is_power_of_two()).then_some((size, align))
 }
 
 /// libc's PT_TLS block: (distance below the thread pointer, size).
@@ -461,10 +464,44 @@ pub(crate) fn take() -> Option<usize> {
     if tp == 0 {
         return None;
     }
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).insert(tp);
+    Some(handed_out(tp, false))
+}
+
+/// Bytes a block takes at the top of a stack (`take_at`): the static TLS
+/// area and the descriptor above it, with room to align them.
+pub(crate) fn room() -> usize {
+    let align = STATIC_ALIGN.load(Ordering::Relaxed);
+    (STATIC_SIZE.load(Ordering::Relaxed) + align - 1).next_multiple_of(64)
+}
+
+/// A block for a new coroutine in the `room()` bytes below `top`, the top of
+/// its stack, as glibc places a thread's: the descriptor, the TLS the
+/// coroutine touches at every switch (errno, the scheduler's thread-locals)
+/// and its outermost frames then share pages, where a block of its own
+/// costs a busy server one more page per coroutine (TLB misses, a cold line
+/// at each resume). None if none can be had.
+pub(crate) fn take_at(top: usize) -> Option<usize> {
+    let g = glibc()?;
+    let align = STATIC_ALIGN.load(Ordering::Relaxed);
+    let tp = (top - SIZEOF_PTHREAD) & !(align - 1);
+    // SAFETY: `[top - room(), top)` is stack memory no code uses, given to
+    // the block; the descriptor zeroed as `_dl_allocate_tls` expects it, which
+    // then installs a DTV and the TLS images below `tp` (ld.so's
+    // `allocate_stack` does the same for a thread's cached stack).
+    let tp = unsafe {
+        ptr::write_bytes(tp as *mut u8, 0, SIZEOF_PTHREAD);
+        (g.allocate)(tp as *mut c_void) as usize
+    };
+    (tp != 0).then(|| handed_out(tp, true))
+}
+
+fn handed_out(tp: usize, on_stack: bool) -> usize {
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(tp, on_stack);
     wrap_setxid_handler();
     BLOCKS_EXIST.store(true, Ordering::Release);
-    Some(tp)
+    tp
 }
 
 /// Binds `tp` (from `take`) to the OS thread whose own descriptor is
@@ -563,12 +600,18 @@ unsafe fn release_tcache(probe: &Probe, tp: usize) {
 }
 
 /// Gives back the block of an ended coroutine (called on its carrier, on the
-/// carrier's own block).
+/// carrier's own block, before its stack is reused: the block may lie on it).
 pub(crate) fn give_back(tp: usize) {
     let Some(g) = glibc() else { return };
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).remove(&tp);
+    let on_stack = LIVE.lock().unwrap_or_else(|e| e.into_inner()).remove(&tp);
     // SAFETY: the coroutine ended: nothing runs on the block.
     unsafe { release_tcache(&g.probe, tp) };
+    if on_stack == Some(true) {
+        // SAFETY: frees the DTV and dynamically loaded modules' TLS; the
+        // block's memory goes back with its stack.
+        unsafe { (g.deallocate)(tp as *mut c_void, false) };
+        return;
+    }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
     if pool.len() < POOL_MAX {
         // SAFETY: frees the DTV and dynamically loaded modules' TLS, keeps the
@@ -632,6 +675,8 @@ fn carrier_copy<T>(p: *const T) -> *const T {
 /// `_dl_get_tls_static_info`'s size: static TLS lies within this much below
 /// the thread pointer (0 until blocks are available).
 static STATIC_SIZE: AtomicUsize = AtomicUsize::new(0);
+/// Its alignment (at least a cache line).
+static STATIC_ALIGN: AtomicUsize = AtomicUsize::new(64);
 
 /// Runs `f` on the carrier's descriptor when the running code is on a block of
 /// ours: for calls that walk glibc's thread lists (fork, the setxid family),
@@ -781,7 +826,7 @@ pub(crate) fn after_dlopen() {
             if addr == 0 || below == 0 || below > static_size || memsz > below {
                 continue;
             }
-            for &tp in live.iter() {
+            for &tp in live.keys() {
                 // SAFETY: the module's slot in the static TLS of a live block
                 // of the same layout, which nothing initialised yet.
                 unsafe {
@@ -843,6 +888,44 @@ mod tests {
         switch_to(carrier);
         assert_eq!((fresh, crate::sys::errno()), (0, 5));
         give_back(b);
+    }
+
+    #[test]
+    fn a_block_at_a_stack_top_lies_below_it_and_is_not_pooled() {
+        if !available() {
+            return;
+        }
+        let mut stack = vec![0u8; room() + 4096];
+        let top = (stack.as_mut_ptr() as usize + stack.len()) & !63;
+        let tp = take_at(top).expect("a block");
+        let low = tp - (STATIC_SIZE.load(Ordering::Relaxed) - SIZEOF_PTHREAD);
+        assert!(low >= top - room() && tp + SIZEOF_PTHREAD <= top);
+        bind(tp, thread_pointer(), (0, 0));
+        let carrier = thread_pointer();
+        crate::sys::set_errno(3);
+        switch_to(tp);
+        let fresh = errno_here();
+        crate::sys::set_errno(9);
+        switch_to(carrier);
+        assert_eq!((fresh, crate::sys::errno()), (0, 3));
+        let errno_at = {
+            switch_to(tp);
+            let at = errno_address();
+            switch_to(carrier);
+            at
+        };
+        assert!((low..tp).contains(&errno_at), "errno lies in the block");
+        give_back(tp);
+        let pooled = POOL.lock().unwrap().contains(&tp);
+        assert!(!pooled, "a block on a stack goes back with the stack");
+        drop(stack);
+    }
+
+    /// errno's address in the running block, from a call of its own.
+    #[inline(never)]
+    fn errno_address() -> usize {
+        // SAFETY: glibc's errno location for the running thread.
+        unsafe { libc::__errno_location() as usize }
     }
 
     /// errno read in a call of its own (see `scheduler::set_running`).

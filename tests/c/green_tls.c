@@ -1,12 +1,14 @@
 /* Per-thread state a thread owns: __thread counters with and without an
  * initial value, errno, pthread_self, TLS destructors, ctype, strerror and
- * sched_getcpu. Prints the same natively and with green threads that have
+ * sched_getcpu; and where the TLS lies (glibc puts a thread's at the top of
+ * its stack, above every frame). Prints the same natively and with green threads that have
  * TLS of their own (PATCHALL_GREEN_TLS=own). */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,8 +32,26 @@ static void dtor(void *arg) {
              counter);
 }
 
+/* 1 if this thread's TLS lies in its stack (as pthread_getattr_np reports
+ * it) above the frame of the caller. */
+static int tls_at_stack_top(void) {
+    volatile char local = 0;
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0)
+        return -1;
+    int got = pthread_attr_getstack(&attr, &addr, &size);
+    pthread_attr_destroy(&attr);
+    if (got != 0)
+        return -1;
+    uintptr_t lo = (uintptr_t)addr, hi = lo + size, tls = (uintptr_t)&counter;
+    return tls > (uintptr_t)&local && tls < hi;
+}
+
 static void *run(void *arg) {
     long id = (long)arg;
+    int at_top = tls_at_stack_top();
     selves[id] = pthread_self();
     __cxa_thread_atexit_impl(dtor, arg, &__dso_handle);
     int start = counter, zero = zeroed[id];
@@ -45,9 +65,9 @@ static void *run(void *arg) {
     }
     char buf[64];
     int cpu = sched_getcpu();
-    snprintf(lines[id][0], sizeof lines[id][0], "thread %ld: start %d zero %d counter %d zeroed %d alpha %d cpu %s %s", id, start,
-           zero, counter, zeroed[id], isalpha('a' + (int)id) != 0, cpu >= 0 ? "ok" : "bad",
-           strerror_r(ENOENT, buf, sizeof buf));
+    snprintf(lines[id][0], sizeof lines[id][0], "thread %ld: start %d zero %d counter %d zeroed %d alpha %d cpu %s %s; tls at stack top %d", id,
+           start, zero, counter, zeroed[id], isalpha('a' + (int)id) != 0, cpu >= 0 ? "ok" : "bad",
+           strerror_r(ENOENT, buf, sizeof buf), at_top);
     return NULL;
 }
 

@@ -337,13 +337,11 @@ impl Scheduler {
         own_tls: Option<bool>,
         body: F,
     ) -> io::Result<TaskHandle> {
-        let tp = take_tls(own_tls)?;
-        let stack = match self.stacks.borrow_mut().get(stack_size) {
-            Ok(stack) => stack,
+        let mut stack = self.stacks.borrow_mut().get(stack_size)?;
+        let tp = match take_tls(own_tls, &mut stack) {
+            Ok(tp) => tp,
             Err(e) => {
-                if tp != 0 {
-                    tls::give_back(tp);
-                }
+                self.stacks.borrow_mut().put(stack);
                 return Err(e);
             }
         };
@@ -445,8 +443,8 @@ pub(crate) fn spawn_at<F: FnOnce() + Send + 'static>(
     let cfg = config();
     let size = stack::usable_size(stack_size, crate::config::DEFAULT_STACK_SIZE)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-    let stack = stack::allocate(size, cfg.stack_mode)?;
-    let tp = match take_tls(own_tls) {
+    let mut stack = stack::allocate(size, cfg.stack_mode)?;
+    let tp = match take_tls(own_tls, &mut stack) {
         Ok(tp) => tp,
         Err(e) => {
             stack::release([stack]);
@@ -506,10 +504,17 @@ pub(crate) fn label(label: &'static Label) {
 }
 
 /// A TLS block for a new coroutine if `own_tls` (None: the variable) asks for
-/// one and blocks can be made; 0 for the carrier's.
-fn take_tls(own_tls: Option<bool>) -> io::Result<usize> {
+/// one and blocks can be made, at the top of its `stack` where there is room;
+/// 0 for the carrier's.
+fn take_tls(own_tls: Option<bool>, stack: &mut Stack) -> io::Result<usize> {
     if !own_tls.unwrap_or_else(|| tls::wanted(false)) || !tls::available() {
         return Ok(0);
+    }
+    if let Some(top) = stack.reserve_top(tls::room()) {
+        match tls::take_at(top) {
+            Some(tp) => return Ok(tp),
+            None => stack.unreserve(),
+        }
     }
     tls::take().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
 }

@@ -193,11 +193,12 @@ impl Scheduler {
         // SAFETY: only this thread touches `co`; the coroutine finished (or was
         // reset), so its stack is free.
         let co = unsafe { (*task.co.get()).take() }.expect("a finishing task has its coroutine");
-        self.stacks.borrow_mut().put(co.into_stack());
+        // Before the stack goes: the block may lie at its top.
         let tp = task.tls.replace(0);
         if tp != 0 {
             tls::give_back(tp);
         }
+        self.stacks.borrow_mut().put(co.into_stack());
         if let Some(mask) = task.sigmask.take() {
             self.signals.masks.ended(mask);
         }
