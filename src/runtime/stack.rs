@@ -67,9 +67,9 @@ impl Stack {
 
     /// Gives the top `len` bytes to something else than frames (the
     /// coroutine's TLS block, as glibc places a thread's); returns the top.
-    /// None if the stack is too small to spare them (a quarter at most):
-    /// glibc fails such a thread's creation, a coroutine takes its block
-    /// from the heap instead.
+    /// None if the stack is too small to spare them (a quarter at most,
+    /// stricter than glibc, which leaves a thread 2 KiB of frames): the
+    /// coroutine then takes its block from the heap.
     pub(crate) fn reserve_top(&mut self, len: usize) -> Option<usize> {
         if self.reserved != 0 || len == 0 || len > self.size() / 4 || len % 16 != 0 {
             return None;

@@ -475,11 +475,9 @@ pub(crate) fn room() -> usize {
 }
 
 /// A block for a new coroutine in the `room()` bytes below `top`, the top of
-/// its stack, as glibc places a thread's: the descriptor, the TLS the
-/// coroutine touches at every switch (errno, the scheduler's thread-locals)
-/// and its outermost frames then share pages, where a block of its own
-/// costs a busy server one more page per coroutine (TLB misses, a cold line
-/// at each resume). None if none can be had.
+/// its stack, as glibc places a thread's: nothing is allocated but the DTV,
+/// and the coroutine's `__thread` variables lie inside the stack
+/// `pthread_getattr_np` reports, as natively. None if none can be had.
 pub(crate) fn take_at(top: usize) -> Option<usize> {
     let g = glibc()?;
     let align = STATIC_ALIGN.load(Ordering::Relaxed);
