@@ -358,6 +358,21 @@ struct Slot {
 }
 
 impl Slot {
+    /// Queues `who` for `dir`, or tells it to retry if an edge came since
+    /// the last attempt.
+    #[inline]
+    fn prepare(&mut self, dir: Direction, who: Unparker) -> Prepared {
+        if self.ready & dir.bit() != 0 {
+            self.ready &= !dir.bit();
+            return Prepared::Retry;
+        }
+        if let Some(task) = &who.task {
+            task.slot_hint.set(ptr::from_ref::<Slot>(self) as usize);
+        }
+        self.push(dir, who);
+        Prepared::Queued
+    }
+
     fn push(&mut self, dir: Direction, who: Unparker) {
         let i = dir as usize;
         if self.first[i].is_none() {
@@ -448,7 +463,37 @@ impl Reactor {
     /// Registers `fd` (if this generation is not registered yet) and either queues
     /// `who` as a waiter for `dir` or tells it to retry. Fails when the fd cannot
     /// be polled (a regular file gives EPERM): the caller then makes the call as is.
+    ///
+    /// Called by every fd park, at its deepest point on the coroutine's
+    /// stack: the first registration, which builds a cache-line-aligned
+    /// `Slot` (a 64-byte-aligned frame of 300 bytes), is out of line, and
+    /// the rest inlines into the park.
     pub(crate) fn prepare_wait(
+        &mut self,
+        fd: RawFd,
+        dir: Direction,
+        who: Unparker,
+    ) -> io::Result<Prepared> {
+        let Some(reg) = FD_REGS.get(fd) else {
+            return self.prepare_first_wait(fd, dir, who);
+        };
+        let generation = reg.generation.load(Ordering::Acquire);
+        let Some(slot) = self
+            .slots
+            .get_mut(fd as usize)
+            .and_then(|s| s.as_deref_mut())
+            .filter(|s| s.generation == generation)
+        else {
+            return self.prepare_first_wait(fd, dir, who);
+        };
+        Ok(slot.prepare(dir, who))
+    }
+
+    /// `prepare_wait` for an fd this reactor has not registered under its
+    /// current generation.
+    #[cold]
+    #[inline(never)]
+    fn prepare_first_wait(
         &mut self,
         fd: RawFd,
         dir: Direction,
@@ -462,28 +507,16 @@ impl Reactor {
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
         }
-        let current = self.slots[index].as_ref().map(|s| s.generation);
-        if current != Some(generation) {
-            if let Some(stale) = self.slots[index].take() {
-                wake_all(*stale, Wake::Closed);
-            }
-            self.register(fd, generation)?;
-            reg.reactors.fetch_or(self.bit, Ordering::AcqRel);
-            self.slots[index] = Some(Box::new(Slot {
-                generation,
-                ..Slot::default()
-            }));
+        if let Some(stale) = self.slots[index].take() {
+            wake_all(*stale, Wake::Closed);
         }
-        let slot = self.slot_mut(fd).expect("slot was just ensured");
-        if slot.ready & dir.bit() != 0 {
-            slot.ready &= !dir.bit();
-            return Ok(Prepared::Retry);
-        }
-        if let Some(task) = &who.task {
-            task.slot_hint.set(ptr::from_ref::<Slot>(slot) as usize);
-        }
-        slot.push(dir, who);
-        Ok(Prepared::Queued)
+        self.register(fd, generation)?;
+        reg.reactors.fetch_or(self.bit, Ordering::AcqRel);
+        let slot = self.slots[index].insert(Box::new(Slot {
+            generation,
+            ..Slot::default()
+        }));
+        Ok(slot.prepare(dir, who))
     }
 
     fn register(&self, fd: RawFd, generation: u32) -> io::Result<()> {
