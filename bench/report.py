@@ -334,6 +334,10 @@ def main(run):
     def pair(a, b, c, key):
         return paired(rows, calm, a, b, c, key)
 
+    def within(a, b, c, key):
+        """The median of `pair`, or None."""
+        return (pair(a, b, c, key) or [None])[0]
+
     def said(p, row):
         return f"{fmt(p[0])}× ({fmt(p[1])}–{fmt(p[2])}, {p[3]} rounds; rows {fmt(row)}×)"
 
@@ -355,12 +359,10 @@ def main(run):
                 f"server (≥ 0.9× its round trips/s, ≤ 1.1× its CPU per round trip): "
                 f"{said(r, ratio(gr, pr))} and {said(u, ratio(gc, pc))} — {t(r[0] >= 0.9 and u[0] <= 1.1)}.")
     at = 1000 if 1000 in levels else levels[-1]
-    # Medians of per-round ratios, as the summary's.
-    med = lambda a, b, k: (pair(a, b, at, k) or [None])[0]
-    r_mio = med("patchall", "mio", rps)
-    r_gevent = med("patchall", "gevent", rps)
-    cpu_gevent = med("gevent", "patchall", cpu)
-    cpu_mio = med("mio", "patchall", cpu)
+    r_mio = within("patchall", "mio", at, rps)
+    r_gevent = within("patchall", "gevent", at, rps)
+    cpu_gevent = within("gevent", "patchall", at, cpu)
+    cpu_mio = within("mio", "patchall", at, cpu)
     both = lambda r, c, want: (
         f"{fmt(r)}× in round trips/s — {t(r >= want)}; {fmt(c)}× in server CPU per round trip "
         f"(the peer's / patchall's, which the load generator does not cap) — {t(c >= want)}.")
@@ -428,7 +430,6 @@ def main(run):
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     if SUMMARY_BEGIN in text and SUMMARY_END in text:
         head, rest = text.split(SUMMARY_BEGIN, 1)
-        within = lambda a, b, c, k: (paired(rows, calm, a, b, c, k) or [None])[0]
         text = (head + "\n".join(summary(run, machine, levels, get, crawl, within))
                 + rest.split(SUMMARY_END, 1)[1])
     with open(doc, "w") as f:
