@@ -65,7 +65,8 @@ def paired(rows, calm, a, b, conns, key):
     """The ratios a/b of `key` between two servers' measurements of the same
     round (`rep`) at `conns`, over the rounds where neither was disturbed (or
     all rounds if there is no such pair): the host's drift between rounds
-    cancels, as scripts/bench measures a target's two servers back to back.
+    cancels. scripts/bench measures a target's two servers back to back; other
+    servers of a round were measured minutes apart at most.
     Returns (median, low, high, pairs) or None."""
     by = {}
     for r in rows:
