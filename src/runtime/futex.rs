@@ -168,8 +168,11 @@ pub(crate) fn wait(
 
 /// In a coroutine, and not inside `park_as`: there a wait is for one of our
 /// own locks (a contended shard of the lot, reaching us through `syscall`),
-/// whose holder never parks; a second park would corrupt the first.
-fn may_park() -> bool {
+/// or for the allocator's (the lot's own bookkeeping allocates, and a
+/// jemalloc lock is a hooked `pthread_mutex`), whose holder never parks; a
+/// second park would corrupt the first, or wait for the lot's shard the
+/// first one holds.
+pub(crate) fn may_park() -> bool {
     in_coroutine() && current_task().is_some_and(|t| !t.in_park.get())
 }
 
@@ -198,10 +201,10 @@ fn wake_now(uaddr: *const u32, n: i32, bitset: u32, private: Option<bool>) -> i3
     // bookkeeping calling malloc, whose arena lock is the word). Waking only
     // the coroutine would leave both asleep, so the kernel always gets at
     // least one wake (a spurious one at worst, which its waiters accept), and
-    // gets it first: that thread may hold the lot's queue lock while it
-    // waits (`parking::enqueue` allocating), so a wake that took the queue
-    // lock first would wait for it forever (measured: the stdio chat on two
-    // workers hung so, each thread waiting for the other).
+    // gets it first: a thread blocked in the kernel may hold a lock the lot's
+    // wake path needs (measured: the stdio chat on two workers hung so, each
+    // thread waiting for the other, when the lot still allocated under its
+    // queue lock).
     let first = kernel_wake(uaddr, 1, bitset, private);
     let woken =
         first + parking::unpark_matching(uaddr as usize, (n - first) as usize, bitset) as i32;

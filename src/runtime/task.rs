@@ -230,14 +230,6 @@ impl Unparker {
     pub(crate) fn unpark(self, wake: Wake) {
         super::scheduler::unpark(self, wake);
     }
-
-    pub(crate) fn same_task(&self, other: &Unparker) -> bool {
-        match (&self.task, &other.task) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => Arc::ptr_eq(&self.home, &other.home),
-            _ => false,
-        }
-    }
 }
 
 #[cfg(test)]

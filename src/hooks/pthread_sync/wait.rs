@@ -69,6 +69,12 @@ impl WaitBy {
             return WaitBy::Futex;
         };
         if runtime::in_coroutine() {
+            // Called from the runtime's own bookkeeping inside a park: the
+            // kernel waits (redis-benchmark's jemalloc hung so, its lock
+            // contended while the lot's shard lock was held).
+            if !runtime::futex::may_park() {
+                return WaitBy::Futex;
+            }
             WaitBy::Park(guard, label)
         } else if runtime::current_scheduler().is_some_and(|s| s.live() > 0) {
             WaitBy::Drive(guard)
