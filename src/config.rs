@@ -60,6 +60,10 @@ pub struct Config {
     pub offload_threads: usize,
     /// `PATCHALL_OFFLOAD_FILES`: `auto`, `always` or `off`.
     pub offload_files: OffloadFiles,
+    /// `PATCHALL_IO`: `uring` hands a coroutine's socket reads and writes to
+    /// an io_uring per scheduler (`runtime::uring`); `epoll`, the default,
+    /// makes them as system calls and parks on readiness.
+    pub io_uring: bool,
     /// `PATCHALL_GREEN_TLS`: `own` gives every green thread and coroutine its
     /// own thread-local storage and thread descriptor (when glibc's layout and
     /// the CPU allow it, see `runtime::tls`); `shared` has them use their OS
@@ -166,6 +170,14 @@ impl Config {
             },
         )
         .unwrap_or(OffloadFiles::Auto);
+        let io_uring = parse_or_warn(get("PATCHALL_IO"), "PATCHALL_IO", |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "uring" | "io_uring" => Some(true),
+                "epoll" => Some(false),
+                _ => None,
+            }
+        })
+        .unwrap_or(false);
         let timeslice = parse_or_warn(get("PATCHALL_TIMESLICE"), "PATCHALL_TIMESLICE", |v| {
             parse_off_or_duration(v, MIN_TIMESLICE..=MAX_TIMESLICE)
         })
@@ -221,6 +233,7 @@ impl Config {
             native_threads,
             offload_threads,
             offload_files,
+            io_uring,
             timeslice,
             monitor,
         }
@@ -363,8 +376,10 @@ mod tests {
             "PATCHALL_OFFLOAD_FILES" => Some("sometimes".into()),
             "PATCHALL_WORKERS" => Some("99999999999".into()),
             "PATCHALL_GREEN_TLS" => Some("mine".into()),
+            "PATCHALL_IO" => Some("kqueue".into()),
             _ => None,
         });
+        assert!(!c.io_uring);
         assert_eq!(c.workers, None);
         assert_eq!(c.stack_size, DEFAULT_STACK_SIZE);
         assert!(!c.stack_size_set, "a bad size counts as none given");
@@ -381,8 +396,10 @@ mod tests {
             "PATCHALL_OFFLOAD_THREADS" => Some(" 8 ".into()),
             "PATCHALL_OFFLOAD_FILES" => Some("Always".into()),
             "PATCHALL_GREEN_TLS" => Some("Own".into()),
+            "PATCHALL_IO" => Some("Uring".into()),
             _ => None,
         });
+        assert!(c.io_uring);
         assert_eq!(c.own_tls, Some(true));
         assert_eq!(c.offload_threads, 8);
         assert_eq!(c.offload_files, OffloadFiles::Always);

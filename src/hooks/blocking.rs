@@ -159,31 +159,110 @@ pub(crate) fn wait(
     loop {
         runtime::label(call);
         return match guard.release_while(|| runtime::wait_fd(fd, dir, deadline)) {
-            Ok(Wake::Ready) => Ok(()),
-            Ok(Wake::TimedOut) => Err(libc::EAGAIN),
-            Ok(Wake::Closed) => Err(libc::EBADF),
-            // signal(7): SA_RESTART restarts the call, unless the socket has a
-            // timeout in this direction.
-            Ok(Wake::Interrupted { restart }) if restart && deadline_for(fd, dir).is_none() => {
-                continue;
-            }
-            Ok(Wake::Interrupted { .. }) => Err(libc::EINTR),
-            // A green thread's cancellation ends it here (the frames below own
-            // only the guard, already released) or, deferred, waits again.
-            Ok(Wake::Cancelled)
-                if guard.release_while(|| {
-                    // SAFETY: as above: the frames below own only the guard,
-                    // released while `act_on_cancel` runs.
-                    unsafe { super::cancel::act_on_cancel() }
-                }) =>
-            {
-                continue;
-            }
-            Ok(Wake::Cancelled) => Err(libc::ECANCELED),
-            Ok(Wake::Expired) => Err(libc::ETIMEDOUT),
+            Ok(wake) => match settle(guard, fd, dir, wake) {
+                Ok(()) => Ok(()),
+                Err(None) => continue,
+                Err(Some(e)) => Err(e),
+            },
             // Not pollable (epoll refuses it): block this thread in poll instead.
             Err(_) => block_in_poll(fd, dir, deadline),
         };
+    }
+}
+
+/// What the end of a call's park means: go on (Ok), park again (Err(None)),
+/// or fail with an errno, as `wait` documents.
+fn settle(guard: &Guard, fd: libc::c_int, dir: Direction, wake: Wake) -> Result<(), Option<i32>> {
+    match wake {
+        Wake::Ready => Ok(()),
+        Wake::TimedOut => Err(Some(libc::EAGAIN)),
+        Wake::Closed => Err(Some(libc::EBADF)),
+        // signal(7): SA_RESTART restarts the call, unless the socket has a
+        // timeout in this direction.
+        Wake::Interrupted { restart } if restart && deadline_for(fd, dir).is_none() => Err(None),
+        Wake::Interrupted { .. } => Err(Some(libc::EINTR)),
+        // A green thread's cancellation ends it here (the frames below own
+        // only the guard, already released) or, deferred, waits again.
+        Wake::Cancelled
+            if guard.release_while(|| {
+                // SAFETY: the frames below own only the guard, released
+                // while `act_on_cancel` runs.
+                unsafe { super::cancel::act_on_cancel() }
+            }) =>
+        {
+            Err(None)
+        }
+        Wake::Cancelled => Err(Some(libc::ECANCELED)),
+        Wake::Expired => Err(Some(libc::ETIMEDOUT)),
+    }
+}
+
+/// A call's one plain buffer, which the scheduler's ring (`PATCHALL_IO=uring`)
+/// can take instead of the call: `recv`, `send`, and `read`/`write` on a
+/// socket. `flags` are the socket call's own.
+#[derive(Clone, Copy)]
+pub(crate) struct Buffer {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+    pub(crate) flags: libc::c_int,
+}
+
+impl Buffer {
+    /// The part of the buffer past its first `done` bytes.
+    fn past(self, done: usize) -> Buffer {
+        Buffer {
+            // `done <= len`: still inside (or one past) the caller's buffer.
+            ptr: self.ptr.wrapping_add(done),
+            len: self.len - done,
+            ..self
+        }
+    }
+}
+
+/// Makes the call as an operation of the scheduler's ring, parked until it
+/// completes. None: no ring here, or the kernel answered EAGAIN (the caller
+/// then makes the call itself).
+fn drive_ring(
+    guard: &Guard,
+    call: &'static Label,
+    fd: libc::c_int,
+    dir: Direction,
+    buffer: Buffer,
+    deadline: Option<Instant>,
+) -> Option<isize> {
+    // `all` completes a partial transfer itself. A send goes to the ring
+    // with MSG_DONTWAIT: one the socket has no room for is made by the
+    // caller, parked on readiness, as the kernel's blocked send reports a
+    // closed peer (ECONNRESET, `woken_send_error`), not as a fresh one.
+    let (io, flags) = match dir {
+        Direction::Read => (runtime::uring::Io::Recv, buffer.flags & !libc::MSG_WAITALL),
+        Direction::Write => (runtime::uring::Io::Send, buffer.flags | libc::MSG_DONTWAIT),
+    };
+    loop {
+        let op = runtime::uring::Op::new();
+        runtime::label(call);
+        // SAFETY: the buffer is the caller's for the length of its call, and
+        // `ring_io` returns only after the operation completed.
+        let wake = guard.release_while(|| unsafe {
+            runtime::ring_io(&op, io, fd, dir, buffer.ptr, buffer.len, flags, deadline)
+        })?;
+        match op.res.get() {
+            Some(r) if r >= 0 => return Some(r as isize),
+            Some(r) if r == -libc::EAGAIN => return None,
+            // Completed on its own: its error is the call's.
+            Some(r) if r != -libc::ECANCELED => {
+                set_errno(-r);
+                return Some(-1);
+            }
+            // Cancelled, or never started: the park's end says why.
+            _ => match settle(guard, fd, dir, wake) {
+                Ok(()) | Err(None) => continue,
+                Err(Some(e)) => {
+                    set_errno(e);
+                    return Some(-1);
+                }
+            },
+        }
     }
 }
 
@@ -269,8 +348,14 @@ fn drive(
     cache: Cache,
     asked: Option<usize>,
     deadline: Option<Instant>,
+    buffer: Option<Buffer>,
     op: &mut dyn FnMut(Attempt) -> isize,
 ) -> isize {
+    if let Some(b) = buffer.filter(|_| cache.on && runtime::uring::any())
+        && let Some(r) = drive_ring(guard, call, fd, dir, b, deadline)
+    {
+        return r;
+    }
     let attempt = match how {
         How::DontWait => Attempt {
             msg_flags: libc::MSG_DONTWAIT,
@@ -433,6 +518,38 @@ pub(crate) fn once(
     dir: Direction,
     user_flags: Option<libc::c_int>,
     asked: Option<usize>,
+    op: impl FnMut(Attempt) -> isize,
+) -> isize {
+    once_in(call, fd, dir, user_flags, asked, None, op)
+}
+
+/// `once` for a call on one plain buffer, which the ring may make instead.
+pub(crate) fn once_buffer(
+    call: &'static Label,
+    fd: libc::c_int,
+    dir: Direction,
+    user_flags: Option<libc::c_int>,
+    buffer: Buffer,
+    op: impl FnMut(Attempt) -> isize,
+) -> isize {
+    once_in(
+        call,
+        fd,
+        dir,
+        user_flags,
+        Some(buffer.len),
+        Some(buffer),
+        op,
+    )
+}
+
+fn once_in(
+    call: &'static Label,
+    fd: libc::c_int,
+    dir: Direction,
+    user_flags: Option<libc::c_int>,
+    asked: Option<usize>,
+    buffer: Option<Buffer>,
     mut op: impl FnMut(Attempt) -> isize,
 ) -> isize {
     let r = match plan(fd, user_flags) {
@@ -440,7 +557,9 @@ pub(crate) fn once(
         Plan::BlockThread => drive_blocking(fd, dir, &mut op),
         Plan::Park(guard, how, cache) => {
             let deadline = deadline_for(fd, dir);
-            drive(&guard, call, fd, dir, how, cache, asked, deadline, &mut op)
+            drive(
+                &guard, call, fd, dir, how, cache, asked, deadline, buffer, &mut op,
+            )
         }
     };
     end_of_call();
@@ -458,7 +577,31 @@ pub(crate) fn all(
     len: usize,
     op: impl FnMut(usize, Attempt) -> isize,
 ) -> isize {
-    let r = all_of(call, fd, dir, user_flags, len, op);
+    all_in(call, fd, dir, user_flags, len, None, op)
+}
+
+/// `all` for a call on one plain buffer, which the ring may make instead.
+pub(crate) fn all_buffer(
+    call: &'static Label,
+    fd: libc::c_int,
+    dir: Direction,
+    user_flags: Option<libc::c_int>,
+    buffer: Buffer,
+    op: impl FnMut(usize, Attempt) -> isize,
+) -> isize {
+    all_in(call, fd, dir, user_flags, buffer.len, Some(buffer), op)
+}
+
+fn all_in(
+    call: &'static Label,
+    fd: libc::c_int,
+    dir: Direction,
+    user_flags: Option<libc::c_int>,
+    len: usize,
+    buffer: Option<Buffer>,
+    op: impl FnMut(usize, Attempt) -> isize,
+) -> isize {
+    let r = all_of(call, fd, dir, user_flags, len, buffer, op);
     // Rust's `print!` and `eprint!` hold stdout's or stderr's lock across
     // this write; it is reentrant per OS thread, so a yield here would let
     // another coroutine of the thread into the same RefCell (a panic:
@@ -475,6 +618,7 @@ fn all_of(
     dir: Direction,
     user_flags: Option<libc::c_int>,
     len: usize,
+    buffer: Option<Buffer>,
     mut op: impl FnMut(usize, Attempt) -> isize,
 ) -> isize {
     let plan = plan(fd, user_flags);
@@ -495,6 +639,7 @@ fn all_of(
                     *cache,
                     asked,
                     deadline,
+                    buffer.map(|b| b.past(done)),
                     &mut |a| op(done, a),
                 )
             }

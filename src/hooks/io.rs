@@ -65,7 +65,8 @@ hook! {
                 None => socket_flags(fd),
             },
         };
-        blocking::once(&const { blocking::io("read") }, fd, Direction::Read, flags, Some(count), |a| {
+        let label = &const { blocking::io("read") };
+        let op = |a: Attempt| {
             if is_socket_attempt(a) {
                 // SAFETY: same buffer and length the caller gave `read`.
                 unsafe { socket_recv(fd, buf, count, a.msg_flags) }
@@ -73,7 +74,12 @@ hook! {
                 // SAFETY: forwarding the caller's arguments.
                 unsafe { real(fd, buf, count) }
             }
-        })
+        };
+        // A socket (flags given) is one the ring can read.
+        match flags {
+            Some(f) => blocking::once_buffer(label, fd, Direction::Read, flags, blocking::Buffer { ptr: buf.cast(), len: count, flags: f }, op),
+            None => blocking::once(label, fd, Direction::Read, flags, Some(count), op),
+        }
     }
 }
 
@@ -88,7 +94,8 @@ hook! {
                 None => socket_flags(fd),
             },
         };
-        blocking::all(&const { blocking::io("write") }, fd, Direction::Write, flags, count, |done, a| {
+        let label = &const { blocking::io("write") };
+        let op = |done: usize, a: Attempt| {
             let n = (count - done).min(a.cap);
             // SAFETY: `done < count`, so the pointer and length stay inside the
             // caller's buffer.
@@ -100,7 +107,11 @@ hook! {
                 // SAFETY: as above.
                 unsafe { real(fd, p, n) }
             }
-        })
+        };
+        match flags {
+            Some(f) => blocking::all_buffer(label, fd, Direction::Write, flags, blocking::Buffer { ptr: buf.cast_mut().cast(), len: count, flags: f }, op),
+            None => blocking::all(label, fd, Direction::Write, flags, count, op),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ mod task;
 mod timer;
 pub(crate) mod tls;
 pub(crate) mod tp_local;
+pub(crate) mod uring;
 pub(crate) mod workers;
 
 pub(crate) use dispatch::Guard;
@@ -34,8 +35,8 @@ pub use scheduler::in_coroutine;
 pub(crate) use scheduler::{
     Breaks, Mail, Remote, after_fork, before_fork, current_home, current_scheduler,
     current_scheduler_id, current_task, fd_closing, fd_created, fd_shut_down, keep_scheduler,
-    label, park, park_as, root_unparker, sleep_until, spawn_at, wait_any_as, wait_fd, wait_signal,
-    with_scheduler, yield_now,
+    label, park, park_as, ring_io, root_unparker, sleep_until, spawn_at, wait_any_as, wait_fd,
+    wait_signal, with_scheduler, yield_now,
 };
 pub(crate) use signals::{note_signal, signal_counts};
 pub(crate) use slice::{slice_over, yield_for_slice};

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use super::ownfd::OwnFd;
 use super::task::{Task, Unparker, Wake};
+use super::uring::Ring;
 use crate::fdmap::{FdMap, Zeroable};
 
 /// The token of the cross-thread waker.
@@ -427,6 +428,12 @@ pub(crate) struct Reactor {
     events: Vec<libc::epoll_event>,
     slots: Vec<Option<Box<Slot>>>,
     bit: u64,
+    /// With `PATCHALL_IO=uring`: where the scheduler waits, the epoll
+    /// instance one of the things it watches.
+    ring: Option<Ring>,
+    /// The last harvest of the epoll instance filled `events`: more may be
+    /// ready, which the ring's watch would not report again.
+    epoll_more: bool,
 }
 
 /// What a coroutine that wants to wait should do next.
@@ -443,12 +450,40 @@ fn token(fd: RawFd, generation: u32) -> u64 {
 
 impl Reactor {
     pub(crate) fn new(id: usize) -> io::Result<Reactor> {
-        Ok(Reactor {
-            epoll: Arc::new(Epoll::new()?),
+        let epoll = Arc::new(Epoll::new()?);
+        let ring = crate::config::config()
+            .io_uring
+            .then(Ring::new)
+            .and_then(|r| {
+                r.map_err(|e| {
+                    static ONCE: std::sync::Once = std::sync::Once::new();
+                    ONCE.call_once(|| {
+                        crate::sys::diag(&[
+                            b"patchall: PATCHALL_IO=uring: no io_uring here (",
+                            e.to_string().as_bytes(),
+                            b"); using epoll\n",
+                        ]);
+                    });
+                })
+                .ok()
+            });
+        let mut reactor = Reactor {
+            epoll,
             events: Vec::with_capacity(EVENTS),
             slots: Vec::new(),
             bit: reactor_bit(id),
-        })
+            ring,
+            epoll_more: false,
+        };
+        if let Some(ring) = reactor.ring.as_mut() {
+            ring.watch(reactor.epoll.0.raw());
+        }
+        Ok(reactor)
+    }
+
+    /// This reactor's ring, if it has one (`PATCHALL_IO=uring`).
+    pub(crate) fn ring(&mut self) -> Option<&mut Ring> {
+        self.ring.as_mut()
     }
 
     /// The epoll instance, for the waker and for other threads' deregistering.
@@ -573,8 +608,33 @@ impl Reactor {
         mut wake: impl FnMut(Unparker),
     ) -> io::Result<Polled> {
         let mut polled = Polled::default();
+        let harvest = match self.ring.as_mut() {
+            None => Some((timeout, sigmask)),
+            Some(ring) => {
+                // Events already waiting in the epoll instance: do not sleep.
+                let timeout = if self.epoll_more {
+                    Some(Duration::ZERO)
+                } else {
+                    timeout
+                };
+                let min = u32::from(timeout != Some(Duration::ZERO));
+                match ring.enter(min, Some(timeout), sigmask) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => polled.interrupted = true,
+                    Err(e) => return Err(e),
+                }
+                let (readable, rewatch) = ring.reap(&mut wake);
+                if rewatch {
+                    ring.watch(self.epoll.0.raw());
+                }
+                (readable || self.epoll_more).then_some((Some(Duration::ZERO), None))
+            }
+        };
+        let Some((timeout, sigmask)) = harvest else {
+            return Ok(polled);
+        };
         match self.epoll.wait(&mut self.events, timeout, sigmask) {
-            Ok(_) => {}
+            Ok(n) => self.epoll_more = self.ring.is_some() && n == self.events.capacity(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 polled.interrupted = true;
                 return Ok(polled);

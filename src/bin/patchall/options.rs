@@ -124,6 +124,15 @@ pub static OPTIONS: &[Opt] = &[
                waited for), always (the pool), off (block the thread)",
     },
     Opt {
+        name: "--io",
+        metavar: "MODE",
+        var: Some("PATCHALL_IO"),
+        kind: Kind::Choice(&["epoll", "uring"]),
+        scope: VARS,
+        help: "a coroutine's socket reads and writes: epoll (system calls, parked \
+               on readiness) or uring (operations of an io_uring per scheduler)",
+    },
+    Opt {
         name: "--native-threads",
         metavar: "LIST",
         var: Some("PATCHALL_NATIVE_THREADS"),

@@ -34,7 +34,7 @@ mod run;
 
 pub(crate) use fds::{fd_closing, fd_created, fd_shut_down};
 pub(crate) use park::{
-    Breaks, park, park_as, park_on_what, root_unparker, sleep_until, wait_any_as, wait_fd,
+    Breaks, park, park_as, park_on_what, ring_io, root_unparker, sleep_until, wait_any_as, wait_fd,
     wait_signal, without_parking, yield_now,
 };
 

@@ -13,6 +13,7 @@ use super::{current_arc, current_scheduler, current_task, with_scheduler};
 use crate::runtime::observe::{self, UNNAMED, Wait, WaitsOn};
 use crate::runtime::reactor::{Direction, Prepared};
 use crate::runtime::task::{State, Task, Unparker, Wake};
+use crate::runtime::uring::{Io, Op};
 
 /// What, besides its own wake-up and deadline, may end a park.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +245,57 @@ pub(crate) fn wait_any_as(
         Some(e) => Err(e),
         None => Ok(wake),
     }
+}
+
+/// Starts `io` on the running coroutine's scheduler's ring (`uring::Ring::start`)
+/// and parks until it completes, `deadline` passes, or what `Breaks::Syscall`
+/// names ends the park; an operation that was started and has not completed
+/// then is cancelled, and this waits for its completion. None, without
+/// parking: the scheduler has no ring. On return `op.res` holds the
+/// operation's result if it was started.
+///
+/// # Safety
+/// The buffer `buf..buf+len` stays valid for the kernel's access, and is used
+/// by no one else, until this returns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn ring_io(
+    op: &Op,
+    io: Io,
+    fd: RawFd,
+    dir: Direction,
+    buf: *mut u8,
+    len: usize,
+    flags: libc::c_int,
+    deadline: Option<Instant>,
+) -> Option<Wake> {
+    let sched = current_scheduler().expect("ring_io is only called in a coroutine");
+    sched.reactor.borrow_mut().ring()?;
+    let mut started = false;
+    let on = WaitsOn::Fd { fd, dir, more: 0 };
+    let wake = park_on_what(on, deadline, Breaks::Syscall, |who| {
+        op.who.set(Some(who));
+        let mut reactor = sched.reactor.borrow_mut();
+        let ring = reactor.ring().expect("checked above");
+        // SAFETY: `op` is the caller's and outlives this function, which
+        // returns only once the operation completed; the buffer is the
+        // caller's promise.
+        unsafe { ring.start(io, fd, buf, len, flags, op) };
+        started = true;
+        true
+    });
+    if started && op.res.get().is_none() {
+        let mut reactor = sched.reactor.borrow_mut();
+        reactor.ring().expect("checked above").cancel(op);
+        drop(reactor);
+        // Not stoppable: the kernel may still write into the buffer.
+        while op.res.get().is_none() {
+            park(None, |who| {
+                op.who.set(Some(who));
+                true
+            });
+        }
+    }
+    Some(wake)
 }
 
 /// The stack pointer of the frame that is about to switch out: its
