@@ -25,6 +25,8 @@ SERVERS = {  # name -> (label, colour)
     "gevent": ("gevent StreamServer", "#9467bd"),
     "c_native": ("C threads, native", "#8c564b"),
     "c_green": ("C threads, green (patchall run --green-threads)", "#ff7f0e"),
+    "patchall_uring": ("patchall, PATCHALL_IO=uring", "#e377c2"),
+    "c_green_uring": ("C threads, green, --io uring", "#bcbd22"),
 }
 
 
@@ -164,8 +166,9 @@ def summary(run, machine, levels, get, crawl, within):
     S.append("")
     S.append("| connections | patchall round trips/s | × tokio current_thread | × raw epoll loop (mio) "
              "| × gevent | CPU per round trip: tokio's / patchall's | green-threads C server / "
-             "patchall's Rust server, round trips/s |")
-    S.append("|---:|---:|---:|---:|---:|---:|---:|")
+             "patchall's Rust server, round trips/s | `PATCHALL_IO=uring`: × tokio | "
+             "`PATCHALL_IO=uring`: CPU per round trip, tokio's / patchall's |")
+    S.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     calm = float(machine.get("calm", "inf"))
     busy = []
     for c in levels:
@@ -179,7 +182,9 @@ def summary(run, machine, levels, get, crawl, within):
         S.append(f"| {c:,}{mark} | {fmt_int(pr)} | {fmt(vs('patchall', 'tokio', 'rps'))} | "
                  f"{fmt(vs('patchall', 'mio', 'rps'))} | {fmt(vs('patchall', 'gevent', 'rps'))} | "
                  f"{fmt(vs('tokio', 'patchall', 'server_cpu_s_per_100k'))} | "
-                 f"{fmt(vs('c_green', 'patchall', 'rps'))} |")
+                 f"{fmt(vs('c_green', 'patchall', 'rps'))} | "
+                 f"{fmt(vs('patchall_uring', 'tokio', 'rps'))} | "
+                 f"{fmt(vs('tokio', 'patchall_uring', 'server_cpu_s_per_100k'))} |")
     for c, others in busy:
         S.append("")
         S.append(f"\\* At {c:,} connections other processes used {fmt(others)} cores of the machine "
@@ -265,7 +270,10 @@ def main(run):
             "for 2 s right after the measured window, the load going on (so that tracing does not "
             "slow the window), and divided by the round trips completed meanwhile. The Rust servers and "
             "gevent read with `recvfrom`; the C server's `read` is `read` natively and "
-            "`recvfrom` under patchall (a socket read made with `MSG_DONTWAIT`).")
+            "`recvfrom` under patchall (a socket read made with `MSG_DONTWAIT`). The "
+            "`PATCHALL_IO=uring` servers read and write through an io_uring: *io_uring enters / "
+            "rt* counts `syscalls:sys_enter_io_uring_enter`, the one call they wait, submit and "
+            "reap in.")
         if any(on_cpu(s, c) for s in servers for c in levels):
             add("")
             add("‡ perf opens a counter per thread and event: this server's threads were too many "
@@ -286,11 +294,11 @@ def main(run):
         add("")
         add(f"### {c:,} connections")
         add("")
-        add("| server | round trips/s | × raw epoll | × tokio | p50 µs | p99 µs | peak RSS MiB | OS threads | CPU s / 100k | recv / rt | send / rt | epoll waits / rt | load gen busy | others' CPU | errors |")
-        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add("| server | round trips/s | × raw epoll | × tokio | p50 µs | p99 µs | peak RSS MiB | OS threads | CPU s / 100k | recv / rt | send / rt | epoll waits / rt | io_uring enters / rt | load gen busy | others' CPU | errors |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for s in servers:
             if (s, c) not in top:
-                add(f"| {SERVERS[s][0]} | did not run | | | | | | | | | | | | | |")
+                add(f"| {SERVERS[s][0]} | did not run | | | | | | | | | | | | | | |")
                 continue
             rps = get(s, c, "rps")
             hwm = get(s, c, "server_hwm_kib")
@@ -301,6 +309,7 @@ def main(run):
                 f"{fmt(calls(s, c, 'recvfrom_per_rt', 'read_per_rt'))}{on_cpu(s, c)} | "
                 f"{fmt(calls(s, c, 'sendto_per_rt', 'write_per_rt'))} | "
                 f"{fmt(calls(s, c, 'epoll_wait_per_rt'), 3)} | "
+                f"{fmt(calls(s, c, 'io_uring_enter_per_rt'), 3)} | "
                 f"{fmt(get(s, c, 'loadgen_cpu_util'))} | {fmt(get(s, c, 'others_cpu_cores'))} | "
                 f"{fmt_int(get(s, c, 'errors'))} |")
     big = levels[-1]
@@ -342,23 +351,29 @@ def main(run):
     def said(p, row):
         return f"{fmt(p[0])}× ({fmt(p[1])}–{fmt(p[2])}, {p[3]} rounds; rows {fmt(row)}×)"
 
-    for c in levels:
-        pr, tr = get("patchall", c, rps), get("tokio", c, rps)
-        pc, tc = get("patchall", c, cpu), get("tokio", c, cpu)
-        r, u = pair("patchall", "tokio", c, rps), pair("tokio", "patchall", c, cpu)
-        if r and u:
-            add(f"- {c:,} connections, patchall ≥ 1.0× tokio current_thread: {said(r, ratio(pr, tr))} "
-                f"in round trips/s — {t(r[0] >= 1)}; {said(u, ratio(tc, pc))} in server CPU per "
-                f"round trip (tokio's / patchall's) — {t(u[0] >= 1)}.")
-        rv = get("patchall", c, "recvfrom_per_rt")
-        if rv is not None:
-            add(f"- {c:,} connections, patchall ≤ 1.1 `recvfrom` per round trip: {fmt(rv)} — {t(rv <= 1.1)}.")
-        gr, gc = get("c_green", c, rps), get("c_green", c, cpu)
-        r, u = pair("c_green", "patchall", c, rps), pair("c_green", "patchall", c, cpu)
-        if r and u:
-            add(f"- {c:,} connections, the green-threads C server within 10 % of patchall's Rust "
-                f"server (≥ 0.9× its round trips/s, ≤ 1.1× its CPU per round trip): "
-                f"{said(r, ratio(gr, pr))} and {said(u, ratio(gc, pc))} — {t(r[0] >= 0.9 and u[0] <= 1.1)}.")
+    variants = [("patchall", "c_green", "patchall"),
+                ("patchall_uring", "c_green_uring", "patchall with `PATCHALL_IO=uring`")]
+    for name, c_server, label in variants:
+        for c in levels:
+            pr, tr = get(name, c, rps), get("tokio", c, rps)
+            pc, tc = get(name, c, cpu), get("tokio", c, cpu)
+            r, u = pair(name, "tokio", c, rps), pair("tokio", name, c, cpu)
+            if r and u:
+                add(f"- {c:,} connections, {label} ≥ 1.0× tokio current_thread: "
+                    f"{said(r, ratio(pr, tr))} in round trips/s — {t(r[0] >= 1)}; "
+                    f"{said(u, ratio(tc, pc))} in server CPU per round trip (tokio's / "
+                    f"{label}'s) — {t(u[0] >= 1)}.")
+            rv = get(name, c, "recvfrom_per_rt")
+            if rv is not None:
+                add(f"- {c:,} connections, {label} ≤ 1.1 `recvfrom` per round trip: {fmt(rv)} — "
+                    f"{t(rv <= 1.1)}.")
+            gr, gc = get(c_server, c, rps), get(c_server, c, cpu)
+            r, u = pair(c_server, name, c, rps), pair(c_server, name, c, cpu)
+            if r and u:
+                add(f"- {c:,} connections, the green-threads C server within 10 % of {label}'s "
+                    f"Rust server (≥ 0.9× its round trips/s, ≤ 1.1× its CPU per round trip): "
+                    f"{said(r, ratio(gr, pr))} and {said(u, ratio(gc, pc))} — "
+                    f"{t(r[0] >= 0.9 and u[0] <= 1.1)}.")
     at = 1000 if 1000 in levels else levels[-1]
     r_mio = within("patchall", "mio", at, rps)
     r_gevent = within("patchall", "gevent", at, rps)
