@@ -73,7 +73,7 @@ const _: () = assert!(ALLOW == 0, "GATE starts with ALLOW");
 
 /// Runs `f` on this OS thread's gate: the kernel reads the selector of the
 /// OS thread's own block, also while a coroutine with a TLS block of its own
-/// runs (`tls::per_os_thread`).
+/// runs (`TpLocal::per_os_thread`).
 #[inline(always)]
 fn gate<R>(f: impl FnOnce(&ThreadGate) -> R) -> R {
     GATE.per_os_thread(f)

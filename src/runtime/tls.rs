@@ -25,8 +25,8 @@
 //!
 //! patchall's own thread-locals are then the coroutine's too. Those that mean
 //! "this OS thread" (what a signal handler notes for the scheduler; any
-//! address registered with the kernel per thread) must be reached with
-//! `per_os_thread`, which finds the same thread-local in the carrier's block.
+//! address registered with the kernel per thread) are `tp_local`s reached
+//! with `TpLocal::per_os_thread`, which finds them in the carrier's block.
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, c_int, c_void};
@@ -636,38 +636,6 @@ pub(crate) fn running_carrier() -> usize {
             options(nostack, readonly, preserves_flags))
     };
     carrier
-}
-
-/// Runs `f` on `key`'s value in this OS thread's own block, whatever block
-/// runs: for thread-locals that mean "this OS thread" (the signal state
-/// handlers note for the scheduler, the syscall-dispatch selector the kernel
-/// reads), which a coroutine with TLS of its own must not shadow.
-#[inline]
-pub(crate) fn per_os_thread<T: 'static, R>(
-    key: &'static std::thread::LocalKey<T>,
-    f: impl FnOnce(&T) -> R,
-) -> Result<R, std::thread::AccessError> {
-    // SAFETY: `carrier_copy` gives the same thread-local in this OS thread's
-    // own block, live as long as the thread.
-    key.try_with(|v| f(unsafe { &*carrier_copy(v) }))
-}
-
-/// The same thread-local as `p` (this running block's) in the carrier's own
-/// block, for per-OS-thread state kept in thread-locals (the signals noted
-/// by handlers, which the scheduler reads). `p` itself outside blocks of ours,
-/// or when `p` is not in static TLS (which lies at the same distance below
-/// the thread pointer in every block).
-#[inline]
-fn carrier_copy<T>(p: *const T) -> *const T {
-    let carrier = running_carrier();
-    if carrier == 0 {
-        return p;
-    }
-    let below = thread_pointer().wrapping_sub(p as usize);
-    if below == 0 || below > STATIC_SIZE.load(Ordering::Relaxed) {
-        return p;
-    }
-    (carrier - below) as *const T
 }
 
 /// `_dl_get_tls_static_info`'s size: static TLS lies within this much below

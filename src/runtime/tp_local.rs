@@ -72,7 +72,8 @@ impl<S: Slot> TpLocal<S> {
     }
 
     /// Runs `f` on the value in this OS thread's own block, whatever block
-    /// runs (`tls::per_os_thread`).
+    /// runs: for what means "this OS thread" (what a signal handler notes
+    /// for the scheduler, an address the kernel reads per thread).
     #[inline(always)]
     pub(crate) fn per_os_thread<R>(&self, f: impl FnOnce(&S::T) -> R) -> R {
         let carrier = tls::running_carrier();
