@@ -172,7 +172,7 @@ impl Config {
         .unwrap_or(OffloadFiles::Auto);
         let io_uring = parse_or_warn(get("PATCHALL_IO"), "PATCHALL_IO", |v| {
             match v.to_ascii_lowercase().as_str() {
-                "uring" | "io_uring" => Some(true),
+                "uring" => Some(true),
                 "epoll" => Some(false),
                 _ => None,
             }

@@ -393,6 +393,7 @@ fn every_option_validates_and_sets_its_variable() {
             "on",
         ),
         ("--green-tls", Some("own"), "PATCHALL_GREEN_TLS", "own"),
+        ("--io", Some("Uring"), "PATCHALL_IO", "uring"),
         ("--monitor", Some("100ms"), "PATCHALL_MONITOR", "100ms"),
         (
             "--dump-signal",
@@ -420,6 +421,7 @@ fn every_option_validates_and_sets_its_variable() {
         ("--timeslice", "2h", "expected a duration"),
         ("--syscall-dispatch", "maybe", "expected `on` or `off`"),
         ("--green-tls", "mine", "expected `own` or `shared`"),
+        ("--io", "kqueue", "expected `epoll` or `uring`"),
         ("--monitor", "fast", "expected a duration"),
         (
             "--dump-signal",
@@ -536,6 +538,11 @@ fn launcher_and_library_agree_on_values() {
             "--stacks",
             "PATCHALL_STACKS",
             &["guarded", "dense", "sparse"],
+        ),
+        (
+            "--io",
+            "PATCHALL_IO",
+            &["epoll", "uring", "URING", "kqueue"],
         ),
         (
             "--offload-threads",

@@ -2,12 +2,15 @@
 //! of its scheduler's io_uring. Every test runs its body in a child process
 //! of this binary with the variable set (the configuration is read once per
 //! process). The rest of the hook suites run under it too in CI's second
-//! pass (README, "Testing").
+//! pass (README, "Two commands"); the C server below runs under the launcher
+//! with `--io uring`.
 
-use std::io::{ErrorKind, Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -263,5 +266,101 @@ fn a_ring_read_ends_at_shutdown_or_data_and_big_writes_arrive_whole() {
             assert_eq!(got.len(), BYTES);
             assert!(got.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
         },
+    );
+}
+
+/// An unmodified thread-per-connection C server under `patchall run --io
+/// uring --green-threads`: 40 clients at once, 20 round trips of 1,000 bytes
+/// each, every byte checked; the server holds an io_uring while it serves
+/// and counts every byte.
+#[test]
+fn a_green_c_server_serves_through_the_ring() {
+    const CLIENTS: usize = 40;
+    const ROUNDS: usize = 20;
+    const SIZE: usize = 1000;
+    let mut inner = Command::new(common::c_program("echo_threads"));
+    inner.arg(CLIENTS.to_string());
+    let mut cmd = common::launched_with(&["--io", "uring", "--green-threads"], inner);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PATCHALL_") {
+            cmd.env_remove(&key);
+        }
+    }
+    let mut child = cmd
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port line: {line:?}"));
+    let connected = Arc::new(std::sync::Barrier::new(CLIENTS + 1));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let connected = connected.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut back = vec![0u8; SIZE];
+                for round in 0..ROUNDS {
+                    let data = vec![(i * 7 + round) as u8; SIZE];
+                    s.write_all(&data).unwrap();
+                    s.read_exact(&mut back).unwrap();
+                    assert_eq!(back, data, "client {i}, round {round}");
+                    if round == 0 {
+                        connected.wait();
+                    }
+                }
+            })
+        })
+        .collect();
+    connected.wait();
+    // Every client is served now: the server's fds include its ring.
+    let ring = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|target| target.to_string_lossy().contains("io_uring"));
+    for c in clients {
+        c.join().unwrap();
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the server did not exit after its last client");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(
+        ring,
+        "the server had no io_uring fd while serving; stderr: {err}"
+    );
+    assert!(!err.contains("no io_uring"), "{err}");
+    assert_eq!(
+        rest.trim(),
+        format!(
+            "served {} bytes in {CLIENTS} connections",
+            CLIENTS * ROUNDS * SIZE
+        )
     );
 }
