@@ -4,6 +4,8 @@
 //! perf tracepoint counter on the coroutines' thread where the kernel allows
 //! it; the tests that count say so and check only the data otherwise.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,47 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-/// Counts one system call's entries made by the calling thread (and, with
-/// `threads`, by the threads it starts afterwards, added as they end).
-struct Calls(OwnedFd);
-
-impl Calls {
-    fn start(name: &str, threads: bool) -> Option<Calls> {
-        let id: u64 = std::fs::read_to_string(format!(
-            "/sys/kernel/tracing/events/syscalls/sys_enter_{name}/id"
-        ))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-        // perf_event_attr: type, size, config, then zeros but `inherit`.
-        let mut attr = [0u64; 16];
-        attr[0] = 2 | (128 << 32); // PERF_TYPE_TRACEPOINT, size 128
-        attr[1] = id;
-        attr[5] = if threads { 1 << 1 } else { 0 };
-        // SAFETY: a zero-padded perf_event_attr of the size it states.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                attr.as_ptr(),
-                0,
-                -1,
-                -1,
-                8, // PERF_FLAG_FD_CLOEXEC
-            )
-        };
-        // SAFETY: a new fd of ours on success.
-        (fd >= 0).then(|| Calls(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
-    }
-
-    fn count(&self) -> u64 {
-        let mut n = 0u64;
-        // SAFETY: reads 8 bytes into a local.
-        let r = unsafe { libc::syscall(libc::SYS_read, self.0.as_raw_fd(), &mut n, 8) };
-        assert_eq!(r, 8, "reading a perf counter");
-        n
-    }
-}
+use common::Calls;
 
 fn counters(threads: bool) -> Option<(Calls, Calls)> {
     let c = Calls::start("recvfrom", threads).zip(Calls::start("epoll_pwait", threads));

@@ -6,14 +6,17 @@
 //! with `--io uring`.
 
 mod common;
+mod data_calls;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
+
+use common::Calls;
+use data_calls::in_coroutine;
 
 /// Runs the test `name` again in a child with `PATCHALL_IO=uring`, where
 /// `body` runs; passes if the child's does.
@@ -40,70 +43,11 @@ fn under_uring(name: &str, body: impl FnOnce()) {
     );
 }
 
-/// Counts one system call's entries made by the calling thread.
-struct Calls(OwnedFd);
-
-impl Calls {
-    fn start(name: &str) -> Option<Calls> {
-        let id: u64 = std::fs::read_to_string(format!(
-            "/sys/kernel/tracing/events/syscalls/sys_enter_{name}/id"
-        ))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-        // perf_event_attr: type, size, config, then zeros.
-        let mut attr = [0u64; 16];
-        attr[0] = 2 | (128 << 32); // PERF_TYPE_TRACEPOINT, size 128
-        attr[1] = id;
-        // SAFETY: a zero-padded perf_event_attr of the size it states.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                attr.as_ptr(),
-                0,
-                -1,
-                -1,
-                8, // PERF_FLAG_FD_CLOEXEC
-            )
-        };
-        // SAFETY: a new fd of ours on success.
-        (fd >= 0).then(|| Calls(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
-    }
-
-    fn count(&self) -> u64 {
-        let mut n = 0u64;
-        // SAFETY: reads 8 bytes into a local.
-        let r = unsafe { libc::syscall(libc::SYS_read, self.0.as_raw_fd(), &mut n, 8) };
-        assert_eq!(r, 8, "reading a perf counter");
-        n
-    }
-}
-
 fn tcp_pair() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (b, _) = l.accept().unwrap();
     (a, b)
-}
-
-/// Runs `body` in a coroutine with a ticker beside it; returns the body's
-/// result and how often the ticker ran meanwhile.
-fn in_coroutine<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> (T, usize) {
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (t, s) = (ticks.clone(), stop.clone());
-    let ticker = patchall::spawn(move || {
-        while !s.load(SeqCst) {
-            t.fetch_add(1, SeqCst);
-            patchall::sleep(Duration::from_millis(1));
-        }
-    })
-    .unwrap();
-    let r = patchall::spawn(body).unwrap().join().unwrap();
-    stop.store(true, SeqCst);
-    ticker.join().unwrap();
-    (r, ticks.load(SeqCst))
 }
 
 /// Two coroutines ping-pong over TCP: every byte comes back, and the thread
@@ -113,7 +57,7 @@ fn socket_reads_and_writes_are_ring_operations() {
     under_uring("socket_reads_and_writes_are_ring_operations", || {
         const ROUNDS: usize = 200;
         let (mut a, mut b) = tcp_pair();
-        let calls = ["recvfrom", "sendto", "io_uring_enter"].map(Calls::start);
+        let calls = ["recvfrom", "sendto", "io_uring_enter"].map(|n| Calls::start(n, false));
         let before = calls.each_ref().map(|c| c.as_ref().map(Calls::count));
         let echo = patchall::spawn(move || {
             let mut buf = [0u8; 64];
@@ -281,13 +225,8 @@ fn a_green_c_server_serves_through_the_ring() {
     let mut inner = Command::new(common::c_program("echo_threads"));
     inner.arg(CLIENTS.to_string());
     let mut cmd = common::launched_with(&["--io", "uring", "--green-threads"], inner);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PATCHALL_") {
-            cmd.env_remove(&key);
-        }
-    }
+    common::strip_inherited(&mut cmd);
     let mut child = cmd
-        .env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -230,8 +230,6 @@ pub(crate) struct Ring {
     cqes: *const Cqe,
     /// Entries written since the last `enter`.
     unsubmitted: u32,
-    /// Operations whose completion has not been reaped.
-    pub(crate) in_flight: usize,
 }
 
 impl Ring {
@@ -280,7 +278,6 @@ impl Ring {
             _rings: rings,
             sqes,
             unsubmitted: 0,
-            in_flight: 0,
         })
     }
 
@@ -329,7 +326,6 @@ impl Ring {
             user_data: op.tag(),
             ..Sqe::default()
         });
-        self.in_flight += 1;
     }
 
     /// Asks the kernel to cancel `op` (its completion still comes).
@@ -429,7 +425,6 @@ impl Ring {
                     // in place until its result is set (`start`'s contract).
                     let op = unsafe { &*(tag as *const Op) };
                     op.res.set(Some(cqe.res));
-                    self.in_flight -= 1;
                     if let Some(who) = op.who.take() {
                         woke(who);
                     }

@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -452,11 +453,55 @@ pub fn assert_passed(name: &str, out: &Outcome) {
     );
 }
 
+// ---- system calls counted with perf tracepoints ----
+
+/// Counts one system call's entries made by the calling thread (and, with
+/// `threads`, by the threads it starts afterwards, added as they end).
+pub struct Calls(OwnedFd);
+
+impl Calls {
+    pub fn start(name: &str, threads: bool) -> Option<Calls> {
+        let id: u64 = std::fs::read_to_string(format!(
+            "/sys/kernel/tracing/events/syscalls/sys_enter_{name}/id"
+        ))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+        // perf_event_attr: type, size, config, then zeros but `inherit`.
+        let mut attr = [0u64; 16];
+        attr[0] = 2 | (128 << 32); // PERF_TYPE_TRACEPOINT, size 128
+        attr[1] = id;
+        attr[5] = if threads { 1 << 1 } else { 0 };
+        // SAFETY: a zero-padded perf_event_attr of the size it states.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                attr.as_ptr(),
+                0,
+                -1,
+                -1,
+                8, // PERF_FLAG_FD_CLOEXEC
+            )
+        };
+        // SAFETY: a new fd of ours on success.
+        (fd >= 0).then(|| Calls(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    }
+
+    pub fn count(&self) -> u64 {
+        let mut n = 0u64;
+        // SAFETY: reads 8 bytes into a local.
+        let r = unsafe { libc::syscall(libc::SYS_read, self.0.as_raw_fd(), &mut n, 8) };
+        assert_eq!(r, 8, "reading a perf counter");
+        n
+    }
+}
+
 // ---- bounded runs, the launcher, real programs and the servers they talk to ----
 
 /// Removes the `LD_PRELOAD` and `PATCHALL_*` variables `cmd` would inherit from
 /// the test's environment; those `cmd` sets itself are kept.
-fn strip_inherited(cmd: &mut Command) {
+pub fn strip_inherited(cmd: &mut Command) {
     let explicit: Vec<OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
     for (key, _) in std::env::vars_os() {
         let name = key.to_string_lossy();
