@@ -33,15 +33,15 @@ SERVERS = {  # name -> (label, colour)
 def load(run):
     with open(os.path.join(run, "machine.env")) as f:
         machine = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
-    rows = []
     with open(os.path.join(run, "echo.jsonl")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    crawl = []
-    path = os.path.join(run, "crawler.jsonl")
-    if os.path.exists(path):
+    def jsonl(name):
+        path = os.path.join(run, name)
+        if not os.path.exists(path):
+            return []
         with open(path) as f:
-            crawl = [json.loads(line) for line in f if line.strip()]
-    return machine, rows, crawl
+            return [json.loads(line) for line in f if line.strip()]
+    return machine, rows, jsonl("duel.jsonl"), jsonl("crawler.jsonl")
 
 
 def typical(rows, calm):
@@ -78,6 +78,27 @@ def paired(rows, calm, a, b, conns, key):
     calm_pairs = [m for m in both
                   if all((m[s].get("others_cpu_cores") or 0) < calm for s in (a, b))]
     ratios = sorted(m[a][key] / m[b][key] for m in (calm_pairs or both))
+    if not ratios:
+        return None
+    n = len(ratios)
+    median = ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
+    return median, ratios[0], ratios[-1], n
+
+
+def dueled(duels, a, b, conns, key):
+    """a's `key` over b's in their duels at `conns` (bench/src/bin/duel.rs):
+    per round, the geometric mean of the duel with a first and the one with b
+    first, as the order favours one side by a few per cent and cancels in it.
+    Returns (median, low, high, rounds) or None."""
+    by = {}
+    for d in duels:
+        if d["conns"] != conns or not d.get(f"a_{key}") or not d.get(f"b_{key}"):
+            continue
+        if (d["a"], d["b"]) == (a, b):
+            by.setdefault(d["rep"], [None, None])[0] = d[f"a_{key}"] / d[f"b_{key}"]
+        elif (d["a"], d["b"]) == (b, a):
+            by.setdefault(d["rep"], [None, None])[1] = d[f"b_{key}"] / d[f"a_{key}"]
+    ratios = sorted(math.sqrt(x * y) for x, y in by.values() if x and y)
     if not ratios:
         return None
     n = len(ratios)
@@ -155,14 +176,16 @@ def svg_plot(path, title, ylabel, series, levels, log_y):
 def summary(run, machine, levels, get, crawl, within):
     """The peer rows at the top of BENCHMARKS.md: each ratio against patchall's
     Rust server, from the same run as the full tables. `within(a, b, conns,
-    key)` is the median of a/b over the rounds that measured both (None if
-    none did): the host's drift between rounds cancels in it, where the ratio
-    of two servers' median rows would carry it."""
+    key)` is the median ratio a/b of their duels, or over the rounds that
+    measured both (None if none did): the host's drift cancels in it, where
+    the ratio of two servers' median rows would carry it."""
     S = [SUMMARY_BEGIN, ""]
     S.append(f"Echo (64 B round trips, closed loop, the server on one core) and crawler, run "
              f"`{os.path.basename(os.path.normpath(run))}` of `scripts/bench` "
              "([full tables](#echo-against-peers-scriptsbench)). A ratio above 1 favours patchall; "
-             "each is the median of the ratios of the two servers' measurements in the same round.")
+             "against tokio and the C server each is the median round of their duels (the two "
+             "servers alternating under one load), against the others the median of the ratios "
+             "of the two servers' measurements in the same round.")
     S.append("")
     S.append("| connections | patchall round trips/s | × tokio current_thread | × raw epoll loop (mio) "
              "| × gevent | CPU per round trip: tokio's / patchall's | green-threads C server / "
@@ -209,7 +232,7 @@ def summary(run, machine, levels, get, crawl, within):
 
 
 def main(run):
-    machine, rows, crawl = load(run)
+    machine, rows, duels, crawl = load(run)
     calm = float(machine.get("calm", "inf"))
     top = typical(rows, calm)
     levels = sorted({c for _, c in top})
@@ -248,8 +271,7 @@ def main(run):
         f"of warm-up, then {machine['duration']} s measured. A measurement during which other "
         f"processes used more than {machine['calm']} cores does not count. The servers take turns: "
         f"round after round, each server of a level that has fewer than {machine['clean']} undisturbed "
-        f"measurements ({machine.get('pair_clean', machine['clean'])} for the targets' servers: "
-        f"{', '.join(machine.get('paired', '').split()) or '–'}) is measured once more (at most "
+        f"measurements is measured once more (at most "
         f"{machine['attempts']} rounds, every other one in the reverse order), so that a drift of "
         "the host (its speed moved by up to 1.5× within minutes here) and a server's place in a round "
         "fall on every server alike; a "
@@ -329,27 +351,64 @@ def main(run):
         add(f"| {SERVERS[s][0]} | {fmt(get(s, big, 'server_idle_kib_per_conn'), 1)} | "
             f"{fmt(get(s, big, 'kernel_stack_kib_per_conn'), 1)} |")
 
-    add("")
-    add("### Targets")
-    add("")
-    t = lambda ok: "**met**" if ok else "**not met**"
-    add("The two servers of a pair are measured back to back in every round; every target is "
-        "judged on the median of its per-round ratios (the rows above are each server's median "
-        "measurement, which may come from different rounds; for the pairs their ratio is given "
-        "in brackets). The raw epoll loop and gevent are not measured next to patchall: their "
-        "ratios carry the host's drift within a round.")
-    add("")
     rps, cpu = "rps", "server_cpu_s_per_100k"
 
     def pair(a, b, c, key):
-        return paired(rows, calm, a, b, c, key)
+        """a's `key` over b's: from their duels if they had any, else from the
+        rounds of the tables. (median, low, high, count, what was counted)."""
+        d = dueled(duels, a, b, c, key)
+        if d:
+            return (*d, "duel rounds")
+        p = paired(rows, calm, a, b, c, key)
+        return (*p, "rounds") if p else None
 
     def within(a, b, c, key):
         """The median of `pair`, or None."""
         return (pair(a, b, c, key) or [None])[0]
 
     def said(p, row):
-        return f"{fmt(p[0])}× ({fmt(p[1])}–{fmt(p[2])}, {p[3]} rounds; rows {fmt(row)}×)"
+        return f"{fmt(p[0])}× ({fmt(p[1])}–{fmt(p[2])}, {p[3]} {p[4]}; rows {fmt(row)}×)"
+
+    dueling = sorted({(d["a"], d["b"]) if d["a"] < d["b"] else (d["b"], d["a"]) for d in duels})
+    if duels:
+        d0 = duels[0]
+        add("")
+        add("### Duels")
+        add("")
+        add(f"The targets' pairs, measured against each other (`bench/src/bin/duel.rs`): both servers "
+            f"run on core 0 with {', '.join(f'{c:,}' for c in levels)} connections each, and the load "
+            f"(two driver processes on core 1, one per server) goes to one, then the other, in turns "
+            f"of {fmt(d0['slice_s'])} s: {machine.get('duel_duration', '?')} s measured after 1 s of "
+            f"turns, half of it each. Measured one after the other, even back to back, two runs of "
+            f"the same server differ by up to ±15 % here; in a duel both see the same host. Each "
+            f"pair is dueled {machine.get('duel_rounds', '?')} time(s) in each order (the server "
+            f"whose turn comes first measures a few per cent worse: the order is given to each "
+            f"alike), and a round's ratio is the geometric mean of its two duels. Ratio: the first "
+            f"server's over the second's, the median round (range over rounds).")
+        add("")
+        add("| connections | first / second | round trips/s | CPU per round trip | duels |")
+        add("|---:|---|---:|---:|---:|")
+        for c in levels:
+            for x, y in [(a, b) for a, b in
+                         [("patchall", "tokio"), ("c_green", "patchall"),
+                          ("patchall_uring", "tokio"), ("c_green_uring", "patchall_uring")]
+                         if (min(a, b), max(a, b)) in dueling]:
+                r, u = dueled(duels, x, y, c, rps), dueled(duels, x, y, c, cpu)
+                if r and u:
+                    n = sum(1 for d in duels if d["conns"] == c and {d["a"], d["b"]} == {x, y})
+                    add(f"| {c:,} | {SERVERS[x][0]} / {SERVERS[y][0]} | {fmt(r[0])} "
+                        f"({fmt(r[1])}–{fmt(r[2])}) | {fmt(u[0])} ({fmt(u[1])}–{fmt(u[2])}) | {n} |")
+
+    add("")
+    add("### Targets")
+    add("")
+    t = lambda ok: "**met**" if ok else "**not met**"
+    add("A target between two servers is judged on their duels (above); without them, on the "
+        "median of the ratios of their measurements in the same round of the tables (the rows "
+        "are each server's median measurement, which may come from different rounds: their "
+        "ratio is given in brackets). The raw epoll loop and gevent are not dueled: their "
+        "ratios carry the host's drift within a round.")
+    add("")
 
     variants = [("patchall", "c_green", "patchall"),
                 ("patchall_uring", "c_green_uring", "patchall with `PATCHALL_IO=uring`")]

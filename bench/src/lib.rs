@@ -1,9 +1,12 @@
 //! What the servers, the load generator and the crawler of `scripts/bench`
 //! share: the listening socket, the echo loop of the blocking servers, the
-//! command line, and what /proc tells about a process.
+//! command line, what /proc tells about a process, and the closed-loop client
+//! of the load generators (`closed_loop`).
 //!
 //! Nothing here references `patchall`, so binaries that use only this module
 //! (the load generator, the tokio, mio and std peers) link none of its hooks.
+
+pub mod closed_loop;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};

@@ -33,11 +33,10 @@
 //! and disabling the counters.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream as StdStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use patchall_bench::closed_loop::Gen;
 use patchall_bench::{
     Args, Json, cpu_seconds, machine_busy_seconds, meminfo_kib, own_cpu_seconds, quantile,
     status_field,
@@ -210,102 +209,6 @@ fn only_cpu(pid: u32) -> Option<usize> {
     (cpus.len() == 1).then(|| cpus[0])
 }
 
-/// Longest a connect, or the first round trip on every connection, may take.
-const SETUP_LIMIT: Duration = Duration::from_secs(120);
-
-struct Conn {
-    stream: TcpStream,
-    /// What this connection sends: its own bytes, so crossed replies show.
-    payload: Vec<u8>,
-    /// Bytes of the current echo received so far.
-    got: usize,
-    sent_at: Instant,
-    alive: bool,
-}
-
-struct Gen {
-    poll: Poll,
-    conns: Vec<Conn>,
-    events: Events,
-    errors: u64,
-}
-
-impl Gen {
-    /// Starts a round trip on `i`; a connection that fails is dropped.
-    fn send(&mut self, i: usize, now: Instant) {
-        let conn = &mut self.conns[i];
-        conn.got = 0;
-        conn.sent_at = now;
-        // SIZE bytes on an idle socket: the kernel takes them whole.
-        if !matches!(conn.stream.write(&conn.payload), Ok(n) if n == conn.payload.len()) {
-            self.fail(i, "short write");
-        }
-    }
-
-    fn fail(&mut self, i: usize, why: &str) {
-        let conn = &mut self.conns[i];
-        if conn.alive {
-            conn.alive = false;
-            self.errors += 1;
-            if self.errors <= 5 {
-                eprintln!("loadgen: connection {i}: {why}");
-            }
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-        }
-    }
-
-    /// Polls once (up to `timeout`); calls `done(conn, latency, now)` for every
-    /// completed echo.
-    fn turn(
-        &mut self,
-        timeout: Duration,
-        buf: &mut [u8],
-        mut done: impl FnMut(&mut Gen, usize, Duration, Instant),
-    ) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            other => other?,
-        }
-        let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
-        for i in ready {
-            loop {
-                let conn = &mut self.conns[i];
-                if !conn.alive {
-                    break;
-                }
-                let want = conn.payload.len() - conn.got;
-                let n = match conn.stream.read(&mut buf[..want.max(1)]) {
-                    Ok(0) => {
-                        self.fail(i, "closed by the server");
-                        break;
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.fail(i, &e.to_string());
-                        break;
-                    }
-                };
-                if n > want || buf[..n] != conn.payload[conn.got..conn.got + n] {
-                    self.fail(i, "echo differs from what was sent");
-                    break;
-                }
-                conn.got += n;
-                if conn.got == conn.payload.len() {
-                    let now = Instant::now();
-                    let latency = now - conn.sent_at;
-                    done(self, i, latency, now);
-                    // Nothing more can come before the next send.
-                    break;
-                }
-                // Short read: the socket is drained, the rest raises a new edge.
-            }
-        }
-        Ok(())
-    }
-}
-
 fn main() -> io::Result<()> {
     let args = Args::parse(USAGE);
     let port: u16 = args.required("port").parse().unwrap_or_else(|_| {
@@ -332,61 +235,11 @@ fn main() -> io::Result<()> {
     let base_rss = of_server("VmRSS");
     let base_kstack = meminfo_kib("KernelStack");
     let start = Instant::now();
-    let mut generator = Gen {
-        poll: Poll::new()?,
-        conns: Vec::with_capacity(conns),
-        events: Events::with_capacity(1024),
-        errors: 0,
-    };
-    for i in 0..conns {
-        let stream = match StdStream::connect_timeout(&addr, SETUP_LIMIT) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("loadgen: connect {i} of {conns}: {e}");
-                generator.errors += 1;
-                continue;
-            }
-        };
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(stream);
-        let token = Token(generator.conns.len());
-        generator
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE)?;
-        generator.conns.push(Conn {
-            stream,
-            payload: (0..size).map(|k| (token.0 * 7 + k) as u8).collect(),
-            got: 0,
-            sent_at: start,
-            alive: true,
-        });
-    }
-    let connected = generator.conns.len();
+    let mut generator = Gen::connect(addr, conns, size)?;
+    let connected = generator.connected();
     let connect_s = start.elapsed().as_secs_f64();
-
-    // One round trip on every connection: each is accepted and being served.
-    let mut buf = vec![0u8; size.max(1)];
     let warm_start = Instant::now();
-    for i in 0..connected {
-        generator.send(i, warm_start);
-    }
-    let failed_before = generator.errors;
-    let mut echoed = 0;
-    while echoed + ((generator.errors - failed_before) as usize) < connected
-        && warm_start.elapsed() < SETUP_LIMIT
-    {
-        generator.turn(Duration::from_millis(100), &mut buf, |_, _, _, _| {
-            echoed += 1
-        })?;
-    }
-    for i in 0..connected {
-        // No answer within the limit: counted as failed, not waited for.
-        if generator.conns[i].alive && generator.conns[i].got < size {
-            generator.fail(i, "no echo within the setup limit");
-        }
-    }
+    generator.warm()?;
     let warm_s = warm_start.elapsed().as_secs_f64();
 
     // Idle: every connection open, nothing in flight.
@@ -400,11 +253,7 @@ fn main() -> io::Result<()> {
     let window_start = load_start + warmup;
     let window_end = window_start + duration;
     let middle = window_start + duration / 2;
-    for i in 0..connected {
-        if generator.conns[i].alive {
-            generator.send(i, load_start);
-        }
-    }
+    generator.send_all(load_start);
     let mut latencies: Vec<u64> = Vec::with_capacity(1 << 20);
     let (mut cpu_start, mut own_start, mut busy_start) = (None, 0.0, None);
     let mut in_window = false;
@@ -462,7 +311,7 @@ fn main() -> io::Result<()> {
                 break;
             }
         }
-        generator.turn(Duration::from_millis(20), &mut buf, |g, i, latency, now| {
+        generator.turn(Duration::from_millis(20), |g, i, latency, now| {
             completed += 1;
             if now >= window_start && now < window_end {
                 latencies.push(latency.as_nanos() as u64);
@@ -489,7 +338,7 @@ fn main() -> io::Result<()> {
     let kstack_per_conn = base_kstack
         .zip(idle_kstack)
         .map(|(b, i)| (i as f64 - b as f64) / connected.max(1) as f64);
-    let alive = generator.conns.iter().filter(|c| c.alive).count() as u32;
+    let alive = generator.alive() as u32;
     let report = Json::default()
         .str("server", &server)
         .num("conns", Some(conns as u32))
