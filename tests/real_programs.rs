@@ -4,7 +4,8 @@
 //! the green program, `wrk -t2` against nginx,
 //! and `dig` against dnsmasq. Each runs natively, then under
 //! `LD_PRELOAD` alone (must already be identical: it shows the test itself is
-//! sound), then under `patchall run --green-threads` on 1 and 2 workers.
+//! sound), then under `patchall run --green-threads` on 1 and 2 workers, and
+//! on 2 with `--io uring` (socket reads and writes as io_uring operations).
 //! Where output is exact by nature it must be identical; where it is not
 //! (benchmark rates, job order) the test checks what must hold in every mode.
 //!
@@ -30,6 +31,8 @@ enum Mode {
     Native,
     Preload,
     Green { workers: u32 },
+    /// Green threads with socket reads and writes through io_uring.
+    GreenUring { workers: u32 },
 }
 
 impl fmt::Display for Mode {
@@ -38,6 +41,9 @@ impl fmt::Display for Mode {
             Mode::Native => write!(f, "native"),
             Mode::Preload => write!(f, "preload"),
             Mode::Green { workers } => write!(f, "green (PATCHALL_WORKERS={workers})"),
+            Mode::GreenUring { workers } => {
+                write!(f, "green, --io uring (PATCHALL_WORKERS={workers})")
+            }
         }
     }
 }
@@ -55,6 +61,11 @@ impl Mode {
                 c.env("PATCHALL_WORKERS", workers.to_string());
                 c
             }
+            Mode::GreenUring { workers } => {
+                let mut c = launched_with(&["--green-threads", "--io", "uring"], cmd);
+                c.env("PATCHALL_WORKERS", workers.to_string());
+                c
+            }
         }
     }
 
@@ -65,10 +76,11 @@ impl Mode {
 }
 
 /// The modes compared with the native run.
-const WRAPPED: [Mode; 3] = [
+const WRAPPED: [Mode; 4] = [
     Mode::Preload,
     Mode::Green { workers: 1 },
     Mode::Green { workers: 2 },
+    Mode::GreenUring { workers: 2 },
 ];
 
 /// Runs `check` natively (it must pass: else the test, not patchall, is
