@@ -30,9 +30,13 @@ const RUN: Duration = Duration::from_secs(30);
 enum Mode {
     Native,
     Preload,
-    Green { workers: u32 },
+    Green {
+        workers: u32,
+    },
     /// Green threads with socket reads and writes through io_uring.
-    GreenUring { workers: u32 },
+    GreenUring {
+        workers: u32,
+    },
 }
 
 impl fmt::Display for Mode {
