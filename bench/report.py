@@ -381,10 +381,11 @@ def main(run):
             f"of {fmt(d0['slice_s'])} s: {machine.get('duel_duration', '?')} s measured after 1 s of "
             f"turns, half of it each. Measured one after the other, even back to back, two runs of "
             f"the same server differ by up to ±15 % here; in a duel both see the same host. Each "
-            f"pair is dueled {machine.get('duel_rounds', '?')} time(s) in each order (the server "
+            f"pair is dueled {machine.get('duel_rounds', '?')}× in each order (the server "
             f"whose turn comes first measures a few per cent worse: the order is given to each "
-            f"alike), and a round's ratio is the geometric mean of its two duels. Ratio: the first "
-            f"server's over the second's, the median round (range over rounds).")
+            f"alike), and a round's ratio is the geometric mean of its two duels. Each ratio is the "
+            f"first server's figure over the second's (in CPU per round trip, below 1: the first "
+            f"needs less), the median round (range over rounds).")
         add("")
         add("| connections | first / second | round trips/s | CPU per round trip | duels |")
         add("|---:|---|---:|---:|---:|")
