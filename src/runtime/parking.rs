@@ -173,13 +173,13 @@ pub(crate) fn park_on_masked(
         queued = enqueue(&me, who, still_blocked);
         queued
     });
-    if queued && me.is_queued() {
-        // Still queued: no waker took us (the timer, a signal or
-        // cancellation ended the park). Otherwise a waker took us off and
-        // counted us as woken while something else ended the park: the
-        // wake is ours; dropping it would lose it (the waker woke no one
-        // else).
-        let taken = !without_parking(|| dequeue(&me));
+    if queued {
+        // Off the queue before the frame goes. A waker that took us off
+        // counted us as woken, even if the timer, a signal or cancellation
+        // ended the park first (it may have taken us since, or before we
+        // ran): the wake is ours; dropping it would lose it (the waker woke
+        // no one else).
+        let taken = !me.is_queued() || !without_parking(|| dequeue(&me));
         if taken && matches!(wake, Wake::TimedOut | Wake::Interrupted { .. }) {
             return Wake::Ready;
         }
@@ -370,5 +370,30 @@ mod tests {
         .unwrap();
         assert_eq!(h.join().unwrap(), Wake::TimedOut);
         assert!(!has_waiters(5678));
+    }
+
+    /// The timer ends the park, then, before the parked coroutine runs again,
+    /// a waker takes it off the queue and counts it as woken: the wake is
+    /// the coroutine's to report, or it is lost (the waker woke no one else).
+    #[test]
+    fn a_wake_that_comes_after_the_timer_but_first_is_not_lost() {
+        let addr = 9012;
+        let deadline = Instant::now() + std::time::Duration::from_millis(20);
+        let parked = crate::spawn(move || park_on(addr, Some(deadline), || true)).unwrap();
+        let waker = crate::spawn(move || {
+            // Past the deadline without letting the scheduler run: its timers
+            // fire only between runs. At this one's yield they do, and the
+            // parked coroutine is runnable (timed out), queued behind this
+            // one, and still on the lot's queue when this one runs again.
+            while Instant::now() < deadline + std::time::Duration::from_millis(10) {
+                std::hint::spin_loop();
+            }
+            crate::yield_now();
+            unpark_matching(addr, 1, ALL)
+        })
+        .unwrap();
+        assert_eq!(waker.join().unwrap(), 1, "the waker found the waiter");
+        assert_eq!(parked.join().unwrap(), Wake::Ready);
+        assert!(!has_waiters(addr));
     }
 }
