@@ -251,7 +251,7 @@ fn follow(port: u16, conns: usize, size: usize) -> io::Result<()> {
         if generator.poll(Duration::from_millis(100))? {
             loop {
                 let n = match stdin.read(&mut commands) {
-                    Ok(0) => return Err(io::Error::other("the leader went away")),
+                    Ok(0) => return Err(io::Error::other("the controller went away")),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
