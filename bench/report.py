@@ -77,7 +77,12 @@ def paired(rows, calm, a, b, conns, key):
     both = [m for m in by.values() if a in m and b in m]
     calm_pairs = [m for m in both
                   if all((m[s].get("others_cpu_cores") or 0) < calm for s in (a, b))]
-    ratios = sorted(m[a][key] / m[b][key] for m in (calm_pairs or both))
+    return spread(m[a][key] / m[b][key] for m in (calm_pairs or both))
+
+
+def spread(ratios):
+    """(median, low, high, count) of `ratios`, or None if there are none."""
+    ratios = sorted(ratios)
     if not ratios:
         return None
     n = len(ratios)
@@ -98,12 +103,7 @@ def dueled(duels, a, b, conns, key):
             by.setdefault(d["rep"], [None, None])[0] = d[f"a_{key}"] / d[f"b_{key}"]
         elif (d["a"], d["b"]) == (b, a):
             by.setdefault(d["rep"], [None, None])[1] = d[f"b_{key}"] / d[f"a_{key}"]
-    ratios = sorted(math.sqrt(x * y) for x, y in by.values() if x and y)
-    if not ratios:
-        return None
-    n = len(ratios)
-    median = ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
-    return median, ratios[0], ratios[-1], n
+    return spread(math.sqrt(x * y) for x, y in by.values() if x and y)
 
 
 def fmt_int(v):
@@ -369,7 +369,11 @@ def main(run):
     def said(p, row):
         return f"{fmt(p[0])}× ({fmt(p[1])}–{fmt(p[2])}, {p[3]} {p[4]}; rows {fmt(row)}×)"
 
-    dueling = sorted({(d["a"], d["b"]) if d["a"] < d["b"] else (d["b"], d["a"]) for d in duels})
+    # Each pair as scripts/bench names it: the order of its first duel.
+    dueling = []
+    for d in duels:
+        if (d["a"], d["b"]) not in dueling and (d["b"], d["a"]) not in dueling:
+            dueling.append((d["a"], d["b"]))
     if duels:
         d0 = duels[0]
         add("")
@@ -390,10 +394,7 @@ def main(run):
         add("| connections | first / second | round trips/s | CPU per round trip | duels |")
         add("|---:|---|---:|---:|---:|")
         for c in levels:
-            for x, y in [(a, b) for a, b in
-                         [("patchall", "tokio"), ("c_green", "patchall"),
-                          ("patchall_uring", "tokio"), ("c_green_uring", "patchall_uring")]
-                         if (min(a, b), max(a, b)) in dueling]:
+            for x, y in dueling:
                 r, u = dueled(duels, x, y, c, rps), dueled(duels, x, y, c, cpu)
                 if r and u:
                     n = sum(1 for d in duels if d["conns"] == c and {d["a"], d["b"]} == {x, y})
