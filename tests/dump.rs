@@ -103,13 +103,7 @@ fn start_echo(extra: &[(&str, &str)]) -> Echo {
     cmd.envs(extra.iter().copied());
     let mut child = cmd.spawn().expect("start echo_threads");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let port = first
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port line: {first:?}"));
+    let port = common::port_line(&mut out);
     Echo { child, port }
 }
 
@@ -225,9 +219,7 @@ fn without_coroutines_the_signal_is_taken_and_the_dump_is_empty() {
         .env("PATCHALL_DUMP_SIGNAL", "SIGUSR2");
     let mut child = cmd.spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let port: u16 = first.trim().strip_prefix("port ").unwrap().parse().unwrap();
+    let port = common::port_line(&mut out);
     let echo = Echo { child, port };
     let clients = echo.idle_clients(2);
     assert!(catches(echo.child.id(), libc::SIGUSR2));

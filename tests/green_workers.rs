@@ -68,13 +68,7 @@ fn echo_with(workers: usize) -> (String, usize) {
         .stdout(Stdio::piped());
     let mut server = Server(cmd.spawn().expect("start the C echo server"));
     let mut out = BufReader::new(server.0.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let port: u16 = first
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let port = common::port_line(&mut out);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
     // Each client connects (at most 100 ahead of those served, within the

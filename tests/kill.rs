@@ -1,20 +1,14 @@
 //! `JoinHandle::kill`: the target's blocking calls fail with ECANCELED, its
 //! `patchall::sleep` returns early, and `join` reports `Killed`.
 
+mod common;
+
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use patchall::Killed;
-
-fn quiet_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
 
 #[test]
 fn kill_interrupts_a_sleep() {
@@ -40,7 +34,7 @@ fn kill_interrupts_a_sleep() {
 
 #[test]
 fn kill_makes_a_blocked_read_fail_with_ecanceled() {
-    let (mut client, _server) = quiet_pair();
+    let (mut client, _server) = common::tcp_pair();
     let errors = Arc::new(Mutex::new(Vec::new()));
     let e = errors.clone();
     let reader = patchall::spawn(move || {
@@ -68,7 +62,7 @@ fn kill_from_another_thread() {
     let (err_tx, err_rx) = mpsc::channel();
     let (started_tx, started_rx) = mpsc::channel();
     let home = std::thread::spawn(move || {
-        let (mut client, _server) = quiet_pair();
+        let (mut client, _server) = common::tcp_pair();
         let h = patchall::spawn(move || {
             started_tx.send(()).unwrap();
             let mut buf = [0u8; 8];

@@ -23,15 +23,6 @@ fn counters(threads: bool) -> Option<(Calls, Calls)> {
     c
 }
 
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    a.set_nodelay(true).unwrap();
-    b.set_nodelay(true).unwrap();
-    (a, b)
-}
-
 /// Runs `body` in a coroutine on this thread with a ticker beside it; fails
 /// if it takes longer than `limit` (a read that waits for an edge that never
 /// comes) or if the ticker never ran (the body blocked the thread).
@@ -73,7 +64,7 @@ fn read_exact_in_reads(s: &mut TcpStream, want: usize) -> (Vec<u8>, usize) {
 #[test]
 fn a_read_after_a_short_read_parks_without_a_call() {
     const ROUNDS: usize = 300;
-    let (mut server, mut client) = tcp_pair();
+    let (mut server, mut client) = common::tcp_pair();
     let peer = std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         for i in 0..ROUNDS {
@@ -108,7 +99,7 @@ fn a_read_after_a_short_read_parks_without_a_call() {
 #[test]
 fn end_of_file_right_after_a_short_read_is_read() {
     for round in 0..100 {
-        let (mut a, mut b) = tcp_pair();
+        let (mut a, mut b) = common::tcp_pair();
         let writer = std::thread::spawn(move || {
             if round % 2 == 1 {
                 std::thread::sleep(Duration::from_millis(2));
@@ -152,7 +143,7 @@ fn recv_flags(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> isize {
 #[test]
 fn data_behind_the_urgent_mark_is_read() {
     for waited_before in [false, true] {
-        let (mut a, mut b) = tcp_pair();
+        let (mut a, mut b) = common::tcp_pair();
         let (go, gone) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
             if waited_before {
@@ -312,7 +303,7 @@ fn send_with_fd(fd: RawFd, data: &[u8]) {
 #[test]
 fn a_slow_writer_costs_fewer_calls_per_message() {
     const MESSAGES: usize = 200;
-    let (mut a, mut b) = tcp_pair();
+    let (mut a, mut b) = common::tcp_pair();
     let writer = std::thread::spawn(move || {
         for i in 0..MESSAGES {
             a.write_all(&[i as u8; 16]).unwrap();
@@ -346,7 +337,7 @@ fn a_slow_writer_costs_fewer_calls_per_message() {
 #[test]
 fn a_slow_reader_parks_without_a_failing_read() {
     const MESSAGES: usize = 200;
-    let (mut a, mut b) = tcp_pair();
+    let (mut a, mut b) = common::tcp_pair();
     let writer = std::thread::spawn(move || {
         for i in 0..MESSAGES {
             a.write_all(&[i as u8; 16]).unwrap();
@@ -461,7 +452,7 @@ fn echo_on_two_workers_reads_once_per_round_trip() {
 fn readers_on_two_workers_share_a_socket_without_losing_bytes() {
     const BYTES: usize = 20_000;
     let rt = patchall::Runtime::builder().workers(2).build().unwrap();
-    let (mut a, b) = tcp_pair();
+    let (mut a, b) = common::tcp_pair();
     let b = Arc::new(b);
     let taken = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = (0..4)

@@ -8,8 +8,8 @@
 mod common;
 mod data_calls;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -43,20 +43,13 @@ fn under_uring(name: &str, body: impl FnOnce()) {
     );
 }
 
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
-
 /// Two coroutines ping-pong over TCP: every byte comes back, and the thread
 /// makes no `recvfrom` or `sendto` of its own, only `io_uring_enter`.
 #[test]
 fn socket_reads_and_writes_are_ring_operations() {
     under_uring("socket_reads_and_writes_are_ring_operations", || {
         const ROUNDS: usize = 200;
-        let (mut a, mut b) = tcp_pair();
+        let (mut a, mut b) = common::tcp_pair();
         let calls = ["recvfrom", "sendto", "io_uring_enter"].map(|n| Calls::start(n, false));
         let before = calls.each_ref().map(|c| c.as_ref().map(Calls::count));
         let echo = patchall::spawn(move || {
@@ -97,7 +90,7 @@ fn socket_reads_and_writes_are_ring_operations() {
 #[test]
 fn a_read_its_socket_timeout_ends_loses_no_data() {
     under_uring("a_read_its_socket_timeout_ends_loses_no_data", || {
-        let (mut a, mut b) = tcp_pair();
+        let (mut a, mut b) = common::tcp_pair();
         b.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let ((first, waited, second), ticks) = in_coroutine(move || {
@@ -121,7 +114,7 @@ fn a_read_its_socket_timeout_ends_loses_no_data() {
 #[test]
 fn a_timeout_cancels_a_ring_read_and_the_data_stays() {
     under_uring("a_timeout_cancels_a_ring_read_and_the_data_stays", || {
-        let (mut a, mut b) = tcp_pair();
+        let (mut a, mut b) = common::tcp_pair();
         let ((first, second), ticks) = in_coroutine(move || {
             let mut buf = [0u8; 16];
             let first = patchall::timeout(Duration::from_millis(50), || {
@@ -145,7 +138,7 @@ fn a_ring_read_ends_at_shutdown_or_data_and_big_writes_arrive_whole() {
     under_uring(
         "a_ring_read_ends_at_shutdown_or_data_and_big_writes_arrive_whole",
         || {
-            let (_a, b) = tcp_pair();
+            let (_a, b) = common::tcp_pair();
             let b2 = b.try_clone().unwrap();
             let reader = patchall::spawn(move || {
                 let mut b = b;
@@ -162,7 +155,7 @@ fn a_ring_read_ends_at_shutdown_or_data_and_big_writes_arrive_whole() {
 
             // A close from another coroutine leaves the read in flight, as
             // natively: the operation holds the socket, whose data it reads.
-            let (mut a, b) = tcp_pair();
+            let (mut a, b) = common::tcp_pair();
             let fd = b.as_raw_fd();
             let b = std::mem::ManuallyDrop::new(b);
             let reader = patchall::spawn(move || {
@@ -184,7 +177,7 @@ fn a_ring_read_ends_at_shutdown_or_data_and_big_writes_arrive_whole() {
             assert_eq!(reader.join().unwrap(), b"still");
 
             const BYTES: usize = 8 << 20;
-            let (mut a, mut b) = tcp_pair();
+            let (mut a, mut b) = common::tcp_pair();
             let writer = patchall::spawn(move || {
                 let data: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
                 a.write_all(&data).unwrap();
@@ -233,13 +226,7 @@ fn a_green_c_server_serves_through_the_ring() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port line: {line:?}"));
+    let port = common::port_line(&mut out);
     let connected = Arc::new(std::sync::Barrier::new(CLIENTS + 1));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {

@@ -668,6 +668,29 @@ pub fn program_or_skip(test: &str, name: &str, package: &str) -> Option<PathBuf>
     found
 }
 
+/// A connected TCP pair on 127.0.0.1 (client, server), Nagle off on both.
+pub fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    client.set_nodelay(true).unwrap();
+    server.set_nodelay(true).unwrap();
+    (client, server)
+}
+
+/// The port a server names in its first line of output, `port N` (the C
+/// servers of tests/c and the bench servers print it so).
+pub fn port_line(out: &mut impl std::io::BufRead) -> u16 {
+    let mut first = String::new();
+    out.read_line(&mut first)
+        .expect("read the server's first line");
+    first
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("first line {first:?}, want `port N`"))
+}
+
 /// A port on 127.0.0.1 that is free for both TCP and UDP right now (a DNS
 /// server takes both).
 pub fn free_port() -> u16 {
