@@ -523,27 +523,9 @@ pub(crate) fn once(
     once_in(call, fd, dir, user_flags, asked, None, op)
 }
 
-/// `once` for a call on one plain buffer, which the ring may make instead.
-pub(crate) fn once_buffer(
-    call: &'static Label,
-    fd: libc::c_int,
-    dir: Direction,
-    user_flags: Option<libc::c_int>,
-    buffer: Buffer,
-    op: impl FnMut(Attempt) -> isize,
-) -> isize {
-    once_in(
-        call,
-        fd,
-        dir,
-        user_flags,
-        Some(buffer.len),
-        Some(buffer),
-        op,
-    )
-}
-
-fn once_in(
+/// `once` for a call on one plain buffer (`buffer`, for a socket call),
+/// which the ring may make instead.
+pub(crate) fn once_in(
     call: &'static Label,
     fd: libc::c_int,
     dir: Direction,
@@ -580,19 +562,9 @@ pub(crate) fn all(
     all_in(call, fd, dir, user_flags, len, None, op)
 }
 
-/// `all` for a call on one plain buffer, which the ring may make instead.
-pub(crate) fn all_buffer(
-    call: &'static Label,
-    fd: libc::c_int,
-    dir: Direction,
-    user_flags: Option<libc::c_int>,
-    buffer: Buffer,
-    op: impl FnMut(usize, Attempt) -> isize,
-) -> isize {
-    all_in(call, fd, dir, user_flags, buffer.len, Some(buffer), op)
-}
-
-fn all_in(
+/// `all` for a call on one plain buffer (`buffer`, for a socket call), which
+/// the ring may make instead.
+pub(crate) fn all_in(
     call: &'static Label,
     fd: libc::c_int,
     dir: Direction,

@@ -76,10 +76,8 @@ hook! {
             }
         };
         // A socket (flags given) is one the ring can read.
-        match flags {
-            Some(f) => blocking::once_buffer(label, fd, Direction::Read, flags, blocking::Buffer { ptr: buf.cast(), len: count, flags: f }, op),
-            None => blocking::once(label, fd, Direction::Read, flags, Some(count), op),
-        }
+        let buffer = flags.map(|f| blocking::Buffer { ptr: buf.cast(), len: count, flags: f });
+        blocking::once_in(label, fd, Direction::Read, flags, Some(count), buffer, op)
     }
 }
 
@@ -108,10 +106,8 @@ hook! {
                 unsafe { real(fd, p, n) }
             }
         };
-        match flags {
-            Some(f) => blocking::all_buffer(label, fd, Direction::Write, flags, blocking::Buffer { ptr: buf.cast_mut().cast(), len: count, flags: f }, op),
-            None => blocking::all(label, fd, Direction::Write, flags, count, op),
-        }
+        let buffer = flags.map(|f| blocking::Buffer { ptr: buf.cast_mut().cast(), len: count, flags: f });
+        blocking::all_in(label, fd, Direction::Write, flags, count, buffer, op)
     }
 }
 

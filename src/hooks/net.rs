@@ -237,11 +237,11 @@ hook! {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags) }
         };
-        let buffer = blocking::Buffer { ptr: buf.cast(), len, flags };
+        let buffer = Some(blocking::Buffer { ptr: buf.cast(), len, flags });
         if waits_for_all(fd, flags) {
-            blocking::all_buffer(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), buffer, op)
+            blocking::all_in(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), len, buffer, op)
         } else {
-            blocking::once_buffer(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), buffer, |a| op(0, a))
+            blocking::once_in(&const { blocking::net("recv") }, fd, Direction::Read, Some(flags), Some(len), buffer, |a| op(0, a))
         }
     }
 }
@@ -256,11 +256,10 @@ hook! {
         let label = &const { blocking::net("recvfrom") };
         // The ring's receive has no room for the sender's address.
         let buffer = addr.is_null().then_some(blocking::Buffer { ptr: buf.cast(), len, flags });
-        match (waits_for_all(fd, flags), buffer) {
-            (true, Some(b)) => blocking::all_buffer(label, fd, Direction::Read, Some(flags), b, op),
-            (true, None) => blocking::all(label, fd, Direction::Read, Some(flags), len, op),
-            (false, Some(b)) => blocking::once_buffer(label, fd, Direction::Read, Some(flags), b, |a| op(0, a)),
-            (false, None) => blocking::once(label, fd, Direction::Read, Some(flags), Some(len), |a| op(0, a)),
+        if waits_for_all(fd, flags) {
+            blocking::all_in(label, fd, Direction::Read, Some(flags), len, buffer, op)
+        } else {
+            blocking::once_in(label, fd, Direction::Read, Some(flags), Some(len), buffer, |a| op(0, a))
         }
     }
 }
@@ -361,8 +360,8 @@ hook! {
 hook! {
     /// `send(2)`: parks as often as needed until every byte is sent.
     fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t as real passthrough(fd) {
-        let buffer = blocking::Buffer { ptr: buf.cast_mut().cast(), len, flags };
-        blocking::all_buffer(&const { blocking::net("send") }, fd, Direction::Write, Some(flags), buffer, |done, a| {
+        let buffer = Some(blocking::Buffer { ptr: buf.cast_mut().cast(), len, flags });
+        blocking::all_in(&const { blocking::net("send") }, fd, Direction::Write, Some(flags), len, buffer, |done, a| {
             // SAFETY: `done < len`: the range stays inside the caller's buffer.
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags) }
         })
@@ -378,12 +377,8 @@ hook! {
             unsafe { real(fd, buf.cast::<u8>().add(done).cast(), len - done, flags | a.msg_flags, addr, alen) }
         };
         // The ring's send takes no address: only a connected socket's sendto.
-        if addr.is_null() {
-            let buffer = blocking::Buffer { ptr: buf.cast_mut().cast(), len, flags };
-            blocking::all_buffer(label, fd, Direction::Write, Some(flags), buffer, op)
-        } else {
-            blocking::all(label, fd, Direction::Write, Some(flags), len, op)
-        }
+        let buffer = addr.is_null().then_some(blocking::Buffer { ptr: buf.cast_mut().cast(), len, flags });
+        blocking::all_in(label, fd, Direction::Write, Some(flags), len, buffer, op)
     }
 }
 
